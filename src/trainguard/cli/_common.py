@@ -1,0 +1,29 @@
+"""Shared CLI plumbing: one place turns library errors into exit code 2."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from trainguard.errors import TrainguardError
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print an error and return the Exit to raise: `raise fail("...")`."""
+    err_console.print(f"[bold red]error:[/] {message}", markup=True)
+    return typer.Exit(code)
+
+
+def run_app(app: typer.Typer, args: list[str] | None = None) -> int:
+    """Run the app; usage errors exit 2 (click's convention), library errors too."""
+    try:
+        app(args=args)
+    except TrainguardError as e:
+        err_console.print(f"[bold red]error:[/] {e}", markup=True)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("aborted")
+        return 130
+    return 0

@@ -1,0 +1,95 @@
+"""The detector contract and the registry.
+
+A detector declares its name, version, the dataset kinds it serves, what it
+needs (labels, embeddings, a model) and a frozen settings dataclass; it returns
+findings plus a per-row score. The engine, not the detector, isolates failures.
+Built-ins register by decorator; third-party packages through the
+`trainguard.detectors` entry-point group. Nothing read from data picks code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Mapping
+
+from trainguard.errors import ConfigError
+from trainguard.findings import DetectorResult
+from trainguard.io.dataset import Dataset
+from trainguard.records import Kind
+
+ENTRY_POINT_GROUP = "trainguard.detectors"
+
+
+@dataclasses.dataclass(frozen=True)
+class NoSettings:
+    pass
+
+
+class Detector(ABC):
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    kinds: ClassVar[frozenset[Kind]]
+    needs: ClassVar[frozenset[str]] = frozenset()
+    atlas: ClassVar[tuple[str, ...]] = ()
+    Settings: ClassVar[type] = NoSettings
+    description: ClassVar[str] = ""
+
+    def __init__(self, settings: Any = None, **overrides: Any) -> None:
+        base = settings if settings is not None else self.Settings()
+        if overrides:
+            known = {f.name for f in dataclasses.fields(base)}
+            unknown = set(overrides) - known
+            if unknown:
+                raise ConfigError(
+                    f"detector {self.name}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}"
+                )
+            base = dataclasses.replace(base, **overrides)
+        self.settings = base
+
+    def applies_to(self, data: Dataset) -> str | None:
+        """None when the detector can run on `data`, else the reason it cannot."""
+        if data.kind not in self.kinds:
+            return f"does not handle {data.kind.value} data"
+        if "labels" in self.needs and data.kind is Kind.CLASSIFICATION and len({r.label for r in data}) < 2:
+            return "needs at least two labels"
+        return None
+
+    def settings_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.settings)
+
+    @abstractmethod
+    def run(self, data: Dataset) -> DetectorResult: ...
+
+
+_BUILTIN: dict[str, type[Detector]] = {}
+
+
+def register(cls: type[Detector]) -> type[Detector]:
+    if cls.name in _BUILTIN and _BUILTIN[cls.name] is not cls:
+        raise ValueError(f"detector name {cls.name!r} registered twice")
+    _BUILTIN[cls.name] = cls
+    return cls
+
+
+def registry() -> Mapping[str, type[Detector]]:
+    """Built-in detectors plus those installed through entry points."""
+    import trainguard.detectors.builtin  # noqa: F401  (registers the built-ins)
+
+    found = dict(_BUILTIN)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in found:
+            continue  # built-ins win; a plug-in cannot shadow them
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, Detector)):
+            raise ConfigError(f"entry point {ep.name} = {ep.value} is not a trainguard Detector")
+        found[ep.name] = cls
+    return found
+
+
+def get(name: str) -> type[Detector]:
+    reg = registry()
+    if name not in reg:
+        raise ConfigError(f"unknown detector {name!r}; available: {', '.join(sorted(reg))}")
+    return reg[name]

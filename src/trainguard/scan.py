@@ -1,0 +1,86 @@
+"""The scan engine: run detectors over a dataset, isolating each one's failure.
+
+A detector that raises is recorded as failed with its message, never silently
+dropped: a gate built on the report then fails closed.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from trainguard.detectors.base import Detector, get, registry
+from trainguard.errors import ConfigError
+from trainguard.findings import DetectorRun, Severity
+from trainguard.io.dataset import Dataset, load
+from trainguard.report.model import Report
+
+ProgressFn = Callable[[str, int, int], None]
+
+DEFAULT_DETECTORS = ("trigger-association", "invisible-characters", "near-duplicates")
+
+
+def build_detectors(
+    names: Iterable[str] | None = None, settings: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[Detector]:
+    names = list(names) if names else list(DEFAULT_DETECTORS)
+    settings = dict(settings or {})
+    unknown = set(settings) - set(registry())
+    if unknown:
+        raise ConfigError(f"settings given for unknown detector(s): {sorted(unknown)}")
+    return [get(n)(**dict(settings.get(n, {}))) for n in names]
+
+
+def scan(
+    data: Dataset | str | Path,
+    detectors: Iterable[str] | Iterable[Detector] | None = None,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: ProgressFn | None = None,
+    **load_options: Any,
+) -> Report:
+    """Scan a dataset (or a path, loaded with `load_options`) and return a Report."""
+    if not isinstance(data, Dataset):
+        data = load(data, **load_options)
+    dets = list(detectors) if detectors is not None else None
+    if dets and all(isinstance(d, Detector) for d in dets):
+        instances: list[Detector] = dets  # type: ignore[assignment]
+    else:
+        instances = build_detectors(dets, settings)  # type: ignore[arg-type]
+    runs: list[DetectorRun] = []
+    findings = []
+    row_scores = {}
+    for i, det in enumerate(instances):
+        if progress:
+            progress(det.name, i, len(instances))
+        reason = det.applies_to(data)
+        if reason:
+            runs.append(DetectorRun(det.name, det.version, "skipped", det.settings_dict(), message=reason))
+            continue
+        t0 = time.perf_counter()
+        try:
+            result = det.run(data)
+        except Exception as e:  # noqa: BLE001 - isolate and record, the gate fails closed
+            tb = traceback.format_exception_only(type(e), e)[-1].strip()
+            runs.append(DetectorRun(det.name, det.version, "failed", det.settings_dict(),
+                                    time.perf_counter() - t0, message=tb))
+            continue
+        runs.append(DetectorRun(det.name, det.version, "ok", det.settings_dict(),
+                                time.perf_counter() - t0, summary=result.summary))
+        findings.extend(result.findings)
+        if result.row_scores is not None:
+            row_scores[det.name] = result.row_scores
+    if progress:
+        progress("done", len(instances), len(instances))
+    findings.sort(key=lambda f: (-f.severity, -f.score, f.rows[:1]))
+    return Report(dataset=data.info(), detectors=runs, findings=findings, row_scores=row_scores)
+
+
+def exit_code(report: Report, fail_on: Severity | str | None) -> int:
+    """0: nothing at or above `fail_on`; 1: findings at or above it (or a detector failed)."""
+    if report.failed:
+        return 1
+    if fail_on is None:
+        return 0
+    return 1 if report.at_or_above(Severity.parse(fail_on)) else 0
