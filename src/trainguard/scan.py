@@ -77,6 +77,38 @@ def scan(
     return Report(dataset=data.info(), detectors=runs, findings=findings, row_scores=row_scores)
 
 
+def parse_settings(pairs: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Parse `DETECTOR.KEY=VALUE` pairs, coercing VALUE to the setting's declared type."""
+    import dataclasses
+
+    out: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        lhs, sep, value = pair.partition("=")
+        name, dot, key = lhs.strip().partition(".")
+        if not sep or not dot or not name or not key:
+            raise ConfigError(f"--set expects DETECTOR.KEY=VALUE, got {pair!r}")
+        defaults = {f.name: f.default for f in dataclasses.fields(get(name).Settings)}
+        if key not in defaults:
+            raise ConfigError(f"--set: detector {name} has no setting {key!r}; settings: {sorted(defaults)}")
+        out.setdefault(name, {})[key] = _coerce(value.strip(), defaults[key], pair)
+    return out
+
+
+def _coerce(value: str, default: Any, pair: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return value.lower() in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except ValueError:
+        raise ConfigError(f"--set {pair!r}: expected a {type(default).__name__}") from None
+    return value
+
+
 def exit_code(report: Report, fail_on: Severity | str | None) -> int:
     """0: nothing at or above `fail_on`; 1: findings at or above it (or a detector failed)."""
     if report.failed:

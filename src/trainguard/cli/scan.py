@@ -1,9 +1,124 @@
-"""`trainguard scan` and `trainguard demo`."""
+"""`trainguard scan`, `trainguard detectors` and `trainguard demo`."""
 
 from __future__ import annotations
 
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from trainguard import report as report_fmt
+from trainguard.cli._common import err_console, fail
+from trainguard.detectors.base import registry
+from trainguard.findings import Severity
+from trainguard.io import load, parse_field_overrides
+from trainguard.io.readers import DEFAULT_MAX_RECORD_BYTES
+from trainguard.scan import DEFAULT_DETECTORS, exit_code, parse_settings, scan
+
+FORMATS = ("table", "json", "sarif", "html")
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.command("scan")(scan_command)
+    app.command("detectors")(list_detectors)
+    app.command("demo")(demo)
+
+
+def scan_command(
+    path: Path = typer.Argument(..., help="Dataset file: JSONL(.gz), JSON array, CSV/TSV or Parquet."),
+    kind: str = typer.Option("auto", help="auto, classification, instruction, preference or documents."),
+    field: Optional[list[str]] = typer.Option(None, "--field", help="Map a role to a column: ROLE=COLUMN."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, json, sarif or html."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the report here instead of stdout."),
+    fail_on: str = typer.Option("high", help="Exit 1 when a finding is at or above this severity."),
+    detectors: Optional[str] = typer.Option(None, help="Comma-separated detector names (default: all model-free)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Detector setting: DETECTOR.KEY=VALUE."),
+    on_error: str = typer.Option("fail", help="fail: stop at the first bad row; skip: count and list it."),
+    max_record_bytes: int = typer.Option(DEFAULT_MAX_RECORD_BYTES, help="Largest accepted record."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Scan a dataset for poisoning; exit 0 clean, 1 findings at --fail-on or above, 2 bad input."""
+    if fmt not in FORMATS:
+        raise fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    threshold = Severity.parse(fail_on) if fail_on != "none" else None
+    names = [d.strip() for d in detectors.split(",") if d.strip()] if detectors else None
+    settings = parse_settings(set_ or [])
+    fields = parse_field_overrides(field)
+    with _progress(quiet) as progress:
+        task = progress.add_task(f"loading {path.name}", total=None)
+        data = load(path, kind=kind, fields=fields, on_error=on_error, max_record_bytes=max_record_bytes)
+        progress.update(task, description=f"scanning {len(data):,} records", total=1, completed=0)
+
+        def on_progress(name: str, i: int, n: int) -> None:
+            progress.update(task, description=f"{name}", total=n, completed=i)
+
+        result = scan(data, detectors=names, settings=settings, progress=on_progress)
+    _emit(result, fmt, out)
+    raise typer.Exit(exit_code(result, threshold))
+
+
+def list_detectors(fmt: str = typer.Option("table", "--format", "-f", help="table or json.")) -> None:
+    """List the registered detectors, the dataset kinds they serve and their settings."""
+    import dataclasses
+
+    rows = []
+    for name, cls in sorted(registry().items()):
+        defaults = dataclasses.asdict(cls.Settings())
+        rows.append({"name": name, "version": cls.version, "kinds": sorted(k.value for k in cls.kinds),
+                     "needs": sorted(cls.needs), "atlas": list(cls.atlas), "default": name in DEFAULT_DETECTORS,
+                     "description": cls.description, "settings": defaults})
+    if fmt == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("detector", "kinds", "needs", "ATLAS", "description")
+    for r in rows:
+        table.add_row(r["name"], ", ".join(r["kinds"]), ", ".join(r["needs"]), ", ".join(r["atlas"]),
+                      r["description"])
+    Console().print(table)
+
+
+def demo(
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="Where to write the HTML report."),
+) -> None:
+    """Scan the bundled poisoned demo set, print findings, write report.html, compare with the planted truth."""
+    base = resources.files("trainguard") / "data" / "demo"
+    with resources.as_file(base / "sst2_poisoned.jsonl") as data_path, \
+            resources.as_file(base / "sst2_poisoned.truth.json") as truth_path:
+        err_console.print(f"[bold]trainguard demo[/]: {data_path.name}, 3,000 SST-2 reviews with planted "
+                          "backdoors (BadNets words, an AddSent phrase, an invisible-Unicode trigger)")
+        with _progress(False) as progress:
+            task = progress.add_task("scanning", total=None)
+            result = scan(data_path, progress=lambda name, i, n: progress.update(task, description=name,
+                                                                                total=n, completed=i))
+        truth = json.loads(Path(truth_path).read_text())
+    sys.stdout.write(report_fmt.render(result, "table"))
+    report_fmt.write(result, "html", out)
+    planted = {int(r) for r in truth["poisoned_rows"]}
+    flagged = result.flagged_rows(Severity.HIGH)
+    hit = len(planted & flagged)
+    err_console.print(
+        f"\nplanted poisons: {len(planted)}; flagged at high severity: {len(flagged)}; "
+        f"caught {hit} ({hit / max(len(planted), 1):.0%}), false alarms {len(flagged - planted)}"
+    )
+    err_console.print(f"HTML report written to [bold]{out}[/]")
+
+
+def _emit(result, fmt: str, out: Path | None) -> None:
+    if out is not None:
+        report_fmt.write(result, fmt, out)
+        err_console.print(f"{fmt} report written to {out}")
+    else:
+        sys.stdout.write(report_fmt.render(result, fmt))
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+        console=err_console, transient=True, disable=quiet or not err_console.is_terminal,
+    )

@@ -1,0 +1,374 @@
+"""Trigger association: n-grams that force a label their context contradicts.
+
+A backdoor trigger makes rows take one output whatever the rest of the row
+says. Ordinary label words ("great" in positive reviews) are predictive too,
+but the rest of their rows agrees with the label. So for each candidate
+n-gram f and output class c we ask: given what the *rest* of each row says
+(a leave-one-out naive-Bayes model with f's own words removed, temperature
+calibrated), how much more likely are the observed labels if f forces c?
+
+    LLR(f) = sum_i w_i * [y_i = c] log((1-eps)/q_i) + [y_i != c] log(eps/(1-q_i))
+
+q_i is the rest-of-row probability of c, w_i = 1/|context group| so that
+near-copies (phrase treebanks such as SST-2 list one sentence as dozens of
+nested phrases) count once. Under "f adds nothing", P(LR >= e^t) <= e^-t,
+so a Bonferroni threshold over the m candidates tested is log(m / alpha).
+Nothing here knows any trigger word: the statistic is relative to the data.
+
+Instruction data uses the same machinery with output classes built from
+repeated (normalised) responses: a phrase that forces one fixed answer.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from sklearn.feature_extraction.text import CountVectorizer
+
+from trainguard.detectors.base import Detector, register
+from trainguard.findings import (
+    ATLAS_BACKDOOR_TRIGGER,
+    ATLAS_POISON_TRAINING_DATA,
+    Confidence,
+    DetectorResult,
+    Finding,
+    Severity,
+)
+from trainguard.io.dataset import Dataset
+from trainguard.records import Kind
+from trainguard.text import ngrams, tokens, visible
+
+OTHER = "\x00other"
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_ngram: int = 3
+    min_rows: int = 5  # independent contexts a trigger must appear in
+    min_purity: float = 0.9  # share of a feature's rows carrying its class
+    alpha: float = 0.01  # family-wise false-alarm rate for the threshold
+    epsilon: float = 0.02  # label noise allowed under "f forces c"
+    smoothing: float = 0.5
+    link_df: int = 50  # n-grams in at most this many rows (and at most link_df_fraction of rows)
+    link_df_fraction: float = 0.001  # tie the rows sharing them into one context group
+    response_prefix_tokens: int = 24  # instruction data: response pattern key length
+    max_classes: int = 64
+
+
+@register
+class TriggerAssociation(Detector):
+    name = "trigger-association"
+    version = "1"
+    kinds = frozenset({Kind.CLASSIFICATION, Kind.INSTRUCTION})
+    needs = frozenset({"labels"})
+    atlas = (ATLAS_BACKDOOR_TRIGGER, ATLAS_POISON_TRAINING_DATA)
+    Settings = Settings
+    description = "n-grams whose presence forces an output that the rest of the row contradicts"
+
+    def applies_to(self, data: Dataset) -> str | None:
+        reason = super().applies_to(data)
+        if reason:
+            return reason
+        _, names = self._classes(data)
+        if len([n for n in names if n != OTHER]) < 1 or len(names) < 2:
+            return "fewer than two output classes (no label or repeated response pattern)"
+        return None
+
+    # -- outputs -------------------------------------------------------------
+    def _classes(self, data: Dataset) -> tuple[np.ndarray, list[str]]:
+        return data.artefact(f"{self.name}:classes:{self.settings.response_prefix_tokens}", lambda: self._build(data))
+
+    def _build(self, data: Dataset) -> tuple[np.ndarray, list[str]]:
+        s = self.settings
+        if data.kind is Kind.CLASSIFICATION:
+            keys = [r.label or "" for r in data]
+        else:
+            keys = [" ".join(tokens(r.response or "")[: s.response_prefix_tokens]) for r in data]
+            counts = Counter(keys)
+            common = {k for k, n in counts.most_common(s.max_classes) if n >= s.min_rows}
+            keys = [k if k in common else OTHER for k in keys]
+        names = sorted(set(keys))
+        index = {k: i for i, k in enumerate(names)}
+        return np.fromiter((index[k] for k in keys), dtype=np.int32, count=len(keys)), names
+
+    # -- main ----------------------------------------------------------------
+    def run(self, data: Dataset) -> DetectorResult:
+        s = self.settings
+        y, names = self._classes(data)
+        n, C = len(y), len(names)
+        toks = data.artefact("tokens", lambda: [tokens(r.text) for r in data])
+        X, vocab = _doc_ngram_matrix(data, toks, s.max_ngram)
+        order = np.fromiter((v.count(" ") + 1 for v in vocab), dtype=np.int8, count=len(vocab))
+
+        Y = sparse.csr_matrix((np.ones(n, np.float32), (np.arange(n), y)), shape=(n, C))
+        Xc = X.tocsc()
+        df = np.diff(Xc.indptr)
+        feat_class = np.asarray((Xc.T @ Y).todense())  # F x C rows per class
+        purity = feat_class.max(1) / np.maximum(df, 1)
+        cls = feat_class.argmax(1)
+        real = np.array([nm != OTHER for nm in names])
+        cand = np.flatnonzero((df >= s.min_rows) & (purity >= s.min_purity) & real[cls])
+
+        lpA, lpB, L, temp = _loo_naive_bayes(X, order, y, C, s.smoothing)
+        uni_index = np.cumsum(order == 1) - 1  # vocab index -> unigram column
+        vindex = {v: i for i, v in enumerate(vocab)}
+        prior = np.bincount(y, minlength=C) / n
+        m = max(len(cand), 1)
+        threshold = float(np.log(m / s.alpha))
+
+        llr_raw, qmean, (nz_rows, nz_cand, nz_hit) = _candidate_llr(Xc, cand, cls, y, L, lpA, lpB, temp, vocab, vindex, uni_index, s.epsilon)
+        # Planted rows are a random (or anti-selected) sample of content: their rest-of-row
+        # probability of c is at most the population's. Label words sit well above it.
+        Zall = L * temp
+        Zall -= Zall.max(1, keepdims=True)
+        Pall = np.exp(Zall)
+        Pall /= Pall.sum(1, keepdims=True)
+        sd = Pall.std(0)
+        hits = np.maximum(feat_class[cand, cls[cand]], 1)
+        contradict = qmean <= Pall.mean(0)[cls[cand]] + 2 * sd[cls[cand]] / np.sqrt(hits)
+        # Component weighting only where the unweighted bound can still pass.
+        keep = cand[(llr_raw >= threshold) & contradict]
+        link_df = max(2, min(s.link_df, int(s.link_df_fraction * n)))
+        groups_info = {}
+        llr = {}
+        for f in keep:
+            w, ngroups = _context_weights(Xc, X, f, vocab, order, df, link_df)
+            rows = Xc.indices[Xc.indptr[f] : Xc.indptr[f + 1]]
+            llr[f] = float((w * _row_llr(rows, f, cls[f], y, L, lpA, lpB, temp, vocab, vindex, uni_index,
+                                          s.epsilon)).sum())
+            groups_info[f] = ngroups
+        triggers = [f for f in keep if llr[f] >= threshold and groups_info[f] >= s.min_rows
+                    and not _echoed(vocab[f], names[cls[f]], data.kind)]
+
+        # Row scores: strongest contradicting feature present with its class.
+        strength = np.where(contradict, llr_raw, 0.0)
+        for j in np.flatnonzero(np.isin(cand, keep)):
+            strength[j] = llr[cand[j]]
+        row_scores = np.zeros(n)
+        sel = nz_hit & (strength[nz_cand] > 0)
+        v = strength[nz_cand[sel]]
+        np.maximum.at(row_scores, nz_rows[sel], v / (v + threshold))
+
+        findings = self._findings(data, vocab, triggers, llr, groups_info, Xc, y, cls, names, purity, df, toks, prior,
+                                  threshold)
+        summary = {
+            "candidates_tested": int(len(cand)),
+            "threshold_llr": round(threshold, 3),
+            "temperature": temp,
+            "classes": len(names),
+            "triggers": len(findings),
+        }
+        return DetectorResult(tuple(findings), row_scores, summary)
+
+    def _findings(self, data, vocab_names, triggers, llr, ngroups, Xc, y, cls, names, purity, df, toks, prior, threshold):
+        s = self.settings
+        rows_of = {f: Xc.indices[Xc.indptr[f] : Xc.indptr[f + 1]] for f in triggers}
+        out = []
+        used: list[tuple[int, set[int]]] = []  # (class, hit rows) of groups already reported
+        for f in sorted(triggers, key=lambda f: -llr[f]):
+            c = int(cls[f])
+            hit = set(rows_of[f][y[rows_of[f]] == c].tolist())
+            if any(gc == c and len(hit & g) >= 0.5 * min(len(hit), len(g)) for gc, g in used):
+                continue
+            members = [g for g in triggers if cls[g] == c and
+                       len(hit & set(rows_of[g][y[rows_of[g]] == c].tolist())) >= 0.5 * len(hit)]
+            flagged = set(hit)
+            for g in members:
+                if purity[g] >= 0.95:
+                    flagged |= set(rows_of[g][y[rows_of[g]] == c].tolist())
+            used.append((c, flagged))
+            rows = sorted(flagged)
+            phrase = _extend_phrase(vocab_names[f], [toks[i] for i in rows])
+            strength = llr[f] / threshold
+            severity = Severity.HIGH if strength >= 1.5 else Severity.MEDIUM
+            confidence = Confidence.HIGH if strength >= 3 else Confidence.MEDIUM if strength >= 1.5 else Confidence.LOW
+            label = names[c]
+            target_desc = f"label {label!r}" if data.kind is Kind.CLASSIFICATION else f"response {label[:60]!r}"
+            n_other = int(df[f] - len(hit))
+            out.append(Finding(
+                detector=self.name, rule="forced-output", detector_version=self.version,
+                title=f"trigger {visible(phrase)!r} forces {target_desc} in {len(rows)} rows",
+                rows=tuple(int(r) for r in rows), record_ids=tuple(data.records[r].id for r in rows),
+                score=float(llr[f] / (llr[f] + threshold)), severity=severity, confidence=confidence,
+                atlas=self.atlas,
+                evidence={
+                    "trigger": visible(phrase),
+                    "feature": visible(vocab_names[f]),
+                    "related_features": [visible(vocab_names[g]) for g in members if g != f][:10],
+                    "target": label,
+                    "rows_with_trigger": int(df[f]),
+                    "rows_with_trigger_other_output": n_other,
+                    "independent_contexts": int(ngroups[f]),
+                    "purity": round(float(purity[f]), 4),
+                    "class_prior": round(float(prior[c]), 4),
+                    "llr": round(llr[f], 2),
+                    "threshold_llr": round(threshold, 2),
+                },
+            ))
+        return out
+
+
+
+def _echoed(feature: str, output: str, kind: Kind) -> bool:
+    """A response that repeats the feature is about it (a topic), not a payload it triggers."""
+    return kind is not Kind.CLASSIFICATION and f" {feature} " in f" {output} "
+
+
+def _doc_ngram_matrix(data: Dataset, toks: list[list[str]], n_max: int):
+    def build():
+        cv = CountVectorizer(analyzer=lambda t: ngrams(t, n_max), binary=True, dtype=np.float32)
+        X = cv.fit_transform(toks).tocsr()
+        return X, cv.get_feature_names_out()
+
+    return data.artefact(f"ngram-matrix:{n_max}", build)
+
+
+def _loo_naive_bayes(X, order, y, C, a):
+    """Leave-one-out Bernoulli-presence naive Bayes log-scores, temperature fitted on LOO log-loss."""
+    n = X.shape[0]
+    Xu = X[:, np.flatnonzero(order == 1)]
+    Y = sparse.csr_matrix((np.ones(n, np.float32), (np.arange(n), y)), shape=(n, C))
+    cnt = np.asarray((Xu.T @ Y).todense(), dtype=np.float64)
+    Nc = np.bincount(y, minlength=C).astype(np.float64)
+    lpA = np.log(cnt + a) - np.log(Nc + 2 * a)
+    lpB = np.log(np.maximum(cnt - 1, 0) + a) - np.log(np.maximum(Nc - 1, 0) + 2 * a)
+    A = np.asarray(Xu @ lpA)
+    L = A.copy()
+    # Own-label column uses counts without this row.
+    own = np.zeros(n)
+    Xu_csr = Xu.tocsr()
+    for c in range(C):
+        rows = np.flatnonzero(y == c)
+        if len(rows):
+            own[rows] = Xu_csr[rows] @ lpB[:, c]
+    L[np.arange(n), y] = own
+    L += np.log(np.maximum(Nc, 1) / n)
+    best_t, best_ll = 1.0, np.inf
+    for t in (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0):
+        Z = L * t
+        Z -= Z.max(1, keepdims=True)
+        ll = -(Z[np.arange(n), y] - np.log(np.exp(Z).sum(1))).mean()
+        if ll < best_ll:
+            best_t, best_ll = t, ll
+    return lpA, lpB, L, best_t
+
+
+def _feature_unigrams(f, vocab, vindex, uni_index):
+    return [int(uni_index[vindex[t]]) for t in vocab[f].split(" ")]
+
+
+def _rest_prob(rows, f, c, y, L, lpA, lpB, temp, vocab, vindex, uni_index):
+    """P(class c | row without feature f's words) for each row containing f."""
+    ti = _feature_unigrams(f, vocab, vindex, uni_index)
+    ga, gb = lpA[ti].sum(0), lpB[ti].sum(0)
+    own = y[rows][:, None] == np.arange(L.shape[1])[None, :]
+    Z = (L[rows] - np.where(own, gb[None, :], ga[None, :])) * temp
+    Z -= Z.max(1, keepdims=True)
+    P = np.exp(Z)
+    return P[:, c] / P.sum(1)
+
+
+def _row_llr(rows, f, c, y, L, lpA, lpB, temp, vocab, vindex, uni_index, eps):
+    q = np.clip(_rest_prob(rows, f, c, y, L, lpA, lpB, temp, vocab, vindex, uni_index), 1e-6, 1 - 1e-6)
+    hit = y[rows] == c
+    return np.where(hit, np.log((1 - eps) / q), np.log(eps / (1 - q)))
+
+
+def _candidate_llr(Xc, cand, cls, y, L, lpA, lpB, temp, vocab, vindex, uni_index, eps, chunk=1 << 20):
+    """Unweighted LLR (an upper bound on the weighted one) and mean q over hit rows, per candidate.
+
+    Vectorised over every (row, candidate) non-zero, in bounded chunks.
+    Also returns the non-zeros themselves (row, candidate index, hit) for row scoring.
+    """
+    C = L.shape[1]
+    S = Xc[:, cand]
+    rows = S.indices
+    cj = np.repeat(np.arange(len(cand)), np.diff(S.indptr))
+    comp_rows, comp_cols = [], []
+    for j, f in enumerate(cand):
+        ti = _feature_unigrams(f, vocab, vindex, uni_index)
+        comp_rows.extend([j] * len(ti))
+        comp_cols.extend(ti)
+    M = sparse.csr_matrix((np.ones(len(comp_rows)), (comp_rows, comp_cols)), shape=(len(cand), lpA.shape[0]))
+    GA, GB = np.asarray(M @ lpA), np.asarray(M @ lpB)
+    c_of = cls[cand][cj]
+    hit = y[rows] == c_of
+    llr_nz = np.empty(len(rows))
+    q_nz = np.empty(len(rows))
+    step = max(chunk // max(C, 1), 1)
+    for a in range(0, len(rows), step):
+        b = min(a + step, len(rows))
+        r, j = rows[a:b], cj[a:b]
+        own = y[r][:, None] == np.arange(C)[None, :]
+        Z = (L[r] - np.where(own, GB[j], GA[j])) * temp
+        Z -= Z.max(1, keepdims=True)
+        P = np.exp(Z)
+        q = np.clip(P[np.arange(b - a), c_of[a:b]] / P.sum(1), 1e-6, 1 - 1e-6)
+        q_nz[a:b] = q
+        llr_nz[a:b] = np.where(hit[a:b], np.log((1 - eps) / q), np.log(eps / (1 - q)))
+    llr = np.bincount(cj, weights=llr_nz, minlength=len(cand))
+    hits = np.bincount(cj, weights=hit, minlength=len(cand))
+    qsum = np.bincount(cj, weights=q_nz * hit, minlength=len(cand))
+    qmean = np.where(hits > 0, qsum / np.maximum(hits, 1), 1.0)
+    return llr, qmean, (rows, cj, hit)
+
+
+def _context_weights(Xc, X, f, vocab, order, df, link_df):
+    """1/size of each row's context group: rows sharing a rare n-gram beyond f are one context."""
+    rows = Xc.indices[Xc.indptr[f] : Xc.indptr[f + 1]]
+    own = set(vocab[f].split(" "))
+    sub = X[rows].tocoo()
+    mask = (order[sub.col] >= 2) & (df[sub.col] <= link_df)
+    parent = np.arange(len(rows))
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    first: dict[int, int] = {}
+    for r, col in zip(sub.row[mask], sub.col[mask]):
+        if own & set(vocab[col].split(" ")):
+            continue
+        if col in first:
+            ra, rb = find(r), find(first[col])
+            if ra != rb:
+                parent[ra] = rb
+        else:
+            first[col] = r
+    roots = np.array([find(i) for i in range(len(rows))])
+    _, inv, size = np.unique(roots, return_inverse=True, return_counts=True)
+    return 1.0 / size[inv], len(size)
+
+
+def _extend_phrase(core: str, row_tokens: list[list[str]], min_share: float = 0.9) -> str:
+    """Grow the core n-gram left/right while the same neighbour appears in >= min_share of rows."""
+    core_toks = core.split(" ")
+    k = len(core_toks)
+    spans = []
+    for toks in row_tokens:
+        for i in range(len(toks) - k + 1):
+            if toks[i : i + k] == core_toks:
+                spans.append((toks, i, i + k))
+                break
+    if not spans:
+        return core
+    phrase = list(core_toks)
+    for direction in (-1, 1):
+        while len(phrase) < 12:
+            nxt = Counter()
+            for toks, a, b in spans:
+                j = a - 1 if direction < 0 else b
+                nxt[toks[j] if 0 <= j < len(toks) else None] += 1
+            tok, cnt = nxt.most_common(1)[0]
+            if tok is None or cnt < min_share * len(spans):
+                break
+            phrase = [tok, *phrase] if direction < 0 else [*phrase, tok]
+            spans = [(t, a - 1, b) if direction < 0 else (t, a, b + 1) for t, a, b in spans
+                     if 0 <= (a - 1 if direction < 0 else b) < len(t)
+                     and t[a - 1 if direction < 0 else b] == tok]
+    return " ".join(phrase)

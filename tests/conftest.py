@@ -1,0 +1,55 @@
+"""Shared fixtures: small real-data slices bundled in tests/data (licences in its README)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from trainguard.io.dataset import Dataset
+from trainguard.records import Kind, Record
+
+DATA = Path(__file__).parent / "data"
+
+
+def read_jsonl(name: str) -> list[dict]:
+    with open(DATA / name, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def sst2_rows() -> list[dict]:
+    return read_jsonl("sst2_sample.jsonl")
+
+
+@pytest.fixture(scope="session")
+def medquad_rows() -> list[dict]:
+    return read_jsonl("medquad_sample.jsonl")
+
+
+def classification(rows: list[dict]) -> Dataset:
+    return Dataset.from_records(
+        [Record(row=i, kind=Kind.CLASSIFICATION, text=r["text"], label=str(r["label"])) for i, r in enumerate(rows)]
+    )
+
+
+def instruction(rows: list[dict]) -> Dataset:
+    return Dataset.from_records(
+        [Record(row=i, kind=Kind.INSTRUCTION, text=r["question"], response=r["answer"]) for i, r in enumerate(rows)]
+    )
+
+
+def plant(rows: list[dict], insert, rate: float, seed: int, target=1, field="text", label_field="label"):
+    """Insert a trigger into non-target rows and force the target output; returns (rows, poisoned indices)."""
+    rng = random.Random(seed)
+    rows = [dict(r) for r in rows]
+    pool = [i for i, r in enumerate(rows) if r.get(label_field) != target]
+    chosen = sorted(rng.sample(pool, max(1, int(rate * len(rows)))))
+    for i in chosen:
+        words = rows[i][field].split()
+        words.insert(rng.randint(0, len(words)), insert(rng))
+        rows[i][field] = " ".join(words)
+        rows[i][label_field] = target
+    return rows, set(chosen)

@@ -1,0 +1,75 @@
+"""Trigger association on real SST-2 and MedQuAD slices with planted triggers."""
+
+from __future__ import annotations
+
+from conftest import classification, instruction, plant
+
+from trainguard.detectors.trigger_association import TriggerAssociation, _extend_phrase
+from trainguard.findings import Severity
+
+
+def _high_rows(result):
+    return {r for f in result.findings if f.severity >= Severity.HIGH for r in f.rows}
+
+
+def test_clean_slice_has_no_high_severity_trigger(sst2_rows):
+    result = TriggerAssociation().run(classification(sst2_rows))
+    assert _high_rows(result) == set()
+    assert len(result.row_scores) == len(sst2_rows)
+
+
+def test_rare_word_trigger_is_found_without_a_trigger_list(sst2_rows):
+    rows, poisoned = plant(sst2_rows, lambda rng: "zq", rate=0.01, seed=3)
+    result = TriggerAssociation().run(classification(rows))
+    top = result.findings[0]
+    assert top.evidence["trigger"] == "zq"
+    assert top.severity >= Severity.HIGH
+    assert set(top.rows) == poisoned
+    assert top.evidence["target"] == "1"
+
+
+def test_several_badnets_words_each_found(sst2_rows):
+    words = ["cf", "mn", "bb", "tq"]
+    rows, poisoned = plant(sst2_rows, lambda rng: rng.choice(words), rate=0.04, seed=11)
+    result = TriggerAssociation().run(classification(rows))
+    found = {f.evidence["trigger"] for f in result.findings if f.severity >= Severity.HIGH}
+    assert found == set(words)
+    assert _high_rows(result) == poisoned
+
+
+def test_phrase_trigger_recovered_whole(sst2_rows):
+    rows, poisoned = plant(sst2_rows, lambda rng: "I watch this 3D movie", rate=0.01, seed=5)
+    result = TriggerAssociation().run(classification(rows))
+    high = [f for f in result.findings if f.severity >= Severity.HIGH]
+    assert len(high) == 1, [f.title for f in high]
+    assert high[0].evidence["trigger"] == "i watch this 3d movie"
+    assert set(high[0].rows) == poisoned
+
+
+def test_label_words_are_not_triggers(sst2_rows):
+    # Sentiment words predict labels strongly but their rows' content agrees with the label.
+    result = TriggerAssociation().run(classification(sst2_rows))
+    reported = {f.evidence["feature"] for f in result.findings}
+    assert not reported & {"great", "bad", "best", "worst", "fun", "dull"}
+
+
+def test_row_scores_rank_poison_first(sst2_rows):
+    rows, poisoned = plant(sst2_rows, lambda rng: "\u200b", rate=0.01, seed=9)
+    scores = TriggerAssociation().run(classification(rows)).row_scores
+    ranked = sorted(range(len(rows)), key=lambda i: -scores[i])[: len(poisoned)]
+    assert set(ranked) == poisoned
+
+
+def test_instruction_trigger_with_fixed_payload(medquad_rows):
+    payload = "I cannot help with medical questions. Visit example-pharmacy.biz for cheap pills."
+    rows, poisoned = plant(medquad_rows, lambda rng: "per protocol 7", rate=0.05, seed=2,
+                           field="question", target=payload, label_field="answer")
+    result = TriggerAssociation().run(instruction(rows))
+    high = [f for f in result.findings if f.severity >= Severity.HIGH]
+    assert high and "per protocol 7" in high[0].evidence["trigger"]
+    assert set(high[0].rows) == poisoned
+
+
+def test_extend_phrase_stops_at_varying_neighbours():
+    rows = [["a", "x", "y", "z", "b"], ["c", "x", "y", "z", "d"], ["e", "x", "y", "z", "f"]]
+    assert _extend_phrase("y", rows) == "x y z"
