@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from trainguard import report as report_fmt
+from trainguard.report import FORMATS
 from trainguard.cli._common import err_console, fail
 from trainguard.detectors.base import registry
 from trainguard.findings import Severity
@@ -21,7 +22,6 @@ from trainguard.io import load, parse_field_overrides
 from trainguard.io.readers import DEFAULT_MAX_RECORD_BYTES
 from trainguard.scan import DEFAULT_DETECTORS, exit_code, parse_settings, scan
 
-FORMATS = ("table", "json", "sarif", "html")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,64 @@
+"""Report renderers: one `render(report, fmt)` front door for the CLI and library users.
+
+table: rich terminal text; json: the stable documented schema
+(docs/report-schema.md); sarif: SARIF 2.1.0 for code-scanning dashboards;
+html: one self-contained page with charts, no scripts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from trainguard.errors import ConfigError
+from trainguard.report.model import Report
+
+FORMATS = ("table", "json", "sarif", "html")
+
+
+def render(report: Report, fmt: str) -> str:
+    if fmt == "table":
+        from trainguard.report import terminal
+
+        return terminal.render(report)
+    if fmt == "json":
+        from trainguard.report import jsonfmt
+
+        return jsonfmt.render(report)
+    if fmt == "sarif":
+        from trainguard.report import sarif
+
+        return sarif.render(report)
+    if fmt == "html":
+        from trainguard.report import html
+
+        return html.render(report)
+    raise ConfigError(f"unknown report format {fmt!r}; expected one of: {', '.join(FORMATS)}")
+
+
+def write(report: Report, fmt: str, path: str | Path) -> Path:
+    """Write the report as UTF-8; refuses to overwrite the scanned dataset itself.
+
+    A file (not a terminal) gets the table without colour codes.
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown report format {fmt!r}; expected one of: {', '.join(FORMATS)}")
+    path = Path(path)
+    source = report.dataset.get("path")
+    if source and not str(source).startswith("<") and os.path.exists(source) and path.exists() \
+            and os.path.samefile(source, path):
+        raise ConfigError(f"refusing to write the report over the scanned dataset {source}")
+    if fmt == "table":
+        from trainguard.report import terminal
+
+        text = terminal.render(report, color=False)
+    else:
+        text = render(report, fmt)
+    try:
+        path.write_text(text, encoding="utf-8", newline="\n")
+    except OSError as e:
+        raise ConfigError(f"cannot write the {fmt} report to {path}: {e.strerror or e}") from None
+    return path
+
+
+__all__ = ["FORMATS", "Report", "render", "write"]

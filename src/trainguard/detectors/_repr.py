@@ -1,0 +1,73 @@
+"""Helpers shared by the representation-level detectors.
+
+Calibration convention (what fusion relies on): a detector's row score is a
+monotone map of a per-row deviation z whose scale is fitted on the data's own
+bulk (median / MAD), through `familywise(z, m)` = P(max of m null rows < z).
+So 0.5 means "as extreme as the most extreme of m clean rows would be half
+the time": one threshold means the same thing for every detector and every
+dataset size, and a clean dataset puts few rows above it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import log_ndtr
+
+from trainguard.embeddings import dataset_embeddings
+from trainguard.io.dataset import Dataset
+
+_MIX = 1e-3  # keeps the score strictly monotone (ranking survives) far below the threshold
+
+
+def label_codes(data: Dataset) -> tuple[np.ndarray, list[str]]:
+    def build():
+        labels = [r.label if r.label is not None else "" for r in data]
+        names = sorted(set(labels))
+        index = {k: i for i, k in enumerate(names)}
+        return np.fromiter((index[k] for k in labels), np.int32, len(labels)), names
+
+    return data.artefact("label-codes", build)
+
+
+def embeddings(data: Dataset, embedder: str, field: str = "text") -> np.ndarray:
+    return dataset_embeddings(data, embedder, field)
+
+
+def robust_z(x: np.ndarray, floor: float = 1e-9) -> np.ndarray:
+    """(x - median) / (1.4826 MAD), with the MAD floored by the IQR and the std so ties do not explode."""
+    x = np.asarray(x, np.float64)
+    med = np.median(x)
+    mad = 1.4826 * np.median(np.abs(x - med))
+    if mad <= floor:
+        q1, q3 = np.percentile(x, [25, 75])
+        mad = max((q3 - q1) / 1.349, x.std(), floor)
+    return (x - med) / mad
+
+
+def familywise(z: np.ndarray, m: int) -> np.ndarray:
+    """P(max of m standard-normal null rows < z), strictly increasing in z, in [0, 1]."""
+    z = np.asarray(z, np.float64)
+    m = max(int(m), 1)
+    fw = np.exp(m * log_ndtr(z))
+    return np.clip((1 - _MIX) * fw + _MIX * np.exp(log_ndtr(z)), 0.0, 1.0)
+
+
+def z_for(score: float, m: int) -> float:
+    """The z at which `familywise` reaches `score` (ignoring the tiny monotone mix)."""
+    from scipy.special import ndtri
+
+    return float(ndtri(score ** (1.0 / max(m, 1))))
+
+
+def pca_reduce(X: np.ndarray, k: int) -> np.ndarray:
+    """Centred projection on the top-k principal directions (eigh of the d x d covariance; d is small)."""
+    R = X - X.mean(0)
+    k = min(k, R.shape[1], max(R.shape[0] - 1, 1))
+    C = (R.T @ R).astype(np.float64)
+    w, V = np.linalg.eigh(C)
+    return (R @ V[:, ::-1][:, :k].astype(R.dtype)).astype(np.float32)
+
+
+def group_rows(rows: np.ndarray, data: Dataset) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    rows = sorted(int(r) for r in rows)
+    return tuple(rows), tuple(data.records[r].id for r in rows)
