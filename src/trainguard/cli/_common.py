@@ -20,6 +20,8 @@ def run_app(app: typer.Typer, args: list[str] | None = None) -> int:
     """Run the app; usage errors exit 2 (click's convention), library errors too."""
     try:
         app(args=args)
+    except SystemExit as e:  # click's standalone mode ends every run this way
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     except TrainguardError as e:
         err_console.print(f"[bold red]error:[/] {e}", markup=True)
         return 2

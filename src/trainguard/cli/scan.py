@@ -46,7 +46,10 @@ def scan_command(
     """Scan a dataset for poisoning; exit 0 clean, 1 findings at --fail-on or above, 2 bad input."""
     if fmt not in FORMATS:
         raise fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    threshold = Severity.parse(fail_on) if fail_on != "none" else None
+    try:
+        threshold = Severity.parse(fail_on) if fail_on != "none" else None
+    except ValueError as e:
+        raise fail(f"--fail-on: {e}") from None
     names = [d.strip() for d in detectors.split(",") if d.strip()] if detectors else None
     settings = parse_settings(set_ or [])
     fields = parse_field_overrides(field)
