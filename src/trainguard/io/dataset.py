@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 from trainguard.errors import ConfigError, DataError
 from trainguard.io.mapping import FieldMap, RecordBuilder, detect_kind, fieldmap_for
-from trainguard.io.readers import DEFAULT_MAX_RECORD_BYTES, read
+from trainguard.io.readers import DEFAULT_MAX_RECORD_BYTES, RawItem, read
 from trainguard.records import Kind, Record
 
 T = TypeVar("T")
 ON_ERROR = ("fail", "skip")
+DETECT_ROWS = 32  # good rows whose field names decide the kind
 
 
 @dataclass
@@ -93,18 +95,17 @@ def iter_records(
         raise ConfigError(f"--on-error must be one of {ON_ERROR}, got {on_error!r}")
     spath = str(path)
     want = None if kind in ("auto", None) else _parse_kind(kind)
-    builder: RecordBuilder | None = None
-    for item in read(Path(path), fmt=fmt, max_record_bytes=max_record_bytes):
+    items = read(Path(path), fmt=fmt, max_record_bytes=max_record_bytes)
+    head = _head(items, stop_at_error=on_error == "fail")
+    builder = _builder(spath, want, fields, head) if any(i.error is None for i in head) else None
+    if builder is not None and resolved is not None:
+        resolved.update(kind=builder.kind, fieldmap=builder.fm)
+    yielded = 0
+    first_bad: DataError | None = None
+    for item in chain(head, items):
         error = item.error
-        record = None
         if error is None:
-            assert item.value is not None
-            if builder is None:
-                keys = set(item.value)
-                k, fm = (want, fieldmap_for(want, keys, fields)) if want else detect_kind(keys, fields)
-                builder = RecordBuilder(spath, k, fm)
-                if resolved is not None:
-                    resolved.update(kind=k, fieldmap=fm)
+            assert builder is not None and item.value is not None
             try:
                 record = builder.build(item.value, item.row, item.line)
             except DataError as e:
@@ -112,12 +113,43 @@ def iter_records(
         if error is not None:
             if on_error == "fail":
                 raise error
+            first_bad = first_bad or error
             if skipped is not None:
                 skipped.append(error)
             continue
+        yielded += 1
         yield record
-    if builder is None:
-        raise DataError(spath, "no readable records (every row was skipped)")
+    if not yielded:
+        first = f"; the first: {first_bad}" if first_bad else ""
+        raise DataError(spath, f"no readable records (every row was skipped){first}")
+
+
+def _head(items: Iterator[RawItem], stop_at_error: bool) -> list[RawItem]:
+    """The first DETECT_ROWS good items (and any bad ones among them), for kind detection.
+
+    Detecting from several rows, not one, keeps a first row that lacks a field
+    from silently turning a classification set into documents.
+    """
+    head: list[RawItem] = []
+    good = 0
+    for item in items:
+        head.append(item)
+        if item.error is not None and stop_at_error:
+            break
+        good += item.error is None
+        if good >= DETECT_ROWS:
+            break
+    return head
+
+
+def _builder(spath: str, want: Kind | None, fields: Mapping[str, str] | None, head: list[RawItem]) -> RecordBuilder:
+    first = next(i for i in head if i.error is None)
+    keys = {k for i in head if i.value is not None for k in i.value}
+    try:
+        kind, fm = (want, fieldmap_for(want, keys, fields)) if want else detect_kind(keys, fields)
+    except ConfigError as e:
+        raise DataError(spath, str(e), row=first.row, line=first.line) from None
+    return RecordBuilder(spath, kind, fm)
 
 
 def load(

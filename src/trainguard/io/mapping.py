@@ -7,10 +7,12 @@ the exact row and field.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
 from trainguard.errors import ConfigError, DataError
+from trainguard.io.readers import _typename
 from trainguard.records import Kind, Record
 
 ROLES = (
@@ -138,7 +140,8 @@ class RecordBuilder:
         if kind is Kind.INSTRUCTION and not (fm.messages or ((fm.prompt or fm.instruction) and fm.response)):
             missing.append("prompt/response, instruction/output or messages")
         if missing:
-            raise ConfigError(f"{path}: kind {kind.value} needs field(s) {', '.join(missing)}; map them with --field")
+            msg = f"kind {kind.value} needs field(s) {', '.join(missing)}; map them with --field ROLE=COLUMN"
+            raise DataError(path, msg)
         self._known = set(fm.used().values())
 
     def build(self, raw: Mapping[str, Any], row: int, line: int | None) -> Record:
@@ -189,11 +192,12 @@ class RecordBuilder:
         if not name or raw.get(name) is None:
             return None
         value = raw[name]
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        if not isinstance(value, str):
+        if isinstance(value, str):
+            return value
+        text = _scalar_text(value)
+        if text is None:
             raise self._err(f"expected a string, got {_typename(value)}", row, line, name)
-        return value
+        return text
 
     def _label(self, raw: Mapping[str, Any], row: int, line: int | None) -> str:
         name = self.fm.label
@@ -201,16 +205,14 @@ class RecordBuilder:
         if name not in raw or raw[name] is None:
             raise self._err("missing label", row, line, name)
         value = raw[name]
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, float) and value.is_integer():
-            return str(int(value))
-        if isinstance(value, (str, int, float)):
-            text = str(value).strip()
-            if not text:
-                raise self._err("empty label", row, line, name)
-            return text
-        raise self._err(f"expected a scalar label, got {_typename(value)}", row, line, name)
+        if isinstance(value, float) and math.isnan(value):
+            raise self._err("missing label (NaN)", row, line, name)
+        text = value.strip() if isinstance(value, str) else _scalar_text(value)
+        if text is None:
+            raise self._err(f"expected a scalar label, got {_typename(value)}", row, line, name)
+        if not text:
+            raise self._err("empty label", row, line, name)
+        return text
 
     def _messages(self, raw: Mapping[str, Any], row: int, line: int | None) -> tuple[str, str]:
         name = self.fm.messages
@@ -250,5 +252,18 @@ def split_dialogue_pair(chosen: str, rejected: str) -> tuple[str, str, str]:
     return chosen[:cut], chosen[cut:].strip(), rejected[cut:].strip()
 
 
-def _typename(v: Any) -> str:
-    return {dict: "object", list: "array", type(None): "null", bool: "boolean"}.get(type(v), type(v).__name__)
+def _scalar_text(value: Any) -> str | None:
+    """A number or boolean as the text a CSV export of it would hold, so ids match across formats.
+
+    0 -> "0", 1.0 -> "1" (JSON writers differ on whole floats), 0.5 -> "0.5",
+    True -> "True" (what pandas and the csv module write). None for anything else.
+    """
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return str(int(value)) if value.is_integer() else repr(value)
+    return None

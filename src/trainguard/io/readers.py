@@ -2,26 +2,35 @@
 
 Each reader yields `RawItem`s in file order. A malformed record does not stop
 the stream: it is yielded with its `error` set, so the loader can fail or skip
-(and count) it. Only whole-file problems (unreadable, empty, wrong container)
-raise. Input files are opened read-only and never written.
+(and count) it. Only whole-file problems (unreadable, empty, wrong container,
+corrupt compression) raise. Input files are opened read-only and never written.
+Line-based formats never hold more than `max_record_bytes` (+1) of one line.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
-import io
-import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 import orjson
 
-from trainguard.errors import DataError
+from trainguard.errors import ConfigError, DataError
 
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
 FORMATS = ("jsonl", "json", "csv", "tsv", "parquet")
+_BOM = b"\xef\xbb\xbf"
+_GZIP_MAGIC = b"\x1f\x8b"
+_PIECE = 1 << 20  # read long lines this much at a time
+# What a truncated or corrupt file raises while we read it.
+_READ_ERRORS = (OSError, EOFError, zlib.error)
+_SUFFIXES = (
+    (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json"), (".csv", "csv"),
+    (".tsv", "tsv"), (".parquet", "parquet"), (".pq", "parquet"),
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,48 +42,51 @@ class RawItem:
 
 
 def detect_format(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(".gz"):
-        name = name[:-3]
-    for suffix, fmt in (
-        (".jsonl", "jsonl"),
-        (".ndjson", "jsonl"),
-        (".json", "json"),
-        (".csv", "csv"),
-        (".tsv", "tsv"),
-        (".parquet", "parquet"),
-        (".pq", "parquet"),
-    ):
-        if name.endswith(suffix):
-            return fmt
-    # Unknown extension: sniff the first non-blank byte.
-    with _open_binary(path) as f:
-        head = f.read(4096).lstrip()
+    """Format from the extension; `.json` and unknown names are sniffed."""
+    path = Path(path)
+    name = path.name.lower().removesuffix(".gz")
+    fmt = next((f for s, f in _SUFFIXES if name.endswith(s)), None)
+    if fmt not in (None, "json"):
+        return fmt
+    _check_file(path)
+    with open(path, "rb") as f:
+        if f.read(4) == b"PAR1":
+            return "parquet"
+    head = _head(path)
     if head.startswith(b"{"):
-        return "jsonl"
-    if head.startswith(b"["):
+        return "jsonl"  # also a `.json` file that is really JSON Lines, as many hubs publish
+    if head.startswith(b"[") or fmt == "json":
         return "json"
-    raise DataError(str(path), f"cannot tell the format from the name; use one of: {', '.join(FORMATS)}")
+    raise DataError(str(path), f"cannot tell the format from the name or content; use one of: {', '.join(FORMATS)}")
+
+
+def _head(path: Path) -> bytes:
+    """The first non-blank bytes (after decompression and BOM)."""
+    with _open_binary(path) as f:
+        try:
+            head = f.read(4096)
+        except _READ_ERRORS as e:
+            raise DataError(str(path), f"cannot read: {e}") from None
+    head = head.removeprefix(_BOM).lstrip()
+    if not head:
+        raise DataError(str(path), "file has no records (only blank lines)")
+    return head
 
 
 def _open_binary(path: Path) -> BinaryIO:
+    _check_file(path)
+    with open(path, "rb") as raw:
+        magic = raw.read(2)
+    return gzip.open(path, "rb") if magic == _GZIP_MAGIC else open(path, "rb")  # type: ignore[return-value]
+
+
+def _check_file(path: Path) -> None:
     try:
-        raw = open(path, "rb")  # noqa: SIM115 - closed by the caller's context manager
+        if path.is_dir():
+            raise DataError(str(path), "is a directory, not a data file")
+        size = path.stat().st_size
     except FileNotFoundError:
         raise DataError(str(path), "file not found") from None
-    except IsADirectoryError:
-        raise DataError(str(path), "is a directory, not a data file") from None
-    except PermissionError:
-        raise DataError(str(path), "permission denied") from None
-    magic = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
-    if magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    return raw
-
-
-def _check_not_empty(path: Path) -> None:
-    try:
-        size = os.path.getsize(path)
     except OSError as e:
         raise DataError(str(path), f"cannot read: {e.strerror}") from None
     if size == 0:
@@ -83,7 +95,11 @@ def _check_not_empty(path: Path) -> None:
 
 def read(path: Path, fmt: str | None = None, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[RawItem]:
     path = Path(path)
-    _check_not_empty(path)
+    if fmt is not None and fmt not in FORMATS:
+        raise DataError(str(path), f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
+    if not isinstance(max_record_bytes, int) or max_record_bytes < 1:
+        raise ConfigError(f"--max-record-bytes must be a positive integer, got {max_record_bytes!r}")
+    _check_file(path)
     fmt = fmt or detect_format(path)
     if fmt == "jsonl":
         yield from _read_jsonl(path, max_record_bytes)
@@ -91,43 +107,64 @@ def read(path: Path, fmt: str | None = None, max_record_bytes: int = DEFAULT_MAX
         yield from _read_json_array(path, max_record_bytes)
     elif fmt in ("csv", "tsv"):
         yield from _read_delimited(path, "\t" if fmt == "tsv" else ",", max_record_bytes)
-    elif fmt == "parquet":
-        yield from _read_parquet(path)
     else:
-        raise DataError(str(path), f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
+        yield from _read_parquet(path)
+
+
+def _lines(f: BinaryIO, spath: str, limit: int) -> Iterator[tuple[int, bytes | None, int]]:
+    """(line number, line or None when over `limit`, size in bytes)."""
+    lineno = 0
+    try:
+        while True:
+            chunk, size = _read_line(f, limit)
+            if not size:
+                return
+            lineno += 1
+            if lineno == 1 and chunk is not None:
+                chunk = chunk.removeprefix(_BOM)
+            yield lineno, chunk, size
+    except _READ_ERRORS as e:
+        raise DataError(spath, f"cannot read (truncated or corrupt?): {e}", line=lineno + 1) from None
+
+
+def _read_line(f: BinaryIO, limit: int) -> tuple[bytes | None, int]:
+    """The next line and its size; None for a line over `limit`, of which at most limit+1 bytes are held."""
+    piece = f.readline(min(limit + 1, _PIECE))
+    if piece.endswith(b"\n") or len(piece) < _PIECE:  # the common case: a whole line in one read
+        if len(piece) <= limit or piece.endswith(b"\n"):
+            return piece, len(piece)
+    buf = bytearray(piece)
+    while len(buf) <= limit:
+        piece = f.readline(min(limit + 1 - len(buf), _PIECE))
+        buf += piece
+        if not piece or piece.endswith(b"\n"):
+            return buf, len(buf)  # type: ignore[return-value]  # bytearray: no copy
+    size = len(buf)
+    del buf
+    while piece and not piece.endswith(b"\n"):  # drain the rest in bounded pieces
+        piece = f.readline(_PIECE)
+        size += len(piece)
+    return None, size
+
+
+def _too_big(spath: str, size: int, limit: int, row: int, line: int) -> DataError:
+    msg = f"record is over the {limit:,}-byte limit (--max-record-bytes): {size:,} bytes read"
+    return DataError(spath, msg, row=row, line=line)
 
 
 def _read_jsonl(path: Path, limit: int) -> Iterator[RawItem]:
     spath = str(path)
     row = 0
-    seen_any = False
     with _open_binary(path) as f:
-        lineno = 0
-        while True:
-            try:
-                chunk = f.readline(limit + 1)
-            except (OSError, EOFError) as e:  # truncated or corrupt gzip
-                raise DataError(spath, f"cannot decompress: {e}", line=lineno + 1) from None
-            if not chunk:
-                break
-            lineno += 1
-            if len(chunk) > limit and not chunk.endswith(b"\n"):
-                # Drain the rest of the oversized line in bounded pieces.
-                total = len(chunk)
-                while chunk and not chunk.endswith(b"\n"):
-                    chunk = f.readline(1 << 20)
-                    total += len(chunk)
-                msg = f"record is {total:,} bytes, over the {limit:,}-byte limit (--max-record-bytes)"
-                yield RawItem(row, lineno, None, DataError(spath, msg, row=row, line=lineno))
-                row += 1
-                seen_any = True
+        for lineno, chunk, size in _lines(f, spath, limit):
+            if chunk is None:
+                yield RawItem(row, lineno, None, _too_big(spath, size, limit, row, lineno))
+            elif not chunk.strip():
                 continue
-            if not chunk.strip():
-                continue
-            seen_any = True
-            yield _parse_json_line(spath, chunk, row, lineno)
+            else:
+                yield _parse_json_line(spath, chunk, row, lineno)
             row += 1
-    if not seen_any:
+    if row == 0:
         raise DataError(spath, "file has no records (only blank lines)")
 
 
@@ -135,14 +172,16 @@ def _parse_json_line(spath: str, chunk: bytes, row: int, lineno: int) -> RawItem
     try:
         text = chunk.decode("utf-8")
     except UnicodeDecodeError as e:
-        return RawItem(row, lineno, None, DataError(spath, f"not valid UTF-8 (byte {e.start} of the line)", row=row, line=lineno))
+        msg = f"not valid UTF-8 (byte {e.start + 1} of the line)"
+        return RawItem(row, lineno, None, DataError(spath, msg, row=row, line=lineno))
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as e:
-        return RawItem(row, lineno, None, DataError(spath, f"malformed JSON: {e.msg} at column {e.colno}", row=row, line=lineno))
+        msg = f"malformed JSON: {e.msg} at column {e.colno}"
+        return RawItem(row, lineno, None, DataError(spath, msg, row=row, line=lineno))
     if not isinstance(value, dict):
-        kind = type(value).__name__
-        return RawItem(row, lineno, None, DataError(spath, f"expected a JSON object, got {kind}", row=row, line=lineno))
+        msg = f"expected a JSON object, got {_typename(value)}"
+        return RawItem(row, lineno, None, DataError(spath, msg, row=row, line=lineno))
     return RawItem(row, lineno, value)
 
 
@@ -151,71 +190,120 @@ def _read_json_array(path: Path, limit: int) -> Iterator[RawItem]:
     # A JSON array has to be parsed whole; refuse sizes that would not fit.
     max_bytes = max(limit * 64, 1 << 30)
     with _open_binary(path) as f:
-        data = f.read(max_bytes + 1)
+        try:
+            data = f.read(max_bytes + 1)
+        except _READ_ERRORS as e:
+            raise DataError(spath, f"cannot read (truncated or corrupt?): {e}") from None
     if len(data) > max_bytes:
         raise DataError(spath, f"JSON array over {max_bytes:,} bytes; convert to JSONL to stream it")
+    data = data.removeprefix(_BOM)
+    if not data.strip():
+        raise DataError(spath, "file has no records (only blank lines)")
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as e:
-        raise DataError(spath, f"malformed JSON: {e.msg}", line=e.lineno) from None
+        raise DataError(spath, f"malformed JSON: {e.msg} at column {e.colno}", line=e.lineno) from None
     if not isinstance(value, list):
-        raise DataError(spath, f"expected a JSON array of objects, got {type(value).__name__}")
+        raise DataError(spath, f"expected a JSON array of objects, got {_typename(value)}")
     if not value:
         raise DataError(spath, "file has no records (empty array)")
     for row, item in enumerate(value):
         if isinstance(item, dict):
             yield RawItem(row, None, item)
         else:
-            yield RawItem(row, None, None, DataError(spath, f"expected a JSON object, got {type(item).__name__}", row=row))
+            yield RawItem(row, None, None, DataError(spath, f"expected a JSON object, got {_typename(item)}", row=row))
+
+
+class _Oversized(Exception):
+    pass
+
+
+class _CsvFeed:
+    """Feeds csv.reader decoded lines while holding each record to the byte limit."""
+
+    def __init__(self, lines: Iterator[tuple[int, bytes | None, int]], limit: int):
+        self.lines, self.limit = lines, limit
+        self.lineno = 0
+        self.used = 0  # bytes of the record being parsed; reset by the caller
+
+    def __iter__(self) -> "_CsvFeed":
+        return self
+
+    def __next__(self) -> str:
+        self.lineno, chunk, size = next(self.lines)
+        self.used += size
+        if chunk is None or self.used > self.limit:
+            raise _Oversized(self.used)
+        # surrogateescape keeps reading past bad bytes; they are reported per field.
+        return chunk.decode("utf-8", "surrogateescape")
 
 
 def _read_delimited(path: Path, delimiter: str, limit: int) -> Iterator[RawItem]:
     spath = str(path)
+    # The feed bounds records; the csv module's own per-field cap must not be lower.
     csv.field_size_limit(max(limit, csv.field_size_limit()))
     with _open_binary(path) as fb:
-        # surrogateescape keeps reading past bad bytes; they are reported per field below.
-        f = io.TextIOWrapper(fb, encoding="utf-8", errors="surrogateescape", newline="")
-        reader = csv.reader(f, delimiter=delimiter)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise DataError(spath, "file has no header row") from None
-        except csv.Error as e:
-            raise DataError(spath, f"malformed header: {e}", line=1) from None
-        header = [h.lstrip("\ufeff") if i == 0 else h for i, h in enumerate(header)]
-        if len(set(header)) != len(header):
-            raise DataError(spath, f"duplicate column names in header: {header}", line=1)
+        feed = _CsvFeed(_lines(fb, spath, limit), limit)
+        reader = csv.reader(feed, delimiter=delimiter, strict=True)
+        header = _header(spath, reader, feed, limit)
         row = 0
         while True:
-            start_line = reader.line_num + 1
+            start_line, feed.used = feed.lineno + 1, 0
             try:
                 cells = next(reader)
             except StopIteration:
                 break
+            except _Oversized as e:
+                yield RawItem(row, start_line, None, _too_big(spath, e.args[0], limit, row, start_line))
             except csv.Error as e:
                 yield RawItem(row, start_line, None, DataError(spath, f"malformed row: {e}", row=row, line=start_line))
-                row += 1
-                continue
-            if not cells or (len(cells) == 1 and not cells[0].strip()):
-                continue
-            yield _delimited_item(spath, header, cells, row, start_line)
+            else:
+                if not cells or (len(header) > 1 and len(cells) == 1 and not cells[0].strip()):
+                    continue  # blank line
+                yield _delimited_item(spath, header, cells, row, start_line)
             row += 1
-        if row == 0:
-            raise DataError(spath, "file has a header but no records")
+    if row == 0:
+        raise DataError(spath, "file has a header but no records")
+
+
+def _header(spath: str, reader: Iterator[list[str]], feed: _CsvFeed, limit: int) -> list[str]:
+    """The first non-blank row, checked: UTF-8 and unique names."""
+    header: list[str] = []
+    while not any(h.strip() for h in header):
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise DataError(spath, "file has no records (only blank lines)") from None
+        except _Oversized:
+            raise DataError(spath, f"header is over the {limit:,}-byte limit", line=feed.lineno) from None
+        except csv.Error as e:
+            raise DataError(spath, f"malformed header: {e}", line=feed.lineno) from None
+    for name in header:
+        if not _utf8(name):
+            msg = f"header is not valid UTF-8 (column {name.encode('utf-8', 'replace')!r})"
+            raise DataError(spath, msg, line=feed.lineno)
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise DataError(spath, f"duplicate column name(s) in header: {', '.join(map(repr, dupes))}", line=feed.lineno)
+    return header
+
+
+def _utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _delimited_item(spath: str, header: list[str], cells: list[str], row: int, line: int) -> RawItem:
     if len(cells) != len(header):
         msg = f"row has {len(cells)} fields, the header has {len(header)}"
         return RawItem(row, line, None, DataError(spath, msg, row=row, line=line))
-    value: dict[str, Any] = {}
     for name, cell in zip(header, cells):
-        try:
-            cell.encode("utf-8")
-        except UnicodeEncodeError:
+        if not _utf8(cell):
             return RawItem(row, line, None, DataError(spath, "not valid UTF-8", row=row, line=line, field=name))
-        value[name] = cell
-    return RawItem(row, line, value)
+    return RawItem(row, line, dict(zip(header, cells)))
 
 
 def _read_parquet(path: Path) -> Iterator[RawItem]:
@@ -225,12 +313,25 @@ def _read_parquet(path: Path) -> Iterator[RawItem]:
     spath = str(path)
     try:
         pf = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as e:
+    except (pa.ArrowException, OSError) as e:
         raise DataError(spath, f"not a readable Parquet file: {e}") from None
-    if pf.metadata.num_rows == 0:
-        raise DataError(spath, "file has no records")
-    row = 0
-    for batch in pf.iter_batches(batch_size=8192):
-        for value in batch.to_pylist():
-            yield RawItem(row, None, value)
-            row += 1
+    with pf:
+        if pf.metadata.num_rows == 0:
+            raise DataError(spath, "file has no records")
+        row = 0
+        batches = pf.iter_batches(batch_size=8192)
+        while True:
+            try:
+                batch = next(batches, None)
+            except (pa.ArrowException, OSError) as e:
+                raise DataError(spath, f"corrupt Parquet data: {e}", row=row) from None
+            if batch is None:
+                break
+            for value in batch.to_pylist():
+                yield RawItem(row, None, value)
+                row += 1
+
+
+def _typename(v: Any) -> str:
+    names = {dict: "object", list: "array", type(None): "null", bool: "boolean", str: "string"}
+    return names.get(type(v), type(v).__name__)
