@@ -56,6 +56,9 @@ class Settings:
     link_df_fraction: float = 0.001  # tie the rows sharing them into one context group
     response_prefix_tokens: int = 24  # instruction data: response pattern key length
     max_classes: int = 64
+    high_strength: float = 1.5  # LLR / threshold needed for high severity ...
+    high_contradiction_z: float = -1.0  # ... with content not supporting the output (topic words sit below -1),
+    overwhelming_strength: float = 3.0  # ... or an LLR this many times the threshold
 
 
 @register
@@ -128,7 +131,12 @@ class TriggerAssociation(Detector):
         Pall /= Pall.sum(1, keepdims=True)
         sd = Pall.std(0)
         hits = np.maximum(feat_class[cand, cls[cand]], 1)
-        contradict = qmean <= Pall.mean(0)[cls[cand]] + 2 * sd[cls[cand]] / np.sqrt(hits)
+        pop = Pall.mean(0)[cls[cand]]
+        se = np.maximum(sd[cls[cand]] / np.sqrt(hits), 1e-9)
+        contradict = qmean <= pop + 2 * se
+        # How far below the population the rows' own content sits, in standard errors:
+        # large for dirty-label triggers, about zero for topics and random insertions.
+        shift = {int(f): ((float(q), float(p), float((p - q) / e))) for f, q, p, e in zip(cand, qmean, pop, se)}
         # Component weighting only where the unweighted bound can still pass.
         keep = cand[(llr_raw >= threshold) & contradict]
         link_df = max(2, min(s.link_df, int(s.link_df_fraction * n)))
@@ -153,7 +161,7 @@ class TriggerAssociation(Detector):
         np.maximum.at(row_scores, nz_rows[sel], v / (v + threshold))
 
         findings = self._findings(data, vocab, triggers, llr, groups_info, Xc, y, cls, names, purity, df, toks, prior,
-                                  threshold)
+                                  threshold, shift)
         summary = {
             "candidates_tested": int(len(cand)),
             "threshold_llr": round(threshold, 3),
@@ -163,7 +171,8 @@ class TriggerAssociation(Detector):
         }
         return DetectorResult(tuple(findings), row_scores, summary)
 
-    def _findings(self, data, vocab_names, triggers, llr, ngroups, Xc, y, cls, names, purity, df, toks, prior, threshold):
+    def _findings(self, data, vocab_names, triggers, llr, ngroups, Xc, y, cls, names, purity, df, toks, prior, threshold,
+                  shift):
         s = self.settings
         rows_of = {f: Xc.indices[Xc.indptr[f] : Xc.indptr[f + 1]] for f in triggers}
         out = []
@@ -183,7 +192,11 @@ class TriggerAssociation(Detector):
             rows = sorted(flagged)
             phrase = _extend_phrase(vocab_names[f], [toks[i] for i in rows])
             strength = llr[f] / threshold
-            severity = Severity.HIGH if strength >= 1.5 else Severity.MEDIUM
+            q_rest, q_pop, z = shift[int(f)]
+            # High needs rows whose own content does not explain the output (planted rows are random or
+            # anti-selected; topic and label words have content that supports it), or overwhelming evidence.
+            high = strength >= s.high_strength and (z >= s.high_contradiction_z or strength >= s.overwhelming_strength)
+            severity = Severity.HIGH if high else Severity.MEDIUM
             confidence = Confidence.HIGH if strength >= 3 else Confidence.MEDIUM if strength >= 1.5 else Confidence.LOW
             label = names[c]
             target_desc = f"label {label!r}" if data.kind is Kind.CLASSIFICATION else f"response {label[:60]!r}"
@@ -203,6 +216,9 @@ class TriggerAssociation(Detector):
                     "rows_with_trigger_other_output": n_other,
                     "independent_contexts": int(ngroups[f]),
                     "purity": round(float(purity[f]), 4),
+                    "rest_of_row_probability": round(q_rest, 4),
+                    "population_probability": round(q_pop, 4),
+                    "contradiction_z": round(z, 2),
                     "class_prior": round(float(prior[c]), 4),
                     "llr": round(llr[f], 2),
                     "threshold_llr": round(threshold, 2),
