@@ -1,0 +1,168 @@
+"""Ledger throughput and memory: ingest and verify of 1M ~500-byte JSONL records.
+
+    python benchmarks/bench_provenance.py [--records 1000000] [--workdir /tmp/tg-bench]
+
+Compares against a bare `hashlib.sha256` per-line pass over the same file in
+one Python process (the bar: ingest and verify at >= 50 % of its speed, peak
+memory < 500 MB). Each operation runs in a fresh subprocess so its peak RSS
+(its own plus its worker processes') is its own. Writes benchmarks/out/
+provenance.json and docs/_bench_provenance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def generate(path: Path, n: int, seed: int = 0) -> None:
+    """~500-byte instruction-style records with varied text (deterministic)."""
+    rng = random.Random(seed)
+    words = [w for w in "the of and to in is was for on that with as by at from this model data review text "
+             "patient dose answer question result study effect treatment table figure method value".split()]
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            target = rng.randint(380, 470)
+            parts: list[str] = []
+            size = 0
+            while size < target:
+                w = rng.choice(words)
+                parts.append(w)
+                size += len(w) + 1
+            text = " ".join(parts)
+            f.write(json.dumps({"id": i, "prompt": text[: len(text) // 3], "response": text[len(text) // 3:],
+                                "source": "bench"}) + "\n")
+
+
+def edit(src: Path, dst: Path, rows: list[int]) -> None:
+    with open(src, "rb") as f, open(dst, "wb") as g:
+        for i, line in enumerate(f):
+            if i in rows:
+                line = line.replace(b'"source": "bench"', b'"source": "EDITED"')
+            g.write(line)
+
+
+def child(op: str, data: str, ledger: str) -> None:
+    """Runs one operation and prints its timing and peak memory as JSON."""
+    import hashlib
+
+    from trainguard.ledger import Ledger, ingest, verify
+
+    t0 = time.perf_counter()
+    extra: dict = {}
+    if op == "bare":
+        n = 0
+        with open(data, "rb") as f:
+            for line in f:
+                hashlib.sha256(line).digest()
+                n += 1
+        extra["records"] = n
+    else:
+        with Ledger.open(ledger) as led:
+            if op == "ingest":
+                r = ingest(led, data, name="bench.jsonl", by="bench")
+                extra["records"] = r.version["records"]
+            else:
+                r = verify(led, data, name="bench.jsonl")
+                d = r.diff
+                extra.update(records=r.records, ok=r.ok, modified=d.modified[:5], inserted=len(d.inserted),
+                             deleted=len(d.deleted), moved=len(d.moved))
+    seconds = time.perf_counter() - t0
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"op": op, "seconds": seconds, "peak_rss_mb": own, "worker_peak_rss_mb": kids, **extra}))
+
+
+def run(op: str, data: Path, ledger: Path) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", op, str(data), str(ledger)], capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--workdir", default="/tmp/tg-bench")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--child", nargs=3, metavar=("OP", "DATA", "LEDGER"))
+    args = ap.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / f"bench-{args.records}.jsonl"
+    if not data.exists():
+        print(f"generating {data} ...", file=sys.stderr)
+        generate(data, args.records)
+    n = args.records
+    one = work / "one-modified.jsonl"
+    edit(data, one, [n // 2])
+    ends = work / "ends-modified.jsonl"
+    edit(data, ends, [0, n - 1])
+    ledger = work / "ledger.db"
+    results: dict[str, list[dict]] = {}
+    for rep in range(args.repeat):
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{ledger}{suffix}").unlink(missing_ok=True)
+        for op, path in (("bare", data), ("ingest", data), ("verify", data), ("verify", one), ("verify", ends)):
+            label = op if op != "verify" else {data: "verify (unchanged)", one: "verify (1 record modified)",
+                                               ends: "verify (first + last modified)"}[path]
+            r = run(op, path, ledger)
+            results.setdefault(label, []).append(r)
+            print(f"[{rep}] {label}: {r['seconds']:.3f} s, peak {r['peak_rss_mb']:.0f} MB "
+                  f"(+ workers {r['worker_peak_rss_mb']:.0f} MB)", file=sys.stderr)
+    size = data.stat().st_size
+    base = min(r["seconds"] for r in results["bare"])
+    rows = []
+    for label, rs in results.items():
+        best = min(r["seconds"] for r in rs)
+        rows.append({"operation": label, "best_seconds": round(best, 3),
+                     "median_seconds": round(sorted(r["seconds"] for r in rs)[len(rs) // 2], 3),
+                     "records_per_s": round(n / best), "mb_per_s": round(size / 1e6 / best, 1),
+                     "speed_vs_bare": round(base / best, 2),
+                     "peak_rss_mb": round(max(r["peak_rss_mb"] for r in rs)),
+                     "worker_peak_rss_mb": round(max(r["worker_peak_rss_mb"] for r in rs)),
+                     "result": {k: v for k, v in rs[-1].items() if k in ("ok", "modified", "inserted", "deleted",
+                                                                           "moved")}})
+    meta = {"records": n, "file_mb": round(size / 1e6, 1), "mean_record_bytes": round(size / n),
+            "cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
+            "repeats": args.repeat, "command": f"python benchmarks/bench_provenance.py --records {n}"}
+    out_dir = ROOT / "benchmarks" / "out"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "provenance.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
+    md = [
+        "## Provenance ledger: ingest and verify",
+        "",
+        f"{n:,} JSONL records, {meta['file_mb']} MB (mean {meta['mean_record_bytes']} bytes/record); "
+        f"{meta['cpus']} CPUs, Python {meta['python']}; best of {args.repeat} runs, each in a fresh process "
+        "(wall time of the library call, excluding interpreter start-up).",
+        "",
+        "| operation | best s | records/s | MB/s | speed vs bare sha256 pass | peak RSS MB (main + workers) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        md.append(f"| {r['operation']} | {r['best_seconds']} | {r['records_per_s']:,} | {r['mb_per_s']} | "
+                  f"{r['speed_vs_bare']:.2f}x | {r['peak_rss_mb']} + {r['worker_peak_rss_mb']} |")
+    md += ["", "`bare` is `for line in f: hashlib.sha256(line).digest()` in one process: the bar is >= 0.50x for "
+           "ingest and verify and < 500 MB peak. Ingest and verify hash records in one worker process per CPU "
+           "(file shards), build the RFC 6962 tree and the whole-file SHA-256, and (ingest) write the leaves "
+           "to SQLite in one transaction; verify compares Merkle roots and, when they differ, diffs the "
+           "32-byte leaves with numpy.", "", f"Command: `{meta['command']}`", ""]
+    (ROOT / "docs").mkdir(exist_ok=True)
+    (ROOT / "docs" / "_bench_provenance.md").write_text("\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

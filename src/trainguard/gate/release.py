@@ -1,0 +1,218 @@
+"""`trainguard release`: write approved + unflagged rows and a signed attestation.
+
+Refuses unless the file is a recorded version whose latest gate run passed (or
+quarantined with every queued row decided; pending rows are allowed only when
+the gate's policy says `release.allow_pending`, and they are left out). The
+rows written are re-hashed while copying and must equal the gated version's
+leaves, so a file swapped after the gate cannot be released.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from trainguard._version import __version__
+from trainguard.attest.keys import keyid
+from trainguard.attest.statement import sign_statement, statement
+from trainguard.errors import ConfigError
+from trainguard.gate.run import find_version
+from trainguard.ledger.hashing import canonical_row, hash_file, iter_jsonl_raw, leaf_hash
+from trainguard.ledger.ops import default_actor
+from trainguard.ledger.store import Ledger, canonical_json, now, sha256_text
+
+DATA_SUFFIXES = (".gz", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".pq")
+
+
+def attestation_path(out: str | Path) -> Path:
+    """approved.jsonl -> approved.intoto.json (data suffixes stripped)."""
+    p = Path(out)
+    name = p.name
+    while any(name.endswith(s) for s in DATA_SUFFIXES):
+        name = name[: name.rfind(".")]
+    return p.with_name(f"{name or p.name}.intoto.json")
+
+
+@dataclass
+class ReleaseResult:
+    out: Path
+    attestation: Path
+    out_sha256: str
+    kept: int
+    excluded: list[int]
+    release_id: int
+    statement: dict[str, Any]
+    forced: bool
+
+
+def release(ledger: Ledger, path: str | Path, out: str | Path, keys: Iterable[Ed25519PrivateKey], *,
+            name: str | None = None, by: str | None = None, attestation: str | Path | None = None,
+            allow_ungated: bool = False) -> ReleaseResult:
+    keys = list(keys)
+    actor = by or default_actor()
+    path, out = Path(path), Path(out)
+    if out.resolve() == path.resolve():
+        raise ConfigError(f"--out {out} is the input file; release never modifies its input")
+    fl = hash_file(path)
+    root = fl.merkle_root
+    version = find_version(ledger, path, root, name)
+    if version is None:
+        raise ConfigError(f"{path}: content is not a recorded version; ingest and gate it first "
+                          "(`trainguard verify` shows what changed)")
+    run = ledger.latest_gate_run(version["id"])
+    forced = False
+    if run is None or run["verdict"] == "fail":
+        why = "has never been gated" if run is None else f"failed its latest gate run ({run['id']})"
+        if not allow_ungated:
+            raise ConfigError(f"{version['dataset']}@{version['number']} {why}; release refused")
+        forced = True
+    policy = json.loads(run["policy"]) if run else {}
+    queue = ledger.reviews(run["id"]) if run else []
+    pending = [q["row"] for q in queue if q["status"] == "pending"]
+    if pending and not forced and not policy.get("release", {}).get("allow_pending", False):
+        shown = ", ".join(map(str, pending[:10])) + (" ..." if len(pending) > 10 else "")
+        raise ConfigError(f"{len(pending)} row(s) still await review (rows {shown}); decide them with "
+                          "`trainguard review approve|reject`, or set release.allow_pending in the policy")
+    required = max(policy.get("signatures", {}).get("required", 1), 1)  # an unsigned release is no release
+    if len(keys) < required:
+        raise ConfigError(f"the policy requires {required} signing key(s); {len(keys)} given (--key)")
+    excluded = sorted(q["row"] for q in queue if q["status"] != "approved")
+    kept = _write(path, out, fl, set(excluded))
+    out_fl = hash_file(out)
+    att_path = Path(attestation) if attestation else attestation_path(out)
+    src = ledger.source(version["source_id"])
+    decisions = [{"row": q["row"], "leaf": q["leaf"], "decision": q["status"], "by": q["decided_by"],
+                  "reason": q["reason"], "at": q["decided_at"]} for q in queue]
+    head_seq, head_hash = ledger.head()
+    predicate = {
+        "tool": {"name": "trainguard", "version": __version__},
+        "input": {"dataset": version["dataset"], "version": version["number"], "format": version["format"],
+                  "records": version["records"], "merkle_root": version["merkle_root"],
+                  "file_sha256": version["file_sha256"],
+                  "source": {k: src[k] for k in ("name", "licence", "owner", "origin")} if src else None},
+        "output": {"records": kept, "format": out_fl.fmt, "merkle_root": out_fl.merkle_root,
+                   "excluded_rows": excluded},
+        "gate": None if run is None else {"run": run["id"], "verdict": run["verdict"],
+                                          "reasons": json.loads(run["reasons"]), "at": run["at"], "by": run["by"]},
+        "scan_report": None if run is None else {"sha256": run["report_sha256"]},
+        "policy": None if run is None else {"sha256": run["policy_sha256"]},
+        "reviews": {"sha256": sha256_text(canonical_json(decisions)), "decisions": decisions},
+        "ledger": {"head_seq": head_seq, "head_hash": head_hash},
+        "forced": forced,
+        "released_by": actor,
+        "released_at": now(),
+        "signers": [keyid(k.public_key()) for k in keys],
+    }
+    stmt = statement(out.name, out_fl.file_sha256, predicate)
+    envelope = sign_statement(stmt, keys)
+    att_bytes = (json.dumps(envelope, indent=2) + "\n").encode()
+    _atomic_write(att_path, att_bytes)
+    att_sha = hashlib.sha256(att_bytes).hexdigest()
+    out_root = predicate["output"]["merkle_root"]
+    with ledger.transaction():
+        prev = ledger.version(out.name)
+        if prev and prev["merkle_root"] == out_root and prev["file_sha256"] == out_fl.file_sha256:
+            out_version = prev
+        else:
+            out_version = ledger.add_version(out.name, str(out), out_fl.fmt, out_fl.leaves, out_root,
+                                             out_fl.file_sha256, out_fl.file_bytes, actor,
+                                             source_id=version["source_id"], derived_from=version["id"])
+        rid = ledger.add_release(version_id=version["id"], gate_run_id=run["id"] if run else None,
+                                 out_path=str(out), out_sha256=out_fl.file_sha256, out_version_id=out_version["id"],
+                                 attestation_sha256=att_sha, forced=forced, actor=actor)
+    return ReleaseResult(out, att_path, out_fl.file_sha256, kept, excluded, rid, stmt, forced)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write(path: Path, out: Path, fl: Any, excluded: set[int]) -> int:
+    """Copy kept rows in the input's format; returns how many were kept."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+    os.close(fd)
+    try:
+        if fl.fmt == "jsonl":
+            kept = _write_jsonl(path, Path(tmp), fl, excluded, out.name.endswith(".gz"))
+        else:
+            kept = _write_other(path, Path(tmp), fl, excluded)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return kept
+
+
+def _changed(path: Path, row: int) -> ConfigError:
+    return ConfigError(f"{path}: row {row} changed after it was hashed; release aborted, nothing written")
+
+
+def _write_jsonl(path: Path, tmp: Path, fl: Any, excluded: set[int], gz: bool) -> int:
+    kept = 0
+    opener = gzip.open if gz else open
+    with opener(tmp, "wb") as f:  # type: ignore[operator]
+        last = b"\n"
+        for row, line, raw in iter_jsonl_raw(path):
+            if row >= fl.count or leaf_hash(line) != fl.leaf(row):
+                raise _changed(path, row)
+            if row in excluded:
+                continue
+            if not last.endswith(b"\n"):
+                f.write(b"\n")
+            f.write(raw)
+            last = raw
+            kept += 1
+    if kept == 0:
+        raise ConfigError("every row was excluded; nothing to release")
+    return kept
+
+
+def _write_other(path: Path, tmp: Path, fl: Any, excluded: set[int]) -> int:
+    from trainguard.io.readers import read
+
+    rows: list[dict[str, Any]] = []
+    for item in read(path, fmt=fl.fmt):
+        if item.error is not None:
+            raise item.error
+        if item.row >= fl.count or leaf_hash(canonical_row(item.value)) != fl.leaf(item.row):
+            raise _changed(path, item.row)
+        if item.row not in excluded:
+            rows.append(item.value)  # type: ignore[arg-type]
+    if not rows:
+        raise ConfigError("every row was excluded; nothing to release")
+    if fl.fmt in ("csv", "tsv"):
+        import csv
+
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t" if fl.fmt == "tsv" else ",")
+            w.writeheader()
+            w.writerows(rows)
+    elif fl.fmt == "json":
+        Path(tmp).write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    elif fl.fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(path)
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+    else:
+        raise ConfigError(f"release cannot write format {fl.fmt!r}")
+    return len(rows)
+

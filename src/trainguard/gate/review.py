@@ -1,0 +1,105 @@
+"""The review queue: rows a gate quarantined wait here for a human decision.
+
+A decision needs a reviewer and a reason, and is an event in the ledger; the
+row itself is never deleted or edited. Items are addressed by gate run + row;
+the run may be left out when only one run has pending rows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from trainguard.errors import ConfigError
+from trainguard.io.readers import detect_format
+from trainguard.ledger.hashing import canonical_row, iter_jsonl_raw, leaf_hash
+from trainguard.ledger.store import Ledger
+
+DECISIONS = ("approved", "rejected")
+
+
+def open_runs(ledger: Ledger) -> list[dict[str, Any]]:
+    """Gate runs that still have pending rows."""
+    rows = ledger.conn.execute(
+        "SELECT DISTINCT gate_run_id FROM reviews WHERE status = 'pending' ORDER BY gate_run_id").fetchall()
+    return [ledger.gate_run(r[0]) for r in rows]  # type: ignore[misc]
+
+
+def resolve_run(ledger: Ledger, run_id: int | None, row: int | None = None) -> dict[str, Any]:
+    if run_id is not None:
+        run = ledger.gate_run(run_id)
+        if run is None:
+            raise ConfigError(f"no gate run {run_id} in {ledger.path}")
+        return run
+    runs = open_runs(ledger)
+    if row is not None:
+        runs = [r for r in runs if any(q["row"] == row for q in ledger.reviews(r["id"], "pending"))]
+    if len(runs) == 1:
+        return runs[0]
+    if not runs:
+        last = ledger.conn.execute("SELECT MAX(id) FROM gate_runs").fetchone()[0]
+        if last is None:
+            raise ConfigError("no gate runs in the ledger; run `trainguard gate` first")
+        return ledger.gate_run(int(last))  # type: ignore[return-value]
+    ids = ", ".join(str(r["id"]) for r in runs)
+    raise ConfigError(f"several gate runs have pending rows ({ids}); pass --run")
+
+
+def items(ledger: Ledger, run_id: int | None = None, status: str | None = "pending") -> list[dict[str, Any]]:
+    runs = [resolve_run(ledger, run_id)] if run_id is not None else (open_runs(ledger) if status == "pending"
+                                                                      else ledger.gate_runs())
+    out = []
+    for run in runs:
+        for q in ledger.reviews(run["id"], status):
+            out.append({"run": run["id"], "path": run["path"], "row": q["row"], "status": q["status"],
+                        "leaf": q["leaf"], "findings": json.loads(q["findings"]), "decided_by": q["decided_by"],
+                        "reason": q["reason"], "decided_at": q["decided_at"]})
+    return out
+
+
+def decide(ledger: Ledger, row: int, decision: str, reason: str, by: str, run_id: int | None = None) -> dict[str, Any]:
+    if decision not in DECISIONS:
+        raise ConfigError(f"decision must be one of {DECISIONS}")
+    if not reason.strip():
+        raise ConfigError("--reason must say why (it is kept in the ledger and the release attestation)")
+    if not by.strip():
+        raise ConfigError("--by must name the reviewer")
+    run = resolve_run(ledger, run_id, row)
+    with ledger.transaction():
+        ledger.decide(run["id"], row, decision, reason.strip(), by.strip())
+    return next(i for i in items(ledger, run["id"], None) if i["row"] == row)
+
+
+def show(ledger: Ledger, row: int, run_id: int | None = None) -> dict[str, Any]:
+    """The queued item plus the record itself, read from the gated file if it is unchanged."""
+    run = resolve_run(ledger, run_id, row)
+    found = [i for i in items(ledger, run["id"], None) if i["row"] == row]
+    if not found:
+        raise ConfigError(f"row {row} is not in the review queue of gate run {run['id']}")
+    item = found[0]
+    item["record"], item["record_status"] = _read_row(Path(run["path"]), row, item["leaf"])
+    return item
+
+
+def _read_row(path: Path, row: int, leaf_hex: str) -> tuple[Any, str]:
+    if not path.exists():
+        return None, f"{path} no longer exists"
+    try:
+        if detect_format(path) == "jsonl":
+            for r, line, _ in iter_jsonl_raw(path):
+                if r == row:
+                    if leaf_hash(line).hex() != leaf_hex:
+                        return None, "the record at this row changed since the gate ran"
+                    return line.decode("utf-8", "replace"), "ok"
+        else:
+            from trainguard.io.readers import read
+
+            for item in read(path):
+                if item.row == row and item.value is not None:
+                    if leaf_hash(canonical_row(item.value)).hex() != leaf_hex:
+                        return None, "the record at this row changed since the gate ran"
+                    return item.value, "ok"
+    except Exception as e:  # noqa: BLE001 - show is best effort; the decision does not depend on it
+        return None, f"cannot read the record: {e}"
+    return None, "row not found in the file"

@@ -1,0 +1,105 @@
+"""RFC 6962 / RFC 9162 Merkle tree over packed 32-byte leaf hashes.
+
+node = SHA-256(0x01 || left || right); the empty tree's root is SHA-256("").
+Built level by level, promoting a lone right-most node unchanged, which gives
+the same root as the RFC's recursive split at the largest power of two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+NODE_PREFIX = b"\x01"
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+def _split(leaves: bytes) -> list[bytes]:
+    return [leaves[i:i + 32] for i in range(0, len(leaves), 32)]
+
+
+def _root_of(level: list[bytes]) -> bytes:
+    if not level:
+        return EMPTY_ROOT
+    h1 = hashlib.sha256(NODE_PREFIX)
+    while len(level) > 1:
+        it = iter(level)
+        nxt = []
+        append = nxt.append
+        for left, right in zip(it, it):
+            c = h1.copy()
+            c.update(left)
+            c.update(right)
+            append(c.digest())
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def root(leaves: bytes) -> bytes:
+    """Merkle tree head of packed leaves (32 bytes each)."""
+    return _root_of(_split(leaves))
+
+
+BLOCK_LEAVES = 1 << 16
+
+
+def block_roots_root(block_roots: list[bytes]) -> bytes:
+    """Root from the roots of consecutive aligned blocks of BLOCK_LEAVES leaves (last may be short).
+
+    Aligned power-of-two blocks are subtrees of the level-by-level tree, so the
+    blocks can be hashed in parallel and combined here.
+    """
+    return _root_of(list(block_roots)) if block_roots else EMPTY_ROOT
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(NODE_PREFIX + left + right).digest()
+
+
+def _largest_pow2_below(n: int) -> int:
+    k = 1
+    while k << 1 < n:
+        k <<= 1
+    return k
+
+
+def inclusion_proof(leaves: bytes, index: int) -> list[bytes]:
+    """Audit path for leaf `index` (RFC 6962 PATH), leaf-level sibling first."""
+    level = _split(leaves)
+    n = len(level)
+    if not 0 <= index < n:
+        raise IndexError(f"row {index} is outside a tree of {n} leaves")
+    path: list[bytes] = []
+    lo, hi, m = 0, n, index
+    while hi - lo > 1:
+        k = _largest_pow2_below(hi - lo)
+        if m < k:
+            path.append(_root_of(level[lo + k:hi]))
+            hi = lo + k
+        else:
+            path.append(_root_of(level[lo:lo + k]))
+            lo, m = lo + k, m - k
+    path.reverse()
+    return path
+
+
+def verify_inclusion(leaf: bytes, index: int, size: int, path: list[bytes], expected_root: bytes) -> bool:
+    """RFC 9162 section 2.1.3.2 verification of an inclusion proof."""
+    if not 0 <= index < size:
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = _node(p, r)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = _node(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == expected_root

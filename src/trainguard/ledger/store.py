@@ -1,0 +1,404 @@
+"""The ledger: an embedded SQLite database with a hash-chained event log.
+
+Every write is one `BEGIN IMMEDIATE` transaction that appends its event and
+updates the tables derived from it, so a crash (even SIGKILL) leaves either all
+of a write or none of it. The event log is the record of truth: each event's
+hash covers the previous event's hash and the event's own bytes, and
+`trainguard ledger verify` checks the chain and that every table row agrees
+with the event that created it (see `integrity.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from trainguard.errors import ConfigError
+
+DEFAULT_PATH = Path(".trainguard") / "ledger.db"
+ENV_VAR = "TRAINGUARD_LEDGER"
+GENESIS = "0" * 64
+CHUNK_LEAVES = 65536  # 2 MiB of leaves per row in leaf_chunks
+
+# Called after each leaf chunk is written inside the ingest transaction; tests use
+# it to SIGKILL a process mid-write. Never set in normal use.
+_chunk_hook: Callable[[int], None] | None = None
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (1, """
+    CREATE TABLE events(
+        seq INTEGER PRIMARY KEY, ts TEXT NOT NULL, kind TEXT NOT NULL, actor TEXT NOT NULL,
+        payload TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+    CREATE TABLE sources(
+        id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, licence TEXT, origin TEXT, owner TEXT,
+        event_seq INTEGER NOT NULL);
+    CREATE TABLE datasets(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+    CREATE TABLE versions(
+        id INTEGER PRIMARY KEY, dataset_id INTEGER NOT NULL REFERENCES datasets(id), number INTEGER NOT NULL,
+        path TEXT NOT NULL, format TEXT NOT NULL, records INTEGER NOT NULL, merkle_root TEXT NOT NULL,
+        file_sha256 TEXT NOT NULL, file_bytes INTEGER NOT NULL, source_id INTEGER REFERENCES sources(id),
+        ingested_by TEXT NOT NULL, ingested_at TEXT NOT NULL, derived_from INTEGER REFERENCES versions(id),
+        event_seq INTEGER NOT NULL, UNIQUE(dataset_id, number));
+    CREATE INDEX versions_root ON versions(merkle_root);
+    CREATE INDEX versions_sha ON versions(file_sha256);
+    CREATE TABLE leaf_chunks(
+        version_id INTEGER NOT NULL REFERENCES versions(id), chunk INTEGER NOT NULL, data BLOB NOT NULL,
+        PRIMARY KEY(version_id, chunk));
+    CREATE TABLE gate_runs(
+        id INTEGER PRIMARY KEY, version_id INTEGER REFERENCES versions(id), path TEXT NOT NULL,
+        merkle_root TEXT NOT NULL, verdict TEXT NOT NULL, reasons TEXT NOT NULL, policy TEXT NOT NULL,
+        policy_sha256 TEXT NOT NULL, report TEXT NOT NULL, report_sha256 TEXT NOT NULL,
+        queued INTEGER NOT NULL, records INTEGER NOT NULL, by TEXT NOT NULL, at TEXT NOT NULL,
+        event_seq INTEGER NOT NULL);
+    CREATE TABLE reviews(
+        gate_run_id INTEGER NOT NULL REFERENCES gate_runs(id), row INTEGER NOT NULL, leaf TEXT NOT NULL,
+        findings TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending', decided_by TEXT, reason TEXT,
+        decided_at TEXT, event_seq INTEGER, PRIMARY KEY(gate_run_id, row));
+    CREATE TABLE releases(
+        id INTEGER PRIMARY KEY, version_id INTEGER NOT NULL REFERENCES versions(id),
+        gate_run_id INTEGER REFERENCES gate_runs(id), out_path TEXT NOT NULL, out_sha256 TEXT NOT NULL,
+        out_version_id INTEGER REFERENCES versions(id), attestation_sha256 TEXT, forced INTEGER NOT NULL,
+        by TEXT NOT NULL, at TEXT NOT NULL, event_seq INTEGER NOT NULL);
+    CREATE TABLE trainings(
+        id INTEGER PRIMARY KEY, file_sha256 TEXT NOT NULL, attestation_sha256 TEXT NOT NULL,
+        path TEXT NOT NULL, by TEXT NOT NULL, at TEXT NOT NULL, event_seq INTEGER NOT NULL);
+    """),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def resolve_path(path: str | Path | None = None) -> Path:
+    """--ledger, else $TRAINGUARD_LEDGER, else .trainguard/ledger.db."""
+    if path:
+        return Path(path)
+    env = os.environ.get(ENV_VAR)
+    return Path(env) if env else DEFAULT_PATH
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def _lp(b: bytes) -> bytes:
+    return len(b).to_bytes(8, "big") + b
+
+
+def event_hash(prev_hash: bytes, seq: int, ts: bytes, kind: bytes, actor: bytes, payload: bytes) -> str:
+    """Chain hash over the previous hash and this event's exact stored bytes."""
+    h = hashlib.sha256(b"trainguard-event-v1\x00")
+    h.update(_lp(prev_hash))
+    h.update(seq.to_bytes(8, "big", signed=True))
+    for part in (ts, kind, actor, payload):
+        h.update(_lp(part))
+    return h.hexdigest()
+
+
+class Ledger:
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+
+    # --- opening ---------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path | None = None, create: bool = True) -> "Ledger":
+        p = resolve_path(path)
+        new = not p.exists()
+        if new:
+            if not create:
+                raise ConfigError(f"no ledger at {p}: run `trainguard ingest` first, or pass --ledger / set ${ENV_VAR}")
+            if not p.parent.exists():
+                p.parent.mkdir(parents=True, mode=0o700)
+        try:
+            conn = sqlite3.connect(str(p), isolation_level=None, timeout=30.0)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.DatabaseError as e:
+            raise ConfigError(f"{p}: not a readable trainguard ledger ({e})") from None
+        if new:
+            with contextlib.suppress(OSError):
+                os.chmod(p, 0o600)
+        ledger = cls(p, conn)
+        ledger._migrate()
+        return ledger
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        try:
+            with self.transaction():
+                self.conn.execute("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)")
+                row = self.conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+                current = row[0] or 0
+                if current > SCHEMA_VERSION:
+                    raise ConfigError(
+                        f"{self.path}: ledger schema v{current} is newer than this trainguard supports "
+                        f"(v{SCHEMA_VERSION}); upgrade trainguard")
+                for version, sql in MIGRATIONS:
+                    if version > current:
+                        for stmt in sql.split(";"):
+                            if stmt.strip():
+                                self.conn.execute(stmt)
+                        self.conn.execute("INSERT INTO schema_version(version) VALUES (?)", (version,))
+        except sqlite3.DatabaseError as e:
+            raise ConfigError(f"{self.path}: not a readable trainguard ledger ({e})") from None
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # --- events ----------------------------------------------------------------------------------
+
+    def head(self) -> tuple[int, str]:
+        row = self.conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+    def append_event(self, kind: str, actor: str, payload: dict[str, Any]) -> int:
+        """Append one event; call inside `transaction()`."""
+        seq, prev = self.head()
+        seq += 1
+        ts = now()
+        body = canonical_json(payload)
+        h = event_hash(bytes.fromhex(prev), seq, ts.encode(), kind.encode(), actor.encode(), body.encode())
+        self.conn.execute(
+            "INSERT INTO events(seq, ts, kind, actor, payload, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
+            (seq, ts, kind, actor, body, prev, h))
+        return seq
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT seq, ts, kind, actor, payload, hash FROM events"
+        rows = self.conn.execute(sql + (" WHERE kind = ?" if kind else "") + " ORDER BY seq",
+                                 (kind,) if kind else ()).fetchall()
+        return [dict(r) | {"payload": json.loads(r["payload"])} for r in rows]
+
+    # --- sources and datasets --------------------------------------------------------------------
+
+    def upsert_source(self, name: str, actor: str, licence: str | None = None, origin: str | None = None,
+                      owner: str | None = None) -> int:
+        """Create or update a source; fields given as None keep their recorded value."""
+        row = self.conn.execute("SELECT * FROM sources WHERE name = ?", (name,)).fetchone()
+        fields = {"licence": licence, "origin": origin, "owner": owner}
+        if row is not None:
+            merged = {k: (v if v is not None else row[k]) for k, v in fields.items()}
+            if merged == {k: row[k] for k in fields}:
+                return int(row["id"])
+        else:
+            merged = fields
+        seq = self.append_event("source", actor, {"name": name, **merged})
+        if row is None:
+            cur = self.conn.execute(
+                "INSERT INTO sources(name, licence, origin, owner, event_seq) VALUES (?,?,?,?,?)",
+                (name, merged["licence"], merged["origin"], merged["owner"], seq))
+            return int(cur.lastrowid)
+        self.conn.execute("UPDATE sources SET licence=?, origin=?, owner=?, event_seq=? WHERE id=?",
+                          (merged["licence"], merged["origin"], merged["owner"], seq, row["id"]))
+        return int(row["id"])
+
+    def sources(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM sources ORDER BY name")]
+
+    def source(self, source_id: int | None) -> dict[str, Any] | None:
+        if source_id is None:
+            return None
+        row = self.conn.execute("SELECT * FROM sources WHERE id = ?", (source_id,)).fetchone()
+        return dict(row) if row else None
+
+    def _dataset_id(self, name: str) -> int:
+        row = self.conn.execute("SELECT id FROM datasets WHERE name = ?", (name,)).fetchone()
+        if row:
+            return int(row[0])
+        return int(self.conn.execute("INSERT INTO datasets(name) VALUES (?)", (name,)).lastrowid)
+
+    def datasets(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT name FROM datasets ORDER BY name")]
+
+    # --- versions --------------------------------------------------------------------------------
+
+    _VERSION_SQL = ("SELECT v.*, d.name AS dataset FROM versions v JOIN datasets d ON d.id = v.dataset_id ")
+
+    def add_version(self, dataset: str, path: str, fmt: str, leaves: bytes, merkle_root: str, file_sha256: str,
+                    file_bytes: int, actor: str, source_id: int | None = None,
+                    derived_from: int | None = None) -> dict[str, Any]:
+        """Record a version; call inside `transaction()`."""
+        ds = self._dataset_id(dataset)
+        number = self.conn.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE dataset_id = ?",
+                                   (ds,)).fetchone()[0]
+        records = len(leaves) // 32
+        src = self.source(source_id)
+        payload = {
+            "dataset": dataset, "version": number, "path": path, "format": fmt, "records": records,
+            "merkle_root": merkle_root, "file_sha256": file_sha256, "file_bytes": file_bytes,
+            "source": src["name"] if src else None, "derived_from": derived_from,
+        }
+        seq = self.append_event("ingest", actor, payload)
+        ts = self.conn.execute("SELECT ts FROM events WHERE seq = ?", (seq,)).fetchone()[0]
+        vid = int(self.conn.execute(
+            "INSERT INTO versions(dataset_id, number, path, format, records, merkle_root, file_sha256, file_bytes,"
+            " source_id, ingested_by, ingested_at, derived_from, event_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (ds, number, path, fmt, records, merkle_root, file_sha256, file_bytes, source_id, actor, ts,
+             derived_from, seq)).lastrowid)
+        step = CHUNK_LEAVES * 32
+        for i, start in enumerate(range(0, len(leaves), step)):
+            self.conn.execute("INSERT INTO leaf_chunks(version_id, chunk, data) VALUES (?,?,?)",
+                              (vid, i, leaves[start:start + step]))
+            if _chunk_hook is not None:
+                _chunk_hook(i)
+        return self.version_by_id(vid)  # type: ignore[return-value]
+
+    def version_by_id(self, vid: int) -> dict[str, Any] | None:
+        row = self.conn.execute(self._VERSION_SQL + "WHERE v.id = ?", (vid,)).fetchone()
+        return dict(row) if row else None
+
+    def versions(self, dataset: str | None = None) -> list[dict[str, Any]]:
+        if dataset is None:
+            rows = self.conn.execute(self._VERSION_SQL + "ORDER BY d.name, v.number")
+        else:
+            rows = self.conn.execute(self._VERSION_SQL + "WHERE d.name = ? ORDER BY v.number", (dataset,))
+        return [dict(r) for r in rows]
+
+    def version(self, dataset: str, number: int | None = None) -> dict[str, Any] | None:
+        if number is None:
+            row = self.conn.execute(self._VERSION_SQL + "WHERE d.name = ? ORDER BY v.number DESC LIMIT 1",
+                                    (dataset,)).fetchone()
+        else:
+            row = self.conn.execute(self._VERSION_SQL + "WHERE d.name = ? AND v.number = ?",
+                                    (dataset, number)).fetchone()
+        return dict(row) if row else None
+
+    def versions_by_root(self, merkle_root: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute(self._VERSION_SQL + "WHERE v.merkle_root = ? ORDER BY v.id DESC", (merkle_root,))
+        return [dict(r) for r in rows]
+
+    def leaves(self, version_id: int) -> bytes:
+        rows = self.conn.execute("SELECT data FROM leaf_chunks WHERE version_id = ? ORDER BY chunk", (version_id,))
+        return b"".join(r[0] for r in rows)
+
+    # --- gate runs and reviews -------------------------------------------------------------------
+
+    def add_gate_run(self, *, version_id: int | None, path: str, merkle_root: str, verdict: str,
+                     reasons: list[str], policy: dict[str, Any], report: dict[str, Any], records: int,
+                     queue: list[tuple[int, str, list[dict[str, Any]]]], actor: str) -> int:
+        """Store a gate run and its review queue: (row, leaf hex, findings) per row."""
+        policy_text, report_text = canonical_json(policy), canonical_json(report)
+        payload = {
+            "version_id": version_id, "path": path, "merkle_root": merkle_root, "verdict": verdict,
+            "reasons": reasons, "policy_sha256": sha256_text(policy_text),
+            "report_sha256": sha256_text(report_text), "records": records, "queued": len(queue),
+            "queue_sha256": queue_digest((r, leaf) for r, leaf, _ in queue),
+        }
+        seq = self.append_event("gate", actor, payload)
+        ts = self.conn.execute("SELECT ts FROM events WHERE seq = ?", (seq,)).fetchone()[0]
+        run_id = int(self.conn.execute(
+            "INSERT INTO gate_runs(version_id, path, merkle_root, verdict, reasons, policy, policy_sha256, report,"
+            " report_sha256, queued, records, by, at, event_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (version_id, path, merkle_root, verdict, canonical_json(reasons), policy_text,
+             payload["policy_sha256"], report_text, payload["report_sha256"], len(queue), records, actor, ts,
+             seq)).lastrowid)
+        self.conn.executemany(
+            "INSERT INTO reviews(gate_run_id, row, leaf, findings) VALUES (?,?,?,?)",
+            [(run_id, r, leaf, canonical_json(f)) for r, leaf, f in queue])
+        return run_id
+
+    def gate_run(self, run_id: int) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM gate_runs WHERE id = ?", (run_id,)).fetchone()
+        return dict(row) if row else None
+
+    def gate_runs(self, version_id: int | None = None) -> list[dict[str, Any]]:
+        if version_id is None:
+            rows = self.conn.execute("SELECT * FROM gate_runs ORDER BY id")
+        else:
+            rows = self.conn.execute("SELECT * FROM gate_runs WHERE version_id = ? ORDER BY id", (version_id,))
+        return [dict(r) for r in rows]
+
+    def latest_gate_run(self, version_id: int) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM gate_runs WHERE version_id = ? ORDER BY id DESC LIMIT 1",
+                                (version_id,)).fetchone()
+        return dict(row) if row else None
+
+    def reviews(self, run_id: int, status: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM reviews WHERE gate_run_id = ?" + (" AND status = ?" if status else "") + " ORDER BY row"
+        return [dict(r) for r in self.conn.execute(sql, (run_id, status) if status else (run_id,))]
+
+    def decide(self, run_id: int, row: int, decision: str, reason: str, actor: str) -> None:
+        """Record a review decision; call inside `transaction()`."""
+        item = self.conn.execute("SELECT * FROM reviews WHERE gate_run_id = ? AND row = ?", (run_id, row)).fetchone()
+        if item is None:
+            raise ConfigError(f"row {row} is not in the review queue of gate run {run_id}")
+        seq = self.append_event("review", actor, {"gate_run": run_id, "row": row, "leaf": item["leaf"],
+                                                  "decision": decision, "reason": reason,
+                                                  "previous": item["status"]})
+        ts = self.conn.execute("SELECT ts FROM events WHERE seq = ?", (seq,)).fetchone()[0]
+        self.conn.execute(
+            "UPDATE reviews SET status=?, decided_by=?, reason=?, decided_at=?, event_seq=? WHERE gate_run_id=? AND row=?",
+            (decision, actor, reason, ts, seq, run_id, row))
+
+    # --- releases and training runs --------------------------------------------------------------
+
+    def add_release(self, *, version_id: int, gate_run_id: int | None, out_path: str, out_sha256: str,
+                    out_version_id: int | None, attestation_sha256: str | None, forced: bool, actor: str,
+                    extra: dict[str, Any] | None = None) -> int:
+        payload = {"version_id": version_id, "gate_run": gate_run_id, "out_path": out_path,
+                   "out_sha256": out_sha256, "out_version_id": out_version_id,
+                   "attestation_sha256": attestation_sha256, "forced": forced, **(extra or {})}
+        seq = self.append_event("release", actor, payload)
+        ts = self.conn.execute("SELECT ts FROM events WHERE seq = ?", (seq,)).fetchone()[0]
+        return int(self.conn.execute(
+            "INSERT INTO releases(version_id, gate_run_id, out_path, out_sha256, out_version_id, attestation_sha256,"
+            " forced, by, at, event_seq) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (version_id, gate_run_id, out_path, out_sha256, out_version_id, attestation_sha256, int(forced), actor,
+             ts, seq)).lastrowid)
+
+    def releases(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM releases ORDER BY id")]
+
+    def add_training(self, *, file_sha256: str, attestation_sha256: str, path: str, actor: str) -> int:
+        payload = {"file_sha256": file_sha256, "attestation_sha256": attestation_sha256, "path": path}
+        seq = self.append_event("train", actor, payload)
+        ts = self.conn.execute("SELECT ts FROM events WHERE seq = ?", (seq,)).fetchone()[0]
+        return int(self.conn.execute(
+            "INSERT INTO trainings(file_sha256, attestation_sha256, path, by, at, event_seq) VALUES (?,?,?,?,?,?)",
+            (file_sha256, attestation_sha256, path, actor, ts, seq)).lastrowid)
+
+    def trainings(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM trainings ORDER BY id")]
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def queue_digest(items: Iterator[tuple[int, str]] | Any) -> str:
+    h = hashlib.sha256()
+    for row, leaf in items:
+        h.update(f"{row}:{leaf}\n".encode())
+    return h.hexdigest()

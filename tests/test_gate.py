@@ -1,0 +1,317 @@
+"""Policy validation, gate verdicts, the review queue and release."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from trainguard.attest import AttestationError, check
+from trainguard.detectors.base import Detector, register
+from trainguard.errors import ConfigError
+from trainguard.findings import Confidence, DetectorResult, Finding, Severity
+from trainguard.gate import attestation_path, gate, load_policy, release
+from trainguard.gate.policy import from_dict
+from trainguard.gate.review import decide, items, show
+from trainguard.ledger import Ledger, check as ledger_check, ingest, verify
+from trainguard.records import Kind
+
+
+def _flag(det, data, word, severity):
+    rows = [r for r in data if word in r.text]
+    return DetectorResult(tuple(
+        Finding(det.name, word.lower(), f"{word} in text", (r.row,), (r.id,), 0.9, severity, Confidence.HIGH, ())
+        for r in rows))
+
+
+@register
+class MarkerDet(Detector):
+    name = "test-gate-marker"
+    kinds = frozenset(Kind)
+
+    def run(self, data):
+        return _flag(self, data, "MARKER", Severity.HIGH)
+
+
+@register
+class CriticalDet(Detector):
+    name = "test-gate-critical"
+    kinds = frozenset(Kind)
+
+    def run(self, data):
+        return _flag(self, data, "EVIL", Severity.CRITICAL)
+
+
+@register
+class CrashDet(Detector):
+    name = "test-gate-crash"
+    kinds = frozenset(Kind)
+
+    def run(self, data):
+        raise RuntimeError("boom")
+
+
+DETS = ["test-gate-marker", "test-gate-critical"]
+
+
+def policy(**over):
+    base = {"detectors": DETS, "limits": {"max_quarantine_share": 0.5}}
+    for k, v in over.items():
+        base[k] = v
+    return from_dict(base)
+
+
+def rows(n=20, marked=(), evil=()):
+    out = []
+    for i in range(n):
+        t = f"plain review number {i}"
+        if i in marked:
+            t += " MARKER"
+        if i in evil:
+            t += " EVIL"
+        out.append({"text": t, "label": i % 2})
+    return out
+
+
+def write(p, rs):
+    p.write_text("".join(json.dumps(r) + "\n" for r in rs))
+    return p
+
+
+@pytest.fixture()
+def env(tmp_path):
+    led = Ledger.open(tmp_path / "l.db")
+    yield tmp_path, led
+    led.close()
+
+
+# --- policy ---------------------------------------------------------------------------------------
+
+
+def test_default_policy_loads():
+    p = load_policy(None)
+    assert p.quarantine_at == Severity.HIGH and p["provenance"]["require_recorded"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("thresholds:\n  quarantin: high\n", "unknown key 'thresholds.quarantin'"),
+    ("detectorz: [a]\n", "unknown key 'detectorz'"),
+    ("thresholds:\n  fail: extreme\n", "key 'thresholds.fail': unknown severity"),
+    ("limits:\n  max_quarantine_share: 2\n", "key 'limits.max_quarantine_share'"),
+    ("release: yes\n", "release must be a mapping"),
+    ("provenance:\n  require_source: [licence, colour]\n", "key 'provenance.require_source'"),
+    ("thresholds:\n  fail: low\n  quarantine: high\n", "below thresholds.quarantine"),
+    ("version: 2\n", "only policy version 1"),
+    ("a: [1, 2\n", "invalid YAML"),
+    ("- just\n- a list\n", "must be a mapping"),
+])
+def test_policy_errors_name_file_and_key(tmp_path, text, message):
+    p = tmp_path / "policy.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_policy(p)
+    assert message in str(e.value) and str(p) in str(e.value)
+
+
+def test_policy_digest_ignores_comments_and_order(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("limits: {max_quarantine_share: 0.1}\nthresholds: {quarantine: medium}\n")
+    b.write_text("# comment\nthresholds:\n  quarantine: medium\nlimits:\n  max_quarantine_share: 0.1\n")
+    assert load_policy(a).digest == load_policy(b).digest != load_policy(None).digest
+
+
+# --- gate verdicts --------------------------------------------------------------------------------
+
+
+def test_clean_recorded_data_passes(env):
+    tmp, led = env
+    p = write(tmp / "d.jsonl", rows())
+    ingest(led, p, source="s", licence="MIT", by="alice")
+    res = gate(led, p, policy(), by="carol")
+    assert (res.verdict, res.exit_code, res.reasons, res.quarantined) == ("pass", 0, [], [])
+    run = led.gate_run(res.run_id)
+    assert run["verdict"] == "pass" and json.loads(run["report"])["summary"]["findings"] == 0
+
+
+def test_quarantine_queues_rows_and_keeps_them(env):
+    tmp, led = env
+    p = write(tmp / "d.jsonl", rows(marked=(3, 7)))
+    before = p.read_bytes()
+    ingest(led, p, source="s", licence="MIT", by="alice")
+    res = gate(led, p, policy(), by="carol")
+    assert (res.verdict, res.exit_code, res.quarantined) == ("quarantine", 3, [3, 7])
+    assert [i["row"] for i in items(led)] == [3, 7]
+    assert p.read_bytes() == before
+    assert ledger_check(led).ok
+
+
+def test_unrecorded_or_changed_content_fails(env):
+    tmp, led = env
+    p = write(tmp / "d.jsonl", rows())
+    ingest(led, p, source="s", licence="MIT", by="alice")
+    write(p, rows(21))
+    res = gate(led, p, policy())
+    assert res.verdict == "fail" and "not a recorded version" in res.reasons[0]
+    lax = gate(led, p, policy(provenance={"require_recorded": False, "require_source": []}))
+    assert lax.verdict == "pass" and lax.notes
+
+
+def test_missing_source_metadata_fails(env):
+    tmp, led = env
+    p = write(tmp / "d.jsonl", rows())
+    ingest(led, p, source="s", by="alice")
+    res = gate(led, p, policy(provenance={"require_source": ["licence", "owner"]}))
+    assert res.verdict == "fail" and "lacks licence, owner" in res.reasons[0]
+    q = write(tmp / "e.jsonl", rows(5))
+    ingest(led, q, by="alice")
+    assert "no source recorded" in gate(led, q, policy()).reasons[0]
+
+
+def test_failed_detector_fails_closed(env):
+    tmp, led = env
+    p = write(tmp / "d.jsonl", rows())
+    ingest(led, p, source="s", licence="MIT", by="alice")
+    res = gate(led, p, policy(detectors=["test-gate-marker", "test-gate-crash"]))
+    assert res.verdict == "fail" and any("test-gate-crash failed" in r for r in res.reasons)
+
+
+def test_fail_threshold_and_quarantine_share(env):
+    tmp, led = env
+    p = write(tmp / "d.jsonl", rows(evil=(2,)))
+    ingest(led, p, source="s", licence="MIT", by="alice")
+    res = gate(led, p, policy())
+    assert res.verdict == "fail" and "at or above critical" in res.reasons[0]
+    q = write(tmp / "q.jsonl", rows(10, marked=range(5)))
+    ingest(led, q, source="s", by="alice")
+    res = gate(led, q, policy(limits={"max_quarantine_share": 0.2}))
+    assert res.verdict == "fail" and "over the max_quarantine_share" in res.reasons[0]
+    assert len(res.quarantined) == 5  # still queued: nothing is dropped
+
+
+# --- review and release ---------------------------------------------------------------------------
+
+
+def test_review_decisions_need_reason_and_reviewer(env):
+    tmp, led = env
+    p = write(tmp / "d.jsonl", rows(marked=(3,)))
+    ingest(led, p, source="s", licence="MIT", by="alice")
+    gate(led, p, policy())
+    with pytest.raises(ConfigError, match="--reason"):
+        decide(led, 3, "approved", " ", "bob")
+    with pytest.raises(ConfigError, match="--by"):
+        decide(led, 3, "approved", "fine", "")
+    with pytest.raises(ConfigError, match="not in the review queue"):
+        decide(led, 4, "approved", "fine", "bob")
+    item = show(led, 3)
+    assert "MARKER" in item["record"] and item["record_status"] == "ok"
+    decide(led, 3, "rejected", "planted trigger", "bob")
+    assert items(led) == []
+    assert [e["kind"] for e in led.events()][-1] == "review"
+    assert ledger_check(led).ok
+
+
+def test_release_end_to_end(env):
+    tmp, led = env
+    key = Ed25519PrivateKey.generate()
+    data = rows(30, marked=(3, 7, 11))
+    p = write(tmp / "d.jsonl", data)
+    ingest(led, p, source="s", licence="MIT", owner="team", by="alice")
+    res = gate(led, p, policy(), by="carol")
+    out = tmp / "approved.jsonl"
+    with pytest.raises(ConfigError, match="still await review"):
+        release(led, p, out, [key])
+    assert not out.exists()
+    decide(led, 3, "approved", "false positive", "bob")
+    decide(led, 7, "rejected", "trigger", "bob")
+    decide(led, 11, "rejected", "trigger", "bob")
+    r = release(led, p, out, [key], by="dana")
+    assert r.excluded == [7, 11] and r.kept == 28 and r.attestation == tmp / "approved.intoto.json"
+    original = p.read_bytes().splitlines(keepends=True)
+    assert out.read_bytes() == b"".join(line for i, line in enumerate(original) if i not in (7, 11))
+    checked = check(out, r.attestation, [key.public_key()])
+    pred = checked.predicate
+    assert pred["input"]["merkle_root"] == res.version["merkle_root"]
+    assert pred["scan_report"]["sha256"] == led.gate_run(res.run_id)["report_sha256"]
+    assert pred["policy"]["sha256"] == policy().digest
+    assert [d["decision"] for d in pred["reviews"]["decisions"]] == ["approved", "rejected", "rejected"]
+    assert pred["gate"]["verdict"] == "quarantine" and not pred["forced"]
+    assert verify(led, out).ok  # the release output is itself a recorded version
+    assert ledger_check(led, (pred["ledger"]["head_seq"], pred["ledger"]["head_hash"])).ok
+    with pytest.raises(AttestationError):
+        check(out, r.attestation, [Ed25519PrivateKey.generate().public_key()])
+
+
+def test_release_refusals(env):
+    tmp, led = env
+    key = Ed25519PrivateKey.generate()
+    p = write(tmp / "d.jsonl", rows(evil=(1,)))
+    with pytest.raises(ConfigError, match="not a recorded version"):
+        release(led, p, tmp / "o.jsonl", [key])
+    ingest(led, p, source="s", licence="MIT", by="alice")
+    with pytest.raises(ConfigError, match="never been gated"):
+        release(led, p, tmp / "o.jsonl", [key])
+    gate(led, p, policy())
+    with pytest.raises(ConfigError, match="failed its latest gate run"):
+        release(led, p, tmp / "o.jsonl", [key])
+    with pytest.raises(ConfigError, match="input file"):
+        release(led, p, p, [key])
+    forced = release(led, p, tmp / "o.jsonl", [key], allow_ungated=True)
+    assert forced.forced and check(tmp / "o.jsonl", forced.attestation, [key.public_key()]).predicate["forced"]
+
+
+def test_release_with_allowed_pending_leaves_pending_rows_out(env):
+    tmp, led = env
+    p = write(tmp / "d.jsonl", rows(marked=(2, 5)))
+    ingest(led, p, source="s", licence="MIT", by="alice")
+    gate(led, p, policy(release={"allow_pending": True}, signatures={"required": 2}))
+    k1, k2 = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    with pytest.raises(ConfigError, match="requires 2 signing key"):
+        release(led, p, tmp / "o.jsonl", [k1])
+    r = release(led, p, tmp / "o.jsonl", [k1, k2])
+    assert r.excluded == [2, 5] and r.kept == 18
+    assert len(check(tmp / "o.jsonl", r.attestation, [k1.public_key(), k2.public_key()], 2).keyids) == 2
+
+
+def test_release_refuses_a_file_swapped_after_hashing(env, monkeypatch):
+    tmp, led = env
+    p = write(tmp / "d.jsonl", rows())
+    ingest(led, p, source="s", licence="MIT", by="alice")
+    gate(led, p, policy())
+    rel = importlib.import_module("trainguard.gate.release")
+    real = rel.hash_file
+
+    def swap_after(path, *a, **k):
+        fl = real(path, *a, **k)
+        if path == p:
+            write(p, rows(20)[:-1] + [{"text": "swapped", "label": 1}])
+        return fl
+
+    monkeypatch.setattr(rel, "hash_file", swap_after)
+    with pytest.raises(ConfigError, match="changed after it was hashed"):
+        release(led, p, tmp / "o.jsonl", [Ed25519PrivateKey.generate()])
+    assert not (tmp / "o.jsonl").exists()
+
+
+def test_csv_release_keeps_columns(env):
+    tmp, led = env
+    p = tmp / "d.csv"
+    with open(p, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label", "note"])
+        for i, r in enumerate(rows(10, marked=(4,))):
+            w.writerow([r["text"], r["label"], f"n{i}"])
+    ingest(led, p, source="s", licence="MIT", by="alice")
+    gate(led, p, policy())
+    decide(led, 4, "rejected", "trigger", "bob")
+    out = tmp / "approved.csv"
+    r = release(led, p, out, [Ed25519PrivateKey.generate()])
+    got = list(csv.DictReader(open(out, newline="")))
+    assert r.kept == 9 and [g["note"] for g in got] == [f"n{i}" for i in range(10) if i != 4]
+
+
+def test_attestation_path_naming(tmp_path):
+    assert attestation_path(tmp_path / "approved.jsonl").name == "approved.intoto.json"
+    assert attestation_path(tmp_path / "x.jsonl.gz").name == "x.intoto.json"
