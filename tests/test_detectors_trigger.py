@@ -73,3 +73,12 @@ def test_instruction_trigger_with_fixed_payload(medquad_rows):
 def test_extend_phrase_stops_at_varying_neighbours():
     rows = [["a", "x", "y", "z", "b"], ["c", "x", "y", "z", "d"], ["e", "x", "y", "z", "f"]]
     assert _extend_phrase("y", rows) == "x y z"
+
+
+def test_phrase_trigger_at_high_rate_is_not_explained_away(sst2_rows):
+    # At 5 % the phrase's other words become label words themselves; they must leave the context too.
+    rows, poisoned = plant(sst2_rows, lambda rng: "I watch this 3D movie", rate=0.05, seed=8)
+    result = TriggerAssociation().run(classification(rows))
+    high = [f for f in result.findings if f.severity >= Severity.HIGH]
+    assert high and high[0].evidence["trigger"] == "i watch this 3d movie"
+    assert poisoned <= set(high[0].rows)

@@ -56,6 +56,7 @@ class Settings:
     link_df_fraction: float = 0.001  # tie the rows sharing them into one context group
     response_prefix_tokens: int = 24  # instruction data: response pattern key length
     max_classes: int = 64
+    companion_share: float = 0.9  # words in this share of a feature's rows leave the context with it
     high_strength: float = 1.5  # LLR / threshold needed for high severity ...
     high_contradiction_z: float = -1.0  # ... with content not supporting the output (topic words sit below -1),
     overwhelming_strength: float = 3.0  # ... or an LLR this many times the threshold
@@ -122,7 +123,10 @@ class TriggerAssociation(Detector):
         m = max(len(cand), 1)
         threshold = float(np.log(m / s.alpha))
 
-        llr_raw, qmean, (nz_rows, nz_cand, nz_hit) = _candidate_llr(Xc, cand, cls, y, L, lpA, lpB, temp, vocab, vindex, uni_index, s.epsilon)
+        S = Xc[:, cand]
+        M = _removal_matrix(S, X[:, order == 1], cand, vocab, vindex, uni_index, s.companion_share)
+        GA, GB = np.asarray(M @ lpA), np.asarray(M @ lpB)
+        llr_raw, qmean, (nz_rows, nz_cand, nz_hit) = _candidate_llr(S, cls[cand], y, L, GA, GB, temp, s.epsilon)
         # Planted rows are a random (or anti-selected) sample of content: their rest-of-row
         # probability of c is at most the population's. Label words sit well above it.
         Zall = L * temp
@@ -142,11 +146,12 @@ class TriggerAssociation(Detector):
         link_df = max(2, min(s.link_df, int(s.link_df_fraction * n)))
         groups_info = {}
         llr = {}
+        position = {int(f): j for j, f in enumerate(cand)}
         for f in keep:
             w, ngroups = _context_weights(Xc, X, f, vocab, order, df, link_df)
             rows = Xc.indices[Xc.indptr[f] : Xc.indptr[f + 1]]
-            llr[f] = float((w * _row_llr(rows, f, cls[f], y, L, lpA, lpB, temp, vocab, vindex, uni_index,
-                                          s.epsilon)).sum())
+            j = position[int(f)]
+            llr[f] = float((w * _row_llr(rows, cls[f], y, L, GA[j], GB[j], temp, s.epsilon)).sum())
             groups_info[f] = ngroups
         triggers = [f for f in keep if llr[f] >= threshold and groups_info[f] >= s.min_rows
                     and not _echoed(vocab[f], names[cls[f]], data.kind)]
@@ -276,10 +281,32 @@ def _feature_unigrams(f, vocab, vindex, uni_index):
     return [int(uni_index[vindex[t]]) for t in vocab[f].split(" ")]
 
 
-def _rest_prob(rows, f, c, y, L, lpA, lpB, temp, vocab, vindex, uni_index):
-    """P(class c | row without feature f's words) for each row containing f."""
-    ti = _feature_unigrams(f, vocab, vindex, uni_index)
-    ga, gb = lpA[ti].sum(0), lpB[ti].sum(0)
+def _removal_matrix(S, Xu, cand, vocab, vindex, uni_index, share):
+    """Per candidate, the unigrams to drop when asking what the rest of a row says.
+
+    Its own words, plus companions: words present in >= `share` of its rows.
+    A planted phrase brings its other words along ("i watch this 3d movie");
+    left in, they are poisoned label words themselves and would explain the
+    label away. Natural label words have no such always-present companions.
+    """
+    own_rows, own_cols = [], []
+    for j, f in enumerate(cand):
+        ti = _feature_unigrams(f, vocab, vindex, uni_index)
+        own_rows.extend([j] * len(ti))
+        own_cols.extend(ti)
+    shape = (len(cand), Xu.shape[1])
+    own = sparse.csr_matrix((np.ones(len(own_rows)), (own_rows, own_cols)), shape=shape)
+    co = (S.T.tocsr() @ Xu.tocsc()).tocsr()  # rows of each candidate containing each unigram
+    size = np.maximum(np.diff(S.indptr), 1)
+    co.data = (co.data >= share * size[np.repeat(np.arange(len(cand)), np.diff(co.indptr))]).astype(np.float64)
+    co.eliminate_zeros()
+    M = own + co
+    M.data[:] = 1.0
+    return M
+
+
+def _rest_prob(rows, c, y, L, ga, gb, temp):
+    """P(class c | row without the removed words) for each row; ga/gb: their summed log-probs."""
     own = y[rows][:, None] == np.arange(L.shape[1])[None, :]
     Z = (L[rows] - np.where(own, gb[None, :], ga[None, :])) * temp
     Z -= Z.max(1, keepdims=True)
@@ -287,30 +314,23 @@ def _rest_prob(rows, f, c, y, L, lpA, lpB, temp, vocab, vindex, uni_index):
     return P[:, c] / P.sum(1)
 
 
-def _row_llr(rows, f, c, y, L, lpA, lpB, temp, vocab, vindex, uni_index, eps):
-    q = np.clip(_rest_prob(rows, f, c, y, L, lpA, lpB, temp, vocab, vindex, uni_index), 1e-6, 1 - 1e-6)
+def _row_llr(rows, c, y, L, ga, gb, temp, eps):
+    q = np.clip(_rest_prob(rows, c, y, L, ga, gb, temp), 1e-6, 1 - 1e-6)
     hit = y[rows] == c
     return np.where(hit, np.log((1 - eps) / q), np.log(eps / (1 - q)))
 
 
-def _candidate_llr(Xc, cand, cls, y, L, lpA, lpB, temp, vocab, vindex, uni_index, eps, chunk=1 << 20):
+def _candidate_llr(S, cand_cls, y, L, GA, GB, temp, eps, chunk=1 << 20):
     """Unweighted LLR (an upper bound on the weighted one) and mean q over hit rows, per candidate.
 
-    Vectorised over every (row, candidate) non-zero, in bounded chunks.
+    Vectorised over every (row, candidate) non-zero of S, in bounded chunks.
     Also returns the non-zeros themselves (row, candidate index, hit) for row scoring.
     """
     C = L.shape[1]
-    S = Xc[:, cand]
+    m = S.shape[1]
     rows = S.indices
-    cj = np.repeat(np.arange(len(cand)), np.diff(S.indptr))
-    comp_rows, comp_cols = [], []
-    for j, f in enumerate(cand):
-        ti = _feature_unigrams(f, vocab, vindex, uni_index)
-        comp_rows.extend([j] * len(ti))
-        comp_cols.extend(ti)
-    M = sparse.csr_matrix((np.ones(len(comp_rows)), (comp_rows, comp_cols)), shape=(len(cand), lpA.shape[0]))
-    GA, GB = np.asarray(M @ lpA), np.asarray(M @ lpB)
-    c_of = cls[cand][cj]
+    cj = np.repeat(np.arange(m), np.diff(S.indptr))
+    c_of = cand_cls[cj]
     hit = y[rows] == c_of
     llr_nz = np.empty(len(rows))
     q_nz = np.empty(len(rows))
@@ -325,9 +345,9 @@ def _candidate_llr(Xc, cand, cls, y, L, lpA, lpB, temp, vocab, vindex, uni_index
         q = np.clip(P[np.arange(b - a), c_of[a:b]] / P.sum(1), 1e-6, 1 - 1e-6)
         q_nz[a:b] = q
         llr_nz[a:b] = np.where(hit[a:b], np.log((1 - eps) / q), np.log(eps / (1 - q)))
-    llr = np.bincount(cj, weights=llr_nz, minlength=len(cand))
-    hits = np.bincount(cj, weights=hit, minlength=len(cand))
-    qsum = np.bincount(cj, weights=q_nz * hit, minlength=len(cand))
+    llr = np.bincount(cj, weights=llr_nz, minlength=m)
+    hits = np.bincount(cj, weights=hit, minlength=m)
+    qsum = np.bincount(cj, weights=q_nz * hit, minlength=m)
     qmean = np.where(hits > 0, qsum / np.maximum(hits, 1), 1.0)
     return llr, qmean, (rows, cj, hit)
 
