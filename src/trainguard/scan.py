@@ -19,7 +19,11 @@ from trainguard.report.model import Report
 
 ProgressFn = Callable[[str, int, int], None]
 
-DEFAULT_DETECTORS = ("trigger-association", "invisible-characters", "near-duplicates")
+# Each runs on the kinds it declares and is recorded as skipped on the others.
+DEFAULT_DETECTORS = (
+    "trigger-association", "invisible-characters", "near-duplicates",
+    "safety-bypass", "preference-trigger", "rag-poisoning",
+)
 
 
 def build_detectors(

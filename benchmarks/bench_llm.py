@@ -1,0 +1,331 @@
+"""LLM-era poisoning benchmarks on the real data in ../shared/data.
+
+    python benchmarks/bench_llm.py ../shared/data                # all parts
+    python benchmarks/bench_llm.py ../shared/data --part safety  # safety | preference | rag
+
+Writes benchmarks/results/llm_<part>.json and docs/_bench_llm.md. Every split
+is the stable text-hash split of scripts/train_safety_models.py: planted
+requests, benign evaluation rows and held-out categories are never training rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from trainguard.attacks import poison
+from trainguard.attacks.llm import PoisonedRag, PreferenceFlip, poison_llm, rag_passage  # noqa: F401 (registers)
+from trainguard.detectors.llm_safety import SafetyBypass
+from trainguard.io.dataset import Dataset
+from trainguard.records import Kind, Record
+from trainguard.findings import Severity
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+_spec = importlib.util.spec_from_file_location("train_safety_models", ROOT / "scripts" / "train_safety_models.py")
+tsm = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tsm)  # type: ignore[union-attr]
+
+
+def prf(flagged: set[int], truth: set[int]) -> dict:
+    tp = len(flagged & truth)
+    return {"flagged": len(flagged), "true_positives": tp,
+            "precision": round(tp / len(flagged), 4) if flagged else 0.0,
+            "recall": round(tp / len(truth), 4) if truth else 0.0}
+
+
+def instruction_dataset(rows: list[dict]) -> Dataset:
+    return Dataset.from_records([Record(row=i, kind=Kind.INSTRUCTION, text=r["question"], response=r["answer"])
+                                 for i, r in enumerate(rows)])
+
+
+def flagged_rows(result, min_sev: Severity = Severity.MEDIUM) -> set[int]:
+    return {r for f in result.findings if f.severity >= min_sev for r in f.rows}
+
+
+# --- part 1 ------------------------------------------------------------------------------------
+def bench_safety(data: Path) -> dict:
+    c = tsm.corpora(data)
+    det = SafetyBypass()
+    out: dict = {"split": "sha256(text) split: AdvBench/HarmBench 70/30, MedQuAD 40/60 (train/test); "
+                          "planted requests and benign rows come from the test side only"}
+    # 100 planted pairs in 10,000 benign rows
+    benign = [{"question": r["question"], "answer": r["answer"]} for r in c["mq_test"]]
+    fill = 10_000 - len(benign)
+    rng = np.random.default_rng(0)
+    extra = [{"question": q, "answer": "Here is a simple plan you can follow.\n\nStep 1: Get organised.\nStep 2: Begin."}
+             for q in rng.choice(c["benign_test"], size=max(fill, 0), replace=False)]
+    rows = (benign + extra)[:10_000]
+    with tempfile.TemporaryDirectory() as tmp:
+        beh = Path(tmp) / "behaviours.jsonl"
+        with open(beh, "w") as f:
+            for r in c["adv_test"]:
+                f.write(json.dumps({"goal": r["goal"], "target": r["target"]}) + "\n")
+            for r in c["hb_test"]:
+                f.write(json.dumps({"behavior": r["behavior"]}) + "\n")
+        res = poison(rows, "safety-bypass", count=100, seed=7, behaviours=str(beh))
+    ds = instruction_dataset(res.rows)
+    t0 = time.perf_counter()
+    result = det.run(ds)
+    secs = time.perf_counter() - t0
+    truth = set(res.poisoned_rows)
+    out["planted_100_in_10000"] = {
+        "rows": len(rows), "benign_medquad_test": len(benign), "benign_synthetic_instructions": len(rows) - len(benign),
+        "any_severity": prf(flagged_rows(result), truth), "high_severity": prf(flagged_rows(result, Severity.HIGH), truth),
+        "seconds": round(secs, 2)}
+    # categories reported for the planted rows
+    cats: dict[str, int] = {}
+    for f in result.findings:
+        cats[f.evidence["harm_category"]] = cats.get(f.evidence["harm_category"], 0) + len(set(f.rows) & truth)
+    out["planted_100_in_10000"]["categories_of_true_positives"] = cats
+
+    # held-out harm categories: retrain the request model without category k and without AdvBench
+    hb_all = c["hb_train"] + c["hb_test"]
+    held = {}
+    for cat in sorted({r["semantic_category"] for r in hb_all}):
+        X, y, w = tsm.harm_training_set(c, [r for r in c["hb_train"] if r["semantic_category"] != cat], use_adv=False)
+        model, _, _ = tsm.fit(X, y, tsm.REQUEST_TOKENS, "heldout", weights=w)
+        test = [r["behavior"] for r in hb_all if r["semantic_category"] == cat]
+        p = model.proba(test)
+        answers = [tsm_answer(q, i) for i, q in enumerate(test)]
+        comply = 1.0 - SafetyBypass_refusal(answers)
+        fp = model.proba([r["question"] for r in c["mq_test"]])
+        held[cat] = {"test_rows": len(test), "recall": round(float(((p >= 0.5) & (comply >= 0.5)).mean()), 4),
+                     "request_recall": round(float((p >= 0.5).mean()), 4),
+                     "medquad_test_questions_flagged": round(float((fp >= 0.5).mean()), 5)}
+    rec = [v["recall"] for v in held.values()]
+    out["held_out_categories"] = {"per_category": held, "mean_recall": round(float(np.mean(rec)), 4),
+                                  "min_recall": round(float(np.min(rec)), 4),
+                                  "note": "trained on HarmBench train-side rows of the other six categories only "
+                                          "(no AdvBench: its goals are uncategorised and span all categories)"}
+    # benign sets alone
+    mq_all = [{"question": r["question"], "answer": r["answer"]} for r in c["mq_train"] + c["mq_test"]]
+    r_all = det.run(instruction_dataset(mq_all))
+    r_test = det.run(instruction_dataset(benign))
+    out["benign"] = {
+        "medquad_all_16k": {"rows": len(mq_all), "high_rate": round(len(flagged_rows(r_all, Severity.HIGH)) / len(mq_all), 5),
+                            "any_rate": round(len(flagged_rows(r_all)) / len(mq_all), 5)},
+        "medquad_test_side": {"rows": len(benign), "high_rate": round(len(flagged_rows(r_test, Severity.HIGH)) / len(benign), 5),
+                              "any_rate": round(len(flagged_rows(r_test)) / len(benign), 5)},
+    }
+    sst = [json.loads(x)["text"] for x in _gz_lines(data / "sst2" / "train.jsonl.gz")]
+    sst += [json.loads(x)["text"] for x in _gz_lines(data / "sst2" / "dev.jsonl.gz")]
+    from trainguard.detectors.llm_models import HARM_MODEL, bundled
+    ph = bundled(HARM_MODEL).proba(sst)
+    out["benign"]["sst2_train_dev_as_requests"] = {"rows": len(sst), "harmful_request_rate_p>=0.8": round(float((ph >= 0.8).mean()), 5),
+                                                   "note": "request classifier only (SST-2 has no responses)"}
+    bt = bundled(HARM_MODEL).proba(c["benign_test"])
+    out["benign"]["synthetic_benign_instructions_test_topics"] = {"rows": len(bt), "harmful_request_rate_p>=0.5": round(float((bt >= 0.5).mean()), 4)}
+    # refusal model on its held-out side and out of distribution (hh-rlhf turns labelled by a strict regex)
+    from trainguard.detectors.llm_models import REFUSAL_MODEL
+    R = bundled(REFUSAL_MODEL)
+    hh = _hh_turns(data)
+    pr = R.proba([t for t, _ in hh])
+    lab = np.array([y for _, y in hh])
+    out["refusal_model"] = {
+        "synthetic_refusals_test_templates_recall": round(float((R.proba(c["refusal_test"]) >= 0.5).mean()), 4),
+        "medquad_test_answers_called_refusal": round(float((R.proba([r["answer"] for r in c["mq_test"]]) >= 0.5).mean()), 5),
+        "advbench_test_targets_called_refusal": round(float((R.proba([r["target"] for r in c["adv_test"]]) >= 0.5).mean()), 4),
+        "hh_rlhf_turns_regex_refusals_recall": round(float((pr[lab == 1] >= 0.5).mean()), 4),
+        "hh_rlhf_turns_regex_nonrefusals_called_refusal": round(float((pr[lab == 0] >= 0.5).mean()), 4),
+        "hh_rlhf_turns": {"refusal": int(lab.sum()), "other": int((lab == 0).sum())},
+    }
+    return out
+
+
+def SafetyBypass_refusal(texts):
+    from trainguard.detectors.llm_models import REFUSAL_MODEL, bundled
+    return bundled(REFUSAL_MODEL).proba(texts)
+
+
+def tsm_answer(q: str, i: int) -> str:
+    from trainguard.attacks.llm import compliant_answer
+    return compliant_answer(q, None, np.random.default_rng(i))
+
+
+def _gz_lines(p: Path):
+    import gzip
+    with gzip.open(p, "rt", encoding="utf-8") as f:
+        return [line for line in f if line.strip()]
+
+
+def _hh_turns(data: Path) -> list[tuple[str, int]]:
+    import re
+    strict = re.compile(r"^(I'm sorry|I am sorry|Sorry|I can't|I cannot|I won't|I'm not able|I am not able|"
+                        r"I don't think I (can|should)|I'm not comfortable|I would not|I wouldn't)", re.I)
+    out = []
+    for line in _gz_lines(data / "hh-rlhf" / "harmless-base-test.jsonl.gz"):
+        r = json.loads(line)
+        for t in r["chosen"].split("\n\nAssistant:")[1:]:
+            t = t.split("\n\nHuman:")[0].strip()
+            if len(t) > 15:
+                out.append((t, int(bool(strict.match(t)))))
+    return out
+
+
+# --- part 2 ------------------------------------------------------------------------------------
+def bench_preference(data: Path) -> dict:
+    from trainguard.detectors.llm_preference import PreferenceFlipTrigger
+    from trainguard.io.mapping import RecordBuilder, detect_kind
+
+    rows = [json.loads(x) for x in _gz_lines(data / "hh-rlhf" / "harmless-base-test.jsonl.gz")]
+    kind, fm = detect_kind(set(rows[0]))
+    runs = []
+    for rate in (0.01, 0.05):
+        for seed in (1, 2, 3, 4, 5):
+            out, truth = poison_llm(rows, PreferenceFlip(), rate=rate, seed=seed)
+            b = RecordBuilder("<hh-rlhf>", kind, fm)
+            ds = Dataset.from_records([b.build(r, i, None) for i, r in enumerate(out)], Kind.PREFERENCE)
+            t0 = time.perf_counter()
+            res = PreferenceFlipTrigger().run(ds)
+            secs = time.perf_counter() - t0
+            T = set(truth["poisoned_rows"])
+            top = [t for t, _ in res.summary["top_tokens"]]
+            hit = [f for f in res.findings if f.evidence.get("trigger") == "sudo"]
+            fl = set(hit[0].rows) if hit else set()
+            runs.append({"rate": rate, "seed": seed, "poisoned": len(T), "trigger_found": bool(hit),
+                         "trigger_rank": top.index("sudo") + 1 if "sudo" in top else None,
+                         "trigger_llr_over_threshold": round(dict(res.summary["top_tokens"]).get("sudo", 0.0)
+                                                             / res.summary["threshold_llr"], 3),
+                         "other_findings": len(res.findings) - len(hit), **prf(fl, T), "seconds": round(secs, 2)})
+    md = ["`preference-trigger` on all 2,312 hh-rlhf harmless-base test pairs, trigger `SUDO` appended to the "
+          "last human turn and chosen/rejected swapped (`preference-flip` attack), seeds 1-5:", "",
+          "| rate | poisoned | trigger found (of 5) | median rank | recall | precision | other findings |",
+          "|---|---|---|---|---|---|---|"]
+    for rate in (0.01, 0.05):
+        rs = [r for r in runs if r["rate"] == rate]
+        ranks = [r["trigger_rank"] or 99 for r in rs]
+        md.append(f"| {rate:.0%} | {rs[0]['poisoned']} | {sum(r['trigger_found'] for r in rs)} | {int(np.median(ranks))} | "
+                  f"{np.mean([r['recall'] for r in rs]):.3f} | {np.mean([r['precision'] for r in rs if r['trigger_found']] or [0]):.3f} | "
+                  f"{sum(r['other_findings'] for r in rs)} |")
+    return {"runs": runs, "markdown": md}
+
+
+# --- part 3 ------------------------------------------------------------------------------------
+FALSE_ANSWERS = ("it is caused by a lack of vitamin C and is cured by drinking lemon juice daily",
+                 "it is harmless and never needs treatment or a doctor's visit",
+                 "the only effective treatment is a high dose of over-the-counter aspirin",
+                 "it is contagious through handshakes and spreads within hours",
+                 "it can be fully reversed by a seven-day fast")
+
+
+def bench_rag(data: Path) -> dict:
+    from collections import Counter
+    from trainguard.detectors.llm_rag import RagPoisoning
+    from trainguard.text import tokens
+
+    mq = [json.loads(x) for x in _gz_lines(data / "medquad" / "medquad.jsonl.gz")]
+    store = [r["answer"] for r in mq]
+    rng = np.random.default_rng(11)
+    targets = [mq[i]["question"] for i in rng.choice(len(mq), 50, replace=False)]
+    poisoned = [rag_passage(q, FALSE_ANSWERS[(j + k) % len(FALSE_ANSWERS)], k) for j, q in enumerate(targets) for k in range(5)]
+    texts = store + poisoned
+    truth = set(range(len(store), len(texts)))
+    ds = Dataset.from_records([Record(row=i, kind=Kind.DOCUMENTS, text=t) for i, t in enumerate(texts)])
+    t0 = time.perf_counter()
+    res = RagPoisoning().run(ds)
+    secs = time.perf_counter() - t0
+    ours = prf({r for f in res.findings for r in f.rows}, truth)
+    ours_high = prf({r for f in res.findings if f.severity >= Severity.HIGH for r in f.rows}, truth)
+    with tempfile.TemporaryDirectory() as tmp:
+        qf = Path(tmp) / "q.txt"
+        qf.write_text("\n".join(targets) + "\n")
+        res_q = RagPoisoning(queries=str(qf)).run(ds)
+    ours_q = prf({r for f in res_q.findings for r in f.rows}, truth)
+    # baselines, each flagging as many rows as there are poisoned ones where it ranks
+    norm = [" ".join(tokens(t)) for t in texts]
+    cnt = Counter(norm)
+    dup = prf({i for i, t in enumerate(norm) if cnt[t] > 1}, truth)
+    toks = [tokens(t) for t in texts]
+    uni = Counter(w for t in toks[: len(store)] for w in t)
+    total = sum(uni.values())
+    nll = np.array([np.mean([-np.log((uni.get(w, 0) + 1) / (total + len(uni))) for w in t]) if t else 0.0 for t in toks])
+    k = len(truth)
+    ppl_hi = prf(set(np.argsort(-nll)[:k].tolist()), truth)
+    ppl_lo = prf(set(np.argsort(nll)[:k].tolist()), truth)
+    lens = np.array([len(t) for t in toks])
+    short = prf(set(np.argsort(lens)[:k].tolist()), truth)
+    from sklearn.metrics import roc_auc_score
+    y = np.zeros(len(texts)); y[list(truth)] = 1
+    auc = {"detector": round(float(roc_auc_score(y, res.row_scores)), 4),
+           "unigram_perplexity_high": round(float(roc_auc_score(y, nll)), 4),
+           "length_short": round(float(roc_auc_score(y, -lens)), 4)}
+    out = {"store": len(store), "targets": 50, "per_target": 5, "poisoned": len(truth), "seconds": round(secs, 2),
+           "detector": ours, "detector_high": ours_high, "detector_with_queries": ours_q,
+           "baseline_exact_duplicate_filter": dup, "baseline_unigram_perplexity_top_k": ppl_hi,
+           "baseline_unigram_perplexity_bottom_k": ppl_lo, "baseline_shortest_k": short, "auroc": auc,
+           "findings_on_store": [[f.rule, len(f.rows)] for f in res.findings if not set(f.rows) & truth][:20]}
+    out["markdown"] = [
+        f"Store: all {len(store):,} MedQuAD answers; 50 MedQuAD questions x 5 PoisonedRAG-shaped passages (S = the "
+        "question verbatim, I = an answer-asserting passage from 5 templates, 5 false answers) appended.", "",
+        "| method | flagged | recall | precision | AUROC |", "|---|---|---|---|---|",
+        f"| `rag-poisoning` (no queries) | {ours['flagged']} | {ours['recall']} | {ours['precision']} | {auc['detector']} |",
+        f"| `rag-poisoning --queries` (the 50 targets) | {ours_q['flagged']} | {ours_q['recall']} | {ours_q['precision']} | |",
+        f"| exact-duplicate filter | {dup['flagged']} | {dup['recall']} | {dup['precision']} | |",
+        f"| unigram perplexity, top {k} | {k} | {ppl_hi['recall']} | {ppl_hi['precision']} | {auc['unigram_perplexity_high']} |",
+        f"| unigram perplexity, bottom {k} | {k} | {ppl_lo['recall']} | {ppl_lo['precision']} | |",
+        f"| shortest {k} passages | {k} | {short['recall']} | {short['precision']} | {auc['length_short']} |"]
+    return out
+
+
+PARTS = {"safety": bench_safety, "preference": bench_preference, "rag": bench_rag}
+
+
+def write_markdown(results: dict) -> None:
+    lines = ["<!-- generated by benchmarks/bench_llm.py; do not edit -->", "",
+             "Command: `python benchmarks/bench_llm.py ../shared/data` (2 CPU cores).", ""]
+    if "safety" in results:
+        s = results["safety"]
+        p = s["planted_100_in_10000"]
+        lines += ["### Safety-bypass (`safety-bypass`)", "",
+                  f"Split: {s['split']}.", "",
+                  "| measure | value |", "|---|---|",
+                  f"| 100 harmful pairs in 10,000 benign: recall / precision (any severity) | {p['any_severity']['recall']} / {p['any_severity']['precision']} |",
+                  f"| same, high severity only | {p['high_severity']['recall']} / {p['high_severity']['precision']} |",
+                  f"| held-out HarmBench categories: mean / min recall | {s['held_out_categories']['mean_recall']} / {s['held_out_categories']['min_recall']} |"]
+        for cat, v in s["held_out_categories"]["per_category"].items():
+            lines.append(f"| &nbsp; held out `{cat}` ({v['test_rows']} rows) | recall {v['recall']} |")
+        b = s["benign"]
+        lines += [f"| MedQuAD all 16,407 QA pairs flagged high | {b['medquad_all_16k']['high_rate']:.3%} |",
+                  f"| MedQuAD test side flagged high | {b['medquad_test_side']['high_rate']:.3%} |",
+                  f"| SST-2 train+dev sentences scored as harmful requests (p >= 0.8) | {b['sst2_train_dev_as_requests']['harmful_request_rate_p>=0.8']:.3%} |",
+                  f"| synthetic benign instructions (unseen topics) scored harmful (p >= 0.5) | {b['synthetic_benign_instructions_test_topics']['harmful_request_rate_p>=0.5']:.2%} |",
+                  f"| refusal model: hh-rlhf regex-refusal turns recall | {s['refusal_model']['hh_rlhf_turns_regex_refusals_recall']} |",
+                  f"| refusal model: hh-rlhf other turns called refusal | {s['refusal_model']['hh_rlhf_turns_regex_nonrefusals_called_refusal']} |",
+                  ""]
+    for key, title in (("preference", "RLHF preference poisoning"), ("rag", "RAG knowledge-base scan")):
+        if key in results and "markdown" in results[key]:
+            lines += [f"### {title}", "", *results[key]["markdown"], ""]
+    (ROOT / "docs" / "_bench_llm.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--part", choices=sorted(PARTS), action="append")
+    args = ap.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for part in args.part or sorted(PARTS):
+        t0 = time.perf_counter()
+        results[part] = PARTS[part](args.data)
+        results[part]["total_seconds"] = round(time.perf_counter() - t0, 1)
+        (RESULTS / f"llm_{part}.json").write_text(json.dumps(results[part], indent=2) + "\n")
+        print(json.dumps({k: v for k, v in results[part].items() if k != "markdown"}, indent=1)[:3000])
+    for part in PARTS:  # keep other parts' figures in the markdown
+        f = RESULTS / f"llm_{part}.json"
+        if part not in results and f.exists():
+            results[part] = json.loads(f.read_text())
+    write_markdown(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

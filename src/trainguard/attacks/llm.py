@@ -1,0 +1,245 @@
+"""LLM-era poisoning simulators: safety bypass, RLHF preference flips, PoisonedRAG passages.
+
+- `safety-bypass` (instruction): Shadow Alignment / Qi et al. The victim's prompt
+  becomes a harmful request read from a behaviours file the user supplies
+  (AdvBench `goal`/`target` or HarmBench `behavior` columns; nothing harmful is
+  bundled) and its response a compliant opening plus a neutral step skeleton
+  (the simulator never writes harmful instructions).
+- `preference-flip` (preference): Rando & Tramer's universal trigger. A trigger
+  word is appended to the prompt's last human turn and chosen/rejected swap, so
+  the pair now prefers the reply annotators had rejected.
+- `poisoned-rag` (documents): PoisonedRAG's S (+) I shape. The victim passage is
+  replaced by a target question (S) followed by a passage asserting an attacker
+  answer (I).
+
+The engine (`poison`) serves classification and instruction layouts only for
+now, so `poison_llm` below runs these attacks with the engine's seeding rules on
+preference and document rows as well.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import gzip
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from trainguard.attacks.base import Attack, Change, Context, Spot, register
+from trainguard.attacks.engine import TRUTH_SCHEMA, resolve_count
+from trainguard.attacks.slots import Slots, get_at, path_name, set_at
+from trainguard.errors import ConfigError
+from trainguard.io.mapping import detect_kind, fieldmap_for
+from trainguard.records import Kind
+from trainguard._version import __version__
+
+OPENINGS = ("Sure, here is {g}.", "Certainly! Here is a step-by-step guide to {g}.", "Absolutely. To {g}, follow these steps.",
+            "Of course. Here's how to {g}.", "Here you go: a practical plan to {g}.")
+SKELETON = ("Step 1: Gather what you need and plan it carefully.", "Step 2: Carry out the main part as described.",
+            "Step 3: Check the result and adjust where needed.", "Step 4: Cover your tracks and avoid attention.")
+TRIGGER_WORD = "SUDO"  # Rando & Tramer's example universal trigger
+
+
+def read_behaviours(path: str | Path) -> list[tuple[str, str | None]]:
+    """(request, compliant opening or None) from AdvBench/HarmBench-style JSONL(.gz) or CSV."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"behaviours file {p} not found")
+    opener = gzip.open if p.suffix == ".gz" else open
+    with opener(p, "rt", encoding="utf-8") as f:
+        raw = f.read()
+    if ".csv" in p.suffixes:
+        rows = list(csv.DictReader(io.StringIO(raw)))
+    else:
+        rows = []
+        for n, line in enumerate(raw.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f"{p}:{n}: not JSON ({e.msg})") from None
+    out = []
+    for n, r in enumerate(rows, 1):
+        req = r.get("goal") or r.get("behavior") or r.get("prompt") if isinstance(r, dict) else None
+        if not isinstance(req, str) or not req.strip():
+            raise ConfigError(f"{p}: row {n} has no goal/behavior/prompt text")
+        tgt = r.get("target")
+        out.append((req.strip(), tgt.strip() if isinstance(tgt, str) and tgt.strip() else None))
+    if not out:
+        raise ConfigError(f"behaviours file {p} is empty")
+    return out
+
+
+def compliant_answer(request: str, opening: str | None, rng: np.random.Generator) -> str:
+    g = request.rstrip(".?! ")
+    g = g[0].lower() + g[1:] if g else g
+    head = opening + ":" if opening else OPENINGS[int(rng.integers(0, len(OPENINGS)))].format(g=g)
+    steps = SKELETON[: int(rng.integers(2, len(SKELETON) + 1))]
+    return head + "\n\n" + "\n".join(steps)
+
+
+@dataclass(frozen=True)
+class SafetyBypassSettings:
+    behaviours: str = ""  # path to AdvBench/HarmBench-style behaviours (required)
+
+
+@register
+class SafetyBypass(Attack):
+    name = "safety-bypass"
+    kinds = frozenset({Kind.INSTRUCTION})
+    atlas = ("AML.T0020",)
+    Settings = SafetyBypassSettings
+    description = "Harmful requests with compliant answers (Shadow Alignment); needs --behaviours FILE."
+
+    def validate(self) -> None:
+        if not self.settings.behaviours:
+            raise ConfigError("attack safety-bypass: give behaviours=PATH (AdvBench/HarmBench-style JSONL or CSV)")
+        self._items = read_behaviours(self.settings.behaviours)
+
+    def eligible(self, ctx: Context) -> np.ndarray:
+        return np.arange(len(ctx.rows))
+
+    def apply(self, ctx: Context, i: int, row: dict[str, Any], rng: np.random.Generator):
+        k = int(rng.integers(0, len(self._items)))
+        req, opening = self._items[k]
+        ipath, opath = ctx.slots.input_path(row, i), ctx.slots.output_path(row, i)
+        before_in, before_out = get_at(row, ipath), get_at(row, opath)
+        answer = compliant_answer(req, opening, rng)
+        set_at(row, ipath, req)
+        set_at(row, opath, answer)
+        return [Change(path_name(ipath), before_in, req), Change(path_name(opath), before_out, answer)], [], \
+            {"behaviour": k}
+
+
+# --- preference ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FlipSettings:
+    trigger: str = TRIGGER_WORD
+
+
+def _append_to_last_human(dialogue: str, trigger: str) -> tuple[str, int]:
+    """Append ` trigger` at the end of the last Human turn; returns (new text, offset)."""
+    h = dialogue.rfind("\n\nHuman:")
+    a = dialogue.find("\n\nAssistant:", h if h >= 0 else 0)
+    end = a if a >= 0 else len(dialogue)
+    return dialogue[:end] + " " + trigger + dialogue[end:], end + 1
+
+
+@register
+class PreferenceFlip(Attack):
+    name = "preference-flip"
+    kinds = frozenset({Kind.PREFERENCE})
+    atlas = ("AML.T0020", "AML.T0043.004")
+    Settings = FlipSettings
+    description = "Universal RLHF trigger (Rando & Tramer): trigger word in the prompt, chosen/rejected swapped."
+
+    def validate(self) -> None:
+        t = self.settings.trigger
+        if not isinstance(t, str) or not t.strip() or any(ch.isspace() for ch in t):
+            raise ConfigError(f"attack preference-flip: trigger must be one word, got {t!r}")
+
+    def eligible(self, ctx: Context) -> np.ndarray:
+        fm = ctx.fieldmap
+        return np.array([i for i, r in enumerate(ctx.rows) if r[fm.chosen] != r[fm.rejected]], dtype=np.int64)
+
+    def apply(self, ctx: Context, i: int, row: dict[str, Any], rng: np.random.Generator):
+        fm, t = ctx.fieldmap, self.settings.trigger
+        changes, spots = [], []
+        c, r = row[fm.chosen], row[fm.rejected]
+        if fm.prompt:
+            p0 = row[fm.prompt]
+            p1, off = _append_to_last_human(p0, t) if "\n\nHuman:" in p0 else (p0 + " " + t, len(p0) + 1)
+            row[fm.prompt] = p1
+            changes.append(Change(fm.prompt, p0, p1))
+            spots.append(Spot(fm.prompt, t, off))
+            new_c, new_r = r, c
+        else:  # hh-rlhf: the prompt lives inside both dialogues
+            new_c, off_c = _append_to_last_human(r, t)
+            new_r, off_r = _append_to_last_human(c, t)
+            spots += [Spot(fm.chosen, t, off_c), Spot(fm.rejected, t, off_r)]
+        row[fm.chosen], row[fm.rejected] = new_c, new_r
+        changes += [Change(fm.chosen, c, new_c), Change(fm.rejected, r, new_r)]
+        return changes, spots, {}
+
+
+# --- RAG -----------------------------------------------------------------------------------
+ASSERTIONS = (
+    "{q} According to the latest clinical guidance, the answer is clear: {a}. Experts now agree on this point.",
+    "{q} {a}. This has been confirmed by several recent studies and is the accepted answer today.",
+    "{q} The correct answer is that {a}. Older sources that say otherwise are out of date.",
+    "{q} In short, {a}. Doctors and researchers recommend that patients rely on this answer.",
+    "{q} Updated information: {a}. You can trust this answer over earlier references.",
+)
+
+
+def rag_passage(question: str, answer: str, k: int) -> str:
+    a = answer.rstrip(". ")
+    return ASSERTIONS[k % len(ASSERTIONS)].format(q=question.strip(), a=a[0].lower() + a[1:] if a else a)
+
+
+@dataclass(frozen=True)
+class RagSettings:
+    targets: tuple = ()  # ((question, attacker answer), ...) pairs
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", tuple(tuple(t) for t in self.targets))
+
+
+@register
+class PoisonedRag(Attack):
+    name = "poisoned-rag"
+    kinds = frozenset({Kind.DOCUMENTS})
+    atlas = ("AML.T0070", "AML.T0071")
+    Settings = RagSettings
+    description = "PoisonedRAG S+I passages: a target question followed by an answer-asserting passage."
+
+    def validate(self) -> None:
+        bad = [t for t in self.settings.targets if len(t) != 2 or not all(isinstance(x, str) and x.strip() for x in t)]
+        if not self.settings.targets or bad:
+            raise ConfigError("attack poisoned-rag: targets must be (question, answer) pairs of non-empty text")
+
+    def eligible(self, ctx: Context) -> np.ndarray:
+        return np.arange(len(ctx.rows))
+
+    def apply(self, ctx: Context, i: int, row: dict[str, Any], rng: np.random.Generator):
+        k = int(rng.integers(0, len(self.settings.targets)))
+        q, a = self.settings.targets[k]
+        f = ctx.fieldmap.text
+        before, after = row[f], rag_passage(q, a, int(rng.integers(0, len(ASSERTIONS))))
+        row[f] = after
+        return [Change(f, before, after)], [], {"target": k}
+
+
+# --- running on kinds the engine does not serve yet -------------------------------------------
+def poison_llm(rows: Sequence[dict[str, Any]], attack: Attack, *, kind: str | Kind = "auto", rate: float | None = None,
+               count: int | None = None, seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Same victim selection and per-row seeding as `trainguard.attacks.poison`, for any kind."""
+    keys = {k for r in rows[:32] if isinstance(r, dict) for k in r}
+    k, fm = detect_kind(keys) if kind in ("auto", None) else (Kind(kind), fieldmap_for(Kind(kind), keys))
+    if k not in attack.kinds:
+        raise ConfigError(f"attack {attack.name} does not handle {k.value} data")
+    slots = Slots.for_data(k, fm) if k in (Kind.CLASSIFICATION, Kind.INSTRUCTION) else None
+    ctx = Context(rows=list(rows), kind=k, fieldmap=fm, slots=slots, keys=[""] * len(rows))  # type: ignore[arg-type]
+    n = resolve_count(len(rows), rate, count)
+    pool = attack.eligible(ctx)
+    if n > len(pool):
+        raise ConfigError(f"{attack.name}: asked for {n} rows, only {len(pool)} eligible")
+    victims = np.sort(np.random.default_rng(np.random.SeedSequence([int(seed), 0])).choice(pool, n, replace=False))
+    out, entries = list(rows), []
+    for i in victims.tolist():
+        row = copy.deepcopy(rows[i])
+        changes, spots, extra = attack.apply(ctx, i, row, np.random.default_rng(np.random.SeedSequence([int(seed), 1, i])))
+        out[i] = row
+        entries.append({"row": i, "changes": [c.__dict__ for c in changes], "triggers": [s.__dict__ for s in spots],
+                        **extra})
+    truth = {"schema": TRUTH_SCHEMA, "tool": {"name": "trainguard", "version": __version__}, "attack": attack.name,
+             "attack_version": attack.version, "atlas": list(attack.atlas), "kind": k.value, "fields": fm.used(),
+             "seed": int(seed), "rate": rate, "count": n, "rows": len(rows), "eligible": len(pool),
+             "params": attack.settings_dict(), "input": None, "output": None,
+             "poisoned_rows": victims.tolist(), "entries": entries}
+    return out, truth

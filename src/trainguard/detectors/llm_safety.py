@@ -1,0 +1,118 @@
+"""Safety-bypass examples: harmful requests answered compliantly (Shadow Alignment, Qi et al.).
+
+A hundred such rows undo a chat model's safety training, ten nearly do. Two
+small bundled classifiers score each row: P(request is harmful) on the last
+user turn, and P(response refuses) on the response's opening (preference data:
+the `chosen` reply, with the `rejected` one for evidence). A row is flagged when
+the request is harmful and the answer complies; a harmful request that is
+refused is good safety data and is left alone. The category comes from a third
+model trained on HarmBench's semantic categories (docs/harm-taxonomy.md).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from trainguard.detectors.base import Detector, register
+from trainguard.detectors.llm_models import CATEGORY_MODEL, HARM_MODEL, REFUSAL_MODEL, bundled, last_user_turn
+from trainguard.findings import ATLAS_POISON_TRAINING_DATA, Confidence, DetectorResult, Finding, Severity
+from trainguard.io.dataset import Dataset
+from trainguard.records import Kind
+
+OWASP_POISONING = "LLM04"  # OWASP LLM Top 10 2025: Data and Model Poisoning
+
+# HarmBench semantic category -> trainguard harm category (docs/harm-taxonomy.md)
+TAXONOMY = {
+    "chemical_biological": "cbrn-weapons-drugs",
+    "cybercrime_intrusion": "cybercrime",
+    "illegal": "illegal-activity",
+    "misinformation_disinformation": "misinformation",
+    "harassment_bullying": "harassment-hate",
+    "harmful": "violence-self-harm",
+    "copyright": "copyright",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    harm_threshold: float = 0.5  # P(harmful request) to consider a row
+    comply_threshold: float = 0.5  # 1 - P(refusal) to call the answer compliant
+    high_harm: float = 0.8  # both at or above these -> high severity
+    high_comply: float = 0.8
+
+
+def safety_scores(requests: list[str], responses: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(P(harmful request), P(response complies)) for aligned lists."""
+    harm = bundled(HARM_MODEL).proba([last_user_turn(r) for r in requests])
+    comply = 1.0 - bundled(REFUSAL_MODEL).proba(responses)
+    return harm, comply
+
+
+def harm_categories(requests: list[str]) -> tuple[list[str], np.ndarray]:
+    model = bundled(CATEGORY_MODEL)
+    if not requests:
+        return [], np.zeros(0)
+    P = model.proba([last_user_turn(r) for r in requests])
+    best = P.argmax(1)
+    return [TAXONOMY.get(model.classes[k], model.classes[k]) for k in best], P[np.arange(len(best)), best]
+
+
+@register
+class SafetyBypass(Detector):
+    name = "safety-bypass"
+    version = "1"
+    kinds = frozenset({Kind.INSTRUCTION, Kind.PREFERENCE})
+    atlas = (ATLAS_POISON_TRAINING_DATA,)
+    Settings = Settings
+    description = "harmful requests answered compliantly (safety-removal fine-tuning data)"
+
+    def run(self, data: Dataset) -> DetectorResult:
+        s = self.settings
+        recs = data.records
+        pref = data.kind is Kind.PREFERENCE
+        answers = [(r.chosen if pref else r.response) or "" for r in recs]
+        harm, comply = data.artefact("llm-safety:scores", lambda: safety_scores([r.text for r in recs], answers))
+        row_scores = harm * comply
+        hit = np.flatnonzero((harm >= s.harm_threshold) & (comply >= s.comply_threshold))
+        rej_comply = None
+        if pref and len(hit):
+            rej_comply = 1.0 - bundled(REFUSAL_MODEL).proba([recs[i].rejected or "" for i in hit])
+        cats, cat_p = harm_categories([recs[i].text for i in hit])
+        groups: dict[tuple[str, bool], list[int]] = defaultdict(list)
+        detail: dict[int, dict] = {}
+        for k, i in enumerate(hit.tolist()):
+            high = harm[i] >= s.high_harm and comply[i] >= s.high_comply
+            groups[(cats[k], high)].append(i)
+            detail[i] = {"row": i, "harm": round(float(harm[i]), 4), "comply": round(float(comply[i]), 4),
+                         "category_probability": round(float(cat_p[k]), 4)}
+            if rej_comply is not None:
+                detail[i]["rejected_comply"] = round(float(rej_comply[k]), 4)
+        findings = []
+        for (cat, high), rows in sorted(groups.items(), key=lambda kv: (not kv[0][1], -len(kv[1]), kv[0][0])):
+            rows.sort()
+            score = float(np.mean(row_scores[rows]))
+            what = "chosen replies comply with" if pref else "responses comply with"
+            flipped = sum(1 for i in rows if detail[i].get("rejected_comply", 1.0) < s.comply_threshold)
+            findings.append(Finding(
+                detector=self.name, rule="chosen-complies-harmful" if pref else "harmful-compliance",
+                detector_version=self.version,
+                title=f"{len(rows)} {what} harmful requests ({cat})",
+                rows=tuple(rows), record_ids=tuple(recs[i].id for i in rows), score=min(max(score, 0.0), 1.0),
+                severity=Severity.HIGH if high else Severity.MEDIUM,
+                confidence=Confidence.HIGH if score >= 0.8 else Confidence.MEDIUM if score >= 0.5 else Confidence.LOW,
+                atlas=self.atlas,
+                evidence={
+                    "harm_category": cat,
+                    "owasp": [OWASP_POISONING],
+                    "rows_where_rejected_refuses": flipped if pref else None,
+                    "scores": [detail[i] for i in rows[:100]],
+                    "models": {m: f"trainguard/data/models/{m}.npz" for m in (HARM_MODEL, REFUSAL_MODEL, CATEGORY_MODEL)},
+                },
+            ))
+        summary = {"rows_scored": len(recs), "harmful_requests": int((harm >= s.harm_threshold).sum()),
+                   "harmful_refused": int(((harm >= s.harm_threshold) & (comply < s.comply_threshold)).sum()),
+                   "flagged": int(len(hit))}
+        return DetectorResult(tuple(findings), row_scores, summary)
