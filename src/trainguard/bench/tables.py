@@ -38,3 +38,27 @@ def foundation_markdown(results: dict[str, Any]) -> str:
                       f"(load + scan {s['load_and_scan_records_per_second']:,} records/s), peak RSS "
                       f"{s['peak_rss_mb']:.0f} MB; per detector seconds: {s['per_detector_seconds']}."]
     return "\n".join(lines) + "\n"
+
+
+def foundation_summary(results: dict[str, Any]) -> str:
+    """One row per attack and rate: all detectors together, the trigger detectors, and cleanlab."""
+    head = "| attack | rate | poisoned | trainguard P / R / AUROC |"
+    rule = "|---|---|---|---|"
+    with_baseline = any("cleanlab" in run for run in results["runs"])
+    if with_baseline:
+        head += " trigger-association P / R / AUROC | invisible-characters P / R | cleanlab P / R / AUROC |"
+        rule += "---|---|---|"
+    lines = [head, rule]
+    for run in results["runs"]:
+        d = run["detectors"]
+        cells = [run["attack"], f"{run['rate']:.1%}", str(run["poisoned"]), _pra(d["trainguard (all)"])]
+        if with_baseline:
+            inv = d["invisible-characters"]
+            cells += [_pra(d["trigger-association"]), f"{_f(inv['precision'])} / {_f(inv['recall'])}",
+                      _pra(run["cleanlab"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _pra(m: dict[str, Any]) -> str:
+    return f"{_f(m['precision'])} / {_f(m['recall'])} / {_f(m['auroc'])}"

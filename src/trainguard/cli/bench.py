@@ -42,7 +42,7 @@ def bench(
     command = (f"trainguard bench --data {data} --attacks {','.join(attack_list)} --rates {rates} --seed {seed}"
                + ("" if baseline else " --no-baseline"))
     results["command"] = command
-    text = tables.foundation_markdown(results)
+    text = tables.foundation_summary(results) + "\n" + tables.foundation_markdown(results)
     typer.echo(text)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -146,7 +146,7 @@ def _hash_lines(lines: list[bytes], out: list[bytes], has_cr: bool) -> None:
     for line in lines:
         if has_cr and line.endswith(b"\r"):
             line = line[:-1]
-        if not line.strip():
+        if not line or line.isspace():  # isspace() tests without copying the line
             continue
         c = h0.copy()
         c.update(line)
@@ -171,9 +171,9 @@ def _hash_range(args: tuple[str, int, int, int]) -> bytes:
             carry = lines.pop()
             if len(carry) > limit:
                 raise _Oversized(pos - len(carry), len(carry))
-            for line in lines:
-                if len(line) > limit:
-                    raise _Oversized(_offset_of(path, start, line), len(line))
+            if lines and max(map(len, lines)) > limit:
+                line = next(x for x in lines if len(x) > limit)
+                raise _Oversized(_offset_of(path, start, line), len(line))
             _hash_lines(lines, out, has_cr)
     if carry:
         _hash_lines([carry], out, True)
