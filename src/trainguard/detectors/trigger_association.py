@@ -118,13 +118,12 @@ class TriggerAssociation(Detector):
 
         lpA, lpB, L, temp = _loo_naive_bayes(X, order, y, C, s.smoothing)
         uni_index = np.cumsum(order == 1) - 1  # vocab index -> unigram column
-        vindex = {v: i for i, v in enumerate(vocab)}
         prior = np.bincount(y, minlength=C) / n
         m = max(len(cand), 1)
         threshold = float(np.log(m / s.alpha))
 
         S = Xc[:, cand]
-        M = _removal_matrix(S, X[:, order == 1], cand, vocab, vindex, uni_index, s.companion_share)
+        M = _removal_matrix(S, X[:, order == 1], cand, vocab, uni_index, s.companion_share)
         GA, GB = np.asarray(M @ lpA), np.asarray(M @ lpB)
         llr_raw, qmean, (nz_rows, nz_cand, nz_hit) = _candidate_llr(S, cls[cand], y, L, GA, GB, temp, s.epsilon)
         # Planted rows are a random (or anti-selected) sample of content: their rest-of-row
@@ -277,11 +276,7 @@ def _loo_naive_bayes(X, order, y, C, a):
     return lpA, lpB, L, best_t
 
 
-def _feature_unigrams(f, vocab, vindex, uni_index):
-    return [int(uni_index[vindex[t]]) for t in vocab[f].split(" ")]
-
-
-def _removal_matrix(S, Xu, cand, vocab, vindex, uni_index, share):
+def _removal_matrix(S, Xu, cand, vocab, uni_index, share):
     """Per candidate, the unigrams to drop when asking what the rest of a row says.
 
     Its own words, plus companions: words present in >= `share` of its rows.
@@ -289,11 +284,13 @@ def _removal_matrix(S, Xu, cand, vocab, vindex, uni_index, share):
     left in, they are poisoned label words themselves and would explain the
     label away. Natural label words have no such always-present companions.
     """
-    own_rows, own_cols = [], []
+    own_rows, words = [], []
     for j, f in enumerate(cand):
-        ti = _feature_unigrams(f, vocab, vindex, uni_index)
-        own_rows.extend([j] * len(ti))
-        own_cols.extend(ti)
+        parts = vocab[f].split(" ")
+        own_rows.extend([j] * len(parts))
+        words.extend(parts)
+    # The vocabulary is sorted (CountVectorizer sorts it): one binary search finds every word.
+    own_cols = uni_index[np.searchsorted(vocab, np.array(words, dtype=object))]
     shape = (len(cand), Xu.shape[1])
     own = sparse.csr_matrix((np.ones(len(own_rows)), (own_rows, own_cols)), shape=shape)
     co = (S.T.tocsr() @ Xu.tocsc()).tocsr()  # rows of each candidate containing each unigram
