@@ -14,6 +14,15 @@ from trainguard.records import Kind, Record
 DATA = Path(__file__).parent / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_embedding_cache(tmp_path_factory):
+    """Tests never write embeddings into the user's ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TRAINGUARD_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
 def read_jsonl(name: str) -> list[dict]:
     with open(DATA / name, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -126,7 +126,9 @@ def register(cls: type[Attack]) -> type[Attack]:
 def registry() -> Mapping[str, type[Attack]]:
     """Built-in attacks plus those installed through entry points (built-ins win)."""
     import trainguard.attacks.builtin  # noqa: F401  (registers the built-ins)
+    import trainguard.attacks.junk  # noqa: F401
     import trainguard.attacks.llm  # noqa: F401
+    import trainguard.attacks.template  # noqa: F401
 
     found = dict(_BUILTIN)
     for ep in entry_points(group=ENTRY_POINT_GROUP):

