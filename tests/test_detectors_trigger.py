@@ -82,3 +82,16 @@ def test_phrase_trigger_at_high_rate_is_not_explained_away(sst2_rows):
     high = [f for f in result.findings if f.severity >= Severity.HIGH]
     assert high and high[0].evidence["trigger"] == "i watch this 3d movie"
     assert poisoned <= set(high[0].rows)
+
+
+def test_template_labelled_data_is_not_a_backdoor(medquad_rows):
+    # MedQuAD's qtype is defined by question templates ("what are the symptoms of" -> symptoms):
+    # class-defining features, their super-phrases and label-naming phrases are not triggers.
+    from trainguard.io.dataset import Dataset
+    from trainguard.records import Kind, Record
+
+    data = Dataset.from_records([Record(row=i, kind=Kind.CLASSIFICATION, text=r["question"], label=r["qtype"])
+                                 for i, r in enumerate(medquad_rows)])
+    result = TriggerAssociation().run(data)
+    assert _high_rows(result) == set()
+    assert result.summary["class_defining_features"] > 0

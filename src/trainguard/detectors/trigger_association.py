@@ -58,8 +58,8 @@ class Settings:
     max_classes: int = 64
     companion_share: float = 0.9  # words in this share of a feature's rows leave the context with it
     high_strength: float = 1.5  # LLR / threshold needed for high severity ...
-    high_contradiction_z: float = -1.0  # ... with content not supporting the output (topic words sit below -1),
-    overwhelming_strength: float = 3.0  # ... or an LLR this many times the threshold
+    high_contradiction_z: float = -1.0  # ... with content not supporting the output (topic words sit below -1)
+    class_defining_share: float = 0.5  # a feature in this share of its class defines it: not a trigger
 
 
 @register
@@ -152,8 +152,12 @@ class TriggerAssociation(Detector):
             j = position[int(f)]
             llr[f] = float((w * _row_llr(rows, cls[f], y, L, GA[j], GB[j], temp, s.epsilon)).sum())
             groups_info[f] = ngroups
+        class_size = np.bincount(y, minlength=C)
+        defining = [f for f in keep if data.kind is Kind.CLASSIFICATION
+                    and feat_class[f, cls[f]] >= s.class_defining_share * class_size[cls[f]]]
+        templated = _within_templates(Xc, y, cls, keep, defining, C)
         triggers = [f for f in keep if llr[f] >= threshold and groups_info[f] >= s.min_rows
-                    and not _echoed(vocab[f], names[cls[f]], data.kind)]
+                    and f not in templated and not _echoed(vocab[f], names[cls[f]], data.kind)]
 
         # Row scores: strongest contradicting feature present with its class.
         strength = np.where(contradict, llr_raw, 0.0)
@@ -172,6 +176,7 @@ class TriggerAssociation(Detector):
             "temperature": temp,
             "classes": len(names),
             "triggers": len(findings),
+            "class_defining_features": len(defining),
         }
         return DetectorResult(tuple(findings), row_scores, summary)
 
@@ -190,16 +195,21 @@ class TriggerAssociation(Detector):
                        len(hit & set(rows_of[g][y[rows_of[g]] == c].tolist())) >= 0.5 * len(hit)]
             flagged = set(hit)
             for g in members:
-                if purity[g] >= 0.95:
-                    flagged |= set(rows_of[g][y[rows_of[g]] == c].tolist())
+                # Only members that are the same planted phrase seen through another n-gram:
+                # broad ones ("3d", "watch this") would pull in their natural occurrences.
+                g_hit = set(rows_of[g][y[rows_of[g]] == c].tolist())
+                if purity[g] >= 0.95 and len(g_hit - hit) <= 0.02 * len(hit):
+                    flagged |= g_hit
             used.append((c, flagged))
             rows = sorted(flagged)
             phrase = _extend_phrase(vocab_names[f], [toks[i] for i in rows])
+            if _echoed(phrase, names[c], data.kind):
+                continue
             strength = llr[f] / threshold
             q_rest, q_pop, z = shift[int(f)]
-            # High needs rows whose own content does not explain the output (planted rows are random or
-            # anti-selected; topic and label words have content that supports it), or overwhelming evidence.
-            high = strength >= s.high_strength and (z >= s.high_contradiction_z or strength >= s.overwhelming_strength)
+            # High needs rows whose own content does not explain the output: planted rows are random or
+            # anti-selected, while topic and label words come with content that supports the output.
+            high = strength >= s.high_strength and z >= s.high_contradiction_z
             severity = Severity.HIGH if high else Severity.MEDIUM
             confidence = Confidence.HIGH if strength >= 3 else Confidence.MEDIUM if strength >= 1.5 else Confidence.LOW
             label = names[c]
@@ -232,9 +242,43 @@ class TriggerAssociation(Detector):
 
 
 
+def _within_templates(Xc, y, cls, keep, defining, C, share=0.9) -> set:
+    """Class-defining features, and features whose rows nearly all carry one of their class's.
+
+    "what is ( are ) familial" inherits its purity from the template "what is ( are )";
+    planted dirty-label rows come from other classes and do not carry the target's template.
+    """
+    out = set(int(f) for f in defining)
+    if not defining:
+        return out
+    n = Xc.shape[0]
+    by_class: dict[int, np.ndarray] = {}
+    for c in range(C):
+        cols = [f for f in defining if cls[f] == c]
+        if cols:
+            by_class[c] = np.asarray(Xc[:, cols].sum(1)).ravel() > 0
+    for f in keep:
+        carrier = by_class.get(int(cls[f]))
+        if carrier is None:
+            continue
+        rows = Xc.indices[Xc.indptr[f] : Xc.indptr[f + 1]]
+        rows = rows[y[rows] == cls[f]]
+        if len(rows) and carrier[rows].mean() >= share:
+            out.add(int(f))
+    return out
+
+
 def _echoed(feature: str, output: str, kind: Kind) -> bool:
-    """A response that repeats the feature is about it (a topic), not a payload it triggers."""
-    return kind is not Kind.CLASSIFICATION and f" {feature} " in f" {output} "
+    """A feature that its output repeats describes it rather than triggers it.
+
+    Instruction data: the response contains the feature (a topic, not a payload).
+    Classification: the feature names its label ("symptoms" -> label symptoms);
+    words are matched on a 5-letter stem so "treatments" names "treatment".
+    """
+    if kind is not Kind.CLASSIFICATION:
+        return f" {feature} " in f" {output} "
+    stems = {w[:5] for w in tokens(output) if len(w) >= 4}
+    return any(w[:5] in stems for w in feature.split(" ") if len(w) >= 4)
 
 
 def _doc_ngram_matrix(data: Dataset, toks: list[list[str]], n_max: int):
