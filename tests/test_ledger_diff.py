@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 
@@ -145,3 +146,24 @@ def test_partial_64bit_collision_does_not_hide_a_change():
     swapped = b"".join([base[0], forged, base[2], base[1]] + base[3:])
     d = diff(old, swapped)
     assert (d.inserted, d.deleted, d.moved, d.modified) == ([1], [], [2, 3], [])  # F inserted, rows 1-2 swapped
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 40), min_size=1, max_size=60), st.data())
+def test_in_place_fast_path_agrees_with_the_general_diff(values, data):
+    import importlib
+
+    diff_mod = importlib.import_module("trainguard.ledger.diff")
+
+    old = b"".join(hashlib.sha256(str(v).encode()).digest() for v in values)
+    new_values = list(values)
+    for i in data.draw(st.lists(st.integers(0, len(values) - 1), max_size=5)):
+        new_values[i] = data.draw(st.integers(0, 60))
+    new = b"".join(hashlib.sha256(str(v).encode()).digest() for v in new_values)
+    fast = diff_mod.diff(old, new)
+    original = diff_mod._in_place_edits
+    diff_mod._in_place_edits = lambda *args: None
+    try:
+        assert fast == diff_mod.diff(old, new)
+    finally:
+        diff_mod._in_place_edits = original

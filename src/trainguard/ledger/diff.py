@@ -72,7 +72,33 @@ def diff(old: bytes, new: bytes) -> Diff:
         suf = int(np.argmax(neq_tail)) if neq_tail.any() else rest
     else:
         suf = 0
-    return _middle(a[pre:m - suf], b[pre:n - suf], pre)
+    fast = _in_place_edits(a[pre:m - suf], b[pre:n - suf], pre)
+    return fast if fast is not None else _middle(a[pre:m - suf], b[pre:n - suf], pre)
+
+
+def _in_place_edits(a: np.ndarray, b: np.ndarray, offset: int) -> Diff | None:
+    """Same length, and the differing rows' leaves occur nowhere on the other side.
+
+    Then the general algorithm pairs each differing row with the row at the same
+    position (same gap, nothing moves), so the answer is those rows, modified,
+    without sorting the whole middle. None when the shortcut does not apply.
+    """
+    if len(a) != len(b) or len(a) == 0:
+        return None
+    rows = np.flatnonzero(np.any(a != b, axis=1))
+    if len(rows) > max(64, len(a) // 100):
+        return None
+    a0, b0 = np.sort(a[:, 0]), np.sort(b[:, 0])
+    if _contains(b0, a[rows, 0]) or _contains(a0, b[rows, 0]):
+        return None  # a leaf reappears elsewhere: it may have moved
+    out = (rows + offset).tolist()
+    return Diff(modified=out, modified_from=out)
+
+
+def _contains(sorted_words: np.ndarray, probes: np.ndarray) -> bool:
+    """Whether any probe occurs in the sorted array (binary search, no set building)."""
+    at = np.minimum(np.searchsorted(sorted_words, probes), len(sorted_words) - 1)
+    return bool((sorted_words[at] == probes).any())
 
 
 def _match(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
