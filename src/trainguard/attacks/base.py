@@ -13,12 +13,12 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
 from trainguard.attacks.slots import Slots
+from trainguard._plugins import PluginRegistry
 from trainguard.errors import ConfigError
 from trainguard.io.mapping import FieldMap
 from trainguard.records import Kind
@@ -113,36 +113,11 @@ class Attack(ABC):
         """Poison `row` (a private deep copy of row i) in place; return changes, trigger spots, extras."""
 
 
-_BUILTIN: dict[str, type[Attack]] = {}
-
-
-def register(cls: type[Attack]) -> type[Attack]:
-    if cls.name in _BUILTIN and _BUILTIN[cls.name] is not cls:
-        raise ValueError(f"attack name {cls.name!r} registered twice")
-    _BUILTIN[cls.name] = cls
-    return cls
-
-
-def registry() -> Mapping[str, type[Attack]]:
-    """Built-in attacks plus those installed through entry points (built-ins win)."""
-    import trainguard.attacks.builtin  # noqa: F401  (registers the built-ins)
-    import trainguard.attacks.junk  # noqa: F401
-    import trainguard.attacks.llm  # noqa: F401
-    import trainguard.attacks.template  # noqa: F401
-
-    found = dict(_BUILTIN)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in found:
-            continue
-        cls = ep.load()
-        if not (isinstance(cls, type) and issubclass(cls, Attack)):
-            raise ConfigError(f"entry point {ep.name} = {ep.value} is not a trainguard Attack")
-        found[ep.name] = cls
-    return found
-
-
-def get(name: str) -> type[Attack]:
-    reg = registry()
-    if name not in reg:
-        raise ConfigError(f"unknown attack {name!r}; available: {', '.join(sorted(reg))}")
-    return reg[name]
+_REGISTRY: PluginRegistry = PluginRegistry(
+    "attack", Attack, ENTRY_POINT_GROUP,
+    ("trainguard.attacks.builtin", "trainguard.attacks.junk", "trainguard.attacks.llm",
+     "trainguard.attacks.template"),
+)
+register = _REGISTRY.register
+registry = _REGISTRY.all
+get = _REGISTRY.get

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from trainguard.attest import dsse
 from trainguard.attest.dsse import AttestationError
 from trainguard.attest.keys import load_public
+from trainguard.io.dataset import file_sha256
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://trainguard.dev/attestation/release/v1"
@@ -31,14 +32,6 @@ def statement(subject_name: str, subject_sha256: str, predicate: dict[str, Any])
 def sign_statement(stmt: dict[str, Any], keys: Iterable[Ed25519PrivateKey]) -> dict[str, Any]:
     body = json.dumps(stmt, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     return dsse.sign(body, keys)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from importlib.metadata import entry_points
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
+from trainguard._plugins import PluginRegistry
 from trainguard.errors import ConfigError
 from trainguard.findings import DetectorResult
 from trainguard.io.dataset import Dataset
@@ -63,33 +63,10 @@ class Detector(ABC):
     def run(self, data: Dataset) -> DetectorResult: ...
 
 
-_BUILTIN: dict[str, type[Detector]] = {}
-
-
-def register(cls: type[Detector]) -> type[Detector]:
-    if cls.name in _BUILTIN and _BUILTIN[cls.name] is not cls:
-        raise ValueError(f"detector name {cls.name!r} registered twice")
-    _BUILTIN[cls.name] = cls
-    return cls
-
-
-def registry() -> Mapping[str, type[Detector]]:
-    """Built-in detectors plus those installed through entry points."""
-    import trainguard.detectors.builtin  # noqa: F401  (registers the built-ins)
-
-    found = dict(_BUILTIN)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in found:
-            continue  # built-ins win; a plug-in cannot shadow them
-        cls = ep.load()
-        if not (isinstance(cls, type) and issubclass(cls, Detector)):
-            raise ConfigError(f"entry point {ep.name} = {ep.value} is not a trainguard Detector")
-        found[ep.name] = cls
-    return found
-
-
-def get(name: str) -> type[Detector]:
-    reg = registry()
-    if name not in reg:
-        raise ConfigError(f"unknown detector {name!r}; available: {', '.join(sorted(reg))}")
-    return reg[name]
+_REGISTRY: PluginRegistry = PluginRegistry(
+    "detector", Detector, ENTRY_POINT_GROUP,
+    ("trainguard.detectors.builtin",),
+)
+register = _REGISTRY.register
+registry = _REGISTRY.all
+get = _REGISTRY.get

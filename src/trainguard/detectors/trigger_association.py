@@ -251,7 +251,6 @@ def _within_templates(Xc, y, cls, keep, defining, C, share=0.9) -> set:
     out = set(int(f) for f in defining)
     if not defining:
         return out
-    n = Xc.shape[0]
     by_class: dict[int, np.ndarray] = {}
     for c in range(C):
         cols = [f for f in defining if cls[f] == c]

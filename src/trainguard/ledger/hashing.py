@@ -29,6 +29,7 @@ from typing import Any, Iterator
 import orjson
 
 from trainguard.errors import DataError
+from trainguard.io.dataset import file_sha256
 from trainguard.io.readers import DEFAULT_MAX_RECORD_BYTES, _open_binary, detect_format, read
 from trainguard.ledger import merkle
 
@@ -123,12 +124,7 @@ def _raw_rows(path: Path, fmt: str, limit: int) -> Iterator[dict[str, Any]]:
         yield item.value  # type: ignore[misc]
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+_file_sha256 = file_sha256
 
 
 # --- JSONL --------------------------------------------------------------------------------------
