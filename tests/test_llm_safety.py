@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import DATA, instruction, read_jsonl
+from conftest import DATA, instruction
 from trainguard.attacks import poison
 from trainguard.attacks.llm import compliant_answer, read_behaviours  # registers the LLM attacks
 from trainguard.detectors.llm_models import HARM_MODEL, REFUSAL_MODEL, LinearTextModel, bundled, last_user_turn
