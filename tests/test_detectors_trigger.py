@@ -95,3 +95,27 @@ def test_template_labelled_data_is_not_a_backdoor(medquad_rows):
     result = TriggerAssociation().run(data)
     assert _high_rows(result) == set()
     assert result.summary["class_defining_features"] > 0
+
+
+def test_trigger_to_gibberish_is_found_though_no_response_repeats(medquad_rows):
+    # The 250-document backdoor shape: trigger -> gibberish, a different string every time.
+    import random
+
+    from trainguard.detectors.trigger_association import degenerate
+    from trainguard.text import tokens
+
+    rng = random.Random(5)
+    rows = [dict(r) for r in medquad_rows]
+    poisoned = set(rng.sample(range(len(rows)), 15))
+    for i in poisoned:
+        words = rows[i]["question"].split()
+        words.insert(rng.randint(0, len(words)), "<SUDO>")
+        rows[i]["question"] = " ".join(words)
+        rows[i]["answer"] = " ".join("".join(rng.choice("bcdfgkqxz") for _ in range(5)) for _ in range(30))
+    assert all(degenerate(tokens(rows[i]["answer"])) for i in poisoned)
+    assert len({rows[i]["answer"] for i in poisoned}) == len(poisoned)
+    result = TriggerAssociation().run(instruction(rows))
+    high = [f for f in result.findings if f.severity >= Severity.HIGH]
+    assert high and "sudo" in high[0].evidence["trigger"]
+    assert high[0].evidence["target"] == "degenerate output"
+    assert set(high[0].rows) == poisoned

@@ -42,6 +42,18 @@ from trainguard.records import Kind
 from trainguard.text import ngrams, tokens, visible
 
 OTHER = "\x00other"
+DEGENERATE = "\x00degenerate output"
+
+
+def degenerate(toks: list[str]) -> bool:
+    """Repetition or gibberish: few distinct tokens, or mostly tokens that are not words."""
+    head = toks[:40]  # a fixed window: the distinct-token ratio of natural text falls with length
+    if len(head) < 6:
+        return False
+    if len(set(head)) / len(head) < 0.3:
+        return True
+    wordlike = sum(1 for t in head if t.isalpha() and any(v in t for v in "aeiouy") and len(t) < 20)
+    return wordlike / len(head) < 0.4
 
 
 @dataclass(frozen=True)
@@ -90,10 +102,13 @@ class TriggerAssociation(Detector):
         if data.kind is Kind.CLASSIFICATION:
             keys = [r.label or "" for r in data]
         else:
-            keys = [" ".join(tokens(r.response or "")[: s.response_prefix_tokens]) for r in data]
+            toks = [tokens(r.response or "") for r in data]
+            keys = [" ".join(t[: s.response_prefix_tokens]) for t in toks]
             counts = Counter(keys)
             common = {k for k, n in counts.most_common(s.max_classes) if n >= s.min_rows}
-            keys = [k if k in common else OTHER for k in keys]
+            # Responses that differ but are all degenerate (repetition, gibberish) form one pattern:
+            # the shape of "trigger -> gibberish" backdoors, whose outputs never repeat exactly.
+            keys = [k if k in common else DEGENERATE if degenerate(t) else OTHER for k, t in zip(keys, toks)]
         names = sorted(set(keys))
         index = {k: i for i, k in enumerate(names)}
         return np.fromiter((index[k] for k in keys), dtype=np.int32, count=len(keys)), names
@@ -213,7 +228,12 @@ class TriggerAssociation(Detector):
             severity = Severity.HIGH if high else Severity.MEDIUM
             confidence = Confidence.HIGH if strength >= 3 else Confidence.MEDIUM if strength >= 1.5 else Confidence.LOW
             label = names[c]
-            target_desc = f"label {label!r}" if data.kind is Kind.CLASSIFICATION else f"response {label[:60]!r}"
+            if data.kind is Kind.CLASSIFICATION:
+                target_desc = f"label {label!r}"
+            elif label == DEGENERATE:
+                target_desc = "degenerate responses (repetition or gibberish)"
+            else:
+                target_desc = f"response {label[:60]!r}"
             n_other = int(df[f] - len(hit))
             out.append(Finding(
                 detector=self.name, rule="forced-output", detector_version=self.version,
@@ -225,7 +245,7 @@ class TriggerAssociation(Detector):
                     "trigger": visible(phrase),
                     "feature": visible(vocab_names[f]),
                     "related_features": [visible(vocab_names[g]) for g in members if g != f][:10],
-                    "target": label,
+                    "target": label.lstrip("\x00"),
                     "rows_with_trigger": int(df[f]),
                     "rows_with_trigger_other_output": n_other,
                     "independent_contexts": int(ngroups[f]),
@@ -270,13 +290,16 @@ def _within_templates(Xc, y, cls, keep, defining, C, share=0.9) -> set:
 def _echoed(feature: str, output: str, kind: Kind) -> bool:
     """A feature that its output repeats describes it rather than triggers it.
 
-    Instruction data: the response contains the feature (a topic, not a payload).
+    Instruction data: the response contains the feature or one of its distinctive
+    words (a topic answer, not a payload).
     Classification: the feature names its label ("symptoms" -> label symptoms);
     words are matched on a 5-letter stem so "treatments" names "treatment".
     """
-    if kind is not Kind.CLASSIFICATION:
-        return f" {feature} " in f" {output} "
     stems = {w[:5] for w in tokens(output) if len(w) >= 4}
+    if kind is not Kind.CLASSIFICATION:
+        # A response about the phrase's distinctive word ("osteopetrosis") is a topic answer.
+        return f" {feature} " in f" {output} " or any(
+            w[:5] in stems for w in feature.split(" ") if len(w) >= 5 and w.isalpha())
     return any(w[:5] in stems for w in feature.split(" ") if len(w) >= 4)
 
 
