@@ -167,18 +167,46 @@ def test_feature_collision_reports_foreign_region(sst2_rows, cache):
         assert f.evidence["label"] != f.evidence["region_label"]
 
 
-def test_fusion_noisy_or_and_errors():
-    a = np.array([0.0, 0.9, 0.25, 0.25])
-    b = np.array([0.0, 0.0, 0.25, 0.0])
+def test_fusion_gated_noisy_or_and_errors():
+    a = np.array([0.0, 0.9, 0.25, 0.25, 0.6])
+    b = np.array([0.0, 0.0, 0.25, 0.0, 0.7])
     fused = fusion.fuse({"spectral-signatures": a, "label-consistency": b})
     assert fused[0] == 0 and fused[1] == pytest.approx(0.9)
-    assert 0.5 > fused[2] > fused[3] > 0.24
-    assert list(fusion.flagged(fused)) == [1]
+    # sub-bar evidence does not add up: the row scores its largest contribution
+    assert fused[2] == pytest.approx(0.25) and fused[3] == pytest.approx(0.25)
+    # two detectors at their bar reinforce each other (noisy-OR over the gated scores)
+    assert fused[4] == pytest.approx(1 - 0.4 * 0.3)
+    assert list(fusion.flagged(fused)) == [1, 4]
     assert fusion.explain({"x": a, "y": b}, 2) == {"x": 0.25, "y": 0.25}
     with pytest.raises(ConfigError):
         fusion.fuse({})
     with pytest.raises(ConfigError, match="differ in length"):
         fusion.fuse({"x": a, "y": b[:2]})
+    with pytest.raises(ConfigError, match="floor"):
+        fusion.fuse({"x": a}, floor=0)
+
+
+def test_fusion_many_weak_detectors_never_flag():
+    # The old noisy-OR flagged ~10 % of clean SST-2 this way: nine detectors at 0.3-0.49 each.
+    rng = np.random.default_rng(0)
+    scores = {f"d{i}": rng.uniform(0.3, 0.4999, 1000) for i in range(9)}
+    fused = fusion.fuse(scores)
+    assert len(fusion.flagged(fused)) == 0
+    assert np.allclose(fused, np.max(np.stack(list(scores.values())), axis=0))
+    scores["d0"][7] = 0.5  # one detector exactly at its bar is enough, and only that row
+    assert list(fusion.flagged(fusion.fuse(scores))) == [7]
+
+
+def test_fusion_weights_and_lexical_scales():
+    # near-duplicates' template payload (0.9) stands alone; a plain duplicate group (0.2) never flags
+    nd = np.array([0.9, 0.2, 0.5])
+    assert list(fusion.flagged(fusion.fuse({"near-duplicates": nd}))) == [0, 2]
+    # a weight below 1 can push a detector under the bar; weights clip into [0, 1]
+    fused = fusion.fuse({"x": np.array([0.6, 1.0])}, weights={"x": 0.5})
+    assert fused == pytest.approx([0.3, 0.5])
+    assert fusion.fuse({"x": np.array([0.6])}, weights={"x": 3.0}) == pytest.approx([0.6])
+    # NaN and out-of-range scores are treated as 0 and clipped, never propagated
+    assert fusion.fuse({"x": np.array([np.nan, 1.7, -1.0])}) == pytest.approx([0.0, 1.0, 0.0])
 
 
 def test_detectors_run_through_scan_engine_and_fuse(sst2_rows, cache):
