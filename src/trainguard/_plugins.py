@@ -7,9 +7,10 @@ an installed plug-in can never shadow a built-in check.
 
 from __future__ import annotations
 
+import dataclasses
 from importlib import import_module
 from importlib.metadata import entry_points
-from typing import Generic, Mapping, TypeVar
+from typing import Any, Generic, Mapping, TypeVar
 
 from trainguard.errors import ConfigError
 
@@ -46,3 +47,18 @@ class PluginRegistry(Generic[T]):
         if name not in found:
             raise ConfigError(f"unknown {self.noun} {name!r}; available: {', '.join(sorted(found))}")
         return found[name]
+
+
+def configure(settings_cls: type, settings: Any, overrides: dict[str, Any], owner: str, noun: str = "setting") -> Any:
+    """A plug-in's frozen settings: `settings` (or the defaults) with keyword overrides.
+
+    Misspelt names are an error, never silently ignored.
+    """
+    base = settings if settings is not None else settings_cls()
+    if not overrides:
+        return base
+    known = {f.name for f in dataclasses.fields(base)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ConfigError(f"{owner}: unknown {noun}(s) {sorted(unknown)}; known: {sorted(known)}")
+    return dataclasses.replace(base, **overrides)

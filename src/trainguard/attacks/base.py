@@ -18,8 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from trainguard.attacks.slots import Slots
-from trainguard._plugins import PluginRegistry
-from trainguard.errors import ConfigError
+from trainguard._plugins import PluginRegistry, configure
 from trainguard.io.mapping import FieldMap
 from trainguard.records import Kind
 
@@ -82,14 +81,7 @@ class Attack(ABC):
     description: ClassVar[str] = ""
 
     def __init__(self, settings: Any = None, **overrides: Any) -> None:
-        base = settings if settings is not None else self.Settings()
-        if overrides:
-            known = {f.name for f in dataclasses.fields(base)}
-            unknown = set(overrides) - known
-            if unknown:
-                raise ConfigError(f"attack {self.name}: unknown parameter(s) {sorted(unknown)}; known: {sorted(known)}")
-            base = dataclasses.replace(base, **overrides)
-        self.settings = base
+        self.settings = configure(self.Settings, settings, overrides, f"attack {self.name}", "parameter")
         self.validate()
 
     def validate(self) -> None:

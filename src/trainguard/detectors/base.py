@@ -13,8 +13,7 @@ import dataclasses
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from trainguard._plugins import PluginRegistry
-from trainguard.errors import ConfigError
+from trainguard._plugins import PluginRegistry, configure
 from trainguard.findings import DetectorResult
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
@@ -37,16 +36,7 @@ class Detector(ABC):
     description: ClassVar[str] = ""
 
     def __init__(self, settings: Any = None, **overrides: Any) -> None:
-        base = settings if settings is not None else self.Settings()
-        if overrides:
-            known = {f.name for f in dataclasses.fields(base)}
-            unknown = set(overrides) - known
-            if unknown:
-                raise ConfigError(
-                    f"detector {self.name}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}"
-                )
-            base = dataclasses.replace(base, **overrides)
-        self.settings = base
+        self.settings = configure(self.Settings, settings, overrides, f"detector {self.name}")
 
     def applies_to(self, data: Dataset) -> str | None:
         """None when the detector can run on `data`, else the reason it cannot."""
