@@ -108,3 +108,27 @@ def test_attacks_lists_builtins(capsys):
     assert code == 0
     names = {a["name"] for a in json.loads(stdout)}
     assert {"badnets", "addsent", "unicode", "cleanlabel", "labelflip"} <= names
+
+
+def test_cli_attacks_preference_data(tmp_path):
+    # Preference and documents attacks go through the same engine and command as the others.
+    import json as _json
+
+    from conftest import read_jsonl
+
+    from trainguard.cli import app as _app
+    from trainguard.cli._common import run_app as _run
+
+    src = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": r["question"], "chosen": "I can't help with that.", "rejected": r["answer"][:200]}
+            for r in read_jsonl("medquad_sample.jsonl")[:60]]
+    src.write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    out, truth = tmp_path / "out.jsonl", tmp_path / "truth.json"
+    code = _run(_app, ["attack", str(src), "--attack", "preference-flip", "--count", "6", "--seed", "2",
+                       "--out", str(out), "--truth", str(truth)])
+    assert code == 0
+    t = _json.loads(truth.read_text())
+    poisoned = [_json.loads(line) for line in out.read_text().splitlines()]
+    assert t["kind"] == "preference" and len(t["poisoned_rows"]) == 6
+    for i in t["poisoned_rows"]:
+        assert poisoned[i]["chosen"] == rows[i]["rejected"] and poisoned[i]["rejected"] == rows[i]["chosen"]

@@ -50,8 +50,8 @@ class Context:
     rows: list[dict[str, Any]]
     kind: Kind
     fieldmap: FieldMap
-    slots: Slots
-    keys: list[str]  # per row: normalised label (classification) or response text (instruction)
+    slots: Slots | None  # None for preference and documents data
+    keys: list[str]  # per row: label (classification), response (instruction), chosen (preference), text
     raw_label: dict[str, Any] = field(default_factory=dict)  # normalised label -> a raw value as written
 
     @property

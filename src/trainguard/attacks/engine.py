@@ -75,7 +75,9 @@ def _resolve_fields(rows: Sequence[Mapping[str, Any]], kind: str | Kind, fieldma
 
 def build_context(rows: Sequence[Any], kind: Kind, fm: FieldMap, source: str,
                   lines: Sequence[int | None] | None) -> Context:
-    slots = Slots.for_data(kind, fm, source)
+    # Field slots exist for classification and instruction rows; preference and documents
+    # attacks (trainguard.attacks.llm) edit their own fields and get slots=None.
+    slots = Slots.for_data(kind, fm, source) if kind in (Kind.CLASSIFICATION, Kind.INSTRUCTION) else None
     builder = RecordBuilder(source, kind, fm)
     keys: list[str] = []
     raw_label: dict[str, Any] = {}
@@ -89,9 +91,9 @@ def build_context(rows: Sequence[Any], kind: Kind, fm: FieldMap, source: str,
             keys.append(rec.label)
             raw_label.setdefault(rec.label, row[fm.label])
         else:
-            assert rec.response is not None
-            keys.append(rec.response)
-    return Context(rows=list(rows), kind=kind, fieldmap=fm, slots=slots, keys=keys, raw_label=raw_label)
+            keys.append(rec.response or rec.chosen or rec.text)
+    return Context(rows=list(rows), kind=kind, fieldmap=fm, slots=slots, keys=keys,  # type: ignore[arg-type]
+                   raw_label=raw_label)
 
 
 def poison(

@@ -12,14 +12,12 @@
   replaced by a target question (S) followed by a passage asserting an attacker
   answer (I).
 
-The engine (`poison`) serves classification and instruction layouts only for
-now, so `poison_llm` below runs these attacks with the engine's seeding rules on
-preference and document rows as well.
+They run through the same engine as every attack (`trainguard.attacks.poison`,
+`trainguard attack`); `poison_llm` is a (rows, truth) convenience over it.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
 import gzip
 import io
@@ -31,12 +29,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from trainguard.attacks.base import Attack, Change, Context, Spot, register
-from trainguard.attacks.engine import TRUTH_SCHEMA, resolve_count
-from trainguard.attacks.slots import Slots, get_at, path_name, set_at
+from trainguard.attacks.engine import poison
+from trainguard.attacks.slots import get_at, path_name, set_at
 from trainguard.errors import ConfigError
-from trainguard.io.mapping import detect_kind, fieldmap_for
 from trainguard.records import Kind
-from trainguard._version import __version__
 
 OPENINGS = ("Sure, here is {g}.", "Certainly! Here is a step-by-step guide to {g}.", "Absolutely. To {g}, follow these steps.",
             "Of course. Here's how to {g}.", "Here you go: a practical plan to {g}.")
@@ -218,28 +214,6 @@ class PoisonedRag(Attack):
 # --- running on kinds the engine does not serve yet -------------------------------------------
 def poison_llm(rows: Sequence[dict[str, Any]], attack: Attack, *, kind: str | Kind = "auto", rate: float | None = None,
                count: int | None = None, seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Same victim selection and per-row seeding as `trainguard.attacks.poison`, for any kind."""
-    keys = {k for r in rows[:32] if isinstance(r, dict) for k in r}
-    k, fm = detect_kind(keys) if kind in ("auto", None) else (Kind(kind), fieldmap_for(Kind(kind), keys))
-    if k not in attack.kinds:
-        raise ConfigError(f"attack {attack.name} does not handle {k.value} data")
-    slots = Slots.for_data(k, fm) if k in (Kind.CLASSIFICATION, Kind.INSTRUCTION) else None
-    ctx = Context(rows=list(rows), kind=k, fieldmap=fm, slots=slots, keys=[""] * len(rows))  # type: ignore[arg-type]
-    n = resolve_count(len(rows), rate, count)
-    pool = attack.eligible(ctx)
-    if n > len(pool):
-        raise ConfigError(f"{attack.name}: asked for {n} rows, only {len(pool)} eligible")
-    victims = np.sort(np.random.default_rng(np.random.SeedSequence([int(seed), 0])).choice(pool, n, replace=False))
-    out, entries = list(rows), []
-    for i in victims.tolist():
-        row = copy.deepcopy(rows[i])
-        changes, spots, extra = attack.apply(ctx, i, row, np.random.default_rng(np.random.SeedSequence([int(seed), 1, i])))
-        out[i] = row
-        entries.append({"row": i, "changes": [c.__dict__ for c in changes], "triggers": [s.__dict__ for s in spots],
-                        **extra})
-    truth = {"schema": TRUTH_SCHEMA, "tool": {"name": "trainguard", "version": __version__}, "attack": attack.name,
-             "attack_version": attack.version, "atlas": list(attack.atlas), "kind": k.value, "fields": fm.used(),
-             "seed": int(seed), "rate": rate, "count": n, "rows": len(rows), "eligible": len(pool),
-             "params": attack.settings_dict(), "input": None, "output": None,
-             "poisoned_rows": victims.tolist(), "entries": entries}
-    return out, truth
+    """`trainguard.attacks.poison` for these attacks, returning (rows, truth)."""
+    result = poison(rows, attack, kind=kind, rate=rate, count=count, seed=seed)
+    return result.rows, result.truth
