@@ -79,5 +79,7 @@ def list_attacks(fmt: str = typer.Option("table", "--format", "-f", help="table 
         return
     if fmt != "table":
         raise fail(f"--format must be table or json, got {fmt!r}")
+    name_w = max(len(r["name"]) for r in rows)
+    kind_w = max(len(",".join(r["kinds"])) for r in rows)
     for r in rows:
-        typer.echo(f"{r['name']:<11} {','.join(r['kinds']):<27} {r['description']}")
+        typer.echo(f"{r['name']:<{name_w}} {','.join(r['kinds']):<{kind_w}} {r['description']}")
