@@ -23,6 +23,17 @@ def _isolated_embedding_cache(tmp_path_factory):
     mp.undo()
 
 
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """Run `trainguard ARGS` in-process: (exit code, stdout, stderr) of this call only."""
+    from trainguard.cli import app
+    from trainguard.cli._common import run_app
+
+    capsys.readouterr()
+    code = run_app(app, [str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def read_jsonl(name: str) -> list[dict]:
     with open(DATA / name, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -8,20 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from trainguard.cli import app
-from trainguard.cli._common import run_app
-
-DATA = Path(__file__).parent / "data"
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    try:
-        code = run_app(app, [str(a) for a in args])
-    except SystemExit as e:  # typer exits in standalone mode
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from conftest import DATA, cli, read_jsonl
 
 
 @pytest.fixture()
@@ -110,22 +97,17 @@ def test_attacks_lists_builtins(capsys):
     assert {"badnets", "addsent", "unicode", "cleanlabel", "labelflip"} <= names
 
 
-def test_cli_attacks_preference_data(tmp_path):
+def test_cli_attacks_preference_data(tmp_path, capsys):
     # Preference and documents attacks go through the same engine and command as the others.
     import json as _json
-
-    from conftest import read_jsonl
-
-    from trainguard.cli import app as _app
-    from trainguard.cli._common import run_app as _run
 
     src = tmp_path / "pairs.jsonl"
     rows = [{"prompt": r["question"], "chosen": "I can't help with that.", "rejected": r["answer"][:200]}
             for r in read_jsonl("medquad_sample.jsonl")[:60]]
     src.write_text("".join(_json.dumps(r) + "\n" for r in rows))
     out, truth = tmp_path / "out.jsonl", tmp_path / "truth.json"
-    code = _run(_app, ["attack", str(src), "--attack", "preference-flip", "--count", "6", "--seed", "2",
-                       "--out", str(out), "--truth", str(truth)])
+    code, _, _ = cli(capsys, "attack", src, "--attack", "preference-flip", "--count", "6", "--seed", "2",
+                     "--out", out, "--truth", truth)
     assert code == 0
     t = _json.loads(truth.read_text())
     poisoned = [_json.loads(line) for line in out.read_text().splitlines()]

@@ -6,16 +6,8 @@ import json
 import random
 
 import pytest
-from conftest import DATA, read_jsonl
+from conftest import DATA, cli, read_jsonl
 
-from trainguard.cli import app
-from trainguard.cli._common import run_app
-
-
-def _run(capsys, *args):
-    code = run_app(app, list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +24,12 @@ def poisoned_file(tmp_path_factory):
 
 
 def test_clean_file_exits_zero(capsys):
-    code, _, _ = _run(capsys, "scan", str(DATA / "sst2_sample.jsonl"), "--quiet")
+    code, _, _ = cli(capsys, "scan", str(DATA / "sst2_sample.jsonl"), "--quiet")
     assert code == 0
 
 
 def test_poisoned_file_exits_one_and_json_names_rows(capsys, poisoned_file):
-    code, out, _ = _run(capsys, "scan", str(poisoned_file), "--format", "json", "--quiet")
+    code, out, _ = cli(capsys, "scan", str(poisoned_file), "--format", "json", "--quiet")
     assert code == 1
     report = json.loads(out)
     top = report["findings"][0]
@@ -46,12 +38,12 @@ def test_poisoned_file_exits_one_and_json_names_rows(capsys, poisoned_file):
 
 
 def test_fail_on_none_and_critical_exit_zero(capsys, poisoned_file):
-    assert _run(capsys, "scan", str(poisoned_file), "--fail-on", "critical", "-q")[0] == 0
-    assert _run(capsys, "scan", str(poisoned_file), "--fail-on", "none", "-q")[0] == 0
+    assert cli(capsys, "scan", str(poisoned_file), "--fail-on", "critical", "-q")[0] == 0
+    assert cli(capsys, "scan", str(poisoned_file), "--fail-on", "none", "-q")[0] == 0
 
 
 def test_settings_reach_the_detector(capsys, poisoned_file):
-    code, out, _ = _run(capsys, "scan", str(poisoned_file), "-f", "json", "-q",
+    code, out, _ = cli(capsys, "scan", str(poisoned_file), "-f", "json", "-q",
                         "--set", "trigger-association.min_rows=40", "--detectors", "trigger-association")
     report = json.loads(out)
     assert report["detectors"][0]["settings"]["min_rows"] == 40
@@ -69,7 +61,7 @@ def test_settings_reach_the_detector(capsys, poisoned_file):
     (["--fail-on", "apocalyptic"], "unknown severity"),
 ])
 def test_bad_usage_exits_two_with_a_clear_message(capsys, args, message):
-    code, _, err = _run(capsys, "scan", str(DATA / "sst2_sample.jsonl"), "-q", *args)
+    code, _, err = cli(capsys, "scan", str(DATA / "sst2_sample.jsonl"), "-q", *args)
     assert code == 2
     assert message in err
     assert "Traceback" not in err
@@ -79,15 +71,15 @@ def test_bad_row_fails_or_is_skipped_and_listed(capsys, tmp_path):
     path = tmp_path / "bad.jsonl"
     good = [json.dumps({"text": f"row {i}", "label": i % 2}) for i in range(10)]
     path.write_text("\n".join(good[:3] + ['{"text": "broken", "label": '] + good[3:]) + "\n")
-    code, _, err = _run(capsys, "scan", str(path), "-q")
+    code, _, err = cli(capsys, "scan", str(path), "-q")
     assert code == 2 and "line 4" in err and "row 3" in err
-    code, out, _ = _run(capsys, "scan", str(path), "-q", "--on-error", "skip", "-f", "json")
+    code, out, _ = cli(capsys, "scan", str(path), "-q", "--on-error", "skip", "-f", "json")
     report = json.loads(out)
     assert report["dataset"]["records"] == 10
     assert [s["row"] for s in report["dataset"]["skipped"]] == [3]
 
 
 def test_detectors_lists_builtins(capsys):
-    code, out, _ = _run(capsys, "detectors", "--format", "json")
+    code, out, _ = cli(capsys, "detectors", "--format", "json")
     names = {d["name"] for d in json.loads(out)}
     assert {"trigger-association", "invisible-characters", "near-duplicates"} <= names and code == 0

@@ -9,9 +9,8 @@ import subprocess
 import sys
 
 import pytest
+from conftest import cli as tg
 
-from trainguard.cli import app
-from trainguard.cli._common import run_app
 from trainguard.detectors.base import Detector, register
 from trainguard.findings import Confidence, DetectorResult, Finding, Severity
 from trainguard.records import Kind
@@ -26,16 +25,6 @@ class CliMarker(Detector):
         return DetectorResult(tuple(
             Finding(self.name, "marker", "MARKER", (r.row,), (r.id,), 0.9, Severity.HIGH, Confidence.HIGH, ())
             for r in data if "MARKER" in r.text))
-
-
-def tg(capsys, *args):
-    capsys.readouterr()
-    try:
-        code = run_app(app, [str(a) for a in args])
-    except SystemExit as e:  # typer exits in standalone mode
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture()
