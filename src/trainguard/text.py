@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from trainguard.records import Kind, Record
+
 _TOKEN = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]")
 
 
@@ -23,6 +25,19 @@ def ngrams(toks: Sequence[str], n_max: int) -> list[str]:
     for n in range(2, n_max + 1):
         out.extend(" ".join(toks[i : i + n]) for i in range(len(toks) - n + 1))
     return out
+
+
+def output_key(record: Record, prefix_tokens: int = 24) -> str | None:
+    """What a row is trained to produce, normalised so equal outputs compare equal.
+
+    The label for classification; the first tokens of the response (instruction) or
+    chosen reply (preference); None for documents, which have no output.
+    """
+    if record.kind is Kind.CLASSIFICATION:
+        return record.label or ""
+    if record.kind is Kind.DOCUMENTS:
+        return None
+    return " ".join(tokens(record.target or "")[:prefix_tokens])
 
 
 def visible(s: str) -> str:

@@ -30,6 +30,7 @@ from trainguard.findings import (
 )
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
+from trainguard.text import output_key
 
 ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff\u180e\u034f\u115f\u1160\u3164\uffa0\u2061\u2062\u2063\u2064"
 BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
@@ -198,10 +199,8 @@ def _fields(r):
 
 
 def _outputs(data: Dataset) -> list | None:
-    if data.kind is Kind.CLASSIFICATION:
-        return [r.label for r in data]
-    if data.kind is Kind.INSTRUCTION:
-        return [" ".join((r.response or "").split()[:24]) for r in data]
+    if data.kind in (Kind.CLASSIFICATION, Kind.INSTRUCTION):
+        return [output_key(r) for r in data]
     return None
 
 

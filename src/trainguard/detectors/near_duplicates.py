@@ -31,7 +31,7 @@ from trainguard.findings import (
 )
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
-from trainguard.text import tokens
+from trainguard.text import output_key, tokens
 
 
 @dataclass(frozen=True)
@@ -163,14 +163,8 @@ def _shingles(toks: list[str], k: int) -> list[bytes]:
     return [" ".join(toks[i : i + k]).encode("utf-8", "surrogatepass") for i in range(len(toks) - k + 1)]
 
 
-def _output_keys(data: Dataset) -> list[str] | None:
-    if data.kind is Kind.CLASSIFICATION:
-        return [r.label or "" for r in data]
-    if data.kind is Kind.INSTRUCTION:
-        return [" ".join(tokens(r.response or "")[:24]) for r in data]
-    if data.kind is Kind.PREFERENCE:
-        return [" ".join(tokens(r.chosen or "")[:24]) for r in data]
-    return None
+def _output_keys(data: Dataset) -> list[str | None] | None:
+    return None if data.kind is Kind.DOCUMENTS else [output_key(r) for r in data]
 
 
 def _band_params(num_perm: int, threshold: float) -> tuple[int, int]:

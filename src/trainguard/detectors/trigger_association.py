@@ -379,7 +379,11 @@ def _rest_prob(rows, c, y, L, ga, gb, temp):
 
 def _row_llr(rows, c, y, L, ga, gb, temp, eps):
     q = np.clip(_rest_prob(rows, c, y, L, ga, gb, temp), 1e-6, 1 - 1e-6)
-    hit = y[rows] == c
+    return _llr_terms(q, y[rows] == c, eps)
+
+
+def _llr_terms(q: np.ndarray, hit: np.ndarray, eps: float) -> np.ndarray:
+    """Per-row log-likelihood ratio of "the feature forces c" (up to eps noise) vs rest-of-row q."""
     return np.where(hit, np.log((1 - eps) / q), np.log(eps / (1 - q)))
 
 
@@ -407,7 +411,7 @@ def _candidate_llr(S, cand_cls, y, L, GA, GB, temp, eps, chunk=1 << 20):
         P = np.exp(Z)
         q = np.clip(P[np.arange(b - a), c_of[a:b]] / P.sum(1), 1e-6, 1 - 1e-6)
         q_nz[a:b] = q
-        llr_nz[a:b] = np.where(hit[a:b], np.log((1 - eps) / q), np.log(eps / (1 - q)))
+        llr_nz[a:b] = _llr_terms(q, hit[a:b], eps)
     llr = np.bincount(cj, weights=llr_nz, minlength=m)
     hits = np.bincount(cj, weights=hit, minlength=m)
     qsum = np.bincount(cj, weights=q_nz * hit, minlength=m)
