@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from trainguard.findings import Severity
 from trainguard.io.dataset import Dataset
 from trainguard.io.mapping import RecordBuilder, detect_kind
 from trainguard.io.readers import read
+from trainguard.report.model import Report
 from trainguard.scan import DEFAULT_DETECTORS, scan
 
 Progress = Callable[[str], None]
@@ -47,7 +47,7 @@ def to_dataset(rows: list[dict], path: str) -> Dataset:
                    fieldmap=fm)
 
 
-def evaluate(data: Dataset, truth: np.ndarray, detectors=DEFAULT_DETECTORS) -> tuple[dict[str, Any], float]:
+def evaluate(data: Dataset, truth: np.ndarray, detectors=DEFAULT_DETECTORS) -> tuple[dict[str, Any], float, Report]:
     t0 = time.perf_counter()
     report = scan(data, detectors=list(detectors))
     seconds = time.perf_counter() - t0
@@ -67,7 +67,7 @@ def evaluate(data: Dataset, truth: np.ndarray, detectors=DEFAULT_DETECTORS) -> t
         if scores is not None:
             combined_scores = np.maximum(combined_scores, scores)
     out["trainguard (all)"] = detection(combined_flags, truth, combined_scores).to_dict()
-    return out, seconds
+    return out, seconds, report
 
 
 def cleanlab_row(data: Dataset, truth: np.ndarray, seed: int) -> dict[str, Any]:
@@ -94,8 +94,7 @@ def run(
     raw = load_raw(data_path)
     clean = to_dataset(raw, data_path)
     say(f"clean set: {len(clean):,} rows")
-    clean_eval, clean_seconds = evaluate(clean, np.zeros(len(clean), dtype=bool))
-    clean_report = scan(clean)
+    _, clean_seconds, clean_report = evaluate(clean, np.zeros(len(clean), dtype=bool))
     high_rows = clean_report.flagged_rows(Severity.HIGH)
     results: dict[str, Any] = {
         "data": str(data_path),
@@ -116,7 +115,7 @@ def run(
             truth = np.zeros(len(poisoned.rows), dtype=bool)
             truth[list(poisoned.poisoned_rows)] = True
             data = to_dataset(poisoned.rows, data_path)
-            metrics, seconds = evaluate(data, truth)
+            metrics, seconds, _ = evaluate(data, truth)
             entry = {"attack": attack, "rate": rate, "poisoned": int(truth.sum()), "scan_seconds": round(seconds, 2),
                      "detectors": metrics}
             if baseline and clean.kind.value == "classification":
@@ -144,6 +143,3 @@ def measure_speed(data_path: str) -> dict[str, Any]:
     m["cpus"] = os.cpu_count()
     return m
 
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
