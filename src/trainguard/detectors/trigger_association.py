@@ -95,7 +95,9 @@ class TriggerAssociation(Detector):
 
     # -- outputs -------------------------------------------------------------
     def _classes(self, data: Dataset) -> tuple[np.ndarray, list[str]]:
-        return data.artefact(f"{self.name}:classes:{self.settings.response_prefix_tokens}", lambda: self._build(data))
+        s = self.settings
+        key = f"{self.name}:classes:{s.response_prefix_tokens}:{s.min_rows}:{s.max_classes}"
+        return data.artefact(key, lambda: self._build(data))
 
     def _build(self, data: Dataset) -> tuple[np.ndarray, list[str]]:
         s = self.settings
@@ -131,14 +133,15 @@ class TriggerAssociation(Detector):
         real = np.array([nm != OTHER for nm in names])
         cand = np.flatnonzero((df >= s.min_rows) & (purity >= s.min_purity) & real[cls])
 
-        lpA, lpB, L, temp = _loo_naive_bayes(X, order, y, C, s.smoothing)
+        Xu = X[:, np.flatnonzero(order == 1)]
+        lpA, lpB, L, temp = _loo_naive_bayes(Xu, y, Y, s.smoothing)
         uni_index = np.cumsum(order == 1) - 1  # vocab index -> unigram column
         prior = np.bincount(y, minlength=C) / n
         m = max(len(cand), 1)
         threshold = float(np.log(m / s.alpha))
 
         S = Xc[:, cand]
-        M = _removal_matrix(S, X[:, order == 1], cand, vocab, uni_index, s.companion_share)
+        M = _removal_matrix(S, Xu, cand, vocab, uni_index, s.companion_share)
         GA, GB = np.asarray(M @ lpA), np.asarray(M @ lpB)
         llr_raw, qmean, (nz_rows, nz_cand, nz_hit) = _candidate_llr(S, cls[cand], y, L, GA, GB, temp, s.epsilon)
         # Planted rows are a random (or anti-selected) sample of content: their rest-of-row
@@ -312,11 +315,9 @@ def _doc_ngram_matrix(data: Dataset, toks: list[list[str]], n_max: int):
     return data.artefact(f"ngram-matrix:{n_max}", build)
 
 
-def _loo_naive_bayes(X, order, y, C, a):
-    """Leave-one-out Bernoulli-presence naive Bayes log-scores, temperature fitted on LOO log-loss."""
-    n = X.shape[0]
-    Xu = X[:, np.flatnonzero(order == 1)]
-    Y = sparse.csr_matrix((np.ones(n, np.float32), (np.arange(n), y)), shape=(n, C))
+def _loo_naive_bayes(Xu, y, Y, a):
+    """Leave-one-out Bernoulli-presence naive Bayes log-scores over unigrams Xu, temperature fitted on LOO log-loss."""
+    n, C = Y.shape
     cnt = np.asarray((Xu.T @ Y).todense(), dtype=np.float64)
     Nc = np.bincount(y, minlength=C).astype(np.float64)
     lpA = np.log(cnt + a) - np.log(Nc + 2 * a)
