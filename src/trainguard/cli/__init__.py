@@ -23,9 +23,9 @@ app = typer.Typer(
 
 
 def _register_all() -> None:
-    from trainguard.cli import attack, bench, provenance, scan
+    from trainguard.cli import attack, bench, probe, provenance, scan, serve, train
 
-    for module in (scan, attack, bench, provenance):
+    for module in (scan, attack, bench, provenance, probe, train, serve):
         module.register(app)
 
 
