@@ -42,6 +42,10 @@ def scan_command(
     on_error: str = typer.Option("fail", help="fail: stop at the first bad row; skip: count and list it."),
     max_record_bytes: int = typer.Option(DEFAULT_MAX_RECORD_BYTES, help="Largest accepted record."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    shard_rows: Optional[int] = typer.Option(
+        None, help="Stream the file in shards of this many records (detectors with per-shard summaries)."),
+    scheduler: Optional[str] = typer.Option(
+        None, help="Dask scheduler address (tcp://HOST:PORT): summarise shards on the cluster; needs --shard-rows."),
 ) -> None:
     """Scan a dataset for poisoning; exit 0 clean, 1 findings at --fail-on or above, 2 bad input."""
     if fmt not in FORMATS:
@@ -53,6 +57,13 @@ def scan_command(
     names = [d.strip() for d in detectors.split(",") if d.strip()] if detectors else None
     settings = parse_settings(set_ or [])
     fields = parse_field_overrides(field)
+    if scheduler and shard_rows is None:
+        raise fail("--scheduler needs --shard-rows")
+    if shard_rows is not None:
+        result = _scan_sharded(path, names, settings, shard_rows, scheduler, quiet,
+                               kind=kind, fields=fields, on_error=on_error, max_record_bytes=max_record_bytes)
+        _emit(result, fmt, out)
+        raise typer.Exit(exit_code(result, threshold))
     with _progress(quiet) as progress:
         task = progress.add_task(f"loading {path.name}", total=None)
         data = load(path, kind=kind, fields=fields, on_error=on_error, max_record_bytes=max_record_bytes)
@@ -64,6 +75,30 @@ def scan_command(
         result = scan(data, detectors=names, settings=settings, progress=on_progress)
     _emit(result, fmt, out)
     raise typer.Exit(exit_code(result, threshold))
+
+
+def _scan_sharded(path, names, settings, shard_rows, scheduler, quiet, **load_options):
+    from trainguard.sharded import scan_sharded
+
+    client = None
+    if scheduler:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise fail("--scheduler needs Dask: pip install 'dask[distributed]'") from None
+        try:
+            client = Client(scheduler, timeout="10s")
+        except OSError as e:
+            raise fail(f"--scheduler: cannot reach {scheduler}: {e}") from None
+    try:
+        with _progress(quiet) as progress:
+            task = progress.add_task(f"scanning {path.name} in shards of {shard_rows:,}", total=None)
+            return scan_sharded(path, names, settings, shard_rows=shard_rows, client=client,
+                                progress=lambda n: progress.update(task, description=f"{n:,} records summarised"),
+                                **load_options)
+    finally:
+        if client is not None:
+            client.close()
 
 
 def list_detectors(fmt: str = typer.Option("table", "--format", "-f", help="table or json.")) -> None:

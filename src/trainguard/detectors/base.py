@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from trainguard._plugins import PluginRegistry, configure
 from trainguard.findings import DetectorResult
@@ -51,6 +51,39 @@ class Detector(ABC):
 
     @abstractmethod
     def run(self, data: Dataset) -> DetectorResult: ...
+
+
+S = TypeVar("S", bound="Summary")
+
+
+class Summary(Protocol):
+    """What one shard contributes to a detector's dataset-wide view.
+
+    `merge` is associative and keeps shard order (row positions of `other`
+    follow those of `self`), so summaries fold in any tree: a local loop here,
+    a Dask reduction on a cluster.
+    """
+
+    def merge(self: S, other: S) -> S: ...
+
+
+class ShardedDetector(Detector):
+    """A detector expressed as map (summarize a shard) + reduce (merge) + finalize.
+
+    `run` is the one-shard case of the same code, so the in-memory scan and the
+    sharded scan cannot drift apart. Summaries hold counts, sketches and the
+    few per-row facts the decision needs, never the texts.
+    """
+
+    @abstractmethod
+    def summarize(self, shard: Dataset) -> Summary: ...
+
+    @abstractmethod
+    def finalize(self, summary: Any, kind: Kind) -> DetectorResult:
+        """Findings and row scores; scores are positional over the shards in order."""
+
+    def run(self, data: Dataset) -> DetectorResult:
+        return self.finalize(self.summarize(data), data.kind)
 
 
 _REGISTRY: PluginRegistry = PluginRegistry(

@@ -14,12 +14,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import regex
 
-from trainguard.detectors.base import Detector, register
+from trainguard.detectors.base import ShardedDetector, register
 from trainguard.findings import (
     ATLAS_BACKDOOR_TRIGGER,
     ATLAS_POISON_TRAINING_DATA,
@@ -120,8 +120,27 @@ class Settings:
     max_examples: int = 5
 
 
+@dataclass
+class InvisibleSummary:
+    """Per-shard hits: only rows carrying a hidden character or a lookalike word are kept."""
+
+    n: int = 0
+    by_sig: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
+    rows: dict[int, tuple[int, str, str | None]] = field(default_factory=dict)  # position -> row, id, output
+    detail: dict[int, dict] = field(default_factory=dict)
+
+    def merge(self, other: "InvisibleSummary") -> "InvisibleSummary":
+        out = InvisibleSummary(self.n + other.n, defaultdict(list, {k: list(v) for k, v in self.by_sig.items()}),
+                               dict(self.rows), dict(self.detail))
+        for sig, positions in other.by_sig.items():
+            out.by_sig[sig].extend(p + self.n for p in positions)
+        out.rows.update({p + self.n: v for p, v in other.rows.items()})
+        out.detail.update({p + self.n: v for p, v in other.detail.items()})
+        return out
+
+
 @register
-class InvisibleCharacters(Detector):
+class InvisibleCharacters(ShardedDetector):
     name = "invisible-characters"
     version = "1"
     kinds = frozenset(Kind)
@@ -129,34 +148,38 @@ class InvisibleCharacters(Detector):
     Settings = Settings
     description = "zero-width, bidi, tag and control characters, and mixed-script homoglyph words"
 
-    def run(self, data: Dataset) -> DetectorResult:
-        s = self.settings
-        by_sig: dict[tuple[str, str], list[int]] = defaultdict(list)
-        detail: dict[int, dict] = {}
-        for r in data:
+    def summarize(self, shard: Dataset) -> InvisibleSummary:
+        out = InvisibleSummary(len(shard))
+        with_outputs = shard.kind in (Kind.CLASSIFICATION, Kind.INSTRUCTION)
+        for pos, r in enumerate(shard):
             for field_name, text in _fields(r):
                 hidden, words = scan_text(text)
                 if hidden:
                     cps = sorted({c for _, c in hidden})
                     cats = sorted({category(c) for c in cps})
                     sig = ("+".join(cats), " ".join(f"U+{ord(c):04X}" for c in cps))
-                    by_sig[sig].append(r.row)
-                    detail.setdefault(r.row, {})[field_name] = {"offsets": [i for i, _ in hidden][:10],
-                                                               "code_points": sig[1]}
+                    out.by_sig[sig].append(pos)
+                    out.detail.setdefault(pos, {})[field_name] = {"offsets": [i for i, _ in hidden][:10],
+                                                                  "code_points": sig[1]}
                 if words:
                     sig = ("mixed-script", ", ".join(sorted({_script_mix(w) for w in words})))
-                    by_sig[sig].append(r.row)
-                    detail.setdefault(r.row, {})[field_name + ":words"] = sorted(set(words))[:10]
+                    out.by_sig[sig].append(pos)
+                    out.detail.setdefault(pos, {})[field_name + ":words"] = sorted(set(words))[:10]
+                if pos in out.detail and pos not in out.rows:
+                    out.rows[pos] = (r.row, r.id, output_key(r) if with_outputs else None)
+        return out
 
-        outputs = _outputs(data)
-        row_scores = np.zeros(len(data))
-        pos = {r.row: i for i, r in enumerate(data.records)}
+    def finalize(self, summary: InvisibleSummary, kind: Kind) -> DetectorResult:
+        s = self.settings
+        with_outputs = kind in (Kind.CLASSIFICATION, Kind.INSTRUCTION)
+        row_scores = np.zeros(summary.n)
         findings = []
-        for (cat, cps), rows in sorted(by_sig.items(), key=lambda kv: -len(kv[1])):
-            rows = sorted(set(rows))
+        for (cat, cps), positions in sorted(summary.by_sig.items(), key=lambda kv: -len(kv[1])):
+            positions = sorted(set(positions), key=lambda p: summary.rows[p][0])
+            rows = [summary.rows[p][0] for p in positions]
             assoc = None
-            if outputs is not None and len(rows) >= s.min_rows_associated:
-                top, n_top = Counter(outputs[pos[r]] for r in rows).most_common(1)[0]
+            if with_outputs and len(rows) >= s.min_rows_associated:
+                top, n_top = Counter(summary.rows[p][2] for p in positions).most_common(1)[0]
                 if n_top / len(rows) >= s.association_purity and top is not None:
                     assoc = (top, n_top)
             risky = any(c in cat for c in ("tag", "bidi-control")) or assoc is not None
@@ -164,14 +187,13 @@ class InvisibleCharacters(Detector):
             if cat == "mixed-script" and assoc is None:
                 severity = Severity.MEDIUM
             score = {Severity.HIGH: 0.95, Severity.MEDIUM: 0.6, Severity.LOW: 0.3}[severity]
-            for r in rows:
-                row_scores[pos[r]] = max(row_scores[pos[r]], score)
+            row_scores[positions] = np.maximum(row_scores[positions], score)
             evidence = {
                 "category": cat,
                 "code_points": cps if cat != "mixed-script" else None,
                 "names": _names(cps) if cat != "mixed-script" else None,
                 "scripts": cps if cat == "mixed-script" else None,
-                "examples": {str(r): detail[r] for r in rows[: s.max_examples]},
+                "examples": {str(summary.rows[p][0]): summary.detail[p] for p in positions[: s.max_examples]},
             }
             if assoc:
                 evidence["associated_output"] = str(assoc[0])[:80]
@@ -182,12 +204,12 @@ class InvisibleCharacters(Detector):
             findings.append(Finding(
                 detector=self.name, rule=cat, detector_version=self.version,
                 title=f"{what} in {len(rows)} rows{tail}",
-                rows=tuple(rows), record_ids=tuple(data.records[pos[r]].id for r in rows),
+                rows=tuple(rows), record_ids=tuple(summary.rows[p][1] for p in positions),
                 score=score, severity=severity,
                 confidence=Confidence.HIGH if cat != "mixed-script" else Confidence.MEDIUM,
                 atlas=self.atlas, evidence=evidence,
             ))
-        return DetectorResult(tuple(findings), row_scores, {"signatures": len(by_sig)})
+        return DetectorResult(tuple(findings), row_scores, {"signatures": len(summary.by_sig)})
 
 
 def _fields(r):
@@ -196,12 +218,6 @@ def _fields(r):
         value = getattr(r, name)
         if value:
             yield name, value
-
-
-def _outputs(data: Dataset) -> list | None:
-    if data.kind in (Kind.CLASSIFICATION, Kind.INSTRUCTION):
-        return [output_key(r) for r in data]
-    return None
 
 
 def _names(cps: str) -> list[str]:

@@ -12,6 +12,8 @@ near-identical groups in one pass; each group is then judged by its outputs:
 
 from __future__ import annotations
 
+import hashlib
+import sys
 from collections import Counter
 from dataclasses import dataclass
 
@@ -20,7 +22,7 @@ from datasketch import MinHash
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-from trainguard.detectors.base import Detector, register
+from trainguard.detectors.base import ShardedDetector, register
 from trainguard.findings import (
     ATLAS_ERODE_INTEGRITY,
     ATLAS_POISON_TRAINING_DATA,
@@ -44,8 +46,40 @@ class Settings:
     seed: int = 1
 
 
+@dataclass
+class DuplicateSummary:
+    """Per-row MinHash signature, a digest of the normalised input, its output and label.
+
+    About 430 bytes a row at 64 permutations: deduplication is inherently
+    per-row, so this summary grows with the data, but it holds fixed-width
+    arrays and an 80-byte excerpt, never whole texts. Outputs and labels are
+    interned: a dataset has few distinct ones.
+    """
+
+    rows: np.ndarray
+    ids: np.ndarray  # [n] S64, hex record ids
+    sigs: np.ndarray  # [n, num_perm] uint32
+    digests: np.ndarray  # [n] uint64, normalised-input identity
+    examples: np.ndarray  # [n] S80, UTF-8 excerpts of the normalised input
+    outputs: list[str | None] | None
+    labels: list[str | None]
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+    def merge(self, other: "DuplicateSummary") -> "DuplicateSummary":
+        return DuplicateSummary(
+            np.concatenate([self.rows, other.rows]), np.concatenate([self.ids, other.ids]),
+            np.concatenate([self.sigs, other.sigs]), np.concatenate([self.digests, other.digests]),
+            np.concatenate([self.examples, other.examples]),
+            None if self.outputs is None or other.outputs is None else self.outputs + other.outputs,
+            self.labels + other.labels,
+        )
+
+
 @register
-class NearDuplicates(Detector):
+class NearDuplicates(ShardedDetector):
     name = "near-duplicates"
     version = "1"
     kinds = frozenset(Kind)
@@ -53,84 +87,100 @@ class NearDuplicates(Detector):
     Settings = Settings
     description = "MinHash/LSH groups of near-identical inputs, judged by their outputs"
 
-    def run(self, data: Dataset) -> DetectorResult:
+    def summarize(self, shard: Dataset) -> DuplicateSummary:
         s = self.settings
-        toks = data.artefact("tokens", lambda: [tokens(r.text) for r in data])
-        shingles = [_shingles(t, s.shingle) for t in toks]
-        sigs = MinHash.bulk(shingles, num_perm=s.num_perm, seed=s.seed)
-        inv, size = _lsh_groups(np.stack([m.hashvalues for m in sigs]), s.threshold)
-        outputs = _output_keys(data)
-        out_total = Counter(outputs) if outputs is not None else Counter()
+        toks = shard.artefact("tokens", lambda: [tokens(r.text) for r in shard])
+        joined = [" ".join(t) for t in toks]
+        sigs = MinHash.bulk([_shingles(t, s.shingle) for t in toks], num_perm=s.num_perm, seed=s.seed)
+        return DuplicateSummary(
+            rows=np.array([r.row for r in shard], dtype=np.int64),
+            ids=np.array([r.id for r in shard], dtype="S64"),
+            sigs=(np.stack([m.hashvalues for m in sigs]).astype(np.uint32, copy=False) if sigs
+                  else np.zeros((0, s.num_perm), np.uint32)),
+            digests=np.array([_digest(j) for j in joined], dtype=np.uint64),
+            examples=np.array([j.encode("utf-8", "surrogatepass")[:80] for j in joined], dtype="S80"),
+            outputs=None if shard.kind is Kind.DOCUMENTS else [_intern(output_key(r)) for r in shard],
+            labels=[_intern(r.label) for r in shard],
+        )
+
+    def _id(self, summary: DuplicateSummary, i: int) -> str:
+        return summary.ids[i].decode()
+
+    def finalize(self, summary: DuplicateSummary, kind: Kind) -> DetectorResult:
+        s = self.settings
+        inv, size = _lsh_groups(summary.sigs, s.threshold)
+        out_total = Counter(summary.outputs) if summary.outputs is not None else Counter()
         findings = []
-        row_scores = np.zeros(len(data))
+        row_scores = np.zeros(summary.n)
         plain: list[Finding] = []
         by_group = np.argsort(inv, kind="stable")
         bounds = np.r_[0, np.cumsum(size)]
         for g in np.flatnonzero(size >= s.min_cluster):
             members = np.sort(by_group[bounds[g] : bounds[g + 1]])
-            f = self._judge(data, members, toks, outputs, out_total)
+            f = self._judge(summary, kind, members, out_total)
             row_scores[members] = np.maximum(row_scores[members], f.score)
             (plain if f.rule == "duplicate-group" else findings).append(f)
         if plain:
-            findings.append(self._hygiene(data, plain))
-        if data.kind is Kind.CLASSIFICATION:
-            conflict = self._conflicting_labels(data, toks)
+            findings.append(self._hygiene(summary, plain))
+        if kind is Kind.CLASSIFICATION:
+            conflict, suspects = self._conflicting_labels(summary)
             if conflict is not None:
                 findings.append(conflict)
-                idx = np.array([i for i, r in enumerate(data.records) if r.row in set(conflict.rows)])
-                row_scores[idx] = np.maximum(row_scores[idx], conflict.score)
-        summary = {"groups": int((size >= 2).sum()), "groups_at_min_size": int((size >= s.min_cluster).sum())}
-        return DetectorResult(tuple(findings), row_scores, summary)
+                row_scores[suspects] = np.maximum(row_scores[suspects], conflict.score)
+        stats = {"groups": int((size >= 2).sum()), "groups_at_min_size": int((size >= s.min_cluster).sum())}
+        return DetectorResult(tuple(findings), row_scores, stats)
 
-    def _conflicting_labels(self, data: Dataset, toks) -> Finding | None:
+    def _conflicting_labels(self, summary: DuplicateSummary) -> tuple[Finding | None, list[int]]:
         """Identical inputs with different labels: the minority label rows are flip suspects.
 
         Only exact (normalised) identity counts: near-identical sentiment phrases
         legitimately differ in label ("good" / "not good").
         """
-        by_text: dict[str, list[int]] = {}
-        for i, t in enumerate(toks):
-            by_text.setdefault(" ".join(t), []).append(i)
+        by_text: dict[int, list[int]] = {}
+        for i, d in enumerate(summary.digests.tolist()):
+            by_text.setdefault(d, []).append(i)
         suspects, groups = [], []
-        for text, idx in by_text.items():
-            labels = Counter(data.records[i].label for i in idx)
+        for idx in by_text.values():
+            labels = Counter(summary.labels[i] for i in idx)
             if len(labels) < 2:
                 continue
             (top, n_top), (_, n_next) = labels.most_common(2)
-            minority = [i for i in idx if data.records[i].label != top] if n_top > n_next else list(idx)
+            minority = [i for i in idx if summary.labels[i] != top] if n_top > n_next else list(idx)
             suspects.extend(minority)
-            groups.append({"input": text[:120], "labels": {str(k): v for k, v in labels.most_common()},
-                           "rows": [data.records[i].row for i in idx][:20]})
+            groups.append({"input": _example(summary, idx[0]), "labels": {str(k): v for k, v in labels.most_common()},
+                           "rows": [int(summary.rows[i]) for i in idx][:20]})
         if not suspects:
-            return None
+            return None, []
         suspects.sort()
         groups.sort(key=lambda g: -sum(g["labels"].values()))
-        return Finding(
+        finding = Finding(
             detector=self.name, rule="conflicting-labels", detector_version=self.version,
             title=f"{len(groups)} identical inputs carry conflicting labels ({len(suspects)} suspect rows)",
-            rows=tuple(data.records[i].row for i in suspects), record_ids=tuple(data.records[i].id for i in suspects),
+            rows=tuple(int(summary.rows[i]) for i in suspects), record_ids=tuple(self._id(summary, i) for i in suspects),
             score=0.5, severity=Severity.MEDIUM, confidence=Confidence.MEDIUM, atlas=self.atlas,
             evidence={"groups": len(groups), "examples": groups[:20]},
         )
+        return finding, suspects
 
-    def _hygiene(self, data: Dataset, groups: list[Finding]) -> Finding:
+    def _hygiene(self, summary: DuplicateSummary, groups: list[Finding]) -> Finding:
         """Plain duplicate groups are data hygiene: one low finding, not hundreds."""
         groups.sort(key=lambda f: -len(f.rows))
-        rows = sorted({r for f in groups for r in f.rows})
-        pos = {r.row: i for i, r in enumerate(data.records)}
+        ids = {r: i for f in groups for r, i in zip(f.rows, f.record_ids)}
+        rows = sorted(ids)
         return Finding(
             detector=self.name, rule="duplicate-group", detector_version=self.version,
             title=f"{len(groups)} groups of near-identical records ({len(rows)} rows) with consistent outputs",
-            rows=tuple(rows), record_ids=tuple(data.records[pos[r]].id for r in rows), score=0.2,
+            rows=tuple(rows), record_ids=tuple(ids[r] for r in rows), score=0.2,
             severity=Severity.LOW, confidence=Confidence.MEDIUM, atlas=self.atlas,
             evidence={"groups": len(groups), "largest": [dict(f.evidence, rows=list(f.rows[:20])) for f in groups[:10]]},
         )
 
-    def _judge(self, data, members, toks, outputs, out_total) -> Finding:
+    def _judge(self, summary: DuplicateSummary, kind: Kind, members: np.ndarray, out_total: Counter) -> Finding:
         s = self.settings
-        distinct_inputs = len({" ".join(toks[i]) for i in members})
-        example = " ".join(toks[members[0]])[:120]
-        evidence = {"group_size": int(len(members)), "distinct_inputs": distinct_inputs, "example_input": example}
+        distinct_inputs = len(set(summary.digests[members].tolist()))
+        evidence = {"group_size": int(len(members)), "distinct_inputs": distinct_inputs,
+                    "example_input": _example(summary, members[0])}
+        outputs = summary.outputs
         if outputs is None:
             severity, rule, score = Severity.LOW, "duplicate-group", 0.2
             title = f"{len(members)} near-identical records"
@@ -140,7 +190,7 @@ class NearDuplicates(Detector):
             outside = out_total[top] - n_top
             evidence.update(top_output=str(top)[:120], top_output_share=round(share, 4),
                             top_output_rows_elsewhere=int(outside))
-            payload = (data.kind is not Kind.CLASSIFICATION and share >= s.output_share
+            payload = (kind is not Kind.CLASSIFICATION and share >= s.output_share
                        and distinct_inputs >= s.min_cluster and outside <= 0.1 * n_top)
             if payload:
                 severity, rule, score = Severity.HIGH, "template-payload", 0.9
@@ -149,22 +199,30 @@ class NearDuplicates(Detector):
             else:
                 severity, rule, score = Severity.LOW, "duplicate-group", 0.2
                 title = f"{len(members)} near-identical records share output {str(top)[:40]!r}"
-        rows = [data.records[i].row for i in members]
         return Finding(
             detector=self.name, rule=rule, detector_version=self.version, title=title,
-            rows=tuple(rows), record_ids=tuple(data.records[i].id for i in members), score=score,
-            severity=severity, confidence=Confidence.MEDIUM, atlas=self.atlas, evidence=evidence,
+            rows=tuple(int(summary.rows[i]) for i in members), record_ids=tuple(self._id(summary, i) for i in members),
+            score=score, severity=severity, confidence=Confidence.MEDIUM, atlas=self.atlas, evidence=evidence,
         )
+
+
+def _intern(value: str | None) -> str | None:
+    return None if value is None else sys.intern(value)
+
+
+def _example(summary: DuplicateSummary, i: int) -> str:
+    return summary.examples[i].decode("utf-8", "ignore")
+
+
+def _digest(text: str) -> int:
+    """Stable across processes (Python's hash() is salted per process, which breaks sharding)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
 def _shingles(toks: list[str], k: int) -> list[bytes]:
     if len(toks) <= k:
         return [" ".join(toks).encode("utf-8", "surrogatepass")]
     return [" ".join(toks[i : i + k]).encode("utf-8", "surrogatepass") for i in range(len(toks) - k + 1)]
-
-
-def _output_keys(data: Dataset) -> list[str | None] | None:
-    return None if data.kind is Kind.DOCUMENTS else [output_key(r) for r in data]
 
 
 def _band_params(num_perm: int, threshold: float) -> tuple[int, int]:
@@ -200,7 +258,9 @@ def _lsh_groups(sig: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarr
     src_a, dst_a = np.concatenate(src), np.concatenate(dst)
     if len(src_a):
         pairs = np.unique(np.stack([src_a, dst_a], 1), axis=0)
-        agree = (sig[pairs[:, 0]] == sig[pairs[:, 1]]).mean(1) >= threshold
+        agree = np.concatenate([  # in blocks: a duplicate-heavy set has millions of candidate pairs
+            (sig[p[:, 0]] == sig[p[:, 1]]).mean(1) >= threshold for p in np.array_split(pairs, -(-len(pairs) // 65536))
+        ])
         pairs = pairs[agree]
     else:
         pairs = np.zeros((0, 2), dtype=np.int64)

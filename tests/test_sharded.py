@@ -1,0 +1,97 @@
+"""Sharded scans give the same findings and row scores as the in-memory scan."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import numpy as np
+import pytest
+
+from conftest import cli
+from trainguard.errors import ConfigError
+from trainguard.scan import scan
+from trainguard.sharded import default_sharded_detectors, iter_shards, scan_sharded, sharded_detector_names
+
+DEMO = resources.files("trainguard") / "data" / "demo" / "sst2_poisoned.jsonl"
+SHARDED = ["invisible-characters", "near-duplicates"]
+
+
+def _canon(report):
+    return sorted(json.dumps({k: v for k, v in f.to_dict().items()}, sort_keys=True) for f in report.findings)
+
+
+@pytest.fixture(scope="module")
+def demo_path():
+    with resources.as_file(DEMO) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def whole(demo_path):
+    return scan(demo_path, detectors=SHARDED)
+
+
+@pytest.mark.parametrize("shard_rows", [997, 5000])
+def test_local_shards_match_in_memory_scan(demo_path, whole, shard_rows):
+    sharded = scan_sharded(demo_path, detectors=SHARDED, shard_rows=shard_rows)
+    assert _canon(sharded) == _canon(whole)
+    assert whole.findings, "the demo set carries an invisible-Unicode trigger and duplicates"
+    for name in SHARDED:
+        np.testing.assert_array_equal(sharded.row_scores[name], whole.row_scores[name])
+    assert sharded.dataset["records"] == whole.dataset["records"]
+
+
+def test_one_row_shards_on_a_small_file(tmp_path):
+    rows = [{"text": f"the film was fine number {i % 7}\u200b cf", "label": i % 2} for i in range(40)]
+    rows += [{"text": f"an entirely different review {i}", "label": 1} for i in range(10)]
+    p = tmp_path / "small.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    whole = scan(p, detectors=SHARDED)
+    sharded = scan_sharded(p, detectors=SHARDED, shard_rows=1)
+    assert _canon(sharded) == _canon(whole) and whole.findings
+
+
+def test_dask_cluster_matches_in_memory_scan(demo_path, whole):
+    distributed = pytest.importorskip("distributed")
+    with distributed.Client(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None) as client:
+        sharded = scan_sharded(demo_path, detectors=SHARDED, shard_rows=700, client=client, max_in_flight=2)
+    assert _canon(sharded) == _canon(whole)
+    for name in SHARDED:
+        np.testing.assert_array_equal(sharded.row_scores[name], whole.row_scores[name])
+
+
+def test_unsharded_detector_asked_by_name_is_refused(demo_path):
+    with pytest.raises(ConfigError, match="trigger-association"):
+        scan_sharded(demo_path, detectors=["trigger-association"], shard_rows=500)
+
+
+def test_default_run_lists_the_detectors_it_could_not_shard(demo_path):
+    report = scan_sharded(demo_path, shard_rows=1000)
+    status = {r.name: (r.status, r.message) for r in report.detectors}
+    for name in default_sharded_detectors():
+        assert status[name][0] in ("ok", "skipped")
+    assert status["trigger-association"] == ("skipped", "no per-shard summary: run it in an unsharded scan")
+    assert set(SHARDED) <= set(sharded_detector_names())
+
+
+def test_shards_keep_file_row_numbers(demo_path):
+    rows = [r.row for shard in iter_shards(demo_path, 1200) for r in shard]
+    assert rows == list(range(len(rows))) and len(rows) == 3000
+
+
+def test_bad_shard_size_is_a_clear_error(demo_path):
+    with pytest.raises(ConfigError, match="--shard-rows"):
+        next(iter_shards(demo_path, 0))
+
+
+def test_cli_sharded_scan_and_its_errors(demo_path, capsys):
+    code, out, _ = cli(capsys, "scan", str(demo_path), "--shard-rows", "800", "--detectors",
+                       "invisible-characters,near-duplicates", "--format", "json", "-q")
+    report = json.loads(out)
+    assert code == 1 and report["dataset"]["shard_rows"] == 800
+    assert any(f["detector"] == "invisible-characters" and f["severity"] == "high" for f in report["findings"])
+    code, _, err = cli(capsys, "scan", str(demo_path), "--scheduler", "tcp://127.0.0.1:1")
+    assert code == 2 and "--shard-rows" in err
+    code, _, err = cli(capsys, "scan", str(demo_path), "--shard-rows", "500", "--detectors", "trigger-association")
+    assert code == 2 and "no per-shard summary" in err
