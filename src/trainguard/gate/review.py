@@ -14,7 +14,7 @@ from typing import Any
 from trainguard.errors import ConfigError
 from trainguard.io.readers import detect_format
 from trainguard.ledger.hashing import canonical_row, iter_jsonl_raw, leaf_hash
-from trainguard.ledger.store import Ledger
+from trainguard.ledger.store import AlreadyDecided, Ledger
 
 DECISIONS = ("approved", "rejected")
 
@@ -52,23 +52,60 @@ def items(ledger: Ledger, run_id: int | None = None, status: str | None = "pendi
     out = []
     for run in runs:
         for q in ledger.reviews(run["id"], status):
-            out.append({"run": run["id"], "path": run["path"], "row": q["row"], "status": q["status"],
-                        "leaf": q["leaf"], "findings": json.loads(q["findings"]), "decided_by": q["decided_by"],
-                        "reason": q["reason"], "decided_at": q["decided_at"]})
+            out.append(_item(run, q))
     return out
 
 
-def decide(ledger: Ledger, row: int, decision: str, reason: str, by: str, run_id: int | None = None) -> dict[str, Any]:
+def _check_decision(decision: str, reason: str, by: str) -> None:
     if decision not in DECISIONS:
         raise ConfigError(f"decision must be one of {DECISIONS}")
     if not reason.strip():
         raise ConfigError("--reason must say why (it is kept in the ledger and the release attestation)")
     if not by.strip():
         raise ConfigError("--by must name the reviewer")
+
+
+def decide(ledger: Ledger, row: int, decision: str, reason: str, by: str, run_id: int | None = None,
+           only_pending: bool = False) -> dict[str, Any]:
+    """One decision. `only_pending`: refuse (AlreadyDecided) rather than overwrite someone else's."""
+    _check_decision(decision, reason, by)
     run = resolve_run(ledger, run_id, row)
     with ledger.transaction():
-        ledger.decide(run["id"], row, decision, reason.strip(), by.strip())
-    return next(i for i in items(ledger, run["id"], None) if i["row"] == row)
+        ledger.decide(run["id"], row, decision, reason.strip(), by.strip(), only_pending=only_pending)
+    return _item(run, ledger.review_item(run["id"], row))  # type: ignore[arg-type]
+
+
+def decide_many(ledger: Ledger, run_id: int, rows: list[int], decision: str, reason: str,
+                by: str) -> tuple[list[int], list[AlreadyDecided]]:
+    """Decide every still-pending row in one transaction: (decided rows, rows someone else had decided)."""
+    _check_decision(decision, reason, by)
+    if ledger.gate_run(run_id) is None:
+        raise ConfigError(f"no gate run {run_id} in {ledger.path}")
+    done: list[int] = []
+    lost: list[AlreadyDecided] = []
+    with ledger.transaction():
+        for row in sorted(set(rows)):
+            try:
+                ledger.decide(run_id, row, decision, reason.strip(), by.strip(), only_pending=True)
+                done.append(row)
+            except AlreadyDecided as e:
+                lost.append(e)
+    return done, lost
+
+
+def rows_with_finding(ledger: Ledger, run_id: int, fingerprint: str, status: str | None = "pending") -> list[int]:
+    """Queued rows of a run that one finding (by fingerprint) held: the target of a bulk decision."""
+    sql = ("SELECT r.row FROM reviews r WHERE r.gate_run_id = ? AND EXISTS (SELECT 1 FROM json_each(r.findings) j"
+           " WHERE json_extract(j.value, '$.fingerprint') = ?)" + (" AND r.status = ?" if status else "")
+           + " ORDER BY r.row")
+    args: tuple[Any, ...] = (run_id, fingerprint, status) if status else (run_id, fingerprint)
+    return [int(r[0]) for r in ledger.conn.execute(sql, args)]
+
+
+def _item(run: dict[str, Any], q: dict[str, Any]) -> dict[str, Any]:
+    return {"run": run["id"], "path": run["path"], "row": q["row"], "status": q["status"], "leaf": q["leaf"],
+            "findings": json.loads(q["findings"]), "decided_by": q["decided_by"], "reason": q["reason"],
+            "decided_at": q["decided_at"]}
 
 
 def show(ledger: Ledger, row: int, run_id: int | None = None) -> dict[str, Any]:

@@ -69,6 +69,17 @@ MIGRATIONS: list[tuple[int, str]] = [
         id INTEGER PRIMARY KEY, file_sha256 TEXT NOT NULL, attestation_sha256 TEXT NOT NULL,
         path TEXT NOT NULL, by TEXT NOT NULL, at TEXT NOT NULL, event_seq INTEGER NOT NULL);
     """),
+    # Reviewer accounts and login sessions for `trainguard serve`. Sessions hold only a hash of the
+    # cookie token; the index serves the paginated review queue.
+    (2, """
+    CREATE TABLE users(
+        id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, role TEXT NOT NULL, password TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, event_seq INTEGER NOT NULL);
+    CREATE TABLE web_sessions(
+        token_sha256 TEXT PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id), csrf TEXT NOT NULL,
+        created_at TEXT NOT NULL, expires_at TEXT NOT NULL);
+    CREATE INDEX reviews_status ON reviews(status, gate_run_id, row);
+    """),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -83,6 +94,14 @@ def resolve_path(path: str | Path | None = None) -> Path:
 
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+class AlreadyDecided(ConfigError):
+    """A decision lost the race: someone else decided the row first."""
+
+    def __init__(self, run_id: int, row: int, status: str, by: str | None, at: str | None) -> None:
+        self.run_id, self.row, self.status, self.by, self.at = run_id, row, status, by, at
+        super().__init__(f"row {row} of gate run {run_id} was already {status} by {by} at {at}")
 
 
 def now() -> str:
@@ -349,18 +368,84 @@ class Ledger:
         sql = "SELECT * FROM reviews WHERE gate_run_id = ?" + (" AND status = ?" if status else "") + " ORDER BY row"
         return [dict(r) for r in self.conn.execute(sql, (run_id, status) if status else (run_id,))]
 
-    def decide(self, run_id: int, row: int, decision: str, reason: str, actor: str) -> None:
-        """Record a review decision; call inside `transaction()`."""
+    def decide(self, run_id: int, row: int, decision: str, reason: str, actor: str,
+               only_pending: bool = False) -> None:
+        """Record a review decision; call inside `transaction()`.
+
+        `only_pending` is for concurrent reviewers: a row someone else already
+        decided raises `AlreadyDecided` instead of being overwritten.
+        """
         item = self.conn.execute("SELECT * FROM reviews WHERE gate_run_id = ? AND row = ?", (run_id, row)).fetchone()
         if item is None:
             raise ConfigError(f"row {row} is not in the review queue of gate run {run_id}")
+        if only_pending and item["status"] != "pending":
+            raise AlreadyDecided(run_id, row, item["status"], item["decided_by"], item["decided_at"])
         seq = self.append_event("review", actor, {"gate_run": run_id, "row": row, "leaf": item["leaf"],
                                                   "decision": decision, "reason": reason,
                                                   "previous": item["status"]})
         ts = self.conn.execute("SELECT ts FROM events WHERE seq = ?", (seq,)).fetchone()[0]
-        self.conn.execute(
-            "UPDATE reviews SET status=?, decided_by=?, reason=?, decided_at=?, event_seq=? WHERE gate_run_id=? AND row=?",
+        cur = self.conn.execute(
+            "UPDATE reviews SET status=?, decided_by=?, reason=?, decided_at=?, event_seq=? WHERE gate_run_id=? AND row=?"
+            + (" AND status = 'pending'" if only_pending else ""),
             (decision, actor, reason, ts, seq, run_id, row))
+        if cur.rowcount != 1:  # unreachable under BEGIN IMMEDIATE; kept so a lost race can never pass silently
+            raise AlreadyDecided(run_id, row, "decided", None, None)
+
+    def review_item(self, run_id: int, row: int) -> dict[str, Any] | None:
+        r = self.conn.execute("SELECT * FROM reviews WHERE gate_run_id = ? AND row = ?", (run_id, row)).fetchone()
+        return dict(r) if r else None
+
+    # --- reviewer accounts and web sessions (`trainguard serve`) ---------------------------------
+
+    def add_user(self, name: str, role: str, password_hash: str, actor: str) -> int:
+        """Create an account; call inside `transaction()`. The event names the role, never the hash."""
+        seq = self.append_event("user", actor, {"name": name, "role": role, "action": "add"})
+        ts = self.conn.execute("SELECT ts FROM events WHERE seq = ?", (seq,)).fetchone()[0]
+        return int(self.conn.execute(
+            "INSERT INTO users(name, role, password, created_at, event_seq) VALUES (?,?,?,?,?)",
+            (name, role, password_hash, ts, seq)).lastrowid)
+
+    def update_user(self, name: str, actor: str, *, role: str | None = None, password_hash: str | None = None,
+                    disabled: bool | None = None) -> None:
+        """Change an account; call inside `transaction()`. Disabling also ends its sessions."""
+        user = self.user(name)
+        if user is None:
+            raise ConfigError(f"no user {name!r} in {self.path}")
+        changes = {"role": role, "password_changed": True if password_hash else None,
+                   "disabled": disabled}
+        payload = {"name": name, "action": "update", **{k: v for k, v in changes.items() if v is not None}}
+        seq = self.append_event("user", actor, payload)
+        self.conn.execute(
+            "UPDATE users SET role = COALESCE(?, role), password = COALESCE(?, password),"
+            " disabled = COALESCE(?, disabled), event_seq = ? WHERE id = ?",
+            (role, password_hash, None if disabled is None else int(disabled), seq, user["id"]))
+        if disabled or password_hash:
+            self.conn.execute("DELETE FROM web_sessions WHERE user_id = ?", (user["id"],))
+
+    def user(self, name: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
+        return dict(row) if row else None
+
+    def users(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute(
+            "SELECT id, name, role, disabled, created_at FROM users ORDER BY name")]
+
+    def add_session(self, token_sha256: str, user_id: int, csrf: str, expires_at: str) -> None:
+        self.conn.execute("DELETE FROM web_sessions WHERE expires_at < ?", (now(),))
+        self.conn.execute(
+            "INSERT INTO web_sessions(token_sha256, user_id, csrf, created_at, expires_at) VALUES (?,?,?,?,?)",
+            (token_sha256, user_id, csrf, now(), expires_at))
+
+    def session(self, token_sha256: str) -> dict[str, Any] | None:
+        """The live session and its user; None when unknown, expired or the user is disabled."""
+        row = self.conn.execute(
+            "SELECT s.csrf, s.expires_at, u.id AS user_id, u.name, u.role FROM web_sessions s"
+            " JOIN users u ON u.id = s.user_id WHERE s.token_sha256 = ? AND s.expires_at > ? AND u.disabled = 0",
+            (token_sha256, now())).fetchone()
+        return dict(row) if row else None
+
+    def end_session(self, token_sha256: str) -> None:
+        self.conn.execute("DELETE FROM web_sessions WHERE token_sha256 = ?", (token_sha256,))
 
     # --- releases and training runs --------------------------------------------------------------
 
