@@ -158,3 +158,28 @@ def test_sigkill_at_random_moments_keeps_the_ledger_consistent(tmp_path):
                 assert rep.ok, rep.problems
                 for v in led.versions():
                     assert len(led.leaves(v["id"])) == 32 * v["records"] == 32 * 20_000
+
+
+@pytest.mark.parametrize("edit", [
+    "UPDATE users SET role = 'admin' WHERE name = 'rita'",
+    "UPDATE users SET password = 'scrypt$2$1$1$AAAA$BBBB' WHERE name = 'rita'",
+    "UPDATE users SET disabled = 0 WHERE name = 'vic'",
+    "DELETE FROM users WHERE name = 'vic'",
+])
+def test_reviewer_account_edits_outside_the_log_are_detected(tmp_path, edit):
+    path = tmp_path / "ledger.db"
+    with Ledger.open(path) as ledger:
+        with ledger.transaction():
+            ledger.add_user("rita", "reviewer", "scrypt$16384$8$1$c2FsdA$aGFzaA", actor="admin")
+            ledger.add_user("vic", "viewer", "scrypt$16384$8$1$c2FsdDI$aGFzaDI", actor="admin")
+        with ledger.transaction():
+            ledger.update_user("vic", actor="admin", disabled=True)
+        assert check(ledger).ok
+    conn = sqlite3.connect(path)
+    conn.execute(edit)
+    conn.commit()
+    conn.close()
+    with Ledger.open(path) as ledger:
+        report = check(ledger)
+    assert not report.ok
+    assert any(p["where"] in ("user 'rita'", "user 'vic'") for p in report.problems), report.problems

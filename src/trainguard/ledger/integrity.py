@@ -3,7 +3,7 @@
 Checks: SQLite's own page check; the chain (contiguous sequence numbers, each
 `prev_hash` equal to the previous event's hash, each hash recomputed from the
 stored bytes); each version's leaves re-hashed to its recorded Merkle root; each
-source, version, gate run, review, release and training row equal to the event
+source, version, gate run, review, release, training and reviewer-account row equal to the event
 that wrote it. An edit to any of these without recomputing the whole chain is
 reported. Rewriting the whole chain is only caught against a head recorded
 elsewhere (a release attestation carries one; pass it as `expect_head`).
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainguard.ledger import merkle
-from trainguard.ledger.store import GENESIS, Ledger, event_hash, queue_digest
+from trainguard.ledger.store import GENESIS, Ledger, event_hash, queue_digest, sha256_text
 
 
 @dataclass
@@ -55,6 +55,7 @@ def check(ledger: Ledger, expect_head: tuple[int, str] | None = None) -> Integri
     _check_gate_runs(ledger, events, rep)
     _check_reviews(ledger, events, rep)
     _check_simple(ledger, events, rep)
+    _check_users(ledger, events, rep)
     return rep
 
 
@@ -204,3 +205,34 @@ def _check_simple(ledger: Ledger, events: dict[int, dict[str, Any]], rep: Integr
         for seq, ev in events.items():
             if ev["kind"] == kind and seq not in seen:
                 rep.add(f"event {seq}", f"{kind} event without its table row")
+
+
+def _check_users(ledger: Ledger, events: dict[int, dict[str, Any]], rep: IntegrityReport) -> None:
+    """Replay the account events; a role, password or disabled flag changed in the table alone shows."""
+    if ledger.schema_version < 2:
+        return
+    state: dict[str, dict[str, Any]] = {}
+    for seq, ev in sorted(events.items()):
+        if ev["kind"] != "user":
+            continue
+        p = ev["payload"]
+        acct = state.setdefault(p.get("name"), {"role": None, "disabled": False, "password_sha256": None})
+        for key in ("role", "disabled", "password_sha256"):
+            if p.get(key) is not None:
+                acct[key] = p[key]
+        acct["seq"] = seq
+    rows = ledger.conn.execute("SELECT name, role, password, disabled, event_seq FROM users").fetchall()
+    for name, role, password, disabled, event_seq in rows:
+        where = f"user {name!r}"
+        acct = state.get(name)
+        if acct is None:
+            rep.add(where, "account has no user event")
+            continue
+        actual = {"role": role, "disabled": bool(disabled), "password_sha256": sha256_text(password)}
+        expected = {k: acct[k] for k in actual if acct[k] is not None}
+        expected["disabled"] = bool(acct["disabled"])
+        _compare(where, expected, actual, rep)
+        if event_seq != acct["seq"]:
+            rep.add(where, "row does not reflect the latest user event")
+    for name in state.keys() - {r[0] for r in rows}:
+        rep.add(f"user {name!r}", "recorded in the event log but missing from the users table")

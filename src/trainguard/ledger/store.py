@@ -398,8 +398,13 @@ class Ledger:
     # --- reviewer accounts and web sessions (`trainguard serve`) ---------------------------------
 
     def add_user(self, name: str, role: str, password_hash: str, actor: str) -> int:
-        """Create an account; call inside `transaction()`. The event names the role, never the hash."""
-        seq = self.append_event("user", actor, {"name": name, "role": role, "action": "add"})
+        """Create an account; call inside `transaction()`.
+
+        The event carries a digest of the stored (salted) password hash, never the hash, so
+        `ledger verify` can tell an account edited behind the log's back.
+        """
+        seq = self.append_event("user", actor, {"name": name, "role": role, "action": "add",
+                                                "password_sha256": sha256_text(password_hash)})
         ts = self.conn.execute("SELECT ts FROM events WHERE seq = ?", (seq,)).fetchone()[0]
         return int(self.conn.execute(
             "INSERT INTO users(name, role, password, created_at, event_seq) VALUES (?,?,?,?,?)",
@@ -411,7 +416,7 @@ class Ledger:
         user = self.user(name)
         if user is None:
             raise ConfigError(f"no user {name!r} in {self.path}")
-        changes = {"role": role, "password_changed": True if password_hash else None,
+        changes = {"role": role, "password_sha256": sha256_text(password_hash) if password_hash else None,
                    "disabled": disabled}
         payload = {"name": name, "action": "update", **{k: v for k, v in changes.items() if v is not None}}
         seq = self.append_event("user", actor, payload)
