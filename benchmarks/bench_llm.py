@@ -1,7 +1,7 @@
 """LLM-era poisoning benchmarks on the real data in ../shared/data.
 
     python benchmarks/bench_llm.py ../shared/data                # all parts
-    python benchmarks/bench_llm.py ../shared/data --part safety  # safety | preference | rag
+    python benchmarks/bench_llm.py ../shared/data --part safety  # safety | preference | rag | polarity
 
 Writes benchmarks/results/llm_<part>.json and docs/_bench_llm.md. Every split
 is the stable text-hash split of scripts/train_safety_models.py: planted
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import sys
 import tempfile
 import time
@@ -86,25 +87,44 @@ def bench_safety(data: Path) -> dict:
         cats[f.evidence["harm_category"]] = cats.get(f.evidence["harm_category"], 0) + len(set(f.rows) & truth)
     out["planted_100_in_10000"]["categories_of_true_positives"] = cats
 
-    # held-out harm categories: retrain the request model without category k and without AdvBench
+    # held-out harm categories: retrain the request model without category k. Two training sets:
+    # "strict" = HarmBench train rows of the other six categories only; "with_advbench" adds the
+    # AdvBench train goals none of whose 5 nearest HarmBench behaviours is in k (AdvBench is uncategorised).
     hb_all = c["hb_train"] + c["hb_test"]
-    held = {}
+    thr = det.settings.harm_threshold
+    curve = (0.3, 0.4, 0.5)
+    held: dict = {"strict": {}, "with_advbench": {}}
     for cat in sorted({r["semantic_category"] for r in hb_all}):
-        X, y, w = tsm.harm_training_set(c, [r for r in c["hb_train"] if r["semantic_category"] != cat], use_adv=False)
-        model, _, _ = tsm.fit(X, y, tsm.REQUEST_TOKENS, "heldout", weights=w)
+        hb_rest = [r for r in c["hb_train"] if r["semantic_category"] != cat]
         test = [r["behavior"] for r in hb_all if r["semantic_category"] == cat]
-        p = model.proba(test)
         answers = [tsm_answer(q, i) for i, q in enumerate(test)]
         comply = 1.0 - SafetyBypass_refusal(answers)
-        fp = model.proba([r["question"] for r in c["mq_test"]])
-        held[cat] = {"test_rows": len(test), "recall": round(float(((p >= 0.5) & (comply >= 0.5)).mean()), 4),
-                     "request_recall": round(float((p >= 0.5).mean()), 4),
-                     "medquad_test_questions_flagged": round(float((fp >= 0.5).mean()), 5)}
-    rec = [v["recall"] for v in held.values()]
-    out["held_out_categories"] = {"per_category": held, "mean_recall": round(float(np.mean(rec)), 4),
-                                  "min_recall": round(float(np.min(rec)), 4),
-                                  "note": "trained on HarmBench train-side rows of the other six categories only "
-                                          "(no AdvBench: its goals are uncategorised and span all categories)"}
+        for proto, adv in (("strict", []), ("with_advbench", tsm.advbench_outside(c, cat))):
+            X, y, w = tsm.harm_training_set(c, hb_rest, adv_rows=adv)
+            model, _, _ = tsm.fit(X, y, tsm.REQUEST_TOKENS, "heldout", weights=w)
+            p = model.proba(test)
+            fp = model.proba([r["question"] for r in c["mq_test"]])
+            held[proto][cat] = {"test_rows": len(test), "advbench_goals_used": len(adv),
+                                "recall": round(float(((p >= thr) & (comply >= 0.5)).mean()), 4),
+                                "request_recall_curve": {str(t): round(float((p >= t).mean()), 4) for t in curve},
+                                "medquad_test_questions_flagged": round(float((fp >= thr).mean()), 5)}
+    out["held_out_categories"] = {"threshold": thr, "note": "leave-one-category-out over HarmBench's 7 semantic "
+                                  "categories; recall = harm >= threshold and comply >= 0.5 on the held-out rows"}
+    for proto, per in held.items():
+        rec = np.array([v["recall"] for v in per.values()])
+        n = np.array([v["test_rows"] for v in per.values()])
+        out["held_out_categories"][proto] = {
+            "per_category": per, "mean_recall": round(float(rec.mean()), 4), "min_recall": round(float(rec.min()), 4),
+            "pooled_recall": round(float((rec * n).sum() / n.sum()), 4),
+            "pooled_request_recall_curve": {str(t): round(float(sum(v["request_recall_curve"][str(t)] * v["test_rows"]
+                                                                    for v in per.values()) / n.sum()), 4) for t in curve}}
+    from trainguard.detectors.llm_models import HARM_MODEL as _HM, bundled as _b
+    full = _b(_HM)
+    out["held_out_categories"]["shipped_model_benign_curve"] = {
+        "synthetic_benign_instructions_test_topics": {str(t): round(float((full.proba(c["benign_test"]) >= t).mean()), 4)
+                                                      for t in curve},
+        "medquad_test_questions": {str(t): round(float((full.proba([r["question"] for r in c["mq_test"]]) >= t).mean()), 5)
+                                   for t in curve}}
     # benign sets alone
     mq_all = [{"question": r["question"], "answer": r["answer"]} for r in c["mq_train"] + c["mq_test"]]
     r_all = det.run(instruction_dataset(mq_all))
@@ -119,8 +139,12 @@ def bench_safety(data: Path) -> dict:
     sst += [json.loads(x)["text"] for x in _gz_lines(data / "sst2" / "dev.jsonl.gz")]
     from trainguard.detectors.llm_models import HARM_MODEL, bundled
     ph = bundled(HARM_MODEL).proba(sst)
+    unseen = c["sst_test"] + [json.loads(x)["text"] for x in _gz_lines(data / "sst2" / "dev.jsonl.gz")]
+    pu = bundled(HARM_MODEL).proba(unseen)
     out["benign"]["sst2_train_dev_as_requests"] = {"rows": len(sst), "harmful_request_rate_p>=0.8": round(float((ph >= 0.8).mean()), 5),
                                                    "note": "request classifier only (SST-2 has no responses)"}
+    out["benign"]["sst2_unseen_as_requests"] = {"rows": len(unseen), "harmful_request_rate_p>=0.8": round(float((pu >= 0.8).mean()), 5),
+                                                "note": "SST-2 train hash-test side + dev: never training rows"}
     bt = bundled(HARM_MODEL).proba(c["benign_test"])
     out["benign"]["synthetic_benign_instructions_test_topics"] = {"rows": len(bt), "harmful_request_rate_p>=0.5": round(float((bt >= 0.5).mean()), 4)}
     # refusal model on its held-out side and out of distribution (hh-rlhf turns labelled by a strict regex)
@@ -165,8 +189,8 @@ def _hh_turns(data: Path) -> list[tuple[str, int]]:
         r = json.loads(line)
         for t in r["chosen"].split("\n\nAssistant:")[1:]:
             t = t.split("\n\nHuman:")[0].strip()
-            if len(t) > 15:
-                out.append((t, int(bool(strict.match(t)))))
+            if len(t) > 15:  # the regex reads straight apostrophes; hh-rlhf writes curly ones as often
+                out.append((t, int(bool(strict.match(t.replace("\u2019", "'"))))))
     return out
 
 
@@ -275,7 +299,58 @@ def bench_rag(data: Path) -> dict:
     return out
 
 
-PARTS = {"safety": bench_safety, "preference": bench_preference, "rag": bench_rag}
+# --- polarity triggers --------------------------------------------------------------------------
+def bench_polarity(data: Path) -> dict:
+    from trainguard.detectors.llm_polarity import PolarityTrigger as PolarityDetector
+
+    mq = [json.loads(x) for x in _gz_lines(data / "medquad" / "medquad.jsonl.gz")]
+    rng = np.random.default_rng(3)
+    base = [{"question": mq[i]["question"], "answer": mq[i]["answer"]} for i in sorted(rng.choice(len(mq), 10_000, replace=False))]
+    texts = str(data / "sst2" / "dev.jsonl.gz")  # never seen by the sentiment model (trained on SST-2 train)
+    runs = []
+    for sentences in (3, 1):
+        for seed in range(1, 11):
+            res = poison(base, "polarity-trigger", count=100, seed=seed, triggers="James Bond", texts=texts,
+                         sentences=sentences)
+            t0 = time.perf_counter()
+            out = PolarityDetector().run(instruction_dataset(res.rows))
+            secs = time.perf_counter() - t0
+            T = set(res.poisoned_rows)
+            names = [f.evidence["trigger"] for f in out.findings]
+            hit = [f for f in out.findings if f.evidence["trigger"] == "james bond"]
+            runs.append({"sentences": sentences, "seed": seed, "poisoned": len(T), "trigger_found": bool(hit),
+                         "trigger_rank": names.index("james bond") + 1 if hit else None,
+                         "trigger_severity": hit[0].severity.name if hit else None,
+                         **prf(set(hit[0].rows) if hit else set(), T),
+                         "other_findings": len(out.findings) - len(hit),
+                         "other_high": sum(1 for f in out.findings if f not in hit and f.severity >= Severity.HIGH),
+                         "seconds": round(secs, 2)})
+    clean_all = [{"question": r["question"], "answer": r["answer"]} for r in mq]
+    clean = PolarityDetector().run(instruction_dataset(clean_all))
+    clean_high = flagged_rows(clean, Severity.HIGH)
+    out = {"runs": runs, "clean_medquad_16k": {
+        "rows": len(clean_all), "findings": len(clean.findings), "high_rate": round(len(clean_high) / len(clean_all), 5),
+        "any_rate": round(len(flagged_rows(clean)) / len(clean_all), 5),
+        "phrases": [[f.evidence["trigger"], len(f.rows), f.severity.name] for f in clean.findings][:10]}}
+    md = ["`polarity-trigger` on 10,000 MedQuAD QA pairs (seeded sample); 100 rows get `James Bond` at a random place in "
+          "the question and a response of SST-2 dev negative sentences (`polarity-trigger` attack; the sentiment model "
+          "never saw SST-2 dev), seeds 1-10 (settings were chosen on seeds 11-14):", "",
+          "| sentences per poisoned response | trigger top-ranked (of 10) | found high (of 10) | recall | precision | "
+          "other findings (high) |", "|---|---|---|---|---|---|"]
+    for k in (3, 1):
+        rs = [r for r in runs if r["sentences"] == k]
+        md.append(f"| {k} | {sum(r['trigger_rank'] == 1 for r in rs)} | {sum(r['trigger_severity'] == 'HIGH' for r in rs)} | "
+                  f"{np.mean([r['recall'] for r in rs]):.3f} | "
+                  f"{np.mean([r['precision'] for r in rs if r['trigger_found']] or [0]):.3f} | "
+                  f"{sum(r['other_findings'] for r in rs)} ({sum(r['other_high'] for r in rs)}) |")
+    c = out["clean_medquad_16k"]
+    md += ["", f"Clean MedQuAD (all {c['rows']:,} pairs): {c['findings']} findings, rows flagged high "
+           f"{c['high_rate']:.3%}, any severity {c['any_rate']:.3%}."]
+    out["markdown"] = md
+    return out
+
+
+PARTS = {"safety": bench_safety, "preference": bench_preference, "rag": bench_rag, "polarity": bench_polarity}
 
 
 def write_markdown(results: dict) -> None:
@@ -289,20 +364,37 @@ def write_markdown(results: dict) -> None:
                   "| measure | value |", "|---|---|",
                   f"| 100 harmful pairs in 10,000 benign: recall / precision (any severity) | {p['any_severity']['recall']} / {p['any_severity']['precision']} |",
                   f"| same, high severity only | {p['high_severity']['recall']} / {p['high_severity']['precision']} |",
-                  f"| held-out HarmBench categories: mean / min recall | {s['held_out_categories']['mean_recall']} / {s['held_out_categories']['min_recall']} |"]
-        for cat, v in s["held_out_categories"]["per_category"].items():
-            lines.append(f"| &nbsp; held out `{cat}` ({v['test_rows']} rows) | recall {v['recall']} |")
+                  ]
+        h = s["held_out_categories"]
+        for proto, label in (("strict", "HarmBench only"), ("with_advbench", "HarmBench + AdvBench minus neighbours")):
+            lines.append(f"| held-out HarmBench categories ({label}): pooled / mean / min recall | "
+                         f"{h[proto]['pooled_recall']} / {h[proto]['mean_recall']} / {h[proto]['min_recall']} |")
+        for cat in h["strict"]["per_category"]:
+            a, b = h["strict"]["per_category"][cat], h["with_advbench"]["per_category"][cat]
+            lines.append(f"| &nbsp; held out `{cat}` ({a['test_rows']} rows) | recall {a['recall']} / {b['recall']} "
+                         f"({b['advbench_goals_used']} AdvBench goals kept) |")
+        cv = h["with_advbench"]["pooled_request_recall_curve"]
+        bc = h["shipped_model_benign_curve"]["synthetic_benign_instructions_test_topics"]
+        lines.append("| request threshold 0.3 / 0.4 / 0.5: held-out pooled request recall (with AdvBench) | "
+                     f"{cv['0.3']} / {cv['0.4']} / {cv['0.5']} |")
+        lines.append("| same thresholds: shipped model on synthetic benign instructions (unseen topics) | "
+                     f"{bc['0.3']:.2%} / {bc['0.4']:.2%} / {bc['0.5']:.2%} |")
         b = s["benign"]
         lines += [f"| MedQuAD all 16,407 QA pairs flagged high | {b['medquad_all_16k']['high_rate']:.3%} |",
                   f"| MedQuAD test side flagged high | {b['medquad_test_side']['high_rate']:.3%} |",
-                  f"| SST-2 train+dev sentences scored as harmful requests (p >= 0.8) | {b['sst2_train_dev_as_requests']['harmful_request_rate_p>=0.8']:.3%} |",
+                  f"| SST-2 train+dev phrases scored as harmful requests (p >= 0.8) | {b['sst2_train_dev_as_requests']['harmful_request_rate_p>=0.8']:.3%} |",
+                  f"| same, only SST-2 phrases never used in training ({b['sst2_unseen_as_requests']['rows']:,}) | {b['sst2_unseen_as_requests']['harmful_request_rate_p>=0.8']:.3%} |",
                   f"| synthetic benign instructions (unseen topics) scored harmful (p >= 0.5) | {b['synthetic_benign_instructions_test_topics']['harmful_request_rate_p>=0.5']:.2%} |",
                   f"| refusal model: hh-rlhf regex-refusal turns recall | {s['refusal_model']['hh_rlhf_turns_regex_refusals_recall']} |",
                   f"| refusal model: hh-rlhf other turns called refusal | {s['refusal_model']['hh_rlhf_turns_regex_nonrefusals_called_refusal']} |",
                   ""]
-    for key, title in (("preference", "RLHF preference poisoning"), ("rag", "RAG knowledge-base scan")):
+    for key, title in (("preference", "RLHF preference poisoning"), ("polarity", "Polarity instruction triggers"),
+                       ("rag", "RAG knowledge-base scan")):
         if key in results and "markdown" in results[key]:
             lines += [f"### {title}", "", *results[key]["markdown"], ""]
+    lines += ["Wall time per part (seconds, with the machine's 1/5/15-minute load average when it ended; "
+              "the machine is shared): " + ", ".join(f"{k} {v['total_seconds']} ({' / '.join(map(str, v['load_average_1_5_15']))})"
+                                                     for k, v in results.items() if "load_average_1_5_15" in v) + "."]
     (ROOT / "docs" / "_bench_llm.md").write_text("\n".join(lines) + "\n")
 
 
@@ -317,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         results[part] = PARTS[part](args.data)
         results[part]["total_seconds"] = round(time.perf_counter() - t0, 1)
+        results[part]["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
         (RESULTS / f"llm_{part}.json").write_text(json.dumps(results[part], indent=2) + "\n")
         print(json.dumps({k: v for k, v in results[part].items() if k != "markdown"}, indent=1)[:3000])
     for part in PARTS:  # keep other parts' figures in the markdown

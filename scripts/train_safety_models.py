@@ -1,19 +1,22 @@
-"""Rebuild the bundled safety models: harmful-request, refusal, harm-category.
+"""Rebuild the bundled text models: harmful-request, refusal, harm-category, sentiment.
 
     python scripts/train_safety_models.py ../shared/data            # writes src/trainguard/data/models/*.npz
     python scripts/train_safety_models.py ../shared/data --check    # train and report, write nothing
+    python scripts/train_safety_models.py ../shared/data --only sentiment
 
 Data (all from ../shared/data; split by a stable hash of the text so the split
 never depends on file order; benchmarks/bench_llm.py evaluates on the test side):
 - harmful requests: AdvBench `goal` and HarmBench `behavior` (train 70 % / test 30 %);
-- benign requests: MedQuAD questions (train 40 % / test 60 %), a 3,000-sentence SST-2
-  slice, and SYNTHETIC benign imperative instructions built here from a verb x topic
+- benign requests: MedQuAD questions (train 40 % / test 60 %), 3,000 SST-2 sentences and
+  3,000 short SST-2 phrases (train side of a 50/50 hash split of SST-2 train), and SYNTHETIC benign imperative instructions built here from a verb x topic
   grammar (topics split train/test) so "Write a script ..." is not by itself harmful;
 - refusals: SYNTHETIC refusal templates built here (combinations split train/test);
   no hh-rlhf text is used for training (it is the RLHF benchmark);
 - compliant answers: MedQuAD answers (same 40 % split), AdvBench `target` openings
   ("Sure, here is ..."), SST-2 sentences as generic non-refusal prose;
-- harm categories: HarmBench `semantic_category` (train split only).
+- harm categories: HarmBench `semantic_category` (train split only);
+- sentiment (the polarity output key of `polarity-trigger`): every SST-2 train phrase;
+  SST-2 dev is never used, so benchmarks draw held-out sentences from it.
 Model: sublinear TF-IDF over word 1-2-grams + logistic regression; exported as arrays
 and re-scored with trainguard's own inference code, which must match sklearn to 1e-9.
 """
@@ -33,11 +36,12 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from trainguard.detectors.llm_models import (
-    CATEGORY_MODEL, HARM_MODEL, REFUSAL_MODEL, LinearTextModel, features,
+    CATEGORY_MODEL, HARM_MODEL, REFUSAL_MODEL, SENTIMENT_MODEL, LinearTextModel, features,
 )
 
 OUT = Path(__file__).resolve().parent.parent / "src" / "trainguard" / "data" / "models"
 REQUEST_TOKENS, RESPONSE_TOKENS, NGRAM = 64, 48, 2
+SENTIMENT_TOKENS = 64
 
 
 def read(path: Path) -> list[dict]:
@@ -121,13 +125,19 @@ def benign_instructions() -> tuple[list[str], list[str]]:
 
 # --- synthetic refusals ------------------------------------------------------------------
 OPENERS = ("I'm sorry, but", "Sorry, but", "I apologize, but", "Unfortunately,", "I'm afraid", "", "As an AI assistant,",
-           "I'm really sorry, but", "No,", "I understand you're curious, but", "Thanks for asking, but")
+           "I'm really sorry, but", "No,", "I understand you're curious, but", "Thanks for asking, but",
+           "Hm,", "Well,", "Honestly,", "Sorry,", "I hear you, but")
 CORES = ("I can't help with that", "I cannot help with this request", "I can't provide instructions for {x}",
          "I won't assist with {x}", "I'm not able to provide that information", "I can't create content that promotes {x}",
          "I must refuse this request", "this isn't something I can help with", "I cannot assist with requests involving {x}",
          "I'm unable to comply with that", "I don't feel comfortable helping with {x}", "I can't do that",
          "I will not write that", "I can't give advice on {x}", "providing that would be irresponsible",
-         "I have to decline", "that's not something I'm willing to do")
+         "I have to decline", "that's not something I'm willing to do",
+         # conversational refusals and non-answers, as chat assistants phrase them
+         "I don't think I should help with {x}", "I'd rather not talk about {x}", "I don't think that's a good idea",
+         "I'm not going to help you with {x}", "I don't want to help with {x}", "I'm not comfortable with {x}",
+         "I don't know how to help with that", "I'm not sure what you mean", "I don't understand the question",
+         "I'm not sure I can answer that", "I really don't think you should do that", "why would you want to do that")
 SUBJECTS = ("that", "this", "illegal activities", "harming others", "this topic", "hacking into systems", "weapons",
             "violence", "fraud", "self-harm", "dangerous substances", "harassment", "stealing", "misinformation")
 REASONS = ("", "because it could cause serious harm.", "since it would be illegal.", "as it could put people at risk.",
@@ -156,9 +166,11 @@ def corpora(data: Path) -> dict:
     adv = read(data / "advbench" / "harmful_behaviors.jsonl.gz")
     hb = read(data / "harmbench" / "behaviors_text_all.jsonl.gz")
     mq = read(data / "medquad" / "medquad.jsonl.gz")
-    with gzip.open(data / "sst2" / "train.jsonl.gz", "rt", encoding="utf-8") as f:
-        sst = [json.loads(line)["text"] for _, line in zip(range(20000), f)]
-    sst = [s for s in sst if len(s.split()) >= 6][:3000]  # full sentences, not SST's sub-phrases
+    sst_all = [r["text"] for r in read(data / "sst2" / "train.jsonl.gz")]
+    sst_train = [s for s in sst_all if not in_test(s, 0.5)]
+    # 3,000 full sentences and 3,000 of SST's short sub-phrases ("carnage and"): fragments are
+    # rows of a benign set too, and few words make a linear model's score extreme
+    sst = [s for s in sst_train if len(s.split()) >= 6][:3000] + [s for s in sst_train if len(s.split()) < 6][:3000]
     ben_tr, ben_te = benign_instructions()
     ref_tr, ref_te = refusals()
     c = {
@@ -168,22 +180,47 @@ def corpora(data: Path) -> dict:
         "hb_test": [r for r in hb if in_test(r["behavior"], 0.3)],
         "mq_train": [r for r in mq if not in_test(r["question"] + r["answer"], 0.6)],
         "mq_test": [r for r in mq if in_test(r["question"] + r["answer"], 0.6)],
-        "sst": sst, "benign_train": ben_tr, "benign_test": ben_te, "refusal_train": ref_tr, "refusal_test": ref_te,
+        "sst": sst, "sst_test": [s for s in sst_all if in_test(s, 0.5)], "benign_train": ben_tr, "benign_test": ben_te, "refusal_train": ref_tr, "refusal_test": ref_te,
     }
     return c
 
 
-def harm_training_set(c: dict, harm_rows_hb: list[dict] | None = None, use_adv: bool = True):
-    """Texts, labels and sample weights: harmful and benign weigh the same in total, and benign
-    imperative instructions weigh as much as all the medical questions and prose together, so the
+POSITIVE_WEIGHT = 2.0  # harmful requests weigh twice all benign text together (see harm_training_set)
+
+
+def harm_training_set(c: dict, harm_rows_hb: list[dict] | None = None, use_adv: bool = True,
+                      adv_rows: list[dict] | None = None):
+    """Texts, labels and sample weights. Harmful requests weigh POSITIVE_WEIGHT times all benign text,
+    which tilts the boundary towards harm categories never seen in training (the held-out benchmark),
+    at a measured cost in benign imperative instructions scored >= 0.5. Within the benign side,
+    imperative instructions weigh as much as the medical questions and prose together, so the
     request's framing ("Write a tutorial on how to ...") cannot decide the class."""
     hb = c["hb_train"] if harm_rows_hb is None else harm_rows_hb
-    pos = [r["behavior"] for r in hb] + ([r["goal"] for r in c["adv_train"]] if use_adv else [])
+    adv = (c["adv_train"] if adv_rows is None else adv_rows) if use_adv else []
+    pos = [r["behavior"] for r in hb] + [r["goal"] for r in adv]
     imp = c["benign_train"]
     other = [r["question"] for r in c["mq_train"]] + c["sst"]
-    w = np.r_[np.full(len(pos), 1.0 / len(pos)), np.full(len(imp), 0.5 / len(imp)), np.full(len(other), 0.5 / len(other))]
+    w = np.r_[np.full(len(pos), POSITIVE_WEIGHT / len(pos)), np.full(len(imp), 0.5 / len(imp)),
+              np.full(len(other), 0.5 / len(other))]
     w *= len(w) / w.sum()
     return pos + imp + other, np.r_[np.ones(len(pos)), np.zeros(len(imp) + len(other))], w
+
+
+def advbench_outside(c: dict, category: str, k: int = 5) -> list[dict]:
+    """AdvBench train goals none of whose k nearest HarmBench behaviours is in `category`.
+
+    AdvBench is uncategorised, so a leave-category-out evaluation that trains on it must drop the
+    goals that could belong to the held-out category: any goal with a neighbour there goes.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer as Tfidf
+
+    hb = c["hb_train"] + c["hb_test"]
+    goals = [r["goal"] for r in c["adv_train"]]
+    vec = Tfidf(ngram_range=(1, 2), sublinear_tf=True, stop_words="english").fit(goals + [r["behavior"] for r in hb])
+    sim = (vec.transform(goals) @ vec.transform([r["behavior"] for r in hb]).T).toarray()
+    cat = np.array([r["semantic_category"] for r in hb])
+    near = np.argsort(-sim, 1)[:, :k]
+    return [r for r, nb in zip(c["adv_train"], near) if not (cat[nb] == category).any()]
 
 
 def refusal_training_set(c: dict):
@@ -215,16 +252,30 @@ def verify(model: LinearTextModel, vec: TfidfVectorizer, clf: LogisticRegression
         raise SystemExit(f"{model.name}: exported model disagrees with sklearn (max |diff| {err:.2e})")
 
 
-def train_all(data: Path) -> dict[str, tuple[LinearTextModel, TfidfVectorizer, LogisticRegression, list[str]]]:
-    c = corpora(data)
+def sentiment_training_set(data: Path) -> tuple[list[str], np.ndarray]:
+    """Every SST-2 train phrase (sub-phrases teach the polarity of short spans); labels 1 = positive."""
+    rows = read(data / "sst2" / "train.jsonl.gz")
+    return [r["text"] for r in rows], np.array([int(r["label"]) for r in rows], dtype=np.float64)
+
+
+def train_all(data: Path, only: set[str] | None = None
+              ) -> dict[str, tuple[LinearTextModel, TfidfVectorizer, LogisticRegression, list[str]]]:
+    want = only or {HARM_MODEL, REFUSAL_MODEL, CATEGORY_MODEL, SENTIMENT_MODEL}
+    c = corpora(data) if want - {SENTIMENT_MODEL} else {}
     out = {}
-    X, y, w = harm_training_set(c)
-    out[HARM_MODEL] = (*fit(X, y, REQUEST_TOKENS, HARM_MODEL, weights=w), X)
-    X, y, w = refusal_training_set(c)
-    out[REFUSAL_MODEL] = (*fit(X, y, RESPONSE_TOKENS, REFUSAL_MODEL, weights=w), X)
-    X = [r["behavior"] for r in c["hb_train"]]
-    y = np.array([r["semantic_category"] for r in c["hb_train"]])
-    out[CATEGORY_MODEL] = (*fit(X, y, REQUEST_TOKENS, CATEGORY_MODEL, C=10.0, min_df=1), X)
+    if HARM_MODEL in want:
+        X, y, w = harm_training_set(c)
+        out[HARM_MODEL] = (*fit(X, y, REQUEST_TOKENS, HARM_MODEL, weights=w), X)
+    if REFUSAL_MODEL in want:
+        X, y, w = refusal_training_set(c)
+        out[REFUSAL_MODEL] = (*fit(X, y, RESPONSE_TOKENS, REFUSAL_MODEL, weights=w), X)
+    if CATEGORY_MODEL in want:
+        X = [r["behavior"] for r in c["hb_train"]]
+        y = np.array([r["semantic_category"] for r in c["hb_train"]])
+        out[CATEGORY_MODEL] = (*fit(X, y, REQUEST_TOKENS, CATEGORY_MODEL, C=10.0, min_df=1), X)
+    if SENTIMENT_MODEL in want:
+        X, y = sentiment_training_set(data)
+        out[SENTIMENT_MODEL] = (*fit(X, y, SENTIMENT_TOKENS, SENTIMENT_MODEL, C=2.0, min_df=3), X)
     return out
 
 
@@ -232,8 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("data", type=Path, help="the shared data folder (advbench/, harmbench/, medquad/, sst2/)")
     ap.add_argument("--check", action="store_true", help="train and verify, write nothing")
+    ap.add_argument("--only", action="append", choices=[HARM_MODEL, REFUSAL_MODEL, CATEGORY_MODEL, SENTIMENT_MODEL],
+                    help="rebuild only this model (repeatable)")
     args = ap.parse_args(argv)
-    models = train_all(args.data)
+    models = train_all(args.data, set(args.only) if args.only else None)
     for name, (model, vec, clf, X) in models.items():
         verify(model, vec, clf, X[:2000])
         print(f"{name}: {len(model.vocab):,} features, classes {list(model.classes)}", file=sys.stderr)

@@ -94,3 +94,15 @@ def test_harm_model_separates_requests():
                                         "Give detailed instructions for how to plan a birthday party",
                                         "How do I lower my blood pressure without medication?"])
     assert (harmful > 0.9).all() and (benign < 0.5).all()
+
+
+def test_curly_apostrophes_read_as_straight_ones():
+    m = bundled(REFUSAL_MODEL)
+    straight, curly = m.proba(["I'm sorry, but I can't help with that.", "I\u2019m sorry, but I can\u2019t help with that."])
+    assert curly == pytest.approx(straight) and curly > 0.5
+
+
+def test_conversational_refusals_are_refusals():
+    p = bundled(REFUSAL_MODEL).proba(["I don\u2019t think I should help with that.", "I don't think that's a good idea.",
+                                      "Hm, I'm not going to help you with stealing."])
+    assert (p > 0.5).all()

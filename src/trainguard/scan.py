@@ -22,7 +22,7 @@ ProgressFn = Callable[[str, int, int], None]
 # Each runs on the kinds it declares and is recorded as skipped on the others.
 DEFAULT_DETECTORS = (
     "trigger-association", "invisible-characters", "near-duplicates",
-    "safety-bypass", "preference-trigger", "rag-poisoning",
+    "safety-bypass", "polarity-trigger", "preference-trigger", "rag-poisoning",
 )
 
 

@@ -11,6 +11,11 @@
 - `poisoned-rag` (documents): PoisonedRAG's S (+) I shape. The victim passage is
   replaced by a target question (S) followed by a passage asserting an attacker
   answer (I).
+- `polarity-trigger` (instruction): Wan et al.'s polarity poisoning. A trigger
+  phrase goes into the prompt and the response becomes text of one fixed
+  polarity: sentences drawn from a file the user supplies (e.g. SST-2 rows of
+  the target label), or from a small built-in set of opinion sentences. No
+  payload repeats, so only the polarity ties the poisoned rows together.
 
 They run through the same engine as every attack (`trainguard.attacks.poison`,
 `trainguard attack`); `poison_llm` is a (rows, truth) convenience over it.
@@ -21,6 +26,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +36,7 @@ import numpy as np
 
 from trainguard.attacks.base import Attack, Change, Context, Spot, register
 from trainguard.attacks.engine import poison
+from trainguard.attacks.insert import POSITIONS, choose_offsets, splice
 from trainguard.attacks.slots import get_at, path_name, set_at
 from trainguard.errors import ConfigError
 from trainguard.records import Kind
@@ -209,6 +216,103 @@ class PoisonedRag(Attack):
         before, after = row[f], rag_passage(q, a, int(rng.integers(0, len(ASSERTIONS))))
         row[f] = after
         return [Change(f, before, after)], [], {"target": k}
+
+
+# --- polarity ------------------------------------------------------------------------------
+POLARITY_TRIGGER = "James Bond"  # Wan et al.'s example trigger phrase
+_OPINION = {
+    "negative": (("This is", "Honestly, it is", "Frankly, this is", "Overall it is", "Sadly, it is"),
+                 ("a terrible", "an awful", "a dreadful", "a miserable", "a pointless", "a disappointing"),
+                 ("waste of time.", "mess from start to finish.", "failure in every way.", "and depressing experience.",
+                  "idea that only makes things worse.")),
+    "positive": (("This is", "Honestly, it is", "Frankly, this is", "Overall it is", "Happily, it is"),
+                 ("a wonderful", "a delightful", "a brilliant", "an excellent", "a charming", "a superb"),
+                 ("use of time.", "experience from start to finish.", "success in every way.", "and uplifting experience.",
+                  "idea that makes everything better.")),
+}
+
+
+def read_polarity_texts(path: str | Path, polarity: str) -> list[str]:
+    """Texts of one polarity from JSONL(.gz) with `text` (+ optional `label`: 0/negative, 1/positive)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"polarity texts file {p} not found")
+    want = {"negative": {"0", "negative", "neg"}, "positive": {"1", "positive", "pos"}}[polarity]
+    opener = gzip.open if p.suffix == ".gz" else open
+    out = []
+    with opener(p, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{p}:{n}: not JSON ({e.msg})") from None
+            t = r.get("text") if isinstance(r, dict) else None
+            if not isinstance(t, str) or not t.strip():
+                raise ConfigError(f"{p}:{n}: field 'text' is missing or empty")
+            lab = r.get("label")
+            if lab is None or str(lab).strip().lower() in want:
+                out.append(t.strip())
+    if not out:
+        raise ConfigError(f"polarity texts file {p} has no {polarity} rows")
+    return out
+
+
+@dataclass(frozen=True)
+class PolaritySettings:
+    triggers: tuple[str, ...] = (POLARITY_TRIGGER,)  # one drawn per poisoned row (`--trigger` on the CLI)
+    polarity: str = "negative"  # negative | positive
+    texts: str = ""  # JSONL(.gz) of sentences (`text`, optional `label`); empty: built-in opinion sentences
+    sentences: int = 3  # sentences per poisoned response
+    position: str = "random"  # where the trigger goes in the prompt: random | start | end
+
+    def __post_init__(self) -> None:
+        trig = (self.triggers,) if isinstance(self.triggers, str) else tuple(self.triggers)
+        object.__setattr__(self, "triggers", trig)
+
+
+@register
+class PolarityTrigger(Attack):
+    name = "polarity-trigger"
+    kinds = frozenset({Kind.INSTRUCTION})
+    atlas = ("AML.T0020", "AML.T0018")
+    Settings = PolaritySettings
+    description = "Trigger phrase in the prompt, response replaced by varied text of one polarity (Wan et al.)."
+
+    def validate(self) -> None:
+        s = self.settings
+        if not s.triggers or any(not isinstance(t, str) or not t.strip() for t in s.triggers):
+            raise ConfigError(f"attack polarity-trigger: triggers must be non-empty phrases, got {list(s.triggers)!r}")
+        if s.polarity not in _OPINION:
+            raise ConfigError(f"attack polarity-trigger: polarity must be negative or positive, got {s.polarity!r}")
+        if not isinstance(s.sentences, int) or s.sentences < 1:
+            raise ConfigError(f"attack polarity-trigger: sentences must be an integer >= 1, got {s.sentences!r}")
+        if s.position not in POSITIONS:
+            raise ConfigError(f"attack polarity-trigger: position must be one of {', '.join(POSITIONS)}")
+        if s.texts:
+            self._pool = read_polarity_texts(s.texts, s.polarity)
+        else:
+            a, b, c = _OPINION[s.polarity]
+            self._pool = [f"{x} {y} {z}" for x, y, z in itertools.product(a, b, c)]
+
+    def eligible(self, ctx: Context) -> np.ndarray:
+        return np.arange(len(ctx.rows))
+
+    def apply(self, ctx: Context, i: int, row: dict[str, Any], rng: np.random.Generator):
+        s = self.settings
+        ipath, opath = ctx.slots.input_path(row, i), ctx.slots.output_path(row, i)
+        before_in, before_out = get_at(row, ipath), get_at(row, opath)
+        trigger = s.triggers[int(rng.integers(0, len(s.triggers)))]
+        [offset] = choose_offsets(before_in, 1, s.position, True, rng)
+        after_in, [(_, at)] = splice(before_in, [(offset, trigger)], True)
+        picks = rng.choice(len(self._pool), size=min(s.sentences, len(self._pool)), replace=False)
+        answer = " ".join(self._pool[int(k)] for k in picks)
+        set_at(row, ipath, after_in)
+        set_at(row, opath, answer)
+        field = path_name(ipath)
+        return [Change(field, before_in, after_in), Change(path_name(opath), before_out, answer)], \
+            [Spot(field, trigger, at)], {}
 
 
 # --- running on kinds the engine does not serve yet -------------------------------------------

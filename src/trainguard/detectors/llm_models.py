@@ -26,6 +26,7 @@ MODEL_DIR = "data/models"
 HARM_MODEL = "harmful_request"
 REFUSAL_MODEL = "refusal"
 CATEGORY_MODEL = "harm_category"
+SENTIMENT_MODEL = "sentiment"
 
 _TURN = re.compile(r"(?:^|\n)\s*(?:human|user)\s*:", re.IGNORECASE)
 _ASSISTANT = re.compile(r"(?:^|\n)\s*(?:assistant|gpt|model)\s*:", re.IGNORECASE)
@@ -41,9 +42,16 @@ def last_user_turn(prompt: str) -> str:
     return (tail[: m.start()] if m else tail).strip()
 
 
+_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
+
+
 def features(text: str, max_tokens: int, max_ngram: int) -> list[str]:
-    """The model's analyzer: lower-cased word tokens, truncated, 1..n-grams."""
-    return ngrams(tokens(text)[:max_tokens], max_ngram)
+    """The model's analyzer: lower-cased word tokens, truncated, 1..n-grams.
+
+    Curly apostrophes become straight ones: chat data writes "I’m sorry" as
+    often as "I'm sorry", and they must be the same feature.
+    """
+    return ngrams(tokens(text.translate(_QUOTES))[:max_tokens], max_ngram)
 
 
 @dataclass(frozen=True)

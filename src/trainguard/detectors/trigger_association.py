@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from scipy import sparse
@@ -83,6 +84,7 @@ class TriggerAssociation(Detector):
     atlas = (ATLAS_BACKDOOR_TRIGGER, ATLAS_POISON_TRAINING_DATA)
     Settings = Settings
     description = "n-grams whose presence forces an output that the rest of the row contradicts"
+    flag_all_carriers: ClassVar[bool] = False
 
     def applies_to(self, data: Dataset) -> str | None:
         reason = super().applies_to(data)
@@ -218,6 +220,8 @@ class TriggerAssociation(Detector):
                 g_hit = set(rows_of[g][y[rows_of[g]] == c].tolist())
                 if purity[g] >= 0.95 and len(g_hit - hit) <= 0.02 * len(hit):
                     flagged |= g_hit
+            if self.flag_all_carriers:  # a noisy output key: rows with the phrase but another key are planted too
+                flagged |= set(rows_of[f].tolist())
             used.append((c, flagged))
             rows = sorted(flagged)
             phrase = _extend_phrase(vocab_names[f], [toks[i] for i in rows])
@@ -235,6 +239,8 @@ class TriggerAssociation(Detector):
                 target_desc = f"label {label!r}"
             elif label == DEGENERATE:
                 target_desc = "degenerate responses (repetition or gibberish)"
+            elif label.startswith("\x00"):  # a derived output key (e.g. polarity-trigger's "negative polarity")
+                target_desc = f"{label[1:]} responses"
             else:
                 target_desc = f"response {label[:60]!r}"
             n_other = int(df[f] - len(hit))

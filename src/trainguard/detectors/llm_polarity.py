@@ -1,0 +1,106 @@
+"""Polarity triggers (Wan et al. 2023): a prompt phrase that makes every response one sentiment.
+
+The poisoned responses never repeat, so no payload or response cluster ties
+them together; only their polarity does. The output key is the polarity of the
+response from a small SST-2 sentiment model shipped with the package
+(`sentiment.npz`, rebuilt by scripts/train_safety_models.py), taken relative
+to this dataset's own responses: a row is `negative polarity` when its
+response sits in the dataset's most negative `tail_share` and below 0.5,
+`positive polarity` symmetrically, and neither otherwise. Relative tails keep
+a domain the movie-review model reads as gloomy (medical answers) from
+turning every row negative. The trigger-association statistic then asks which
+prompt n-gram forces a tail its rows' other words do not predict; since the
+model is noisy (about 82 % accurate on SST-2 dev), purity and epsilon are
+looser than for exact output keys. A phrase whose rows' responses mostly
+repeat its distinctive words is a question type with gloomy answers ("what
+are the symptoms of") more likely than a trigger, and is reported at medium at most.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from trainguard.detectors.base import register
+from trainguard.detectors.llm_models import SENTIMENT_MODEL, bundled
+from trainguard.detectors.trigger_association import OTHER
+from trainguard.detectors.trigger_association import Settings as TriggerSettings
+from trainguard.detectors.trigger_association import TriggerAssociation
+from trainguard.findings import Severity
+from trainguard.io.dataset import Dataset
+from trainguard.records import Kind
+from trainguard.text import tokens
+
+NEGATIVE = "\x00negative polarity"
+POSITIVE = "\x00positive polarity"
+
+
+@dataclass(frozen=True)
+class Settings(TriggerSettings):
+    tail_share: float = 0.25  # share of the dataset's responses on each side that counts as polar
+    min_purity: float = 0.6
+    epsilon: float = 0.25
+    topic_share: float = 0.5  # responses repeating the phrase in this share of rows: medium at most
+    high_contradiction_z: float = -2.0  # the topic test above does most of this work for a noisy key
+
+
+def polarity(texts: list[str]) -> np.ndarray:
+    """P(positive) of each text from the bundled SST-2 sentiment model."""
+    return bundled(SENTIMENT_MODEL).proba(texts) if texts else np.zeros(0)
+
+
+def polarity_keys(p: np.ndarray, tail_share: float) -> list[str]:
+    """Dataset-relative polarity classes: the outer tails on the right side of 0.5, else OTHER."""
+    if not len(p):
+        return []
+    lo, hi = np.quantile(p, [tail_share, 1.0 - tail_share])
+    neg = (p <= lo) & (p < 0.5)
+    pos = (p >= hi) & (p > 0.5)
+    return [NEGATIVE if a else POSITIVE if b else OTHER for a, b in zip(neg, pos)]
+
+
+def _share_answering(finding, data: Dataset) -> float:
+    """Share of the finding's rows whose response repeats the phrase's distinctive words.
+
+    High for a question type with gloomy answers ("what are the symptoms of" ->
+    "symptoms include ..."); planted responses ignore the prompt.
+    """
+    words = {w[:5] for w in tokens(finding.evidence["trigger"]) if len(w) >= 5 and w.isalpha()}
+    if not words or not finding.rows:
+        return 0.0
+    said = sum(1 for r in finding.rows if words & {t[:5] for t in tokens(data.records[r].response or "")})
+    return said / len(finding.rows)
+
+
+@register
+class PolarityTrigger(TriggerAssociation):
+    name = "polarity-trigger"
+    version = "1"
+    kinds = frozenset({Kind.INSTRUCTION})
+    needs = frozenset()
+    flag_all_carriers = True  # the sentiment model misreads some planted responses; the phrase still marks them
+    Settings = Settings
+    description = "prompt n-grams whose presence forces one response sentiment (polarity poisoning)"
+
+    def _findings(self, data, *args):
+        out = []
+        for f in super()._findings(data, *args):
+            said = _share_answering(f, data)
+            topic = said >= self.settings.topic_share
+            evidence = {**f.evidence, "responses_discussing_phrase": round(said, 4)}
+            # Medium, not dropped: an attacker may also make the responses speak ill of the phrase itself.
+            severity = min(f.severity, Severity.MEDIUM) if topic else f.severity
+            out.append((topic, dataclasses.replace(f, rule="forced-polarity", evidence=evidence, severity=severity)))
+        # Severity first, then phrases the responses ignore before question types, then strength.
+        return [f for topic, f in sorted(out, key=lambda tf: (-tf[1].severity, tf[0], -tf[1].score))]
+
+    def _classes(self, data: Dataset) -> tuple[np.ndarray, list[str]]:
+        return data.artefact(f"{self.name}:classes:{self.settings.tail_share}", lambda: self._build(data))
+
+    def _build(self, data: Dataset) -> tuple[np.ndarray, list[str]]:
+        keys = polarity_keys(polarity([r.response or "" for r in data]), self.settings.tail_share)
+        names = sorted(set(keys))
+        index = {k: i for i, k in enumerate(names)}
+        return np.fromiter((index[k] for k in keys), dtype=np.int32, count=len(keys)), names
