@@ -1,9 +1,111 @@
-"""`trainguard train`: being built (placeholder so the CLI wiring exists)."""
+"""`trainguard train`: a small text classifier, optionally with DP-SGD, saved without pickle."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from trainguard.cli._common import fail
+
+MODELS = ("textcnn", "linear")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the CLI (none yet)."""
+    app.command("train")(train_command)
+
+
+def train_command(
+    path: Path = typer.Argument(..., help="Classification data (text, label): JSONL(.gz), JSON, CSV/TSV, Parquet."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for the model (safetensors + JSON)."),
+    model: str = typer.Option("textcnn", "--model", "-m", help="textcnn or linear."),
+    epochs: int = typer.Option(5, help="Passes over the data."),
+    batch_size: int = typer.Option(64, help="Batch size (with --dp: the expected Poisson batch size)."),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate (default 0.01 linear, 0.002 textcnn)."),
+    seed: int = typer.Option(0, help="Seed; the same seed gives the same model."),
+    max_len: int = typer.Option(64, help="Tokens kept per text."),
+    max_vocab: int = typer.Option(20_000, help="Vocabulary size cap (smaller models lose less to DP noise)."),
+    embed_dim: int = typer.Option(64, help="Word embedding dimension."),
+    dp: bool = typer.Option(False, "--dp", help="Train with DP-SGD (opacus): per-example clipping + noise."),
+    epsilon: Optional[float] = typer.Option(None, help="--dp: target epsilon (default 8)."),
+    noise_multiplier: Optional[float] = typer.Option(None, help="--dp: fixed noise instead of a target epsilon."),
+    delta: float = typer.Option(1e-5, help="--dp: delta; must be below 1/rows."),
+    max_grad_norm: float = typer.Option(1.0, help="--dp: per-example gradient clipping bound."),
+    accountant: str = typer.Option("prv", help="--dp: privacy accountant, prv (tighter) or rdp (faster)."),
+    eval_path: Optional[Path] = typer.Option(None, "--eval", help="Held-out classification data for accuracy."),
+    field: Optional[list[str]] = typer.Option(None, "--field", help="Map a role to a column: ROLE=COLUMN."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train a small text classifier (optionally differentially private) and save it to --out."""
+    from trainguard.io import load, parse_field_overrides
+
+    try:
+        from trainguard.train import DPConfig, train_classifier
+    except ImportError as e:
+        raise fail(f"trainguard train needs the model extra (pip install 'trainguard[model]'): {e}") from None
+
+    if model not in MODELS:
+        raise fail(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
+    if fmt not in ("table", "json"):
+        raise fail(f"--format must be table or json, got {fmt!r}")
+    if not dp and (epsilon is not None or noise_multiplier is not None):
+        raise fail("--epsilon and --noise-multiplier need --dp")
+    _check_out(out)
+    fields = parse_field_overrides(field)
+    data = load(path, kind="classification", fields=fields)
+    texts, labels = [r.text for r in data], [r.label for r in data]
+    eval_texts = eval_labels = None
+    if eval_path is not None:
+        held = load(eval_path, kind="classification", fields=fields)
+        known = set(labels)
+        unseen = next((r for r in held if r.label not in known), None)
+        if unseen is not None:
+            raise fail(f"{eval_path}, row {unseen.row}, field 'label': label {unseen.label!r} never occurs in "
+                       f"the training data")
+        eval_texts, eval_labels = [r.text for r in held], [r.label for r in held]
+    dp_config = None
+    if dp:
+        dp_config = DPConfig(epsilon=epsilon if epsilon is not None or noise_multiplier is not None else 8.0,
+                             noise_multiplier=noise_multiplier, delta=delta, max_grad_norm=max_grad_norm,
+                             accountant=accountant)
+    result = train_classifier(texts, labels, model=model, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                              max_len=max_len, dp=dp_config, max_vocab=max_vocab,
+                              model_options={"embed_dim": embed_dim}, progress=progress and fmt == "table",
+                              eval_texts=eval_texts, eval_labels=eval_labels)
+    result.classifier.save(out)
+    train_acc = result.classifier.accuracy(texts, labels)
+    summary = {**result.to_dict(), "data": str(path), "eval": str(eval_path) if eval_path else None,
+               "train_accuracy": train_acc, "out": str(out)}
+    if fmt == "json":
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(_table(summary, result.classifier.labels, dp_config))
+
+
+def _check_out(out: Path) -> None:
+    """Refuse to mix a model into a directory that holds something else."""
+    if out.exists() and not out.is_dir():
+        raise fail(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise fail(f"--out {out} is a non-empty directory that is not a trainguard model; choose an empty one")
+
+
+def _table(s: dict, labels: list[str], dp) -> str:
+    lines = [f"trained {s['settings']['model']} on {s['settings']['rows']:,} rows of {s['data']} "
+             f"({len(labels)} labels: {', '.join(labels[:10])}{' ...' if len(labels) > 10 else ''}), "
+             f"{s['settings']['epochs']} epochs, {s['seconds']:.1f} s",
+             f"train accuracy: {s['train_accuracy']:.4f}"]
+    if s["eval"]:
+        lines.append(f"eval accuracy:  {s['eval_accuracy']:.4f} ({s['eval']})")
+    if dp is None:
+        lines.append("DP-SGD: off (no privacy guarantee; epsilon = inf)")
+    else:
+        target = f"target {dp.epsilon:g}" if dp.epsilon is not None else f"noise multiplier {dp.noise_multiplier:g}"
+        lines.append(f"DP-SGD: epsilon spent {s['epsilon']:.3f} at delta {s['delta']:g} ({target}); "
+                     f"noise multiplier {s['noise_multiplier']:.3f}; per-example clipping at "
+                     f"max_grad_norm {s['max_grad_norm']:g}; {s['steps']:,} steps, sample rate {s['sample_rate']:.4f}")
+    lines.append(f"saved: {s['out']}")
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""`trainguard train`: exit codes, DP figures in the output, clear errors on bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import DATA, cli
+
+from trainguard.train import TextClassifier
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """These models are tiny: extra threads only contend on a shared CI box (and cost wall time)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _slice(tmp_path, name: str, start: int, stop: int):
+    lines = (DATA / "sst2_sample.jsonl").read_text(encoding="utf-8").splitlines()[start:stop]
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_train_json_with_dp_and_eval(tmp_path, capsys):
+    train, dev = _slice(tmp_path, "train.jsonl", 0, 300), _slice(tmp_path, "dev.jsonl", 300, 400)
+    out = tmp_path / "model"
+    code, stdout, err = cli(capsys, "train", train, "--model", "linear", "--epochs", "2", "--out", out,
+                            "--dp", "--epsilon", "8", "--delta", "1e-4", "--max-grad-norm", "0.5", "--accountant", "rdp",
+                            "--eval", dev, "--format", "json")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["dp"] is True and 0 < summary["epsilon"] <= 8.0 * 1.01
+    assert summary["delta"] == 1e-4 and summary["max_grad_norm"] == 0.5 and summary["noise_multiplier"] > 0
+    assert 0.0 <= summary["eval_accuracy"] <= 1.0 and len(summary["history"]) == 2
+    clf = TextClassifier.load(out)
+    assert clf.labels == ["0", "1"] and clf.training["dp"]["max_grad_norm"] == 0.5
+
+
+def test_train_table_without_dp(tmp_path, capsys):
+    train = _slice(tmp_path, "train.jsonl", 0, 200)
+    code, stdout, err = cli(capsys, "train", train, "--model", "textcnn", "--epochs", "1", "--out",
+                            tmp_path / "m", "--no-progress")
+    assert code == 0, err
+    assert "train accuracy:" in stdout and "DP-SGD: off" in stdout and "epsilon = inf" in stdout
+
+
+def test_train_bad_row_names_file_line_and_field(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine", "label": 1}\n{"text": "dull", "label": 0}\n{"text": "oops"}\n')
+    code, _, err = cli(capsys, "train", bad, "--out", tmp_path / "m")
+    assert code == 2
+    assert "bad.jsonl" in err and "line 3" in err and "label" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_usage_errors_exit_2(tmp_path, capsys):
+    train = _slice(tmp_path, "train.jsonl", 0, 50)
+    assert cli(capsys, "train", train, "--out", tmp_path / "m", "--model", "lstm")[0] == 2
+    code, _, err = cli(capsys, "train", train, "--out", tmp_path / "m", "--epsilon", "3")
+    assert code == 2 and "need --dp" in err
+    code, _, err = cli(capsys, "train", train, "--out", tmp_path / "m", "--dp", "--delta", "0.1")
+    assert code == 2 and "not below 1/n" in err
+    code, _, err = cli(capsys, "train", train, "--out", tmp_path / "m", "--embed-dim", "0")
+    assert code == 2 and "embed_dim must be a positive integer" in err
+    code, _, err = cli(capsys, "train", tmp_path / "missing.jsonl", "--out", tmp_path / "m")
+    assert code == 2 and "missing.jsonl" in err
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    code, _, err = cli(capsys, "train", train, "--out", busy)
+    assert code == 2 and "not a trainguard model" in err
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text('{"text": "fine", "label": 7}\n')
+    code, _, err = cli(capsys, "train", train, "--out", tmp_path / "m", "--eval", dev)
+    assert code == 2 and "dev.jsonl, row 0" in err and "'7'" in err
