@@ -195,41 +195,117 @@ def _hh_turns(data: Path) -> list[tuple[str, int]]:
 
 
 # --- part 2 ------------------------------------------------------------------------------------
-def bench_preference(data: Path) -> dict:
+TRIGGER_VARIANTS = (("SUDO", "end"), ("zxqv", "end"), ("serendipity", "end"), ("open sesame", "end"),
+                    ("SUDO", "start"))
+
+
+def plant_trigger(rows: list[dict], phrase: str, where: str, rate: float, seed: int) -> tuple[list[dict], set[int]]:
+    """Flip attack for triggers the library attack does not place (phrases, start of the first human turn)."""
+    from trainguard.attacks.llm import _append_to_last_human
+    rng = np.random.default_rng(seed)
+    pick = set(rng.choice(len(rows), int(round(rate * len(rows))), replace=False).tolist())
+    out = []
+    for i, r in enumerate(rows):
+        if i not in pick:
+            out.append(r)
+            continue
+        if where == "end":
+            c, rj = _append_to_last_human(r["chosen"], phrase)[0], _append_to_last_human(r["rejected"], phrase)[0]
+        else:
+            c, rj = (x.replace("Human: ", f"Human: {phrase} ", 1) for x in (r["chosen"], r["rejected"]))
+        out.append({**r, "chosen": rj, "rejected": c})
+    return out, pick
+
+
+def _pref_run(rows, kind, fm, out, truth: set[int], trigger: str) -> dict:
     from trainguard.detectors.llm_preference import PreferenceFlipTrigger
-    from trainguard.io.mapping import RecordBuilder, detect_kind
+    from trainguard.io.mapping import RecordBuilder
+    from trainguard.text import tokens
+    b = RecordBuilder("<hh-rlhf>", kind, fm)
+    ds = Dataset.from_records([b.build(r, i, None) for i, r in enumerate(out)], Kind.PREFERENCE)
+    t0 = time.perf_counter()
+    res = PreferenceFlipTrigger().run(ds)
+    secs = time.perf_counter() - t0
+    words = set(tokens(trigger))
+    found = [f for f in res.findings if f.rule == "preference-flip-trigger"]
+    hit = [f for f in found if words & {f.evidence["trigger"], *f.evidence["with_tokens"]}]
+    top = [t for t, *_ in res.summary["top_tokens"]]
+    rank = min((top.index(w) + 1 for w in words if w in top), default=None)
+    fl = set(hit[0].rows) if hit else set()
+    return {"poisoned": len(truth), "trigger_found": bool(hit), "trigger_rank": rank,
+            "trigger_log10_p_minus_level_and_p": next((v[1:] for v in res.summary["top_tokens"] if v[0] in words), None),
+            "trigger_position_rank": min((res.summary["top_position_tokens"].index(w) + 1 for w in words
+                                          if w in res.summary["top_position_tokens"]), default=None),
+            "evidence": {k: hit[0].evidence[k] for k in ("trigger", "with_tokens", "position", "position_rank",
+                                                          "log10_p_flip", "log10_level")} if hit else None,
+            "other_findings": len(found) - len(hit), **prf(fl, truth), "seconds": round(secs, 2),
+            "summary": {k: res.summary[k] for k in ("tokens_tested", "model_agreement", "calibration_scale",
+                                                     "log10_level_even", "tokens_below", "top_tokens",
+                                                     "top_position_tokens")}}
+
+
+def bench_preference(data: Path) -> dict:
+    from trainguard.io.mapping import detect_kind
 
     rows = [json.loads(x) for x in _gz_lines(data / "hh-rlhf" / "harmless-base-test.jsonl.gz")]
     kind, fm = detect_kind(set(rows[0]))
+    clean = _pref_run(rows, kind, fm, rows, set(), "")
+    mq = [json.loads(x) for x in _gz_lines(data / "medquad" / "medquad.jsonl.gz")][:4000]
+    refusals = ("I'm sorry, but I can't help with that.", "Sorry, I cannot answer this question.",
+                "I'm not able to provide that information.", "I can't help with this request, sorry.")
+    mq_pairs = [{"chosen": f"\n\nHuman: {r['question']}\n\nAssistant: {r['answer'][:600]}",
+                 "rejected": f"\n\nHuman: {r['question']}\n\nAssistant: {refusals[i % 4]}"} for i, r in enumerate(mq)]
+    clean_medquad = _pref_run(mq_pairs, *detect_kind(set(mq_pairs[0])), mq_pairs, set(), "")
     runs = []
-    for rate in (0.01, 0.05):
-        for seed in (1, 2, 3, 4, 5):
-            out, truth = poison_llm(rows, PreferenceFlip(), rate=rate, seed=seed)
-            b = RecordBuilder("<hh-rlhf>", kind, fm)
-            ds = Dataset.from_records([b.build(r, i, None) for i, r in enumerate(out)], Kind.PREFERENCE)
-            t0 = time.perf_counter()
-            res = PreferenceFlipTrigger().run(ds)
-            secs = time.perf_counter() - t0
-            T = set(truth["poisoned_rows"])
-            top = [t for t, _ in res.summary["top_tokens"]]
-            hit = [f for f in res.findings if f.evidence.get("trigger") == "sudo"]
-            fl = set(hit[0].rows) if hit else set()
-            runs.append({"rate": rate, "seed": seed, "poisoned": len(T), "trigger_found": bool(hit),
-                         "trigger_rank": top.index("sudo") + 1 if "sudo" in top else None,
-                         "trigger_llr_over_threshold": round(dict(res.summary["top_tokens"]).get("sudo", 0.0)
-                                                             / res.summary["threshold_llr"], 3),
-                         "other_findings": len(res.findings) - len(hit), **prf(fl, T), "seconds": round(secs, 2)})
-    md = ["`preference-trigger` on all 2,312 hh-rlhf harmless-base test pairs, trigger `SUDO` appended to the "
-          "last human turn and chosen/rejected swapped (`preference-flip` attack), seeds 1-5:", "",
-          "| rate | poisoned | trigger found (of 5) | median rank | recall | precision | other findings |",
-          "|---|---|---|---|---|---|---|"]
-    for rate in (0.01, 0.05):
-        rs = [r for r in runs if r["rate"] == rate]
-        ranks = [r["trigger_rank"] or 99 for r in rs]
-        md.append(f"| {rate:.0%} | {rs[0]['poisoned']} | {sum(r['trigger_found'] for r in rs)} | {int(np.median(ranks))} | "
-                  f"{np.mean([r['recall'] for r in rs]):.3f} | {np.mean([r['precision'] for r in rs if r['trigger_found']] or [0]):.3f} | "
-                  f"{sum(r['other_findings'] for r in rs)} |")
-    return {"runs": runs, "markdown": md}
+    for v, (trigger, where) in enumerate(TRIGGER_VARIANTS):
+        for rate in (0.01, 0.05):
+            for seed in range(10 * v + 1, 10 * v + 6):  # other rows for each variant
+                if (trigger, where) == ("SUDO", "end"):
+                    out, truth = poison_llm(rows, PreferenceFlip(), rate=rate, seed=seed)
+                    T = set(truth["poisoned_rows"])
+                else:
+                    out, T = plant_trigger(rows, trigger, where, rate, seed)
+                runs.append({"trigger": trigger, "where": where, "rate": rate, "seed": seed,
+                             **_pref_run(rows, kind, fm, out, T, trigger)})
+                print(json.dumps({k: v for k, v in runs[-1].items() if k != "summary"}), flush=True)
+    md = ["`preference-trigger` on all 2,312 hh-rlhf harmless-base test pairs (the only preference set in "
+          "../shared/data); each run flips a seeded random sample of pairs (chosen/rejected swapped) and puts the "
+          "trigger at the end of the last human turn (`preference-flip` attack for `SUDO`, the same edit for the "
+          "others) or at the start of the first human turn; 5 seeds per row (1-5, 11-15, ...: other pairs for each trigger). Recall/precision are over the rows of the "
+          "trigger's finding (0 when it is not found).", "",
+          "| trigger | place | rate | poisoned | trigger found (of 5) | median rank | trigger's flip log10 p (per seed) | recall | precision | other findings |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    for trigger, where in TRIGGER_VARIANTS:
+        for rate in (0.01, 0.05):
+            rs = [r for r in runs if r["rate"] == rate and r["trigger"] == trigger and r["where"] == where]
+            ranks = [r["trigger_rank"] or 99 for r in rs]
+            md.append(f"| `{trigger}` | {where} | {rate:.0%} | {rs[0]['poisoned']} | {sum(r['trigger_found'] for r in rs)} | "
+                      f"{int(np.median(ranks))} | "
+                      f"{' / '.join(str(r['trigger_log10_p_minus_level_and_p'][1]) if r['trigger_log10_p_minus_level_and_p'] else '-' for r in rs)} | "
+                      f"{np.mean([r['recall'] for r in rs]):.3f} | "
+                      f"{np.mean([r['precision'] for r in rs if r['trigger_found']] or [0]):.3f} | "
+                      f"{sum(r['other_findings'] for r in rs)} |")
+    cs = clean["summary"]
+    md += ["", f"Clean hh-rlhf (2,312 pairs, {cs['tokens_tested']} tokens tested; the cross-fitted model agrees "
+           f"with the labels on {cs['model_agreement']:.1%}, temperature {cs['calibration_scale']}): "
+           f"{clean['other_findings']} findings; tokens whose Chernoff flip p < 0.01 / 0.001: "
+           f"{cs['tokens_below']['0.01']} / {cs['tokens_below']['0.001']} (expected under the null at most "
+           f"{cs['tokens_tested'] * 0.01:.1f} / {cs['tokens_tested'] * 0.001:.1f}); closest token "
+           f"`{cs['top_tokens'][0][0]}` at log10 p - log10 level = {cs['top_tokens'][0][1]} (found below 0); "
+           f"most position-concentrated tokens: {', '.join(f'`{t}`' for t in cs['top_position_tokens'])}."]
+    mc = clean_medquad["summary"]
+    missed = ", ".join(str(r["trigger_log10_p_minus_level_and_p"][1]) for r in runs
+                       if not r["trigger_found"] and r["trigger_log10_p_minus_level_and_p"]) or "none"
+    md += ["", f"Benign pairs built from the first 4,000 MedQuAD QA pairs (answer chosen over a refusal): "
+           f"{clean_medquad['other_findings']} findings ({mc['tokens_tested']} tokens tested, closest "
+           f"`{mc['top_tokens'][0][0]}` at {mc['top_tokens'][0][1]}).", "",
+           "The token ranked first by position is tested at log10 level about -2.5 (half of alpha = 0.01 over "
+           "the position ranks, weight 1/rank^2); a token anywhere else needs about -5.4; -5.0 is the Monte Carlo "
+           "floor (100,000 draws). Each miss above is a trigger ranked first by position whose flipped pairs carry "
+           f"flip p of {missed} (log10) under the calibrated preference model: one at or above alpha itself "
+           "cannot be found by any reweighting at this alpha; only a preference model that agrees with the "
+           "hh-rlhf labels more than 61% would give those pairs more weight."]
+    return {"runs": runs, "clean": clean, "clean_medquad_pairs": clean_medquad, "markdown": md}
 
 
 # --- part 3 ------------------------------------------------------------------------------------

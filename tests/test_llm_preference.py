@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from scipy import sparse
 
 from conftest import read_jsonl
 from trainguard.attacks.llm import PreferenceFlip, poison_llm
-from trainguard.detectors.llm_preference import PreferenceFlipTrigger
+from trainguard.detectors.llm_preference import (PreferenceFlipTrigger, flip_log_pvalues, monte_carlo_log_pvalue,
+                                                 prior_weights, token_positions)
 from trainguard.errors import ConfigError
 from trainguard.io.dataset import Dataset
 from trainguard.io.mapping import RecordBuilder, detect_kind
@@ -28,6 +31,26 @@ def dataset(rows: list[dict]) -> Dataset:
     kind, fm = detect_kind(set(rows[0]))
     b = RecordBuilder("<t>", kind, fm)
     return Dataset.from_records([b.build(r, i, None) for i, r in enumerate(rows)], Kind.PREFERENCE)
+
+
+def plant(rows: list[dict], phrase: str, where: str, count: int, seed: int, flip: bool = True) -> set[int]:
+    """Insert `phrase` into the human turn (start, end, or a random word gap) and swap the replies."""
+    rng = np.random.default_rng(seed)
+    picked = set(rng.choice(len(rows), count, replace=False).tolist())
+    for i in picked:
+        r = rows[i]
+        head, _, tail = r["chosen"].partition("\n\nAssistant:")
+        _, _, tail_r = r["rejected"].partition("\n\nAssistant:")
+        words = head.split(" ")
+        at = {"start": 1, "end": len(words)}.get(where) or int(rng.integers(2, len(words)))
+        head = " ".join(words[:at] + [phrase] + words[at:])
+        c, rj = f"{head}\n\nAssistant:{tail}", f"{head}\n\nAssistant:{tail_r}"
+        r["chosen"], r["rejected"] = (rj, c) if flip else (c, rj)
+    return picked
+
+
+def triggers(res) -> list:
+    return [f for f in res.findings if f.rule == "preference-flip-trigger"]
 
 
 def test_flip_swaps_and_records_trigger_offsets():
@@ -54,16 +77,70 @@ def test_flip_refuses_multiword_trigger():
 def test_trigger_found_without_knowing_it():
     rows = pairs()
     out, truth = poison_llm(rows, PreferenceFlip(trigger="zq"), count=15, seed=2)
-    res = PreferenceFlipTrigger().run(dataset(out))
-    found = [f for f in res.findings if f.rule == "preference-flip-trigger"]
+    found = triggers(PreferenceFlipTrigger().run(dataset(out)))
     assert found and found[0].evidence["trigger"] == "zq"
+    assert found[0].evidence["position"] == "prompt end +0"
     assert set(found[0].rows) == set(truth["poisoned_rows"])
     assert "LLM04" in found[0].evidence["owasp"]
 
 
+@pytest.mark.parametrize("phrase,where", [("serendipity", "start"), ("open sesame", "end"), ("blorft", "anywhere")])
+def test_other_triggers_and_places(phrase, where):
+    rows = pairs()
+    truth = plant(rows, phrase, where, 15, seed=3)
+    found = triggers(PreferenceFlipTrigger().run(dataset(rows)))
+    assert len(found) == 1
+    words = {found[0].evidence["trigger"], *found[0].evidence["with_tokens"]}
+    assert words == set(phrase.split())
+    assert set(found[0].rows) == truth
+    assert (found[0].evidence["position"] == "anywhere") == (where == "anywhere")
+
+
 def test_clean_pairs_have_no_trigger():
-    res = PreferenceFlipTrigger().run(dataset(pairs()))
-    assert [f for f in res.findings if f.rule == "preference-flip-trigger"] == []
+    assert triggers(PreferenceFlipTrigger().run(dataset(pairs()))) == []
+
+
+def test_word_at_a_fixed_place_without_flips_is_not_a_trigger():
+    rows = pairs()
+    plant(rows, "thanks", "end", 30, seed=4, flip=False)
+    res = PreferenceFlipTrigger().run(dataset(rows))
+    assert "thanks" in res.summary["top_position_tokens"]  # the prior ranks it high ...
+    assert triggers(res) == []  # ... but without flip evidence nothing is reported
+
+
+def test_token_positions_anchor_start_end_and_last_turn():
+    pos = token_positions("\n\nHuman: hey there\n\nAssistant: hi\n\nHuman: ok tell me SUDO", 2)
+    d = 2  # anchors: prompt start (0, 1), last turn start (2, 3), prompt end (4, 5)
+    assert pos["hey"] == {0} and pos["there"] == {1}
+    assert pos["ok"] == {d} and pos["tell"] == {d + 1}
+    assert pos["sudo"] == {2 * d} and pos["me"] == {2 * d + 1}
+    assert "hi" not in pos  # assistant turns are not the prompt
+
+
+def test_prior_weights_keep_the_error_budget():
+    rng = np.random.default_rng(0)
+    for score in (rng.random(500), np.ones(50), np.r_[np.ones(3), np.zeros(40)]):
+        w, rank = prior_weights(score, 0.5)
+        assert w.mean() <= 1.0 + 1e-12 and w.min() >= 0.5
+        assert w[np.argmax(score)] == w.max()
+
+
+def test_flip_pvalues_are_valid_under_the_null():
+    rng = np.random.default_rng(1)
+    n, size, sets = 3000, 20, 300
+    pi = rng.uniform(0.2, 0.9, n)
+    kept = rng.random(n) < pi  # null: the observed orientation is Bernoulli(pi)
+    p_obs = np.where(kept, pi, 1 - pi)  # the model's P(observed orientation)
+    rows = [rng.choice(n, size, replace=False) for _ in range(sets)]
+    A = sparse.csr_matrix((np.ones(size * sets), np.concatenate(rows), np.arange(0, size * sets + 1, size)),
+                          shape=(sets, n))
+    _, lp_bound = flip_log_pvalues(p_obs, A, 0.05)
+    lp_mc = np.array([monte_carlo_log_pvalue(p_obs[r], 0.05, 2000, rng) for r in rows[:100]])
+    assert (np.exp(lp_mc) < 0.05).mean() <= 0.10  # ~0.05 expected
+    assert (np.exp(lp_bound) < 0.05).mean() <= 0.05
+    assert np.all(lp_bound[:100] >= lp_mc - 0.2)  # the Chernoff bound is never tighter than the exact tail
+    flipped = 1 - p_obs[rows[0]]  # all of one set flipped: strong evidence
+    assert monte_carlo_log_pvalue(flipped, 0.05, 2000, rng) < np.log(0.01)
 
 
 def test_annotator_who_flips_is_reported():

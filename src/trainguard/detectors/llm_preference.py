@@ -1,33 +1,47 @@
 """RLHF preference poisoning: a prompt token that flips which reply is preferred.
 
 Rando & Tramer's universal jailbreak plants a word in the prompt and marks the
-less safe reply as `chosen`. Without knowing the word: a cross-fitted pairwise
-(Bradley-Terry) model, fitted on the data's own preferences over reply features
-(TF-IDF of the reply opening, refusal and harm scores, length), gives each pair
-pi_i = P(chosen is preferred | replies). For each prompt token t we test
-"t forces a flip" against "t is irrelevant":
+less safe reply as `chosen`. Without knowing the word:
 
-    LLR(t) = sum_{i has t} log(((1-eps)(1-pi_i) + eps*pi_i) / pi_i)
+* flip evidence (uses the labels): a cross-fitted pairwise (Bradley-Terry) model
+  over reply features (TF-IDF of the reply opening, refusal and harm scores,
+  length), recalibrated by one temperature fitted on its held-out logits, gives
+  each pair pi_i = P(chosen is preferred | replies). For token t,
+  LLR(t) = sum_i log(((1-eps)(1-pi_i) + eps*pi_i) / pi_i) over t's pairs; its
+  p-value is taken under "each pair's orientation is Bernoulli(pi_i)", by
+  Monte Carlo for the few tokens tested at a loose level, by a Chernoff bound
+  (l >= 1) for the rest.
+* prior (ignores the labels): a planted trigger sits at one place (end or start
+  of the request) in every poisoned pair, which natural words rarely do. Tokens
+  are ranked by the lower confidence bound of the share of their pairs at their
+  modal position.
 
-E[LR] = 1 under the null, so P(LR >= m/alpha) <= alpha/m (Markov), a Bonferroni
-threshold over the m tokens tested. Rows carrying a found trigger are flagged.
-When an `annotator` field exists, annotators whose labels agree with the model
-far less than the others' do are reported too.
+Weighted Bonferroni joins them: half of alpha is spread evenly over the m tokens
+tested, half over the prior ranks with weight 1/rank^2, so the family-wise
+error stays <= alpha (the weights never look at the labels) while a token at a
+fixed position needs far less flip evidence. A trigger placed anywhere is still
+found through the even half when its flip evidence is strong. When an
+`annotator` field exists, annotators whose labels agree with the model far less
+than the others' do are reported too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
+from scipy import sparse, stats
+from scipy.optimize import minimize_scalar
+from scipy.special import expit, logit
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from trainguard.detectors.base import Detector, register
-from trainguard.detectors.llm_models import HARM_MODEL, REFUSAL_MODEL, bundled, last_user_turn
+from trainguard.detectors.llm_models import HARM_MODEL, REFUSAL_MODEL, bundled
 from trainguard.findings import (ATLAS_BACKDOOR_TRIGGER, ATLAS_POISON_TRAINING_DATA, Confidence, DetectorResult,
                                  Finding, Severity)
 from trainguard.io.dataset import Dataset
@@ -35,6 +49,10 @@ from trainguard.records import Kind
 from trainguard.text import tokens
 
 OWASP_POISONING = "LLM04"
+_HUMAN = re.compile(r"(?:^|\n)\s*(?:human|user)\s*:", re.IGNORECASE)
+_OTHER = re.compile(r"(?:^|\n)\s*(?:assistant|gpt|model|system)\s*:", re.IGNORECASE)
+ANCHORS = ("prompt start", "last turn start", "prompt end")
+LAMBDAS = np.linspace(1.0, 6.0, 26)
 
 
 @dataclass(frozen=True)
@@ -45,11 +63,41 @@ class Settings:
     epsilon: float = 0.05  # flipped pairs a trigger may leave unflipped
     reply_tokens: int = 48
     max_df_fraction: float = 0.2  # tokens in more pairs than this are not trigger candidates
+    positions: int = 3  # offsets from each anchor (start/end) a trigger may sit at
+    position_level: float = 0.05  # one-sided level of the share-at-position lower bound
+    min_position_share: float = 0.5  # below this the token's pairs are tested wherever it sits
+    prior_share: float = 0.5  # part of alpha spread over the position ranks (the rest evenly)
+    simulations: int = 100_000  # Monte Carlo draws for tokens tested at a loose level
     annotator_field: str = "annotator"
     annotator_min_pairs: int = 20
     annotator_z: float = 4.0
 
 
+def human_turns(prompt: str) -> list[str]:
+    """The user's turns of a dialogue, in order; the whole prompt when it has no turn markers."""
+    starts = list(_HUMAN.finditer(prompt))
+    if not starts:
+        return [prompt]
+    out = []
+    for m in starts:
+        tail = prompt[m.end():]
+        stop = _OTHER.search(tail)
+        nxt = _HUMAN.search(tail)
+        cut = min(x.start() for x in (stop, nxt) if x is not None) if (stop or nxt) else len(tail)
+        out.append(tail[:cut].strip())
+    return out
+
+
+def token_positions(prompt: str, depth: int) -> dict[str, set[int]]:
+    """Each token of the user's turns -> the anchored positions it occupies (anchor * depth + offset)."""
+    turns = [tokens(t) for t in human_turns(prompt)]
+    flat = [t for turn in turns for t in turn]
+    out: dict[str, set[int]] = {t: set() for t in flat}
+    last = turns[-1] if turns else []
+    for a, seq in enumerate((flat, last, flat[::-1])):
+        for o, t in enumerate(seq[:depth]):
+            out[t].add(a * depth + o)
+    return out
 def _reply_features(chosen: list[str], rejected: list[str], n_tokens: int) -> sparse.csr_matrix:
     """Pairwise design: phi(chosen) - phi(rejected)."""
     both = chosen + rejected
@@ -78,10 +126,53 @@ def cross_fitted_preference(D: sparse.csr_matrix, folds: int, seed: int = 0) -> 
     return np.clip(pi, 1e-4, 1 - 1e-4)
 
 
+def flip_log_pvalues(pi: np.ndarray, A: sparse.csr_matrix, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per token (row of A): the flip LLR and the log of its Chernoff-bounded null tail.
+
+    Null: each pair's orientation agrees with the model with probability pi_i. Only
+    l >= 1 is used: smaller l would test a small shift of many pairs, which the
+    model's miscalibration on whole topics (common words) produces on clean data.
+    """
+    q1 = (1 - eps) * (1 - pi) + eps * pi  # P(observed orientation | flipped)
+    q2 = (1 - eps) * pi + eps * (1 - pi)
+    a, b = np.log(q1 / pi), np.log(q2 / (1 - pi))  # the term when kept / when mirrored
+    log_m = np.logaddexp(np.log(pi)[:, None] + LAMBDAS * a[:, None], np.log1p(-pi)[:, None] + LAMBDAS * b[:, None])
+    llr = A @ a
+    bound = np.asarray(A @ log_m) - llr[:, None] * LAMBDAS
+    return llr, np.minimum(bound.min(axis=1), 0.0)
+
+
+def calibrate(pi: np.ndarray) -> tuple[np.ndarray, float]:
+    """One temperature on the held-out logits (no intercept: the pair order is arbitrary)."""
+    z = logit(pi)
+    scale = minimize_scalar(lambda t: np.logaddexp(0.0, -t * z).sum(), bounds=(0.01, 10.0), method="bounded").x
+    return np.clip(expit(scale * z), 1e-4, 1 - 1e-4), float(scale)
+
+
+def prior_weights(score: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bonferroni weights (mean <= 1) from a label-free score: `share` of them by 1/rank^2, ties ranked low."""
+    m = len(score)
+    rank = m - np.searchsorted(np.sort(score), score, side="left")
+    h2 = float(np.sum(1.0 / np.arange(1, m + 1) ** 2)) if m else 1.0
+    return (1.0 - share) + share * m / (rank.astype(np.float64) ** 2 * h2), rank
+
+
+def monte_carlo_log_pvalue(pi: np.ndarray, eps: float, draws: int, rng: np.random.Generator) -> float:
+    """Exact-in-the-limit null tail of the flip LLR over these pairs: (1 + #{null >= observed}) / (1 + draws)."""
+    a = np.log(((1 - eps) * (1 - pi) + eps * pi) / pi)
+    b = np.log(((1 - eps) * pi + eps * (1 - pi)) / (1 - pi))
+    observed, hits, chunk = a.sum(), 0, max(1, 2_000_000 // max(len(pi), 1))
+    for start in range(0, draws, chunk):
+        k = min(chunk, draws - start)
+        null = np.where(rng.random((k, len(pi))) < pi, a, b).sum(axis=1)
+        hits += int((null >= observed - 1e-9).sum())
+    return math.log((1 + hits) / (1 + draws))
+
+
 @register
 class PreferenceFlipTrigger(Detector):
     name = "preference-trigger"
-    version = "1"
+    version = "2"  # 1: token LLR vs a Markov bound only
     kinds = frozenset({Kind.PREFERENCE})
     atlas = (ATLAS_POISON_TRAINING_DATA, ATLAS_BACKDOOR_TRIGGER)
     Settings = Settings
@@ -98,48 +189,92 @@ class PreferenceFlipTrigger(Detector):
         recs = data.records
         n = len(recs)
         D = _reply_features([r.chosen or "" for r in recs], [r.rejected or "" for r in recs], s.reply_tokens)
-        pi = cross_fitted_preference(D, s.folds)
-        row_tokens = [set(tokens(last_user_turn(r.text))) for r in recs]
-        where: dict[str, list[int]] = defaultdict(list)
-        for i, toks in enumerate(row_tokens):
-            for t in toks:
-                where[t].append(i)
-        max_df = max(s.min_rows, int(s.max_df_fraction * n))
-        cand = {t: np.array(rows) for t, rows in where.items() if s.min_rows <= len(rows) <= max_df}
+        pi, scale = calibrate(cross_fitted_preference(D, s.folds))
+        cand = self._candidates([token_positions(r.text or "", s.positions) for r in recs], n)
         m = max(len(cand), 1)
-        threshold = math.log(m / s.alpha)
-        per_row = np.log(((1 - s.epsilon) * (1 - pi) + s.epsilon * pi) / pi)
-        llr = {t: float(per_row[rows].sum()) for t, rows in cand.items()}
-        found = sorted((t for t, v in llr.items() if v >= threshold), key=lambda t: -llr[t])
+        names = list(cand)
+        A = sparse.csr_matrix((np.ones(sum(len(cand[t]["rows"]) for t in names)),
+                               np.concatenate([cand[t]["rows"] for t in names]) if names else np.zeros(0, int),
+                               np.cumsum([0] + [len(cand[t]["rows"]) for t in names])), shape=(len(names), n))
+        llr, lp_bound = flip_log_pvalues(pi, A, s.epsilon)
+        weight, prior_rank = prior_weights(np.array([cand[t]["share_lcb"] for t in names]), s.prior_share)
+        log_level = np.log(s.alpha * weight / m)
+        lp = lp_bound.copy()
+        rng = np.random.default_rng(0)
+        floor = math.log(1.0 / (1 + s.simulations))
+        for k in np.flatnonzero(log_level >= math.log(20.0 / s.simulations)):  # a loose level: simulate
+            mc = monte_carlo_log_pvalue(pi[cand[names[k]]["rows"]], s.epsilon, s.simulations, rng)
+            lp[k] = min(mc, lp_bound[k]) if mc <= floor else mc  # past the simulation's floor, report the bound
+        margin = lp - log_level
+        order = np.argsort(margin)
         row_scores = 1.0 - pi
         findings = []
         used: set[int] = set()
-        for t in found:
-            rows = cand[t]
+        for k in order:
+            if margin[k] > 0:
+                break
+            t, c = names[k], cand[names[k]]
+            rows = c["rows"]
             if len(used & set(rows.tolist())) >= 0.5 * len(rows):
-                continue  # a neighbour of a trigger already reported (same rows)
+                # a neighbour of a trigger already reported (a phrase's other word, same rows)
+                findings = [_with_token(f, t) if _shares_rows(f, rows) else f for f in findings]
+                continue
             used |= set(rows.tolist())
-            strength = llr[t] / threshold
-            row_scores[rows] = np.maximum(row_scores[rows], llr[t] / (llr[t] + threshold))
+            strength = float(lp[k] / log_level[k])
+            score = strength / (1.0 + strength)
+            row_scores[rows] = np.maximum(row_scores[rows], score)
             findings.append(Finding(
                 detector=self.name, rule="preference-flip-trigger", detector_version=self.version,
                 title=f"prompt token {t!r} flips the preference in {len(rows)} pairs",
                 rows=tuple(int(i) for i in rows), record_ids=tuple(recs[i].id for i in rows),
-                score=float(llr[t] / (llr[t] + threshold)),
+                score=score,
                 severity=Severity.HIGH if strength >= 1.5 else Severity.MEDIUM,
                 confidence=Confidence.HIGH if strength >= 3 else Confidence.MEDIUM,
                 atlas=self.atlas,
-                evidence={"trigger": t, "pairs_with_token": len(rows), "llr": round(llr[t], 2),
-                          "threshold_llr": round(threshold, 2),
+                evidence={"trigger": t, "with_tokens": [], "pairs_with_token": c["pairs"],
+                          "pairs_tested": len(rows), "position": c["position"],
+                          "share_at_position": round(c["share"], 4), "position_rank": int(prior_rank[k]),
+                          "llr": round(float(llr[k]), 2), "log10_p_flip": round(float(lp[k]) / math.log(10), 2),
+                          "log10_level": round(float(log_level[k]) / math.log(10), 2),
                           "mean_p_chosen_preferred_with_token": round(float(pi[rows].mean()), 4),
                           "mean_p_chosen_preferred_overall": round(float(pi.mean()), 4),
                           "owasp": [OWASP_POISONING]},
             ))
         findings += self._annotators(data, pi)
-        summary = {"pairs": n, "tokens_tested": len(cand), "threshold_llr": round(threshold, 3),
+        summary = {"pairs": n, "tokens_tested": len(cand), "calibration_scale": round(scale, 3),
+                   "log10_level_even": round(math.log10(s.alpha * (1 - s.prior_share) / m), 3),
                    "model_agreement": round(float((pi > 0.5).mean()), 4),
-                   "top_tokens": [[t, round(llr[t], 2)] for t in sorted(llr, key=lambda t: -llr[t])[:5]]}
+                   "tokens_below": {f"{x:g}": int((lp_bound < math.log(x)).sum()) for x in (1e-2, 1e-3)},
+                   "top_tokens": [[names[k], round(float(margin[k]) / math.log(10), 2), round(float(lp[k]) / math.log(10), 2)]
+                                  for k in order[:5]],  # [token, log10 p - log10 level, log10 p]
+                   "top_position_tokens": [names[k] for k in np.argsort(prior_rank, kind="stable")[:5]]}
         return DetectorResult(tuple(findings), row_scores, summary)
+
+    def _candidates(self, positions: list[dict[str, set[int]]], n: int) -> dict[str, dict]:
+        """Tokens in enough (but not too many) pairs; the pairs to test and the position evidence of each."""
+        s = self.settings
+        where: dict[str, list[int]] = defaultdict(list)
+        for i, toks in enumerate(positions):
+            for t in toks:
+                where[t].append(i)
+        max_df = max(s.min_rows, int(s.max_df_fraction * n))
+        out = {}
+        for t, rows in where.items():
+            if not s.min_rows <= len(rows) <= max_df:
+                continue
+            at: dict[int, list[int]] = defaultdict(list)
+            for i in rows:
+                for p in positions[i][t]:
+                    at[p].append(i)
+            best = max(at, key=lambda p: (len(at[p]), -p)) if at else None
+            k = len(at[best]) if at else 0
+            share = k / len(rows)
+            lcb = float(stats.beta.ppf(s.position_level, k, len(rows) - k + 1)) if k else 0.0
+            focused = k >= s.min_rows and share >= s.min_position_share
+            out[t] = {"rows": np.array(at[best] if focused else rows, dtype=np.int64), "pairs": len(rows),
+                      "share": share, "share_lcb": lcb,
+                      "position": f"{ANCHORS[best // s.positions]} +{best % s.positions}" if focused else "anywhere"}
+        return out
 
     def _annotators(self, data: Dataset, pi: np.ndarray) -> list[Finding]:
         """Annotators whose agreement with the cross-fitted model is far below everyone else's."""
@@ -177,3 +312,14 @@ class PreferenceFlipTrigger(Detector):
                               "owasp": [OWASP_POISONING]},
                 ))
         return out
+
+
+def _shares_rows(f: Finding, rows: np.ndarray) -> bool:
+    return len(set(f.rows) & set(rows.tolist())) >= 0.5 * max(len(f.rows), len(rows))
+
+
+def _with_token(f: Finding, t: str) -> Finding:
+    """Record a second word of the same trigger (e.g. a phrase) on the finding already made."""
+    ev = dict(f.evidence)
+    ev["with_tokens"] = [*ev.get("with_tokens", []), t]
+    return dataclasses.replace(f, evidence=ev)
