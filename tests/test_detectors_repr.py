@@ -141,7 +141,8 @@ def test_junk_empty_and_garbage_rows_named(cache):
 
 
 def test_keyword_influence_finds_badnets_tokens(sst2_rows, cache):
-    out = poison(sst2_rows, "badnets", rate=0.03, seed=2)
+    # 6 %: on 2,000 rows a trigger needs a few confident reversals (min_flips) before it is reported.
+    out = poison(sst2_rows, "badnets", rate=0.06, seed=2)
     data = _data(out.rows, cache)
     truth = _truth(len(data), out.poisoned_rows)
     res = KeywordInfluence().run(data)
@@ -164,49 +165,82 @@ def test_feature_collision_reports_foreign_region(sst2_rows, cache):
 
     assert roc_auc_score(_truth(len(rows), planted), res.row_scores) > 0.75
     for f in res.findings:
-        assert f.evidence["label"] != f.evidence["region_label"]
+        if f.rule == "foreign-region":
+            assert f.evidence["label"] != f.evidence["region_label"]
 
 
-def test_fusion_gated_noisy_or_and_errors():
-    a = np.array([0.0, 0.9, 0.25, 0.25, 0.6])
-    b = np.array([0.0, 0.0, 0.25, 0.0, 0.7])
-    fused = fusion.fuse({"spectral-signatures": a, "label-consistency": b})
-    assert fused[0] == 0 and fused[1] == pytest.approx(0.9)
-    # sub-bar evidence does not add up: the row scores its largest contribution
-    assert fused[2] == pytest.approx(0.25) and fused[3] == pytest.approx(0.25)
-    # two detectors at their bar reinforce each other (noisy-OR over the gated scores)
-    assert fused[4] == pytest.approx(1 - 0.4 * 0.3)
-    assert list(fusion.flagged(fused)) == [1, 4]
-    assert fusion.explain({"x": a, "y": b}, 2) == {"x": 0.25, "y": 0.25}
+def test_feature_collision_finds_clean_label_trigger_words(sst2_rows, cache):
+    # Clean-label: tokens added only to rows already labelled with the target; no label is wrong.
+    out = poison(sst2_rows, "cleanlabel", rate=0.05, seed=3)
+    data = _data(out.rows, cache)
+    res = FeatureCollision().run(data)
+    from sklearn.metrics import roc_auc_score
+
+    words = set(res.summary["label_forcing_words"])
+    assert len({"cf", "mn", "bb", "tq"} & words) >= 3, words
+    assert roc_auc_score(_truth(len(data), out.poisoned_rows), res.row_scores) > 0.9
+    hits = [f for f in res.findings if f.rule == "content-free-association"]
+    assert hits and all(f.evidence["label_share_of_word"] >= 0.9 for f in hits if f.evidence["word"] in {"cf", "mn"})
+
+
+def test_fusion_inverts_the_familywise_map_and_keeps_one_bar():
+    n = 5000
+    z = np.array([-1.0, 0.0, 2.0, 3.0, 4.0, 5.0])
+    e = fusion.significance(familywise(z, n), n)
+    from scipy.special import ndtr
+
+    assert e[2:] == pytest.approx(-np.log10(1 - ndtr(z[2:])), rel=1e-3)
+    assert np.all(np.diff(e) > 0)  # strictly monotone: the ranking survives
+    # a detector exactly at its own bar fuses to the bar; below stays below, above stays above
+    fused = fusion.fuse({"spectral-signatures": np.array([0.5, 0.49, 0.51, 0.0])})
+    assert fused[0] == pytest.approx(0.5, abs=1e-6)
+    assert fused[1] < 0.5 < fused[2]
+    assert list(fusion.flagged(fused)) == [0, 2]
+
+
+def test_fusion_sub_bar_scores_of_gated_detectors_are_not_evidence():
+    # keyword-influence's 0.45 (a non-decisive keyword) must not outrank a row label-consistency doubts
+    n = 1000
+    z = np.zeros(n)
+    z[:4] = [0.0, 2.5, 0.5, 0.0]
+    lc = familywise(z, n)
+    kw = np.zeros(n)
+    kw[[0, 3]] = [0.45, 0.9]
+    fused = fusion.fuse({"label-consistency": lc, "keyword-influence": kw})
+    assert fused[1] > fused[0] and fused[1] < 0.5  # ranked by label-consistency below the bar
+    assert fused[3] == pytest.approx(0.9, abs=1e-6) and fused[3] == fused.max()  # a gated detector at its bar
+    assert fusion.attribution({"label-consistency": lc, "keyword-influence": kw})[:4] == [
+        "label-consistency", "label-consistency", "label-consistency", "keyword-influence"]
+
+
+def test_fusion_ranking_is_the_ranked_detectors_own_despite_noise():
+    # label flips: the fused AUROC must be label-consistency's, not dragged down by nine noisy detectors
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    truth = np.zeros(n, bool)
+    truth[:200] = True
+    z = rng.normal(size=n) + 2.0 * truth
+    scores = {"label-consistency": familywise(z, n)}
+    scores.update({f"d{i}": rng.uniform(0.0, 0.4999, n) for i in range(9)})
+    fused = fusion.fuse(scores)
+    assert roc_auc_score(truth, fused) == pytest.approx(roc_auc_score(truth, z), abs=1e-3)
+    assert truth[fusion.flagged(fused)].all()  # nine sub-bar detectors never add up to a flag
+
+
+def test_fusion_weights_errors_and_bad_values():
+    x = np.array([0.6, 1.0, 0.3])
+    assert fusion.fuse({"x": x}, weights={"x": 0.0}) == pytest.approx([0.0, 0.0, 0.0], abs=1e-9)
+    assert fusion.fuse({"x": x}, weights={"x": 3.0}) == pytest.approx(fusion.fuse({"x": x}))  # clipped to 1
+    assert fusion.fuse({"x": np.array([np.nan, 1.7, -1.0])}) == pytest.approx([0.0, 1.0, 0.0], abs=1e-9)
+    assert fusion.explain({"x": x, "y": x[::-1]}, 2) == {"y": 0.6, "x": 0.3}
     with pytest.raises(ConfigError):
         fusion.fuse({})
     with pytest.raises(ConfigError, match="differ in length"):
-        fusion.fuse({"x": a, "y": b[:2]})
-    with pytest.raises(ConfigError, match="floor"):
-        fusion.fuse({"x": a}, floor=0)
-
-
-def test_fusion_many_weak_detectors_never_flag():
-    # The old noisy-OR flagged ~10 % of clean SST-2 this way: nine detectors at 0.3-0.49 each.
-    rng = np.random.default_rng(0)
-    scores = {f"d{i}": rng.uniform(0.3, 0.4999, 1000) for i in range(9)}
-    fused = fusion.fuse(scores)
-    assert len(fusion.flagged(fused)) == 0
-    assert np.allclose(fused, np.max(np.stack(list(scores.values())), axis=0))
-    scores["d0"][7] = 0.5  # one detector exactly at its bar is enough, and only that row
-    assert list(fusion.flagged(fusion.fuse(scores))) == [7]
-
-
-def test_fusion_weights_and_lexical_scales():
-    # near-duplicates' template payload (0.9) stands alone; a plain duplicate group (0.2) never flags
-    nd = np.array([0.9, 0.2, 0.5])
-    assert list(fusion.flagged(fusion.fuse({"near-duplicates": nd}))) == [0, 2]
-    # a weight below 1 can push a detector under the bar; weights clip into [0, 1]
-    fused = fusion.fuse({"x": np.array([0.6, 1.0])}, weights={"x": 0.5})
-    assert fused == pytest.approx([0.3, 0.5])
-    assert fusion.fuse({"x": np.array([0.6])}, weights={"x": 3.0}) == pytest.approx([0.6])
-    # NaN and out-of-range scores are treated as 0 and clipped, never propagated
-    assert fusion.fuse({"x": np.array([np.nan, 1.7, -1.0])}) == pytest.approx([0.0, 1.0, 0.0])
+        fusion.fuse({"x": x, "y": x[:2]})
+    with pytest.raises(ConfigError, match="threshold"):
+        fusion.fuse({"x": x}, threshold=0)
 
 
 def test_detectors_run_through_scan_engine_and_fuse(sst2_rows, cache):
@@ -231,3 +265,28 @@ def test_template_attack_records_frame(sst2_rows):
         assert out.rows[i]["text"].endswith(", and that is all I will say about it.")
     with pytest.raises(ConfigError, match="frame"):
         poison(sst2_rows[:50], "template", rate=0.1, seed=1, frame="no slot here")
+
+
+def test_fusion_ignores_a_detector_over_its_bar_on_most_rows():
+    # a lexical detector that flags a dataset's template structure (most rows) adds no evidence
+    lc = familywise(np.array([0.0, 6.0, 0.0, 0.0, 0.0]), 5)
+    trig = np.array([0.9, 0.0, 0.9, 0.9, 0.9])
+    fused = fusion.fuse({"label-consistency": lc, "trigger-association": trig})
+    assert list(fusion.flagged(fused)) == [1]
+
+
+def test_label_consistency_agreeing_rows_stay_under_the_bar_on_separable_data():
+    # MedQuAD-like: the bulk at P(label) ~ 1, so a row at P = 0.9 is "extreme" on the MAD scale,
+    # but the model still agrees with its label: not a dispute. Disputed rows still rank above it.
+    from trainguard.detectors.label_consistency import capped_dispute_z
+
+    n = 2000
+    p = np.full(n, 0.9999)
+    p[:5] = 0.9  # agreeing, far from the bulk
+    p[5:8] = 0.3  # disputed
+    log_odds = np.log((1 - p) / p) + np.random.default_rng(0).normal(0, 1e-3, n)
+    agrees = p > 0.5
+    z = capped_dispute_z(log_odds, agrees, n)
+    s = familywise(z, n)
+    assert (s[:5] < 0.5).all() and (s[5:8] >= 0.5).all()
+    assert s[5:8].min() > s[:5].max() > s[8:].max()

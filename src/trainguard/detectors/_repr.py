@@ -73,7 +73,7 @@ def group_rows(rows: np.ndarray, data: Dataset) -> tuple[tuple[int, ...], tuple[
     return tuple(rows), tuple(data.records[r].id for r in rows)
 
 
-def knn(data: Dataset, embedder: str, k: int = 10, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def knn(data: Dataset, embedder: str, k: int = 10, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """k nearest neighbours by cosine (self excluded), exact, in row chunks of bounded memory."""
 
     def build():

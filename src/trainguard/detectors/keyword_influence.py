@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from trainguard.detectors._features import TOKEN_PATTERN
 from trainguard.detectors._repr import familywise, group_rows, label_codes, robust_z
@@ -39,6 +40,8 @@ class Settings:
     threshold: float = 0.5  # familywise score over the vocabulary
     max_keywords: int = 20
     reversal: float = 0.2  # P(given label | row without the word) below this is a confident reversal
+    min_flips: int = 3  # rows a keyword's deletion must confidently reverse
+    min_flip_share: float = 0.1  # a trigger reverses a large share of its rows; a sentiment word a few
 
 
 @register
@@ -62,7 +65,10 @@ class KeywordInfluence(Detector):
         except ValueError:
             return DetectorResult((), np.zeros(n), {"keywords": 0, "reason": "no word occurs in enough rows"})
         vocab = cv.get_feature_names_out()
-        clf = LogisticRegression(C=s.C, max_iter=500).fit(X, y)
+        # One BLAS thread: L-BFGS-B's vector ops are latency-bound; on a shared 2-core machine OpenBLAS
+        # threads spin (20k SST-2 rows: 7.7 s with 2 threads, 2.9 s with one, identical result).
+        with threadpool_limits(1):
+            clf = LogisticRegression(C=s.C, max_iter=500).fit(X, y)
         W = np.zeros((X.shape[1], C))
         if C == 2 and clf.coef_.shape[0] == 1:
             W[:, 1] = clf.coef_[0]
@@ -89,6 +95,12 @@ class KeywordInfluence(Detector):
         influence = np.clip(mean_drop, 0, None) * np.log1p(nflip)
         z = robust_z(influence)
         word_score = familywise(z, F)
+        # Sentiment words are outliers too (heavy tail), but deleting one reverses a few of its rows
+        # (20k clean SST-2: 'too' 5 of 364, 'not' 6 of 587; 'lacks' 7 of 32 passes); a planted trigger
+        # reverses the rows the attack relabelled (BadNets 1 %: 27-29 of ~50 per trigger; on 2,000
+        # rows at 6 %, where the light model has learnt less, 5-7 of 28-41).
+        decisive = (nflip >= s.min_flips) & (nflip >= s.min_flip_share * df)
+        word_score = np.where(decisive, word_score, np.minimum(word_score, 0.45))
         keywords = np.argsort(-word_score)[: s.max_keywords]
         keywords = keywords[word_score[keywords] >= s.threshold]
 
