@@ -73,6 +73,32 @@ def test_forward_embeds_matches_forward_and_gives_input_gradients(cls):
     assert isinstance(m.embedding, torch.nn.Embedding)
 
 
+@pytest.mark.parametrize("pool", ["mean", "max+mean"])
+def test_textcnn_dp_variant_forward_embeds_and_padding(pool):
+    """The DP-friendly variant (tanh, mean pooling, GroupNorm) keeps the prober's API and ignores batch padding."""
+    torch.manual_seed(0)
+    m = TextCNN(vocab_size=20, num_classes=2, embed_dim=8, filters=4, activation="tanh", pool=pool, groups=4,
+                dropout=0.0).eval()
+    ids = torch.tensor([[2, 3, 0, 0, 0, 0, 0], [5, 6, 7, 8, 9, 10, 11]])
+    embeds, mask = m.embed(ids)
+    assert torch.allclose(m.forward_embeds(embeds, mask), m(ids))
+    assert torch.allclose(m(ids)[:1], m(ids[:1, :2]), atol=1e-6)  # a text's logits do not depend on its batch
+    assert m(torch.tensor([[0]])).shape == (1, 2)  # an all-pad text still gets a window
+
+
+def test_textcnn_options_round_trip_and_bad_ones_are_refused(tmp_path):
+    from trainguard.train import build_model
+
+    m = TextCNN(vocab_size=30, num_classes=2, embed_dim=8, filters=6, activation="tanh", pool="mean", groups=3)
+    assert build_model(m.config()).config() == m.config()
+    old = {k: v for k, v in m.config().items() if k not in ("activation", "pool", "groups")}
+    assert build_model(old).config()["activation"] == "relu"  # configs saved before these options load as Kim's
+    for bad, message in [({"activation": "gelu"}, "activation must be one of"), ({"pool": "sum"}, "pool must be"),
+                         ({"groups": 5}, "groups must be 0")]:
+        with pytest.raises(ConfigError, match=message):
+            TextCNN(vocab_size=30, num_classes=2, filters=6, **bad)
+
+
 def test_linear_mean_ignores_padding():
     m = LinearBoW(vocab_size=10, num_classes=2).eval()
     short = m(torch.tensor([[2, 3]]))

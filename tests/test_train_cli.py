@@ -80,3 +80,22 @@ def test_train_usage_errors_exit_2(tmp_path, capsys):
     dev.write_text('{"text": "fine", "label": 7}\n')
     code, _, err = cli(capsys, "train", train, "--out", tmp_path / "m", "--eval", dev)
     assert code == 2 and "dev.jsonl, row 0" in err and "'7'" in err
+
+
+def test_train_textcnn_dp_uses_the_dp_preset_unless_told_otherwise(tmp_path, capsys):
+    train = _slice(tmp_path, "train.jsonl", 0, 200)
+    code, stdout, err = cli(capsys, "train", train, "--model", "textcnn", "--epochs", "1", "--out", tmp_path / "m",
+                            "--dp", "--noise-multiplier", "1.0", "--delta", "1e-3", "--accountant", "rdp",
+                            "--format", "json")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["settings"]["batch_size"] == 1024 and summary["settings"]["lr"] == 0.1
+    assert summary["settings"]["max_vocab"] == 5000
+    cfg = TextClassifier.load(tmp_path / "m").module.config()
+    assert (cfg["activation"], cfg["pool"], cfg["embed_dim"], cfg["groups"]) == ("tanh", "mean", 16, 4)
+    code, stdout, err = cli(capsys, "train", train, "--model", "textcnn", "--epochs", "1", "--out", tmp_path / "m2",
+                            "--dp", "--noise-multiplier", "1.0", "--delta", "1e-3", "--accountant", "rdp",
+                            "--embed-dim", "8", "--batch-size", "50", "--lr", "0.01", "--format", "json")
+    assert code == 0, err
+    assert json.loads(stdout)["settings"]["batch_size"] == 50
+    assert TextClassifier.load(tmp_path / "m2").module.config()["embed_dim"] == 8

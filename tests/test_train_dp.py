@@ -122,3 +122,40 @@ def test_module_validator_fixes_batchnorm_and_refuses_the_unfixable(monkeypatch)
     monkeypatch.setattr(ModuleValidator, "validate", staticmethod(lambda module, strict=False: ["no grad sampler"]))
     with pytest.raises(ConfigError, match="cannot be trained with DP-SGD: no grad sampler"):
         validate_module(nn.Linear(2, 2))
+
+
+def test_textcnn_dp_preset_learns_a_separable_task():
+    """Kim's TextCNN stayed at the majority class under DP noise; the DP preset must learn a task a word decides."""
+    from test_train import toy
+
+    texts, labels = toy(1000, seed=1)
+    test_texts, test_labels = toy(300, seed=2)
+    # fixed noise (what epsilon 8 calibrates to here) skips the calibration search: the test stays fast
+    dp = DPConfig(epsilon=None, noise_multiplier=0.7, delta=1e-4, accountant="rdp")
+    result = train_classifier(texts, labels, model="textcnn", epochs=2, batch_size=100, dp=dp, progress=False)
+    module = result.classifier.module
+    assert (module.activation, module.pool, module.norm.num_groups, module.dropout.p) == ("tanh", "mean", 4, 0.0)
+    assert result.settings["lr"] == 0.1 and result.settings["batch_size"] == 100  # the caller's batch size wins
+    assert 1.0 < result.epsilon < 20.0 and result.noise_multiplier == 0.7
+    assert result.classifier.accuracy(test_texts, test_labels) >= 0.9
+
+
+def test_dp_preset_applies_only_under_dp_and_yields_to_the_caller(sst2_rows):
+    texts, labels = [r["text"] for r in sst2_rows[:200]], [r["label"] for r in sst2_rows[:200]]
+    plain = train_classifier(texts, labels, model="textcnn", epochs=1, progress=False)
+    assert plain.settings["batch_size"] == 64 and plain.settings["lr"] == 2e-3
+    assert plain.classifier.module.config()["activation"] == "relu"  # Kim's model without DP, as before
+    dp = DPConfig(epsilon=None, noise_multiplier=1.0, delta=1e-3, accountant="rdp")
+    mine = train_classifier(texts, labels, model="textcnn", epochs=1, progress=False, dp=dp, lr=0.01,
+                            model_options={"filters": 8, "pool": "max+mean"})
+    cfg = mine.classifier.module.config()
+    assert (cfg["filters"], cfg["pool"], cfg["activation"], cfg["embed_dim"]) == (8, "max+mean", "tanh", 16)
+    assert mine.settings["lr"] == 0.01 and mine.settings["batch_size"] == 1024
+
+
+def test_training_leaves_the_callers_torch_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_classifier(["good film", "bad film"] * 10, [1, 0] * 10, model="textcnn", epochs=1, seed=9, progress=False)
+    assert torch.equal(torch.rand(3), expected)

@@ -22,12 +22,15 @@ def train_command(
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the model (safetensors + JSON)."),
     model: str = typer.Option("textcnn", "--model", "-m", help="textcnn or linear."),
     epochs: int = typer.Option(5, help="Passes over the data."),
-    batch_size: int = typer.Option(64, help="Batch size (with --dp: the expected Poisson batch size)."),
-    lr: Optional[float] = typer.Option(None, help="Adam learning rate (default 0.01 linear, 0.002 textcnn)."),
+    batch_size: Optional[int] = typer.Option(
+        None, help="Batch size (with --dp: the expected Poisson batch size). Default 64; textcnn --dp: 1024."),
+    lr: Optional[float] = typer.Option(
+        None, help="Adam learning rate (default 0.01 linear, 0.002 textcnn; textcnn --dp: 0.1)."),
     seed: int = typer.Option(0, help="Seed; the same seed gives the same model."),
     max_len: int = typer.Option(64, help="Tokens kept per text."),
-    max_vocab: int = typer.Option(20_000, help="Vocabulary size cap (smaller models lose less to DP noise)."),
-    embed_dim: int = typer.Option(64, help="Word embedding dimension."),
+    max_vocab: Optional[int] = typer.Option(
+        None, help="Vocabulary size cap (default 20,000; with --dp 5,000: smaller models lose less to DP noise)."),
+    embed_dim: Optional[int] = typer.Option(None, help="Word embedding dimension (default 64; textcnn --dp: 16)."),
     dp: bool = typer.Option(False, "--dp", help="Train with DP-SGD (opacus): per-example clipping + noise."),
     epsilon: Optional[float] = typer.Option(None, help="--dp: target epsilon (default 8)."),
     noise_multiplier: Optional[float] = typer.Option(None, help="--dp: fixed noise instead of a target epsilon."),
@@ -72,8 +75,9 @@ def train_command(
                              noise_multiplier=noise_multiplier, delta=delta, max_grad_norm=max_grad_norm,
                              accountant=accountant)
     result = train_classifier(texts, labels, model=model, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                              max_len=max_len, dp=dp_config, max_vocab=max_vocab,
-                              model_options={"embed_dim": embed_dim}, progress=progress and fmt == "table",
+                              max_len=max_len, dp=dp_config,
+                              max_vocab=max_vocab if max_vocab is not None else 5_000 if dp else 20_000,
+                              model_options=_model_options(model, dp, embed_dim), progress=progress and fmt == "table",
                               eval_texts=eval_texts, eval_labels=eval_labels)
     result.classifier.save(out)
     train_acc = result.classifier.accuracy(texts, labels)
@@ -83,6 +87,13 @@ def train_command(
         typer.echo(json.dumps(summary, indent=2))
         return
     typer.echo(_table(summary, result.classifier.labels, dp_config))
+
+
+def _model_options(model: str, dp: bool, embed_dim: int | None) -> dict:
+    """Only what the user set; under --dp the rest comes from the model's DP preset (trainguard.train.DP_PRESETS)."""
+    if embed_dim is not None:
+        return {"embed_dim": embed_dim}
+    return {} if dp else {"embed_dim": 64}
 
 
 def _check_out(out: Path) -> None:

@@ -7,11 +7,11 @@ defence that bounds how much any few examples can move the model.
 
 from trainguard.train.classifier import TextClassifier
 from trainguard.train.dp import DPConfig
-from trainguard.train.fit import EpochStats, TrainResult, train_classifier
+from trainguard.train.fit import DP_PRESETS, DPPreset, EpochStats, TrainResult, train_classifier
 from trainguard.train.models import MODELS, LinearBoW, TextCNN, build_model
 from trainguard.train.vocab import PAD, UNK, Vocab, tokenize
 
 __all__ = [
-    "DPConfig", "EpochStats", "LinearBoW", "MODELS", "PAD", "TextCNN", "TextClassifier", "TrainResult", "UNK",
+    "DP_PRESETS", "DPConfig", "DPPreset", "EpochStats", "LinearBoW", "MODELS", "PAD", "TextCNN", "TextClassifier", "TrainResult", "UNK",
     "Vocab", "build_model", "tokenize", "train_classifier",
 ]
