@@ -10,6 +10,9 @@ dataset size, and a clean dataset puts few rows above it.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy.special import log_ndtr
 
@@ -74,7 +77,12 @@ def group_rows(rows: np.ndarray, data: Dataset) -> tuple[tuple[int, ...], tuple[
 
 
 def knn(data: Dataset, embedder: str, k: int = 10, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """k nearest neighbours by cosine (self excluded), exact, in row chunks of bounded memory."""
+    """k nearest neighbours by cosine (self excluded), exact, in row chunks of bounded memory.
+
+    Chunks run on a small thread pool: the matrix product and the partition
+    release the GIL, and partitioning S in place (no negated copy) halves the
+    memory traffic, which is what dominates at 20k x 20k.
+    """
 
     def build():
         X = embeddings(data, embedder)
@@ -82,14 +90,21 @@ def knn(data: Dataset, embedder: str, k: int = 10, chunk: int = 512) -> tuple[np
         kk = min(k, n - 1)
         idx = np.zeros((n, kk), np.int64)
         sim = np.zeros((n, kk), np.float32)
-        for a in range(0, n, chunk):
+
+        def one(a: int) -> None:
             S = X[a : a + chunk] @ X.T
-            S[np.arange(S.shape[0]), np.arange(a, a + S.shape[0])] = -np.inf
-            part = np.argpartition(-S, kk - 1, axis=1)[:, :kk]
+            rows = np.arange(S.shape[0])
+            S[rows, rows + a] = -np.inf
+            part = np.argpartition(S, n - kk, axis=1)[:, n - kk :]
             ps = np.take_along_axis(S, part, 1)
             order = np.argsort(-ps, axis=1)
             idx[a : a + chunk] = np.take_along_axis(part, order, 1)
             sim[a : a + chunk] = np.take_along_axis(ps, order, 1)
+
+        if kk < 1:
+            return idx, sim
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            list(pool.map(one, range(0, n, chunk)))
         return idx, sim
 
     return data.artefact(f"knn:{embedder}:{k}", build)
