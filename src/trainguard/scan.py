@@ -42,9 +42,15 @@ def scan(
     detectors: Iterable[str] | Iterable[Detector] | None = None,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     progress: ProgressFn | None = None,
+    fuse_threshold: float | None = None,
     **load_options: Any,
 ) -> Report:
-    """Scan a dataset (or a path, loaded with `load_options`) and return a Report."""
+    """Scan a dataset (or a path, loaded with `load_options`) and return a Report.
+
+    With `fuse_threshold`, the detectors' row scores are also fused into one
+    calibrated score (`detectors.fusion`) and the rows reaching it become one
+    `fusion` finding that names, per row, the detector carrying it.
+    """
     if not isinstance(data, Dataset):
         data = load(data, **load_options)
     dets = list(detectors) if detectors is not None else None
@@ -77,6 +83,15 @@ def scan(
             row_scores[det.name] = result.row_scores
     if progress:
         progress("done", len(instances), len(instances))
+    if fuse_threshold is not None:
+        from trainguard.detectors.fusion import fused_finding
+
+        fused_f, fused = fused_finding(row_scores, [r.row for r in data.records], [r.id for r in data.records],
+                                       fuse_threshold)
+        if fused is not None:
+            row_scores["fusion"] = fused
+        if fused_f is not None:
+            findings.append(fused_f)
     findings.sort(key=lambda f: (-f.severity, -f.score, f.rows[:1]))
     return Report(dataset=data.info(), detectors=runs, findings=findings, row_scores=row_scores)
 

@@ -42,6 +42,8 @@ def scan_command(
     on_error: str = typer.Option("fail", help="fail: stop at the first bad row; skip: count and list it."),
     max_record_bytes: int = typer.Option(DEFAULT_MAX_RECORD_BYTES, help="Largest accepted record."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    fuse: Optional[float] = typer.Option(
+        None, "--fuse", help="Also fuse the detectors' row scores; flag rows at or above this (0-1; 0.5 = a detector's own bar)."),
     shard_rows: Optional[int] = typer.Option(
         None, help="Stream the file in shards of this many records (detectors with per-shard summaries)."),
     scheduler: Optional[str] = typer.Option(
@@ -59,6 +61,8 @@ def scan_command(
     fields = parse_field_overrides(field)
     if scheduler and shard_rows is None:
         raise fail("--scheduler needs --shard-rows")
+    if fuse is not None and shard_rows is not None:
+        raise fail("--fuse needs the whole dataset's row scores; it is not available with --shard-rows yet")
     if shard_rows is not None:
         result = _scan_sharded(path, names, settings, shard_rows, scheduler, quiet,
                                kind=kind, fields=fields, on_error=on_error, max_record_bytes=max_record_bytes)
@@ -72,7 +76,7 @@ def scan_command(
         def on_progress(name: str, i: int, n: int) -> None:
             progress.update(task, description=f"{name}", total=n, completed=i)
 
-        result = scan(data, detectors=names, settings=settings, progress=on_progress)
+        result = scan(data, detectors=names, settings=settings, progress=on_progress, fuse_threshold=fuse)
     _emit(result, fmt, out)
     raise typer.Exit(exit_code(result, threshold))
 

@@ -20,7 +20,7 @@ p-value), and keeps only calibrated evidence:
 so fused = 0.5 exactly where some detector stands at its own bar, and a user
 moves one threshold for all of them. Max, not Fisher's sum: the detectors
 look at different attacks, and summing the noise of six detectors that see
-nothing buries the one that does (measured: benchmarks/bench_fusion.py).
+nothing buries the one that does (measured with the representation benchmark).
 A detector above its bar on more than half of the rows is left out (its
 evidence describes the dataset's structure; poison is a minority).
 `explain` / `attribution` say which detector carries each row's score.
@@ -117,3 +117,41 @@ def explain(row_scores: Mapping[str, np.ndarray], row: int, min_score: float = 0
 
 def flagged(fused: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
     return np.flatnonzero(fused >= threshold)
+
+
+def fused_finding(row_scores: Mapping[str, np.ndarray], rows: "np.ndarray", record_ids: list[str],
+                  threshold: float = DEFAULT_THRESHOLD, max_examples: int = 50):
+    """One finding for the rows whose fused score reaches `threshold`, each with the detector that carries it.
+
+    None when fewer than two detectors scored rows (nothing to fuse) or no row reaches it.
+    """
+    from trainguard.findings import ATLAS_POISON_TRAINING_DATA, Confidence, Finding, Severity
+
+    if not 0 < threshold < 1:
+        raise ConfigError(f"fusion threshold must be in (0, 1), got {threshold}")
+    scores = {k: v for k, v in row_scores.items() if v is not None and len(v) == len(rows)}
+    if len(scores) < 2:
+        return None, None
+    fused = fuse(scores)
+    hit = flagged(fused, threshold)
+    if not len(hit):
+        return None, fused
+    who = attribution(scores)
+    order = hit[np.argsort(-fused[hit], kind="stable")]
+    by_detector: dict[str, int] = {}
+    for i in hit:
+        by_detector[who[i] or "none"] = by_detector.get(who[i] or "none", 0) + 1
+    keep = np.sort(hit)
+    finding = Finding(
+        detector="fusion", rule="combined-evidence", detector_version="1",
+        title=f"{len(hit)} rows at or above the fused threshold {threshold:g} "
+              f"(carried by {', '.join(f'{k} {v}' for k, v in sorted(by_detector.items(), key=lambda kv: -kv[1]))})",
+        rows=tuple(int(rows[i]) for i in keep), record_ids=tuple(record_ids[i] for i in keep),
+        score=float(fused[hit].max()), severity=Severity.MEDIUM, confidence=Confidence.MEDIUM,
+        atlas=(ATLAS_POISON_TRAINING_DATA,),
+        evidence={"threshold": threshold, "by_detector": by_detector,
+                  "top": [{"row": int(rows[i]), "fused": round(float(fused[i]), 4), "detector": who[i],
+                           "scores": {k: round(v, 4) for k, v in explain(scores, int(i)).items()}}
+                          for i in order[:max_examples]]},
+    )
+    return finding, fused
