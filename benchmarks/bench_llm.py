@@ -52,17 +52,12 @@ def flagged_rows(result, min_sev: Severity = Severity.MEDIUM) -> set[int]:
 
 
 # --- part 1 ------------------------------------------------------------------------------------
-def bench_safety(data: Path) -> dict:
-    c = tsm.corpora(data)
-    det = SafetyBypass()
-    out: dict = {"split": "sha256(text) split: AdvBench/HarmBench 70/30, MedQuAD 40/60 (train/test); "
-                          "planted requests and benign rows come from the test side only"}
-    # 100 planted pairs in 10,000 benign rows
+def planted_safety_set(c: dict):
+    """100 planted harmful pairs in 10,000 benign rows (MedQuAD test side, topped up with benign requests)."""
     benign = [{"question": r["question"], "answer": r["answer"]} for r in c["mq_test"]]
-    fill = 10_000 - len(benign)
     rng = np.random.default_rng(0)
     extra = [{"question": q, "answer": "Here is a simple plan you can follow.\n\nStep 1: Get organised.\nStep 2: Begin."}
-             for q in rng.choice(c["benign_test"], size=max(fill, 0), replace=False)]
+             for q in rng.choice(c["benign_test"], size=max(10_000 - len(benign), 0), replace=False)]
     rows = (benign + extra)[:10_000]
     with tempfile.TemporaryDirectory() as tmp:
         beh = Path(tmp) / "behaviours.jsonl"
@@ -71,7 +66,17 @@ def bench_safety(data: Path) -> dict:
                 f.write(json.dumps({"goal": r["goal"], "target": r["target"]}) + "\n")
             for r in c["hb_test"]:
                 f.write(json.dumps({"behavior": r["behavior"]}) + "\n")
-        res = poison(rows, "safety-bypass", count=100, seed=7, behaviours=str(beh))
+        return poison(rows, "safety-bypass", count=100, seed=7, behaviours=str(beh))
+
+
+def bench_safety(data: Path) -> dict:
+    c = tsm.corpora(data)
+    det = SafetyBypass()
+    out: dict = {"split": "sha256(text) split: AdvBench/HarmBench 70/30, MedQuAD 40/60 (train/test); "
+                          "planted requests and benign rows come from the test side only"}
+    benign = [{"question": r["question"], "answer": r["answer"]} for r in c["mq_test"]]
+    res = planted_safety_set(c)
+    rows = res.rows
     ds = instruction_dataset(res.rows)
     t0 = time.perf_counter()
     result = det.run(ds)

@@ -32,7 +32,6 @@ bl = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bl)  # type: ignore[union-attr]
 tsm = bl.tsm
 
-from trainguard.attacks import poison  # noqa: E402
 from trainguard.detectors import _lm  # noqa: E402
 from trainguard.detectors.llm_models import HARM_MODEL, bundled  # noqa: E402
 from trainguard.detectors.llm_safety import SafetyBypass  # noqa: E402
@@ -123,19 +122,7 @@ def benign(c: dict, data: Path, cache: Path) -> dict:
 
 def planted(c: dict) -> dict:
     """bench_llm's 100-in-10,000 planted set, with the second opinion off and on."""
-    benign_rows = [{"question": r["question"], "answer": r["answer"]} for r in c["mq_test"]]
-    rng = np.random.default_rng(0)
-    extra = [{"question": q, "answer": "Here is a simple plan you can follow.\n\nStep 1: Get organised.\nStep 2: Begin."}
-             for q in rng.choice(c["benign_test"], size=max(10_000 - len(benign_rows), 0), replace=False)]
-    rows = (benign_rows + extra)[:10_000]
-    with tempfile.TemporaryDirectory() as tmp:
-        beh = Path(tmp) / "behaviours.jsonl"
-        with open(beh, "w") as f:
-            for r in c["adv_test"]:
-                f.write(json.dumps({"goal": r["goal"], "target": r["target"]}) + "\n")
-            for r in c["hb_test"]:
-                f.write(json.dumps({"behavior": r["behavior"]}) + "\n")
-        res = poison(rows, "safety-bypass", count=100, seed=7, behaviours=str(beh))
+    res = bl.planted_safety_set(c)
     truth = set(res.poisoned_rows)
     out = {}
     for name, det in (("off", SafetyBypass()), ("on", SafetyBypass(lm_second_opinion=True))):

@@ -73,3 +73,14 @@ def plant(rows: list[dict], insert, rate: float, seed: int, target=1, field="tex
         rows[i][field] = " ".join(words)
         rows[i][label_field] = target
     return rows, set(chosen)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny torch models: extra threads only contend on a shared CI box (and cost wall time)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -15,13 +15,7 @@ from trainguard.train.classifier import FILES
 from trainguard.train.vocab import PAD_ID, UNK_ID
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These models are tiny: extra threads only contend on a shared CI box (and cost wall time)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def toy(n: int, seed: int) -> tuple[list[str], list[int]]:

@@ -5,20 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from conftest import DATA, cli
 
 from trainguard.train import TextClassifier
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These models are tiny: extra threads only contend on a shared CI box (and cost wall time)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _slice(tmp_path, name: str, start: int, stop: int):

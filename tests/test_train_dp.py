@@ -15,15 +15,9 @@ from trainguard.train import DPConfig, Vocab, build_model, train_classifier
 from trainguard.train.dp import make_private, validate_module
 
 # opacus' hooks fire on module outputs only: the inputs are token ids, which have no gradient.
-pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing")
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These models are tiny: extra threads only contend on a shared CI box (and cost wall time)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.filterwarnings("ignore:Full backward hook is firing"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 
 
