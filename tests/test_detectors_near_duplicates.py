@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import instruction
+from conftest import classification, instruction
 
 from trainguard.detectors.near_duplicates import NearDuplicates, _band_params
 from trainguard.findings import Severity
@@ -49,3 +49,19 @@ def test_identical_inputs_with_conflicting_labels(sst2_rows):
     conflict = [f for f in result.findings if f.rule == "conflicting-labels"]
     assert len(conflict) == 1 and conflict[0].severity is Severity.MEDIUM
     assert 303 in conflict[0].rows and 7 not in conflict[0].rows
+
+
+def test_a_tie_is_listed_but_kept_under_the_bar():
+    from trainguard.detectors.near_duplicates import TIED_SCORE, NearDuplicates
+
+    rows = ([{"text": "what are the symptoms of gout", "label": "symptoms"}] * 3
+            + [{"text": "what are the symptoms of gout", "label": "treatment"}]      # minority: a suspect
+            + [{"text": "how is anemia treated", "label": "treatment"},
+               {"text": "how is anemia treated", "label": "causes"}]                 # a tie: no side to pick
+            + [{"text": f"an unrelated question number {i}", "label": "other"} for i in range(6)])
+    result = NearDuplicates().run(classification(rows))
+    conflict = next(f for f in result.findings if f.rule == "conflicting-labels")
+    assert set(conflict.rows) == {3, 4, 5}
+    assert conflict.evidence["minority_rows"] == 1 and conflict.evidence["tied_rows"] == 2
+    assert result.row_scores[3] == 0.5 and result.row_scores[4] == result.row_scores[5] == TIED_SCORE
+    assert result.row_scores[0] < 0.5

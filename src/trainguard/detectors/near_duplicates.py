@@ -36,6 +36,9 @@ from trainguard.records import Kind
 from trainguard.text import output_key, tokens
 
 
+TIED_SCORE = 0.3  # under the 0.5 bar: listed in the finding, not evidence for fusion
+
+
 @dataclass(frozen=True)
 class Settings:
     threshold: float = 0.7  # estimated Jaccard similarity of word shingles
@@ -123,14 +126,16 @@ class NearDuplicates(ShardedDetector):
         if plain:
             findings.append(self._hygiene(summary, plain))
         if kind is Kind.CLASSIFICATION:
-            conflict, suspects = self._conflicting_labels(summary)
+            conflict, suspects, tied = self._conflicting_labels(summary)
             if conflict is not None:
                 findings.append(conflict)
                 row_scores[suspects] = np.maximum(row_scores[suspects], conflict.score)
+                # A tie says the labels disagree, not which row is wrong: listed, but kept under the bar.
+                row_scores[tied] = np.maximum(row_scores[tied], TIED_SCORE)
         stats = {"groups": int((size >= 2).sum()), "groups_at_min_size": int((size >= s.min_cluster).sum())}
         return DetectorResult(tuple(findings), row_scores, stats)
 
-    def _conflicting_labels(self, summary: DuplicateSummary) -> tuple[Finding | None, list[int]]:
+    def _conflicting_labels(self, summary: DuplicateSummary) -> tuple[Finding | None, list[int], list[int]]:
         """Identical inputs with different labels: the minority label rows are flip suspects.
 
         Only exact (normalised) identity counts: near-identical sentiment phrases
@@ -139,28 +144,32 @@ class NearDuplicates(ShardedDetector):
         by_text: dict[int, list[int]] = {}
         for i, d in enumerate(summary.digests.tolist()):
             by_text.setdefault(d, []).append(i)
-        suspects, groups = [], []
+        suspects, tied, groups = [], [], []
         for idx in by_text.values():
             labels = Counter(summary.labels[i] for i in idx)
             if len(labels) < 2:
                 continue
             (top, n_top), (_, n_next) = labels.most_common(2)
-            minority = [i for i in idx if summary.labels[i] != top] if n_top > n_next else list(idx)
-            suspects.extend(minority)
+            if n_top > n_next:
+                suspects.extend(i for i in idx if summary.labels[i] != top)
+            else:
+                tied.extend(idx)
             groups.append({"input": _example(summary, idx[0]), "labels": {str(k): v for k, v in labels.most_common()},
                            "rows": [int(summary.rows[i]) for i in idx][:20]})
-        if not suspects:
-            return None, []
-        suspects.sort()
+        if not suspects and not tied:
+            return None, [], []
+        listed = sorted(suspects + tied)
         groups.sort(key=lambda g: -sum(g["labels"].values()))
         finding = Finding(
             detector=self.name, rule="conflicting-labels", detector_version=self.version,
-            title=f"{len(groups)} identical inputs carry conflicting labels ({len(suspects)} suspect rows)",
-            rows=tuple(int(summary.rows[i]) for i in suspects), record_ids=tuple(self._id(summary, i) for i in suspects),
+            title=(f"{len(groups)} identical inputs carry conflicting labels ({len(suspects)} minority-label rows, "
+                   f"{len(tied)} in tied groups)"),
+            rows=tuple(int(summary.rows[i]) for i in listed), record_ids=tuple(self._id(summary, i) for i in listed),
             score=0.5, severity=Severity.MEDIUM, confidence=Confidence.MEDIUM, atlas=self.atlas,
-            evidence={"groups": len(groups), "examples": groups[:20]},
+            evidence={"groups": len(groups), "minority_rows": len(suspects), "tied_rows": len(tied),
+                      "examples": groups[:20]},
         )
-        return finding, suspects
+        return finding, sorted(suspects), sorted(tied)
 
     def _hygiene(self, summary: DuplicateSummary, groups: list[Finding]) -> Finding:
         """Plain duplicate groups are data hygiene: one low finding, not hundreds."""
