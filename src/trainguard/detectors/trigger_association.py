@@ -183,6 +183,11 @@ class TriggerAssociation(Detector):
         strength = np.where(contradict, llr_raw, 0.0)
         for j in np.flatnonzero(np.isin(cand, keep)):
             strength[j] = llr[cand[j]]
+        # Row scores reach the bar only with a reported trigger: a feature that failed the context
+        # count or the echo test ranks below it, and what defines a class (a question template) not at all.
+        unreported = np.isin(cand, keep) & ~np.isin(cand, np.asarray(triggers, dtype=cand.dtype))
+        strength[unreported] = np.minimum(strength[unreported], 0.99 * threshold)
+        strength[np.isin(cand, np.fromiter(templated, np.int64, len(templated)))] = 0.0
         row_scores = np.zeros(n)
         sel = nz_hit & (strength[nz_cand] > 0)
         v = strength[nz_cand[sel]]
