@@ -34,6 +34,7 @@ import numpy as np
 
 from trainguard.detectors._repr import _MIX
 from trainguard.errors import ConfigError
+from trainguard.findings import ATLAS_POISON_TRAINING_DATA, Confidence, Finding, Severity
 
 DEFAULT_THRESHOLD = 0.5
 MAX_FLAGGED_SHARE = 0.5  # a detector over its bar on more rows than this describes the data, not a poison
@@ -119,14 +120,13 @@ def flagged(fused: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarr
     return np.flatnonzero(fused >= threshold)
 
 
-def fused_finding(row_scores: Mapping[str, np.ndarray], rows: "np.ndarray", record_ids: list[str],
-                  threshold: float = DEFAULT_THRESHOLD, max_examples: int = 50):
+def fused_finding(row_scores: Mapping[str, np.ndarray], rows: list[int], record_ids: list[str],
+                  threshold: float = DEFAULT_THRESHOLD,
+                  max_examples: int = 50) -> tuple[Finding | None, np.ndarray | None]:
     """One finding for the rows whose fused score reaches `threshold`, each with the detector that carries it.
 
     None when fewer than two detectors scored rows (nothing to fuse) or no row reaches it.
     """
-    from trainguard.findings import ATLAS_POISON_TRAINING_DATA, Confidence, Finding, Severity
-
     if not 0 < threshold < 1:
         raise ConfigError(f"fusion threshold must be in (0, 1), got {threshold}")
     scores = {k: v for k, v in row_scores.items() if v is not None and len(v) == len(rows)}

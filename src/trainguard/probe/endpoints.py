@@ -87,14 +87,10 @@ def _snippet(raw: bytes) -> str:
     return raw[:200].decode("utf-8", "replace").replace("\n", " ")
 
 
-class HTTPClassifier:
-    """The minimal JSON classification API; label names come from the first reply."""
+class _OverHTTP:
+    """The request budget and count of an adapter are its client's."""
 
-    def __init__(self, url: str, batch_size: int = 64, timeout: float = 30.0, retries: int = 3,
-                 backoff: float = 0.5, budget: RequestBudget | None = None, headers: dict[str, str] | None = None):
-        self.client = JSONClient(url, timeout, retries, backoff, budget, headers)
-        self.batch_size = batch_size
-        self._labels: list[str] | None = None
+    client: JSONClient
 
     @property
     def budget(self) -> RequestBudget:
@@ -103,6 +99,16 @@ class HTTPClassifier:
     @property
     def requests(self) -> int:
         return self.client.requests
+
+
+class HTTPClassifier(_OverHTTP):
+    """The minimal JSON classification API; label names come from the first reply."""
+
+    def __init__(self, url: str, batch_size: int = 64, timeout: float = 30.0, retries: int = 3,
+                 backoff: float = 0.5, budget: RequestBudget | None = None, headers: dict[str, str] | None = None):
+        self.client = JSONClient(url, timeout, retries, backoff, budget, headers)
+        self.batch_size = batch_size
+        self._labels: list[str] | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -137,7 +143,7 @@ class HTTPClassifier:
             raise EndpointError(str(e)) from None
 
 
-class OpenAIChat:
+class OpenAIChat(_OverHTTP):
     """An OpenAI-compatible `/chat/completions` endpoint; one request per prompt.
 
     Spec: `openai+http://host:port/v1?model=NAME` (or `openai+https://`). The
@@ -153,14 +159,6 @@ class OpenAIChat:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.client = JSONClient(self.url, timeout, retries, backoff, budget, headers)
         self.model, self.temperature = model, temperature
-
-    @property
-    def budget(self) -> RequestBudget:
-        return self.client.budget
-
-    @property
-    def requests(self) -> int:
-        return self.client.requests
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 32) -> list[str]:
         out = []
