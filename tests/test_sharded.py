@@ -95,3 +95,13 @@ def test_cli_sharded_scan_and_its_errors(demo_path, capsys):
     assert code == 2 and "--shard-rows" in err
     code, _, err = cli(capsys, "scan", str(demo_path), "--shard-rows", "500", "--detectors", "trigger-association")
     assert code == 2 and "no per-shard summary" in err
+
+
+def test_bad_row_in_a_later_shard_names_file_and_line(tmp_path, capsys):
+    lines = [json.dumps({"text": f"review number {i}", "label": i % 2}) for i in range(30)]
+    lines[24] = '{"text": "broken", "label": '
+    p = tmp_path / "bad.jsonl"
+    p.write_text("\n".join(lines) + "\n")
+    code, _, err = cli(capsys, "scan", p, "--shard-rows", "10", "--detectors", "invisible-characters", "-q")
+    assert code == 2 and "bad.jsonl" in err and "25" in err, err
+    assert p.read_text().count("\n") == 30  # input untouched
