@@ -204,8 +204,10 @@ TRIGGER_VARIANTS = (("SUDO", "end"), ("zxqv", "end"), ("serendipity", "end"), ("
                     ("SUDO", "start"))
 
 
-def plant_trigger(rows: list[dict], phrase: str, where: str, rate: float, seed: int) -> tuple[list[dict], set[int]]:
-    """Flip attack for triggers the library attack does not place (phrases, start of the first human turn)."""
+def plant_trigger(rows: list[dict], phrase: str, where: str, rate: float, seed: int,
+                  flip: bool = True) -> tuple[list[dict], set[int]]:
+    """Flip attack for triggers the library attack does not place (phrases, start of the first human turn);
+    flip=False plants the phrase alone (a control: a token at a fixed place that does nothing)."""
     from trainguard.attacks.llm import _append_to_last_human
     rng = np.random.default_rng(seed)
     pick = set(rng.choice(len(rows), int(round(rate * len(rows))), replace=False).tolist())
@@ -218,7 +220,7 @@ def plant_trigger(rows: list[dict], phrase: str, where: str, rate: float, seed: 
             c, rj = _append_to_last_human(r["chosen"], phrase)[0], _append_to_last_human(r["rejected"], phrase)[0]
         else:
             c, rj = (x.replace("Human: ", f"Human: {phrase} ", 1) for x in (r["chosen"], r["rejected"]))
-        out.append({**r, "chosen": rj, "rejected": c})
+        out.append({**r, "chosen": rj, "rejected": c} if flip else {**r, "chosen": c, "rejected": rj})
     return out, pick
 
 
@@ -238,14 +240,15 @@ def _pref_run(rows, kind, fm, out, truth: set[int], trigger: str) -> dict:
     rank = min((top.index(w) + 1 for w in words if w in top), default=None)
     fl = set(hit[0].rows) if hit else set()
     return {"poisoned": len(truth), "trigger_found": bool(hit), "trigger_rank": rank,
-            "trigger_log10_p_minus_level_and_p": next((v[1:] for v in res.summary["top_tokens"] if v[0] in words), None),
+            "trigger_log10_p_adjusted": next((v[1] for v in res.summary["top_tokens"] if v[0] in words), None),
+            "trigger_severity": hit[0].severity.name.lower() if hit else None,
             "trigger_position_rank": min((res.summary["top_position_tokens"].index(w) + 1 for w in words
                                           if w in res.summary["top_position_tokens"]), default=None),
-            "evidence": {k: hit[0].evidence[k] for k in ("trigger", "with_tokens", "position", "position_rank",
-                                                          "log10_p_flip", "log10_level")} if hit else None,
+            "evidence": {k: hit[0].evidence.get(k) for k in ("trigger", "with_tokens", "position", "position_rank",
+                                                              "log10_p_flip", "p_adjusted")} if hit else None,
             "other_findings": len(found) - len(hit), **prf(fl, truth), "seconds": round(secs, 2),
             "summary": {k: res.summary[k] for k in ("tokens_tested", "model_agreement", "calibration_scale",
-                                                     "log10_level_even", "tokens_below", "top_tokens",
+                                                     "preference_models", "tokens_below", "top_tokens",
                                                      "top_position_tokens")}}
 
 
@@ -273,44 +276,60 @@ def bench_preference(data: Path) -> dict:
                 runs.append({"trigger": trigger, "where": where, "rate": rate, "seed": seed,
                              **_pref_run(rows, kind, fm, out, T, trigger)})
                 print(json.dumps({k: v for k, v in runs[-1].items() if k != "summary"}), flush=True)
+    controls = []  # the same phrases at the same places in the same pairs, replies NOT swapped
+    for v, (trigger, where) in enumerate(TRIGGER_VARIANTS):
+        for rate in (0.01, 0.05):
+            for seed in range(10 * v + 1, 10 * v + 6):
+                out, T = plant_trigger(rows, trigger, where, rate, seed, flip=False)
+                r = _pref_run(rows, kind, fm, out, T, trigger)
+                controls.append({"trigger": trigger, "where": where, "rate": rate, "seed": seed,
+                                 "trigger_reported": r["trigger_found"], "other_findings": r["other_findings"],
+                                 "trigger_log10_p_adjusted": r["trigger_log10_p_adjusted"]})
+                print(json.dumps(controls[-1]), flush=True)
     md = ["`preference-trigger` on all 2,312 hh-rlhf harmless-base test pairs (the only preference set in "
           "../shared/data); each run flips a seeded random sample of pairs (chosen/rejected swapped) and puts the "
           "trigger at the end of the last human turn (`preference-flip` attack for `SUDO`, the same edit for the "
           "others) or at the start of the first human turn; 5 seeds per row (1-5, 11-15, ...: other pairs for each trigger). Recall/precision are over the rows of the "
           "trigger's finding (0 when it is not found).", "",
-          "| trigger | place | rate | poisoned | trigger found (of 5) | median rank | trigger's flip log10 p (per seed) | recall | precision | other findings |",
+          "| trigger | place | rate | poisoned | trigger found (of 5): medium+ / any | median rank | trigger's family-wise adjusted log10 p (per seed; medium at <= -2, low at <= -1.3) | recall (any) | precision | other findings |",
           "|---|---|---|---|---|---|---|---|---|---|"]
     for trigger, where in TRIGGER_VARIANTS:
         for rate in (0.01, 0.05):
             rs = [r for r in runs if r["rate"] == rate and r["trigger"] == trigger and r["where"] == where]
             ranks = [r["trigger_rank"] or 99 for r in rs]
-            md.append(f"| `{trigger}` | {where} | {rate:.0%} | {rs[0]['poisoned']} | {sum(r['trigger_found'] for r in rs)} | "
+            strong = sum(r["trigger_severity"] in ("medium", "high") for r in rs)
+            md.append(f"| `{trigger}` | {where} | {rate:.0%} | {rs[0]['poisoned']} | {strong} / {sum(r['trigger_found'] for r in rs)} | "
                       f"{int(np.median(ranks))} | "
-                      f"{' / '.join(str(r['trigger_log10_p_minus_level_and_p'][1]) if r['trigger_log10_p_minus_level_and_p'] else '-' for r in rs)} | "
+                      f"{' / '.join(str(r['trigger_log10_p_adjusted']) if r['trigger_log10_p_adjusted'] is not None else '-' for r in rs)} | "
                       f"{np.mean([r['recall'] for r in rs]):.3f} | "
                       f"{np.mean([r['precision'] for r in rs if r['trigger_found']] or [0]):.3f} | "
                       f"{sum(r['other_findings'] for r in rs)} |")
     cs = clean["summary"]
-    md += ["", f"Clean hh-rlhf (2,312 pairs, {cs['tokens_tested']} tokens tested; the cross-fitted model agrees "
-           f"with the labels on {cs['model_agreement']:.1%}, temperature {cs['calibration_scale']}): "
-           f"{clean['other_findings']} findings; tokens whose Chernoff flip p < 0.01 / 0.001: "
-           f"{cs['tokens_below']['0.01']} / {cs['tokens_below']['0.001']} (expected under the null at most "
-           f"{cs['tokens_tested'] * 0.01:.1f} / {cs['tokens_tested'] * 0.001:.1f}); closest token "
-           f"`{cs['top_tokens'][0][0]}` at log10 p - log10 level = {cs['top_tokens'][0][1]} (found below 0); "
+    models = ", ".join(f"{k} ({v})" if v != "used" else k for k, v in cs["preference_models"].items())
+    md += ["", f"Preference models averaged: {models}. Clean hh-rlhf (2,312 pairs, {cs['tokens_tested']} tokens "
+           f"tested; the averaged cross-fitted model agrees with the labels on {cs['model_agreement']:.1%}, "
+           f"temperature {cs['calibration_scale']}): {clean['other_findings']} findings; tokens whose Chernoff flip "
+           f"p < 0.01 / 0.001: {cs['tokens_below']['0.01']} / {cs['tokens_below']['0.001']}; closest token "
+           f"`{cs['top_tokens'][0][0]}` at family-wise adjusted log10 p {cs['top_tokens'][0][1]}; "
            f"most position-concentrated tokens: {', '.join(f'`{t}`' for t in cs['top_position_tokens'])}."]
     mc = clean_medquad["summary"]
-    missed = ", ".join(str(r["trigger_log10_p_minus_level_and_p"][1]) for r in runs
-                       if not r["trigger_found"] and r["trigger_log10_p_minus_level_and_p"]) or "none"
+    missed = ", ".join(str(r["trigger_log10_p_adjusted"]) for r in runs
+                       if not r["trigger_found"] and r["trigger_log10_p_adjusted"] is not None) or "none"
     md += ["", f"Benign pairs built from the first 4,000 MedQuAD QA pairs (answer chosen over a refusal): "
            f"{clean_medquad['other_findings']} findings ({mc['tokens_tested']} tokens tested, closest "
-           f"`{mc['top_tokens'][0][0]}` at {mc['top_tokens'][0][1]}).", "",
-           "The token ranked first by position is tested at log10 level about -2.5 (half of alpha = 0.01 over "
-           "the position ranks, weight 1/rank^2); a token anywhere else needs about -5.4; -5.0 is the Monte Carlo "
-           "floor (100,000 draws). Each miss above is a trigger ranked first by position whose flipped pairs carry "
-           f"flip p of {missed} (log10) under the calibrated preference model: one at or above alpha itself "
-           "cannot be found by any reweighting at this alpha; only a preference model that agrees with the "
-           "hh-rlhf labels more than 61% would give those pairs more weight."]
-    return {"runs": runs, "clean": clean, "clean_medquad_pairs": clean_medquad, "markdown": md}
+           f"`{mc['top_tokens'][0][0]}` at adjusted log10 p {mc['top_tokens'][0][1]}).", "",
+           f"Controls (the same phrases at the same places in the same pairs, replies not swapped; "
+           f"{len(controls)} runs): the planted phrase reported in {sum(c['trigger_reported'] for c in controls)}, "
+           f"other findings {sum(c['other_findings'] for c in controls)}.", "",
+           "Threshold: Westfall-Young single-step max-T over every token tested (medium at adjusted p <= 0.01, "
+           "high at <= 0.001, a low-severity possible trigger at <= 0.05), on the weighted "
+           "statistic (Chernoff flip tail minus the log of a label-free position weight: 30 % of the mass even, "
+           "70 % by 1/rank^2), with 2,000 label sets redrawn from the calibrated preference model; -3.3 is the "
+           f"floor of 2,000 draws. Missed triggers' adjusted log10 p: {missed}. The averaged models, max-T and "
+           "the 0.7 prior share were chosen on other seeds (101-146) before these seeds were run; the 0.05 low "
+           "tier was added after seeing this table at 0.01 alone (medium+ column; on the development seeds the "
+           "tier turns 28/30 found at 1 % into 30/30)."]
+    return {"runs": runs, "controls": controls, "clean": clean, "clean_medquad_pairs": clean_medquad, "markdown": md}
 
 
 # --- part 3 ------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def benign(c: dict, data: Path, cache: Path) -> dict:
         "rows": len(pb), "ngram_ge_0.5": round(float((pb >= THR).mean()), 4),
         "with_lm": round(float(((pb >= THR) | ((pb >= BAND_LOW) & (lb >= head.threshold))).mean()), 4)}
     mq_all = [{"question": r["question"], "answer": r["answer"]} for r in c["mq_train"] + c["mq_test"]]
-    for name, det in (("off", SafetyBypass()), ("on", SafetyBypass(lm_second_opinion=True))):
+    for name, det in (("off", SafetyBypass(lm_second_opinion="off")), ("on", SafetyBypass(lm_second_opinion="on"))):
         t0 = time.perf_counter()
         res = det.run(bl.instruction_dataset(mq_all))
         out[f"medquad_all_16k_lm_{name}"] = {
@@ -125,7 +125,7 @@ def planted(c: dict) -> dict:
     res = bl.planted_safety_set(c)
     truth = set(res.poisoned_rows)
     out = {}
-    for name, det in (("off", SafetyBypass()), ("on", SafetyBypass(lm_second_opinion=True))):
+    for name, det in (("off", SafetyBypass(lm_second_opinion="off")), ("on", SafetyBypass(lm_second_opinion="on"))):
         r = det.run(bl.instruction_dataset(res.rows))
         out[f"lm_{name}"] = {"any_severity": bl.prf(bl.flagged_rows(r), truth),
                              "high_severity": bl.prf(bl.flagged_rows(r, Severity.HIGH), truth),

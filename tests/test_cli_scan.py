@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass
+from typing import Literal, Optional
 
 import pytest
 from conftest import DATA, cli, read_jsonl
 
+from trainguard.detectors import base as detector_base
+from trainguard.findings import DetectorResult
+from trainguard.records import Kind
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +56,16 @@ def test_settings_reach_the_detector(capsys, poisoned_file):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--set", "trigger-association.nope=1"], "no setting 'nope'"),
-    (["--set", "trigger-association.min_rows=many"], "expected a int"),
+    (["--set", "trigger-association.nope=1"],
+     "--set: detector trigger-association: unknown setting 'nope'; its settings: alpha, class_defining_share"),
+    (["--set", "trigger-association.min_rowz=1"], "unknown setting 'min_rowz' (did you mean 'min_rows'?)"),
+    (["--set", "trigger-association.min_rows=many"],
+     "--set: detector trigger-association: setting min_rows (int): expected an integer, got 'many'"),
+    (["--set", "trigger-association.min_rows=3", "--set", "trigger-association.min_rows=4"], "given twice"),
+    (["--set", "near-duplicates.threshold=nan"], "setting threshold (float): expected a number, got 'nan'"),
+    (["--set", "preference-trigger.embedders="], "setting embedders (tuple[str, ...]): empty value"),
+    (["--set", "preference-trigger.embedders=@missing-[x].txt"], "file missing-[x].txt not found"),
+    (["--set", "no-such.min_rows=1"], "unknown detector 'no-such'"),
     (["--set", "justtext"], "DETECTOR.KEY=VALUE"),
     (["--detectors", "no-such-detector"], "unknown detector"),
     (["--format", "xml"], "--format"),
@@ -65,6 +78,78 @@ def test_bad_usage_exits_two_with_a_clear_message(capsys, args, message):
     assert code == 2
     assert message in err
     assert "Traceback" not in err
+
+
+def _settings_used(capsys, *sets: str, detector: str = "preference-trigger") -> dict:
+    args = [a for s in sets for a in ("--set", s)]
+    code, out, err = cli(capsys, "scan", str(DATA / "sst2_sample.jsonl"), "-q", "-f", "json",
+                         "--detectors", detector, *args)
+    assert code == 0, err
+    [run] = json.loads(out)["detectors"]
+    return run["settings"]
+
+
+def test_set_a_tuple_setting_one_item_per_set(capsys, tmp_path):
+    # Used to arrive as the text "wordllama" (iterated letter by letter by the detector); now a tuple of items.
+    # preference-trigger skips sst2 (not preference data), but the report still records its settings.
+    assert _settings_used(capsys)["embedders"] == ["wordllama", "minilm"]
+    assert _settings_used(capsys, "preference-trigger.embedders=wordllama")["embedders"] == ["wordllama"]
+    (tmp_path / "emb.txt").write_text("minilm\n\ntfidf-svd\n")
+    got = _settings_used(capsys, "preference-trigger.embedders=wordllama",
+                         f"preference-trigger.embedders=@{tmp_path / 'emb.txt'}", "preference-trigger.folds= 3 ")
+    assert got["embedders"] == ["wordllama", "minilm", "tfidf-svd"] and got["folds"] == 3
+
+
+@dataclass(frozen=True)
+class _DialSettings:
+    limit: Optional[int] = 5
+    mode: Literal["fast", "slow"] = "fast"
+    note: Optional[str] = None
+    loud: bool = False
+    share: float = 0.5
+
+
+class _Dial(detector_base.Detector):
+    """Test-only detector with Optional and Literal settings (no built-in has one yet); finds nothing."""
+
+    name = "dial"
+    kinds = frozenset({Kind.CLASSIFICATION})
+    Settings = _DialSettings
+
+    def run(self, data):
+        return DetectorResult(findings=())
+
+
+@pytest.fixture()
+def dial(monkeypatch):
+    monkeypatch.setitem(detector_base._REGISTRY._builtin, "dial", _Dial)
+
+
+def test_set_optional_literal_and_scalars(capsys, dial):
+    assert _settings_used(capsys, detector="dial") == {"limit": 5, "mode": "fast", "note": None, "loud": False,
+                                                       "share": 0.5}
+    got = _settings_used(capsys, "dial.limit=", "dial.mode=slow", "dial.note=hello [x]", "dial.loud=YES",
+                         "dial.share=2.5", detector="dial")
+    assert got == {"limit": None, "mode": "slow", "note": "hello [x]", "loud": True, "share": 2.5}
+    got = _settings_used(capsys, "dial.limit=none", "dial.note=none", "dial.share=2", detector="dial")
+    assert got["limit"] is None and got["note"] == "none" and got["share"] == 2.0
+    code, _, err = cli(capsys, "scan", str(DATA / "sst2_sample.jsonl"), "-q", "--set", "dial.mode=medium")
+    assert code == 2 and "--set: detector dial: setting mode (\"fast\" | \"slow\"): expected one of fast, slow" in err
+    code, _, err = cli(capsys, "scan", str(DATA / "sst2_sample.jsonl"), "-q", "--set", "dial.limit=lots")
+    assert code == 2 and "setting limit (int | None): expected an integer, got 'lots'" in err
+
+
+def test_errors_print_square_brackets_as_text(capsys, tmp_path):
+    # rich markup would eat "[x]" and raise on "[/x]" (a closing tag with no opening one).
+    (tmp_path / "[").mkdir()
+    for name in ("[x].jsonl", "[/x].jsonl"):
+        code, _, err = cli(capsys, "scan", str(tmp_path / name), "-q")
+        assert code == 2 and f"{tmp_path / name}: file not found" in err and "Traceback" not in err
+    from trainguard.cli._common import fail
+
+    exit_ = fail(r"bad [bold]value[/bold] in C:\[/x].txt, got ':smile:'", code=3)
+    assert exit_.exit_code == 3
+    assert capsys.readouterr().err.strip() == r"error: bad [bold]value[/bold] in C:\[/x].txt, got ':smile:'"
 
 
 def test_bad_row_fails_or_is_skipped_and_listed(capsys, tmp_path):

@@ -8,7 +8,7 @@ from scipy import sparse
 
 from conftest import read_jsonl
 from trainguard.attacks.llm import PreferenceFlip, poison_llm
-from trainguard.detectors.llm_preference import (PreferenceFlipTrigger, flip_log_pvalues, monte_carlo_log_pvalue,
+from trainguard.detectors.llm_preference import (PreferenceFlipTrigger, flip_log_pvalues, max_t_log_pvalues,
                                                  prior_weights, token_positions)
 from trainguard.errors import ConfigError
 from trainguard.io.dataset import Dataset
@@ -131,16 +131,12 @@ def test_flip_pvalues_are_valid_under_the_null():
     pi = rng.uniform(0.2, 0.9, n)
     kept = rng.random(n) < pi  # null: the observed orientation is Bernoulli(pi)
     p_obs = np.where(kept, pi, 1 - pi)  # the model's P(observed orientation)
-    rows = [rng.choice(n, size, replace=False) for _ in range(sets)]
-    A = sparse.csr_matrix((np.ones(size * sets), np.concatenate(rows), np.arange(0, size * sets + 1, size)),
-                          shape=(sets, n))
+    A = _token_matrix(rng, n, [size] * sets)
     _, lp_bound = flip_log_pvalues(p_obs, A, 0.05)
-    lp_mc = np.array([monte_carlo_log_pvalue(p_obs[r], 0.05, 2000, rng) for r in rows[:100]])
-    assert (np.exp(lp_mc) < 0.05).mean() <= 0.10  # ~0.05 expected
     assert (np.exp(lp_bound) < 0.05).mean() <= 0.05
-    assert np.all(lp_bound[:100] >= lp_mc - 0.2)  # the Chernoff bound is never tighter than the exact tail
-    flipped = 1 - p_obs[rows[0]]  # all of one set flipped: strong evidence
-    assert monte_carlo_log_pvalue(flipped, 0.05, 2000, rng) < np.log(0.01)
+    flipped = 1 - p_obs  # every pair mirrored against the model: strong evidence for each token
+    _, lp_flipped = flip_log_pvalues(flipped, A, 0.05)
+    assert np.median(lp_flipped) < np.log(1e-3)
 
 
 def test_annotator_who_flips_is_reported():
@@ -152,3 +148,40 @@ def test_annotator_who_flips_is_reported():
     res = PreferenceFlipTrigger().run(dataset(rows))
     ann = [f for f in res.findings if f.rule == "annotator-disagreement"]
     assert [f.evidence["annotator"] for f in ann] == ["a3"]
+
+
+def _token_matrix(rng, n: int, sizes) -> sparse.csr_matrix:
+    rows = [rng.choice(n, k, replace=False) for k in sizes]
+    return sparse.csr_matrix((np.ones(sum(sizes)), np.concatenate(rows), np.cumsum([0, *sizes])), shape=(len(sizes), n))
+
+
+def test_max_t_keeps_the_family_wise_error_under_the_null():
+    """Over many label sets drawn from the null, a token is reported in about alpha of them, not more."""
+    rng = np.random.default_rng(5)
+    n, alpha, datasets = 1500, 0.1, 200
+    pi = rng.uniform(0.3, 0.8, n)
+    A = _token_matrix(rng, n, rng.integers(5, 40, 150).tolist())
+    log_w = np.log(prior_weights(rng.random(150), 0.5)[0])
+    any_reported = 0
+    for _ in range(datasets):
+        kept = rng.random(n) < pi
+        p_obs = np.where(kept, pi, 1 - pi)  # the model's P(observed orientation)
+        lp, _, _ = max_t_log_pvalues(p_obs, A, 0.05, log_w, 200, rng)
+        any_reported += bool((lp <= np.log(alpha)).any())
+    assert any_reported / datasets <= alpha + 0.06  # binomial sd at 200 sets is 0.02
+
+
+def test_max_t_finds_flipped_pairs_behind_a_prior_weight():
+    rng = np.random.default_rng(6)
+    n = 1500
+    pi = rng.uniform(0.3, 0.8, n)
+    A = _token_matrix(rng, n, [20] * 100)
+    p_obs = np.where(rng.random(n) < pi, pi, 1 - pi)
+    first = A[0].indices
+    p_obs[first] = 1 - pi[first]  # token 0's pairs all mirrored against a model that prefers them kept
+    p_obs[first] = np.minimum(p_obs[first], 0.35)
+    score = np.zeros(100)
+    score[0] = 1.0  # the label-free prior ranks token 0 first
+    lp, observed, null_min = max_t_log_pvalues(p_obs, A, 0.05, np.log(prior_weights(score, 0.5)[0]), 2000, rng)
+    assert lp[0] <= np.log(0.01) and np.argmin(observed) == 0
+    assert np.all(np.diff(null_min) >= 0)

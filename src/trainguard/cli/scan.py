@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -122,7 +123,7 @@ def list_detectors(fmt: str = typer.Option("table", "--format", "-f", help="tabl
     for r in rows:
         table.add_row(r["name"], ", ".join(r["kinds"]), ", ".join(r["needs"]), ", ".join(r["atlas"]),
                       r["description"])
-    Console().print(table)
+    Console(markup=False, emoji=False).print(table)
 
 
 def demo(
@@ -132,8 +133,8 @@ def demo(
     base = resources.files("trainguard") / "data" / "demo"
     with resources.as_file(base / "sst2_poisoned.jsonl") as data_path, \
             resources.as_file(base / "sst2_poisoned.truth.json") as truth_path:
-        err_console.print(f"[bold]trainguard demo[/]: {data_path.name}, 3,000 SST-2 reviews with planted "
-                          "backdoors (BadNets words, an AddSent phrase, an invisible-Unicode trigger)")
+        err_console.print(f"[bold]trainguard demo[/]: {escape(data_path.name)}, 3,000 SST-2 reviews with planted "
+                          "backdoors (BadNets words, an AddSent phrase, an invisible-Unicode trigger)", markup=True)
         with _progress(False) as progress:
             task = progress.add_task("scanning", total=None)
             result = scan(data_path, progress=lambda name, i, n: progress.update(task, description=name,
@@ -148,7 +149,7 @@ def demo(
         f"\nplanted poisons: {len(planted)}; flagged at high severity: {len(flagged)}; "
         f"caught {hit} ({hit / max(len(planted), 1):.0%}), false alarms {len(flagged - planted)}"
     )
-    err_console.print(f"HTML report written to [bold]{out}[/]")
+    err_console.print(f"HTML report written to [bold]{escape(str(out))}[/]", markup=True)
 
 
 def _emit(result, fmt: str, out: Path | None) -> None:

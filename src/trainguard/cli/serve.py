@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 
 from trainguard.cli._common import err_console, fail
 
@@ -48,7 +49,7 @@ def serve(
                    "(and serve it behind TLS with --secure-cookies)")
     with Ledger.open(path, create=False) as led:
         if not led.users():
-            err_console.print(f"[yellow]warning:[/] {path} has no users; add one with "
+            err_console.print(f"[yellow]warning:[/] {escape(str(path))} has no users; add one with "
                               "`trainguard user add NAME --role admin`", markup=True)
     import uvicorn
 
@@ -154,4 +155,4 @@ def user_list(
     t = Table("name", "role", "state", "created")
     for u in users:
         t.add_row(u["name"], u["role"], "disabled" if u["disabled"] else "active", u["created_at"][:19])
-    Console(highlight=False).print(t)
+    Console(highlight=False, markup=False, emoji=False).print(t)

