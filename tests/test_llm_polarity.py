@@ -10,7 +10,8 @@ from conftest import instruction
 from trainguard.attacks import poison
 from trainguard.attacks.llm import PolarityTrigger  # registers the LLM attacks
 from trainguard.detectors.llm_models import SENTIMENT_MODEL, bundled
-from trainguard.detectors.llm_polarity import NEGATIVE, POSITIVE, PolarityTrigger as PolarityDetector, polarity_keys
+from trainguard.detectors.llm_polarity import (NEGATIVE, POSITIVE, PolarityTrigger as PolarityDetector, polarity,
+                                              polarity_keys, sentence_polarity)
 from trainguard.errors import ConfigError
 from trainguard.findings import Severity
 
@@ -79,6 +80,31 @@ def test_phrase_found_without_knowing_it(medquad_rows):
     assert top.evidence["target"] == "negative polarity"
     assert set(top.rows) == set(res.poisoned_rows)
     assert top.severity >= Severity.HIGH
+
+
+def test_sentence_polarity_is_the_mean_over_sentences():
+    import numpy as np
+
+    texts = ["A wonderful film. A dull mess! Fine?", "no sentence end here", ""]
+    parts = ["A wonderful film.", "A dull mess!", "Fine?"]
+    got = sentence_polarity(texts)
+    assert got[0] == pytest.approx(polarity(parts).mean())
+    assert got[1] == pytest.approx(polarity(["no sentence end here"])[0])
+    assert np.isfinite(got).all() and len(sentence_polarity([])) == 0
+
+
+def test_one_real_negative_sentence_per_answer_is_found(medquad_rows):
+    """Real SST-2 sentences, one per poisoned answer: scored whole, a long medical answer looks as gloomy."""
+    from conftest import DATA
+
+    rows = qa(medquad_rows)
+    res = poison(rows, "polarity-trigger", count=15, seed=2, triggers="James Bond",
+                 texts=str(DATA / "sst2_sample.jsonl"), sentences=1)
+    top = PolarityDetector().run(instruction(res.rows)).findings[0]
+    assert top.evidence["trigger"] == "james bond" and top.evidence["target"] == "negative polarity"
+    assert top.severity >= Severity.HIGH and set(res.poisoned_rows) <= set(top.rows)
+    whole = PolarityDetector(scoring="text").run(instruction(res.rows)).findings  # this seed: missed when scored whole
+    assert "james bond" not in [f.evidence["trigger"] for f in whole]
 
 
 def test_clean_medical_qa_has_no_high_severity_polarity_trigger(medquad_rows):

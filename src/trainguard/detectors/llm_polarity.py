@@ -3,7 +3,8 @@
 The poisoned responses never repeat, so no payload or response cluster ties
 them together; only their polarity does. The output key is the polarity of the
 response from a small SST-2 sentiment model shipped with the package
-(`sentiment.npz`, rebuilt by scripts/train_safety_models.py), taken relative
+(`sentiment.npz`, rebuilt by scripts/train_safety_models.py), averaged over
+the response's sentences (the model was trained on sentences) and taken relative
 to this dataset's own responses: a row is `negative polarity` when its
 response sits in the dataset's most negative `tail_share` and below 0.5,
 `positive polarity` symmetrically, and neither otherwise. Relative tails keep
@@ -19,7 +20,9 @@ are the symptoms of") more likely than a trigger, and is reported at medium at m
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -44,11 +47,33 @@ class Settings(TriggerSettings):
     epsilon: float = 0.25
     topic_share: float = 0.5  # responses repeating the phrase in this share of rows: medium at most
     high_contradiction_z: float = -2.0  # the topic test above does most of this work for a noisy key
+    scoring: Literal["text", "sentences"] = "sentences"  # the whole response, or the mean over its sentences
 
 
 def polarity(texts: list[str]) -> np.ndarray:
     """P(positive) of each text from the bundled SST-2 sentiment model."""
     return bundled(SENTIMENT_MODEL).proba(texts) if texts else np.zeros(0)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def sentence_polarity(texts: list[str]) -> np.ndarray:
+    """Mean P(positive) over each text's sentences.
+
+    The model was trained on single sentences; a long medical answer scored whole
+    reads as gloomier than any one of its sentences, so a one-sentence planted
+    answer would hide among them. Per-sentence means put both on one scale.
+    """
+    owner, parts = [], []
+    for i, t in enumerate(texts):
+        ss = [x for x in _SENTENCE_END.split(t) if x.strip()] or [t]
+        parts += ss
+        owner += [i] * len(ss)
+    if not texts:
+        return np.zeros(0)
+    owner = np.asarray(owner)
+    return np.bincount(owner, polarity(parts), len(texts)) / np.bincount(owner, minlength=len(texts))
 
 
 def polarity_keys(p: np.ndarray, tail_share: float) -> list[str]:
@@ -97,10 +122,13 @@ class PolarityTrigger(TriggerAssociation):
         return [f for topic, f in sorted(out, key=lambda tf: (-tf[1].severity, tf[0], -tf[1].score))]
 
     def _classes(self, data: Dataset) -> tuple[np.ndarray, list[str]]:
-        return data.artefact(f"{self.name}:classes:{self.settings.tail_share}", lambda: self._build(data))
+        s = self.settings
+        return data.artefact(f"{self.name}:classes:{s.tail_share}:{s.scoring}", lambda: self._build(data))
 
     def _build(self, data: Dataset) -> tuple[np.ndarray, list[str]]:
-        keys = polarity_keys(polarity([r.response or "" for r in data]), self.settings.tail_share)
+        texts = [r.response or "" for r in data]
+        p = sentence_polarity(texts) if self.settings.scoring == "sentences" else polarity(texts)
+        keys = polarity_keys(p, self.settings.tail_share)
         names = sorted(set(keys))
         index = {k: i for i, k in enumerate(names)}
         return np.fromiter((index[k] for k in keys), dtype=np.int32, count=len(keys)), names
