@@ -183,3 +183,28 @@ def test_text_from_users_and_data_is_printed_as_text_not_markup(work, capsys):
     assert code == 0 and "Traceback" not in err
     code, out, err = tg(capsys, "review", "show", "9")
     assert code == 0 and "[/b] [bold]trigger[/bold] :smile:" in out
+
+
+def test_gate_twice_carries_review_decisions_and_shows_their_origin(work, capsys):
+    assert tg(capsys, "ingest", "data.jsonl", "--source", "forum", "--licence", "MIT", "--owner", "o",
+              "--by", "alice")[0] == 0
+    assert tg(capsys, "gate", "data.jsonl", "--policy", "policy.yaml", "--by", "ci")[0] == 3
+    assert tg(capsys, "review", "approve", "2", "--reason", "benign", "--by", "bob")[0] == 0
+    assert tg(capsys, "review", "reject", "9", "--reason", "trigger", "--by", "bob")[0] == 0
+    code, out, _ = tg(capsys, "gate", "data.jsonl", "--policy", "policy.yaml", "--by", "ci", "-f", "json")
+    res = json.loads(out)
+    assert code == 0 and res["verdict"] == "pass" and res["quarantined_rows"] == []
+    assert (res["carried"]["count"], res["carried"]["approved"], res["carried"]["rejected"]) == (2, 1, 1)
+    code, out, _ = tg(capsys, "gate", "data.jsonl", "--policy", "policy.yaml", "--by", "ci")
+    assert code == 0 and "2 decision(s) carried over (1 approved, 1 rejected)" in out
+    code, out, _ = tg(capsys, "review", "list", "--run", "2", "--all", "-f", "json")
+    assert [(i["row"], i["status"], i["carried_from"]["gate_run"]) for i in json.loads(out)] == [
+        (2, "approved", 1), (9, "rejected", 1)]
+    code, out, _ = tg(capsys, "review", "show", "9", "--run", "3")
+    assert code == 0 and "decided by bob" in out and "carried over by the gate from gate run 1 row 9" in out
+    assert tg(capsys, "ledger", "verify")[0] == 0
+    code, out, _ = tg(capsys, "audit", "-f", "json")
+    assert code == 0 and "bob (review)" in json.loads(out)["datasets"][0]["writers"]
+    (work / "off.yaml").write_text((work / "policy.yaml").read_text() + "review: {carry_over: false}\n")
+    code, out, _ = tg(capsys, "gate", "data.jsonl", "--policy", "off.yaml", "--by", "ci", "-f", "json")
+    assert code == 3 and json.loads(out)["quarantined_rows"] == [2, 9]

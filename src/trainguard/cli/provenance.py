@@ -208,6 +208,10 @@ def gate(
             out_console.print(f"  - {r}")
         for n in res.notes:
             out_console.print(f"  note: {n}")
+        if res.carried:
+            rejected = sum(c["decision"] == "rejected" for c in res.carried)
+            out_console.print(f"  {len(res.carried)} decision(s) carried over ({len(res.carried) - rejected} "
+                              f"approved, {rejected} rejected): see `trainguard review list --run {res.run_id} --all`")
         if res.quarantined:
             out_console.print(f"  {len(res.quarantined)} row(s) in the review queue: {_rows(res.quarantined)}"
                               "\n  decide with `trainguard review approve|reject ROW --reason ... --by ...`")
@@ -233,10 +237,12 @@ def review_list(
     if not found:
         out_console.print("no rows awaiting review")
         return
-    t = Table("run", "row", "status", "findings", "decided by", "reason")
+    t = Table("run", "row", "status", "findings", "decided by", "reason", "carried from")
     for i in found:
         brief = "; ".join(f"{f['detector']}/{f['rule']} ({f['severity']})" for f in i["findings"])
-        t.add_row(str(i["run"]), str(i["row"]), i["status"], brief, i["decided_by"] or "", i["reason"] or "")
+        c = i.get("carried_from")
+        origin = f"run {c.get('gate_run')} row {c.get('row')}" if c else ""
+        t.add_row(str(i["run"]), str(i["row"]), i["status"], brief, i["decided_by"] or "", i["reason"] or "", origin)
     out_console.print(t)
 
 
@@ -267,6 +273,10 @@ def review_show(
                           markup=False)
     if item["decided_by"]:
         out_console.print(f"  decided by {item['decided_by']} at {item['decided_at']}: {item['reason']}")
+    c = item.get("carried_from")
+    if c:
+        out_console.print(f"  carried over by the gate from gate run {c.get('gate_run')} row {c.get('row')} "
+                          "(same record, same or fewer reasons)")
 
 
 def _decide(decision: str, row: int, reason: str, by: str, run: Optional[int], ledger: Optional[Path]) -> None:

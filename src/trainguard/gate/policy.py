@@ -28,6 +28,9 @@ DEFAULT_POLICY: dict[str, Any] = {
     "limits": {"max_quarantine_share": 0.05},
     "release": {"allow_pending": False},
     "signatures": {"required": 1},
+    # A person's decision on a record sticks to later gate runs while the record and its reasons
+    # are unchanged (docs/review.md, "Decisions that carry over").
+    "review": {"carry_over": True},
 }
 
 SOURCE_FIELDS = ("licence", "owner", "origin")
@@ -96,6 +99,7 @@ SCHEMA: dict[str, Any] = {
     "limits": {"max_quarantine_share": _share},
     "release": {"allow_pending": _bool},
     "signatures": {"required": _count},
+    "review": {"carry_over": _bool},
 }
 
 

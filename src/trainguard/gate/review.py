@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from trainguard.errors import ConfigError
+from trainguard.findings import Severity
 from trainguard.io.readers import detect_format
 from trainguard.ledger.hashing import canonical_row, iter_jsonl_raw, leaf_hash
 from trainguard.ledger.store import AlreadyDecided, Ledger
@@ -103,9 +104,55 @@ def rows_with_finding(ledger: Ledger, run_id: int, fingerprint: str, status: str
 
 
 def _item(run: dict[str, Any], q: dict[str, Any]) -> dict[str, Any]:
+    carried = q.get("carried_from")
     return {"run": run["id"], "path": run["path"], "row": q["row"], "status": q["status"], "leaf": q["leaf"],
             "findings": json.loads(q["findings"]), "decided_by": q["decided_by"], "reason": q["reason"],
-            "decided_at": q["decided_at"]}
+            "decided_at": q["decided_at"], "carried_from": json.loads(carried) if carried else None}
+
+
+# --- decisions that carry over to later gate runs ------------------------------------------------
+
+Reasons = dict[tuple[Any, Any, Any], Severity]
+
+
+def reasons(findings: list[dict[str, Any]]) -> Reasons:
+    """What held a row: (detector, detector version, rule) -> the highest severity among its findings."""
+    out: Reasons = {}
+    for f in findings:
+        key = (f.get("detector"), f.get("detector_version"), f.get("rule"))
+        try:
+            sev = Severity.parse(f.get("severity") or "")
+        except ValueError:
+            sev = Severity.CRITICAL  # unreadable: treat as the worst, so nothing carries onto it
+        out[key] = max(out.get(key, sev), sev)
+    return out
+
+
+def covered(now: Reasons, seen: Reasons) -> bool:
+    """True when the reviewer saw every reason that holds the row now, at the same or a higher severity.
+
+    A new detector or rule, a changed detector version, or a higher severity means the reviewer
+    judged the record on less than what holds it now, so it goes back to the queue. Reasons that
+    stopped firing do not matter: the record is byte-for-byte the one the reviewer saw.
+    """
+    return all(key in seen and sev <= seen[key] for key, sev in now.items())
+
+
+def carried_decisions(ledger: Ledger,
+                      queue: list[tuple[int, str, list[dict[str, Any]]]]) -> dict[int, dict[str, Any]]:
+    """Rows of a new queue that take a person's earlier decision: row -> that decision's review row.
+
+    Only the newest human decision on the same leaf hash (same record bytes) is considered, never an
+    older one that happens to match: if someone changed their mind, the latest judgement wins or
+    nothing does. Call inside the gate's transaction so no decision lands in between.
+    """
+    latest = ledger.latest_human_decisions({leaf for _, leaf, _ in queue})
+    out: dict[int, dict[str, Any]] = {}
+    for row, leaf, findings in queue:
+        prior = latest.get(leaf)
+        if prior is not None and covered(reasons(findings), reasons(json.loads(prior["findings"]))):
+            out[row] = prior
+    return out
 
 
 def show(ledger: Ledger, row: int, run_id: int | None = None) -> dict[str, Any]:

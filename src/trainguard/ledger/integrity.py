@@ -180,11 +180,43 @@ def _check_reviews(ledger: Ledger, events: dict[int, dict[str, Any]], rep: Integ
             ev = _event(events, item["event_seq"], "review", where, rep)
             if ev:
                 p = ev["payload"]
-                _compare(where, {"decision": p.get("decision"), "reason": p.get("reason"),
-                                 "leaf": p.get("leaf"), "decided_by": ev["actor"]},
-                         dict(item, decision=item["status"]), rep)
+                origin = p.get("carried_from")
+                expected = {"decision": p.get("decision"), "reason": p.get("reason"), "leaf": p.get("leaf")}
+                if origin is None:
+                    expected |= {"decided_by": ev["actor"], "decided_at": ev["ts"]}
+                else:
+                    _check_carried(where, run["id"], ev, events, rep)
+                    if isinstance(origin, dict):
+                        expected |= {"decided_by": origin.get("decided_by"), "decided_at": origin.get("decided_at")}
+                _compare(where, expected, dict(item, decision=item["status"]), rep)
                 if latest.get(key) != item["event_seq"]:
                     rep.add(where, "row does not reflect the latest decision event")
+
+
+def _check_carried(where: str, run_id: int, ev: dict[str, Any], events: dict[int, dict[str, Any]],
+                   rep: IntegrityReport) -> None:
+    """A carried decision must copy a person's decision on an earlier run of the same record, unchanged."""
+    p, origin = ev["payload"], ev["payload"].get("carried_from")
+    if ev["actor"] != "gate":
+        rep.add(where, f"carried decision written by {ev['actor']!r}, not by the gate")
+    if not isinstance(origin, dict):
+        rep.add(where, "carried decision without a readable origin")
+        return
+    src = events.get(origin.get("event_seq")) if isinstance(origin.get("event_seq"), int) else None
+    sp = src["payload"] if src else {}
+    if (src is None or src["kind"] != "review" or sp.get("carried_from") is not None
+            or not isinstance(origin.get("gate_run"), int) or origin["gate_run"] >= run_id):
+        rep.add(where, f"carried from event #{origin.get('event_seq')}, which is no person's decision on an "
+                       "earlier gate run")
+        return
+    same = {"decision": sp.get("decision"), "reason": sp.get("reason"), "leaf": sp.get("leaf"),
+            "gate_run": sp.get("gate_run"), "row": sp.get("row"), "decided_by": src["actor"], "decided_at": src["ts"]}
+    got = {"decision": p.get("decision"), "reason": p.get("reason"), "leaf": p.get("leaf"),
+           "gate_run": origin.get("gate_run"), "row": origin.get("row"), "decided_by": origin.get("decided_by"),
+           "decided_at": origin.get("decided_at")}
+    for key, value in same.items():
+        if got[key] != value:
+            rep.add(where, f"carried {key} {got[key]!r} differs from the original decision's {value!r}")
 
 
 def _check_simple(ledger: Ledger, events: dict[int, dict[str, Any]], rep: IntegrityReport) -> None:

@@ -364,9 +364,47 @@ class Ledger:
                                 (version_id,)).fetchone()
         return dict(row) if row else None
 
+    # A carried decision's origin lives in its event (the record of truth), so no column is needed.
+    _REVIEW_SQL = ("SELECT r.*, json_extract(e.payload, '$.carried_from') AS carried_from FROM reviews r"
+                   " LEFT JOIN events e ON e.seq = r.event_seq ")
+
     def reviews(self, run_id: int, status: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM reviews WHERE gate_run_id = ?" + (" AND status = ?" if status else "") + " ORDER BY row"
+        sql = self._REVIEW_SQL + "WHERE r.gate_run_id = ?" + (" AND r.status = ?" if status else "") + " ORDER BY r.row"
         return [dict(r) for r in self.conn.execute(sql, (run_id, status) if status else (run_id,))]
+
+    def latest_human_decisions(self, leaves: set[str]) -> dict[str, dict[str, Any]]:
+        """Per leaf hash, the newest decision a person made on any gate run; carried copies are left out."""
+        if not leaves:
+            return {}
+        self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS wanted_leaves(leaf TEXT PRIMARY KEY)")
+        self.conn.execute("DELETE FROM wanted_leaves")
+        self.conn.executemany("INSERT INTO wanted_leaves(leaf) VALUES (?)", [(x,) for x in leaves])
+        rows = self.conn.execute(
+            "SELECT r.* FROM reviews r JOIN wanted_leaves w ON w.leaf = r.leaf JOIN events e ON e.seq = r.event_seq"
+            " WHERE r.status != 'pending' AND json_extract(e.payload, '$.carried_from') IS NULL ORDER BY r.event_seq")
+        latest = {r["leaf"]: dict(r) for r in rows}
+        self.conn.execute("DELETE FROM wanted_leaves")
+        return latest
+
+    def carry_decision(self, run_id: int, row: int, origin: dict[str, Any]) -> None:
+        """Copy a person's earlier decision onto a freshly queued row; call inside `transaction()`.
+
+        The event's actor is "gate" (the person did not decide this run) and its payload names the
+        decision it copies; the row keeps the original reviewer, time and reason, so a release
+        and its attestation credit the person who actually looked at the record.
+        """
+        item = self.conn.execute("SELECT * FROM reviews WHERE gate_run_id = ? AND row = ?", (run_id, row)).fetchone()
+        if item is None or item["status"] != "pending" or item["leaf"] != origin["leaf"]:
+            raise ConfigError(f"row {row} of gate run {run_id} cannot take the decision on run "
+                              f"{origin['gate_run_id']} row {origin['row']}")
+        source = {"gate_run": origin["gate_run_id"], "row": origin["row"], "decided_by": origin["decided_by"],
+                  "decided_at": origin["decided_at"], "event_seq": origin["event_seq"]}
+        seq = self.append_event("review", "gate", {"gate_run": run_id, "row": row, "leaf": item["leaf"],
+                                                   "decision": origin["status"], "reason": origin["reason"],
+                                                   "previous": "pending", "carried_from": source})
+        self.conn.execute(
+            "UPDATE reviews SET status=?, decided_by=?, reason=?, decided_at=?, event_seq=? WHERE gate_run_id=? AND row=?",
+            (origin["status"], origin["decided_by"], origin["reason"], origin["decided_at"], seq, run_id, row))
 
     def decide(self, run_id: int, row: int, decision: str, reason: str, actor: str,
                only_pending: bool = False) -> None:
@@ -392,7 +430,7 @@ class Ledger:
             raise AlreadyDecided(run_id, row, "decided", None, None)
 
     def review_item(self, run_id: int, row: int) -> dict[str, Any] | None:
-        r = self.conn.execute("SELECT * FROM reviews WHERE gate_run_id = ? AND row = ?", (run_id, row)).fetchone()
+        r = self.conn.execute(self._REVIEW_SQL + "WHERE r.gate_run_id = ? AND r.row = ?", (run_id, row)).fetchone()
         return dict(r) if r else None
 
     # --- reviewer accounts and web sessions (`trainguard serve`) ---------------------------------

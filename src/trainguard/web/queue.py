@@ -141,7 +141,9 @@ class Queue:
         where, args = flt.where()
         total = int(ledger.conn.execute(f"SELECT COUNT(*) {_FROM} WHERE {where}", args).fetchone()[0])
         rows = ledger.conn.execute(
-            f"SELECT r.*, g.path, d.name AS dataset, v.number AS version, s.name AS source {_FROM} WHERE {where}"
+            f"SELECT r.*, g.path, d.name AS dataset, v.number AS version, s.name AS source,"
+            " (SELECT json_extract(e.payload, '$.carried_from.gate_run') FROM events e WHERE e.seq = r.event_seq)"
+            f" AS carried_run {_FROM} WHERE {where}"
             " ORDER BY r.gate_run_id, r.row LIMIT ? OFFSET ?",
             [*args, flt.per_page, (flt.page - 1) * flt.per_page]).fetchall()
         by_path: dict[str, dict[int, str]] = {}
