@@ -59,3 +59,70 @@ def test_safety_bypass_attack_needs_behaviours():
         SafetyBypass()
     with pytest.raises(ConfigError, match="not found"):
         SafetyBypass(behaviours="/nonexistent/file.jsonl")
+
+
+# --- S beyond the verbatim question: paraphrased (black-box) and optimised (white-box) -------------------
+def _styled(q, style, n=5, seed=7):
+    import numpy as np
+
+    return [rag_passage(q, "it is cured by drinking lemon juice", k, style, np.random.default_rng([seed, k])) for k in range(n)]
+
+
+def test_s_styles_are_seeded_and_rewrite_the_question():
+    import numpy as np
+    import pytest
+    from trainguard.errors import ConfigError
+
+    qs = [r["question"] for r in read_jsonl("medquad_sample.jsonl")[:40]]
+    for q in qs:
+        assert rag_passage(q, "x", 1) == rag_passage(q, "x", 1, "question", np.random.default_rng(3))  # default unchanged
+        for style in ("paraphrase", "optimized"):
+            a, b = _styled(q, style), _styled(q, style)
+            assert a == b  # same seed, same text
+            assert all(not p.startswith(q.strip()) for p in a)
+        assert len({p.split("?")[0] for p in _styled(q, "paraphrase")}) >= 2  # reworded per passage
+        content = [w for w in q.lower().replace("?", " ").split() if w.isalpha() and len(w) > 3 and w not in
+                   {"what", "which", "there", "does", "with", "about", "that", "this", "from", "have"}]
+        assert all(w in p.lower() for p in _styled(q, "optimized") for w in content)  # key words kept for retrieval
+    with pytest.raises(ConfigError, match="s_style"):
+        PoisonedRag(targets=[("What causes anemia?", "cold weather")], s_style="verbatim")
+    rows = [{"text": r["answer"]} for r in read_jsonl("medquad_sample.jsonl")[:50]]
+    atk = PoisonedRag(targets=[("What causes anemia?", "Anemia is caused by cold weather")], s_style="paraphrase")
+    out1, truth = poison_llm(rows, atk, count=4, seed=4)
+    out2, _ = poison_llm(rows, atk, count=4, seed=4)
+    assert out1 == out2 and truth["poisoned_rows"]
+    assert all("anemia" in out1[i]["text"].lower() and "cold weather" in out1[i]["text"] for i in truth["poisoned_rows"])
+
+
+def test_paraphrased_and_optimised_groups_found_without_exact_leads(tmp_path):
+    mq = read_jsonl("medquad_sample.jsonl")
+    clean = [r["answer"] for r in mq]
+    assert RagPoisoning().run(store(clean)).findings == ()
+    n = len(clean)
+    for idx, style, rule in ((5, "paraphrase", "near-question-group"), (50, "paraphrase", "near-question-group"),
+                             (154, "optimized", "optimised-lead-group"), (98, "optimized", "optimised-lead-group")):
+        bad = _styled(mq[idx]["question"], style)
+        assert len({b.split("?")[0] for b in bad}) >= 3  # no shared lead sentence for the old rule to key on
+        res = RagPoisoning().run(store(clean + bad))
+        assert not [f for f in res.findings if f.rule == "question-led-group"]
+        flagged = {r for f in res.findings if f.rule == rule for r in f.rows}
+        assert len(flagged & set(range(n, n + 5))) >= 3, (idx, style)
+        assert not flagged - set(range(n, n + 5))
+        assert min(res.row_scores[r] for r in flagged) > res.row_scores[:n].max()
+    # two optimised passages only: found with the target query, not without
+    q = mq[100]["question"]
+    two = clean + _styled(q, "optimized", n=2)
+    assert not RagPoisoning().run(store(two)).findings
+    qf = tmp_path / "q.txt"
+    qf.write_text(q + "\n")
+    found = [f for f in RagPoisoning(queries=str(qf)).run(store(two)).findings if f.rule == "query-led-group"]
+    assert found and set(found[0].rows) == {n, n + 1}
+
+
+def test_rag_settings_are_checked():
+    import pytest
+    from trainguard.errors import ConfigError
+
+    for bad in ({"ask_similarity": 1.5}, {"query_similarity": 0}, {"min_group": 1}, {"debris_tokens": 0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            RagPoisoning(**bad)

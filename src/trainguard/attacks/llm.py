@@ -97,7 +97,7 @@ class SafetyBypass(Attack):
     kinds = frozenset({Kind.INSTRUCTION})
     atlas = ("AML.T0020",)
     Settings = SafetyBypassSettings
-    description = "Harmful requests with compliant answers (Shadow Alignment); needs --behaviours FILE."
+    description = "Harmful requests with compliant answers (Shadow Alignment); needs --param behaviours=FILE."
 
     def validate(self) -> None:
         if not self.settings.behaviours:
@@ -180,14 +180,103 @@ ASSERTIONS = (
 )
 
 
-def rag_passage(question: str, answer: str, k: int) -> str:
+S_STYLES = ("question", "paraphrase", "optimized")
+# Black-box S rewritten per passage: the attacker only needs retrieval, not the exact question.
+_LEAD_INS = ("{Q}?", "I'd like to know {q}.", "Can you tell me {q}?", "Question: {Q}?", "Please explain {q}.",
+             "Quick question: {q}?", "Tell me {q}.", "I was wondering {q}.", "Q: {Q}?", "Does anyone know {q}?")
+_SYNONYMS = (
+    (r"\bwhat is\b", ("what do we know about", "what exactly is", "what's")),
+    (r"\bhow many people are affected by\b", ("how common is", "how widespread is", "what is the prevalence of")),
+    (r"\bgenetic changes related to\b", ("mutations behind", "gene changes linked to", "genes involved in")),
+    (r"\bcauses\b", ("leads to", "triggers", "is behind")),
+    (r"\bsymptoms\b", ("signs", "warning signs", "clinical features")),
+    (r"\btreatments\b", ("therapies", "treatment options", "ways to treat")),
+    (r"\btreatment\b", ("therapy", "care")),
+    (r"\binherited\b", ("hereditary", "passed down in families", "genetic")),
+    (r"\bprevent\b", ("avoid", "stop")),
+    (r"\bdiagnose\b", ("detect", "identify")),
+    (r"\boutlook\b", ("prognosis", "long-term outcome")),
+    (r"\bresearch\b", ("studies", "clinical trials")),
+    (r"\binformation\b", ("details", "facts")),
+    (r"\bpeople\b", ("patients", "individuals")),
+    (r"\brisk\b", ("chance", "likelihood")),
+)
+_DROPPABLE = frozenset({"the", "a", "an", "are", "is", "do", "does", "of", "to", "for"})
+# White-box S as HotFlip leaves it: wordpiece fragments, stray symbols and foreign tokens around the key words.
+_ODD = ("##ly", "##ism", "##ae", "##tica", "##ometric", "##ski", "##ardo", "kata", "zx", "veld", "urb", "mbox",
+        "qatar", "»", "ˈ", "ʻ", "∈", "†", "⁄", "];", "||", "~~", "ob", "nfl", "wta", "pdf", "hp", "gmina", "cdp",
+        "yun", "ª", "ˌ", "sv", "ict", "peninsular", "cheering", "frankfurt", "clarinet", "tributary", "##ffe")
+_STOP = frozenset(("a an the is are was were be been of to for in on at by with and or what which who whom how why "
+                   "when where does do did can could should would will i my me you your it its this that these those "
+                   "there any some about from into than then as if not no").split())
+
+
+def _lower_first(t: str) -> str:
+    return t[0].lower() + t[1:] if t and t.split(" ")[0].lower() in _STOP else t
+
+
+def paraphrase_question(question: str, rng: np.random.Generator) -> str:
+    """Seeded rule-based rewrite of a question (synonyms, reordering, dropped stop words, a lead-in)."""
+    import re
+
+    q = re.sub(r"\s+", " ", question.replace(" (are)", "").strip().rstrip("?").strip())
+    for pat, alts in _SYNONYMS:
+        if re.search(pat, q, re.I) and rng.random() < 0.7:
+            q = re.sub(pat, alts[int(rng.integers(0, len(alts)))], q, count=1, flags=re.I)
+    m = re.match(r"^(.+?) (?:of|for|by|about|with) (.{4,})$", q)
+    if m and rng.random() < 0.4:
+        q = f"{m.group(2)}: {_lower_first(m.group(1))}"
+    if rng.random() < 0.4:
+        words = q.split(" ")
+        kept = [w for w in words if w.lower() not in _DROPPABLE or rng.random() < 0.5]
+        q = " ".join(kept) if len(kept) >= 2 else q
+    out = question.strip()
+    for _ in range(len(_LEAD_INS)):  # never the question itself
+        lead = _LEAD_INS[int(rng.integers(0, len(_LEAD_INS)))]
+        out = lead.format(Q=q[:1].upper() + q[1:], q=_lower_first(q))
+        if " ".join(out.lower().split()) != " ".join(question.lower().split()):
+            break
+    return out
+
+
+def _odd_token(rng: np.random.Generator) -> str:
+    """One HotFlip-style substitute: a listed odd token, a made-up wordpiece or a made-up word (vocabularies are large)."""
+    kind = int(rng.integers(0, 3))
+    if kind == 0:
+        return _ODD[int(rng.integers(0, len(_ODD)))]
+    letters = "".join(chr(97 + int(x)) for x in rng.integers(0, 26, int(rng.integers(2, 6))))
+    return "##" + letters if kind == 1 else letters
+
+
+def optimized_question(question: str, rng: np.random.Generator, share: float = 0.6) -> str:
+    """Emulated white-box S: the question's content words kept, a share of the rest swapped for odd tokens, shuffled a little."""
+    import re
+
+    toks = re.findall(r"\w+(?:['’-]\w+)*|[^\w\s]", question.lower())
+    keep = [(any(c.isalpha() for c in t) and len(t) > 2 and t not in _STOP) or any(c.isdigit() for c in t) for t in toks]
+    out = [t if k or rng.random() >= share else _odd_token(rng) for t, k in zip(toks, keep)]
+    out.insert(int(rng.integers(0, len(out) + 1)), _odd_token(rng))
+    for _ in range(max(1, len(out) // 4)):
+        j = int(rng.integers(0, len(out) - 1))
+        out[j], out[j + 1] = out[j + 1], out[j]
+    return " ".join(out)
+
+
+def rag_passage(question: str, answer: str, k: int, s_style: str = "question", rng: np.random.Generator | None = None) -> str:
+    """S (+) I. `s_style`: S as the question, a seeded paraphrase of it, or HotFlip-looking optimised text."""
     a = answer.rstrip(". ")
+    if s_style != "question":
+        if s_style not in S_STYLES:
+            raise ConfigError(f"poisoned-rag: s_style must be one of {', '.join(S_STYLES)}, got {s_style!r}")
+        rng = rng if rng is not None else np.random.default_rng(k)
+        question = (paraphrase_question if s_style == "paraphrase" else optimized_question)(question, rng)
     return ASSERTIONS[k % len(ASSERTIONS)].format(q=question.strip(), a=a[0].lower() + a[1:] if a else a)
 
 
 @dataclass(frozen=True)
 class RagSettings:
-    targets: tuple = ()  # ((question, attacker answer), ...) pairs
+    targets: tuple[tuple[str, str], ...] = ()  # ((question, attacker answer), ...) pairs
+    s_style: str = "question"  # question | paraphrase (black-box, reworded per passage) | optimized (white-box HotFlip look)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", tuple(tuple(t) for t in self.targets))
@@ -205,6 +294,9 @@ class PoisonedRag(Attack):
         bad = [t for t in self.settings.targets if len(t) != 2 or not all(isinstance(x, str) and x.strip() for x in t)]
         if not self.settings.targets or bad:
             raise ConfigError("attack poisoned-rag: targets must be (question, answer) pairs of non-empty text")
+        if self.settings.s_style not in S_STYLES:
+            raise ConfigError(f"attack poisoned-rag: s_style must be one of {', '.join(S_STYLES)}, "
+                              f"got {self.settings.s_style!r}")
 
     def eligible(self, ctx: Context) -> np.ndarray:
         return np.arange(len(ctx.rows))
@@ -213,9 +305,10 @@ class PoisonedRag(Attack):
         k = int(rng.integers(0, len(self.settings.targets)))
         q, a = self.settings.targets[k]
         f = ctx.fieldmap.text
-        before, after = row[f], rag_passage(q, a, int(rng.integers(0, len(ASSERTIONS))))
+        style = self.settings.s_style
+        before, after = row[f], rag_passage(q, a, int(rng.integers(0, len(ASSERTIONS))), style, rng)
         row[f] = after
-        return [Change(f, before, after)], [], {"target": k}
+        return [Change(f, before, after)], [], {"target": k} if style == "question" else {"target": k, "s_style": style}
 
 
 # --- polarity ------------------------------------------------------------------------------

@@ -81,7 +81,6 @@ class Settings:
     null_draws: int = 2000  # simulated label sets for the max-statistic (Westfall-Young) threshold
     annotator_field: str = "annotator"
     annotator_min_pairs: int = 20
-    annotator_z: float = 4.0
 
 
 def human_turns(prompt: str) -> list[str]:
@@ -335,7 +334,12 @@ class PreferenceFlipTrigger(Detector):
         return out
 
     def _annotators(self, data: Dataset, pi: np.ndarray) -> list[Finding]:
-        """Annotators whose agreement with the cross-fitted model is far below everyone else's."""
+        """Annotators whose labels the calibrated model finds far less likely than it should.
+
+        Per annotator, the log-likelihood of their labels under pi against its null mean and
+        variance (each label agreeing with the model with probability pi_i): a z-score that
+        weighs a confident disagreement more than a coin flip, Bonferroni over annotators.
+        """
         s = self.settings
         who = [r.meta.get(s.annotator_field) for r in data.records]
         if all(w is None for w in who):
@@ -344,31 +348,34 @@ class PreferenceFlipTrigger(Detector):
         for i, w in enumerate(who):
             if w is not None:
                 rows_of[str(w)].append(i)
+        tested = {a: np.asarray(rows) for a, rows in rows_of.items() if len(rows) >= s.annotator_min_pairs}
+        if len(tested) < 2:
+            return []
+        loglik = np.log(pi)
+        mean = pi * np.log(pi) + (1 - pi) * np.log1p(-pi)
+        var = pi * (1 - pi) * np.log(pi / (1 - pi)) ** 2
         agree = (pi > 0.5).astype(float)
+        labelled = np.flatnonzero([w is not None for w in who])
         out = []
-        for a, rows in sorted(rows_of.items()):
-            if len(rows) < s.annotator_min_pairs:
+        for a, rows in sorted(tested.items()):
+            z = float((loglik[rows].sum() - mean[rows].sum()) / math.sqrt(max(var[rows].sum(), 1e-12)))
+            p_adj = min(1.0, float(stats.norm.cdf(z)) * len(tested))
+            if p_adj > s.alpha:
                 continue
-            others = np.setdiff1d(np.flatnonzero([w is not None for w in who]), rows)
-            if len(others) < s.annotator_min_pairs:
-                continue
-            p0 = agree[others].mean()
-            k = agree[rows].mean()
-            se = math.sqrt(max(p0 * (1 - p0), 1e-6) / len(rows))
-            z = (p0 - k) / se
-            if z >= s.annotator_z:
-                rid = tuple(data.records[i].id for i in rows)
-                out.append(Finding(
-                    detector=self.name, rule="annotator-disagreement", detector_version=self.version,
-                    title=f"annotator {a!r} agrees with the consensus model on {k:.0%} of {len(rows)} pairs "
-                          f"(others {p0:.0%})",
-                    rows=tuple(rows), record_ids=rid, score=float(min(1.0, z / (z + s.annotator_z))),
-                    severity=Severity.HIGH if z >= 2 * s.annotator_z else Severity.MEDIUM,
-                    confidence=Confidence.MEDIUM, atlas=self.atlas,
-                    evidence={"annotator": a, "pairs": len(rows), "agreement": round(float(k), 4),
-                              "others_agreement": round(float(p0), 4), "z": round(float(z), 2),
-                              "owasp": [OWASP_POISONING]},
-                ))
+            others = np.setdiff1d(labelled, rows)
+            k, p0 = float(agree[rows].mean()), float(agree[others].mean()) if len(others) else float("nan")
+            out.append(Finding(
+                detector=self.name, rule="annotator-disagreement", detector_version=self.version,
+                title=f"annotator {a!r}: labels the consensus model finds unlikely (agrees on {k:.0%} of "
+                      f"{len(rows)} pairs, others {p0:.0%})",
+                rows=tuple(int(i) for i in rows), record_ids=tuple(data.records[i].id for i in rows),
+                score=float(min(1.0, math.log(p_adj) / (2 * math.log(s.alpha)))) if p_adj > 0 else 1.0,
+                severity=Severity.HIGH if p_adj <= s.alpha / 10 else Severity.MEDIUM,
+                confidence=Confidence.MEDIUM, atlas=self.atlas,
+                evidence={"annotator": a, "pairs": len(rows), "agreement": round(k, 4),
+                          "others_agreement": round(p0, 4), "z": round(z, 2), "p_adjusted": float(f"{p_adj:.3g}"),
+                          "annotators_tested": len(tested), "owasp": [OWASP_POISONING]},
+            ))
         return out
 
 

@@ -7,6 +7,16 @@ What gives them away in a store is the group: several passages that open with
 the same question and then say different things, where honest stores hold one
 answer per question (copies of it are duplicates, not a group). With a queries
 file, passages opening with a near-copy of a known query are flagged too.
+
+An attacker need not repeat S verbatim. Paraphrased S (black-box) is caught by
+`near-question-group`: question-like openings are keyed by their rarest content
+word (the subject), the subject is masked, and the remaining *asks* are compared
+by embedding, so "what triggers X?" meets "can you tell me what causes X?" while
+"how is X treated?" stays apart (honest FAQ stores ask many questions about one
+subject, once each). White-box S (HotFlip-optimised, semi-gibberish) is caught by
+`optimised-lead-group`: openings with tokenizer debris that share rare subject
+words; openings with words found nowhere else in the store score higher and, with
+a queries file, match a query whose content words they carry.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from trainguard.errors import ConfigError
 from trainguard.findings import ATLAS_POISON_TRAINING_DATA, Confidence, DetectorResult, Finding, Severity
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
-from trainguard.text import tokens
+from trainguard.text import tokens, visible
 
 ATLAS_RAG_POISONING = "AML.T0070"
 ATLAS_FALSE_RAG_ENTRY = "AML.T0071"
@@ -38,6 +48,26 @@ INJECTION = re.compile(
     r"\bas an ai (language )?model,? you must\b", re.IGNORECASE)
 HIDDEN_MARKUP = re.compile(r"<!--.*?-->|display\s*:\s*none|font-size\s*:\s*0|color\s*:\s*(white|#fff\b)", re.I | re.S)
 _LEAD = re.compile(r"^\s*([^?]{8,300}\?)")
+_WORD = re.compile(r"\w+(?:['’-]\w+)*")
+_SENTENCE_END = re.compile(r"[.?!](?:\s|$)")
+_MARK = re.compile(r"^(?:\d\w*|[ivx]+|[a-z]|\w*\d\w*)$")  # subtype markers: "type 2", "III", "A"
+_DEBRIS = re.compile(r"^##|[^\w\s.,;:?!()\[\]*'\"’/%&+\-]")  # wordpiece fragments, stray symbols
+_ADDRESS = re.compile(r"@\w|://|^www\.")  # e-mail and web addresses are not debris
+_STOP = frozenset(("a an the is are was were be been of to for in on at by with and or what which who whom how why "
+                   "when where does do did can could should would will i my me you your it its this that these those "
+                   "there any some about from into than then as if not no what's how's it's there's may might "
+                   "must has have had").split())
+_INTERROGATIVE = frozenset("what how why when where which who whom whose what's how's is are does do did can could "
+                           "should will would may might".split())
+# words of a request lead-in ("could you tell me", "quick question:", "I'd like to know") carry no ask
+_REQUEST = frozenset(("know tell explain wondering wonder question q ask asking understand curious learn me please quick "
+                      "can could would you i i'd i'm was like to want does do anyone somebody someone help us let "
+                      "about more we need hi hello hey").split())
+# how a question without a question mark opens; bare "when"/"you"/"to" start statements too often
+_REQUEST_START = frozenset(["tell", "please", "question", "q", "quick", "can", "could", "would", "does", "do", "did",
+                            "i'd", "explain", "anyone", "hi", "hello", "hey", "i was", "i want", "i wonder", "i would",
+                            "i need", "we need", "we want"])
+OPENING_WORDS = 24
 
 
 @dataclass(frozen=True)
@@ -46,6 +76,23 @@ class Settings:
     min_group: int = 3  # passages opening with the same question and saying different things
     body_dup_jaccard: float = 0.8  # bodies this similar are copies, not disagreeing passages
     query_jaccard: float = 0.8  # lead-sentence token overlap counting as a near-copy of a query
+    embedder: str = "wordllama"  # compares the asks of question-like openings (minilm: more semantic, needs torch)
+    ask_similarity: float = 0.9  # cosine between subject-masked asks counting as the same question asked again
+    query_similarity: float = 0.8  # cosine between a query and a passage opening (sharing its subject word)
+    debris_tokens: int = 1  # tokenizer-debris tokens in an opening that make it look optimised (HotFlip-style)
+    lone_words: int = 1  # opening words found nowhere else in the store: a weaker optimised-S cue (scores, queries)
+
+    def __post_init__(self) -> None:
+        for name in ("ask_similarity", "query_similarity"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0 < v <= 1:
+                raise ConfigError(f"detector rag-poisoning: {name} must be a cosine in (0, 1], got {v!r}")
+        if not isinstance(self.min_group, int) or self.min_group < 2:
+            raise ConfigError(f"detector rag-poisoning: min_group must be an integer >= 2, got {self.min_group!r}")
+        if not isinstance(self.lone_words, int) or self.lone_words < 1:
+            raise ConfigError(f"detector rag-poisoning: lone_words must be an integer >= 1, got {self.lone_words!r}")
+        if not isinstance(self.debris_tokens, int) or self.debris_tokens < 1:
+            raise ConfigError(f"detector rag-poisoning: debris_tokens must be an integer >= 1, got {self.debris_tokens!r}")
 
 
 def _norm(text: str) -> str:
@@ -54,6 +101,72 @@ def _norm(text: str) -> str:
 
 def _jac(a: set, b: set) -> float:
     return len(a & b) / max(len(a | b), 1)
+
+
+def _opening(text: str) -> tuple[int, list[str]]:
+    """End offset of the first sentence and its lower-cased words (at most OPENING_WORDS)."""
+    m = _SENTENCE_END.search(text, 0, 400)
+    end = m.end() if m else min(len(text), 400)
+    return end, _WORD.findall(text[:end].lower())[:OPENING_WORDS]
+
+
+def strip_request(words: list[str]) -> list[str]:
+    """Drop a request lead-in so "can you tell me what causes X" compares as "what causes X"."""
+    k = 0
+    while k < min(len(words) - 2, 8) and words[k] in _REQUEST:
+        k += 1
+    if k and words[k - 1] in _INTERROGATIVE and words[k] not in _INTERROGATIVE:
+        k -= 1  # "can X be treated": the "can" was the question, not a lead-in
+    return words[k:]
+
+
+def _content(words: list[str]) -> list[str]:
+    return [w for w in words if w not in _STOP and sum(c.isalpha() for c in w) >= 3]
+
+
+def _question_like(text: str, end: int, words: list[str]) -> bool:
+    """Ends with a question mark, or opens as a request ("Tell me ...", "I'd like to know ...", "Do you ...")."""
+    if text[:end].rstrip().endswith("?"):
+        return True
+    return bool(words) and (words[0] in _REQUEST_START or " ".join(words[:2]) in _REQUEST_START)
+
+
+def _debris(text: str, end: int) -> int:
+    """Tokenizer debris near the start: what HotFlip-optimised text leaves behind in a fluent passage."""
+    return sum(1 for t in text[: max(end, 200)].split()[:OPENING_WORDS] if _DEBRIS.search(t) and not _ADDRESS.search(t))
+
+
+def _lone_words(text: str, df) -> int:
+    """Opening words found in no other passage and not repeated in this one: made-up tokens, not a rare name."""
+    words = _WORD.findall(text.lower())
+    head = words[:16]
+    once = {w for w in head if df[w] == 1 and any(c.isalpha() for c in w)}
+    return sum(1 for w in once if words.count(w) == 1) if once else 0
+
+
+def _mask_subject(words: list[str], subject: set[str]) -> str:
+    out: list[str] = []
+    for w in words:
+        w = "X" if w in subject else w
+        if not (out and out[-1] == "X" and w == "X"):
+            out.append(w)
+    return " ".join(out)
+
+
+def _components_sparse(n: int, edges: list[tuple[int, int]]) -> np.ndarray:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    a = np.array([e[0] for e in edges], dtype=np.int64)
+    b = np.array([e[1] for e in edges], dtype=np.int64)
+    return connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)[1]
+
+
+def _components(adj: np.ndarray) -> np.ndarray:
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    return connected_components(csr_matrix(adj), directed=False)[1]
 
 
 def load_queries(path: str) -> list[str]:
@@ -83,11 +196,12 @@ def load_queries(path: str) -> list[str]:
 @register
 class RagPoisoning(Detector):
     name = "rag-poisoning"
-    version = "1"
+    version = "2"
     kinds = frozenset({Kind.DOCUMENTS})
     atlas = (ATLAS_RAG_POISONING, ATLAS_FALSE_RAG_ENTRY, ATLAS_POISON_TRAINING_DATA)
     Settings = Settings
-    description = "passages with injected instructions or hidden text, and PoisonedRAG question-led groups"
+    description = ("passages with injected instructions or hidden text, and PoisonedRAG groups: question-led, "
+                   "paraphrased or optimised openings")
 
     def run(self, data: Dataset) -> DetectorResult:
         s = self.settings
@@ -126,8 +240,158 @@ class RagPoisoning(Detector):
                     f"{len(rows)} passages open with the same question and give {len(distinct)} different answers",
                     rows, sc, Severity.HIGH if len(distinct) >= s.min_group else Severity.MEDIUM,
                     {"question": q[:200], "distinct_answers": len(distinct), "matches_query": near_query}))
-        summary = {"passages": n, "question_led": sum(len(v) for v in lead.values()), "findings": len(findings)}
+        exact = {r for f in findings if f.rule == "question-led-group" for r in f.rows}
+        near = self._near_question_groups(data, scores, findings, exact)
+        summary = {"passages": n, "question_led": sum(len(v) for v in lead.values()), "question_like": near,
+                   "findings": len(findings)}
         return DetectorResult(tuple(findings), scores, summary)
+
+    def _near_question_groups(self, data: Dataset, scores: np.ndarray, findings: list[Finding], exact: set[int]) -> int:
+        """Groups of passages asking one question in different words (paraphrased or optimised S)."""
+        from collections import Counter
+
+        from trainguard.embeddings import embed_texts
+
+        s = self.settings
+        recs = data.records
+        opens = [_opening(r.text) for r in recs]
+        df = Counter(w for r in recs for w in set(_WORD.findall(r.text.lower())))
+        qlike = [i for i, r in enumerate(recs) if _question_like(r.text, *opens[i])]
+        debris = {i for i, r in enumerate(recs) if _debris(r.text, opens[i][0]) >= s.debris_tokens}
+        # made-up words alone are too common in honest stores (rare names) to group on; they add to scores and queries
+        garbled = debris | {i for i, r in enumerate(recs) if _lone_words(r.text, df) >= s.lone_words}
+        for i in garbled:
+            scores[i] = max(scores[i], 0.2 if i not in debris else 0.3)
+        asks = {i: strip_request(opens[i][1]) for i in set(qlike) | garbled}
+        marks = {i: frozenset(w for w in opens[i][1] if _MARK.match(w) and w not in _STOP) for i in asks}
+        bodies: dict[int, set] = {}
+
+        def distinct(rows) -> list[int]:
+            out: list[int] = []
+            for i in rows:
+                b = bodies.setdefault(i, set(tokens(recs[i].text[opens[i][0]:])[:80]))
+                if all(_jac(b, bodies[j]) < s.body_dup_jaccard for j in out):
+                    out.append(i)
+            return out
+
+        subject_cap = max(20, 0.01 * len(recs))
+
+        def subject_of(i: int) -> str | None:
+            # a subject is shared (a word in one passage only is not) and specific ("syndrome" is not)
+            words = [w for w in _content(asks[i]) if 2 <= df[w] <= subject_cap]
+            return min(words, key=lambda w: (df[w], w)) if words else None
+
+        # 1. question-like openings keyed by subject; the asks, subject masked, compared by embedding
+        by_subject: dict[str, list[int]] = defaultdict(list)
+        for i in qlike:
+            if (w := subject_of(i)) is not None:
+                by_subject[w].append(i)
+        groups = [(w, g) for w, g in sorted(by_subject.items()) if len(g) >= s.min_group]
+        masked, owners = [], []
+        for w, g in groups:
+            seen = Counter(x for i in g for x in set(_content(asks[i])))
+            subject = {x for x, c in seen.items() if 2 * c >= len(g)} | {w}
+            masked += [_mask_subject(asks[i], subject) for i in g]
+            owners.append(len(masked))
+        vecs = embed_texts(masked, s.embedder, cache="off") if masked else np.zeros((0, 1), np.float32)
+        start, mark_id = 0, {}
+        for (w, g), stop in zip(groups, owners):
+            v, start = vecs[start:stop], stop
+            sim = v @ v.T
+            kinds = np.array([mark_id.setdefault(marks[i], len(mark_id)) for i in g])
+            same = (sim >= s.ask_similarity) & (kinds[:, None] == kinds[None, :])  # "type 1" never meets "type 2"
+            neighbours = same.sum(1) - 1
+            for k, i in enumerate(g):  # a weak, graded score for question-like openings asked again nearby
+                scores[i] = max(scores[i], 0.1 + 0.1 * min(int(neighbours[k]), 3))
+            lab = _components(same)
+            for c in np.unique(lab):
+                rows = [g[k] for k in np.flatnonzero(lab == c)]
+                d = distinct(rows)
+                if len(d) < s.min_group or set(rows) <= exact:
+                    continue
+                sc = min(0.9, 0.45 + 0.1 * len(d))
+                scores[rows] = np.maximum(scores[rows], sc)
+                findings.append(self._finding(
+                    data, "near-question-group",
+                    f"{len(rows)} passages ask the same question about '{w}' in different words and give "
+                    f"{len(d)} different answers", rows, sc, Severity.MEDIUM,
+                    {"subject": w, "distinct_answers": len(d), "openings": [visible(recs[i].text[:opens[i][0]][:120]) for i in rows[:5]]}))
+        # 2. debris-laden openings sharing rare subject words (white-box, HotFlip-optimised S)
+        if debris:
+            rare_cap = max(5, 0.002 * len(recs))
+            # a word found only in debris-laden passages is more debris (recurring odd tokens), not a subject
+            in_debris = Counter(w for i in debris for w in set(_WORD.findall(recs[i].text.lower())))
+            rare = {i: {w for w in _content(asks[i]) if 2 <= df[w] <= rare_cap and in_debris[w] < df[w]} for i in debris}
+            rows_d = sorted(i for i in debris if rare[i])
+            index: dict[str, list[int]] = defaultdict(list)
+            for k, i in enumerate(rows_d):
+                for w in rare[i]:
+                    index[w].append(k)
+            edges = [(a, b) for ks in index.values() for x, a in enumerate(ks) for b in ks[x + 1:]
+                     if 2 * len(rare[rows_d[a]] & rare[rows_d[b]]) >= min(len(rare[rows_d[a]]), len(rare[rows_d[b]]))]
+            lab = _components_sparse(len(rows_d), edges)
+            for c in np.unique(lab):
+                rows = [rows_d[k] for k in np.flatnonzero(lab == c)]
+                d = distinct(rows)
+                if len(d) < s.min_group:
+                    continue
+                sc = min(0.9, 0.45 + 0.1 * len(d))
+                scores[rows] = np.maximum(scores[rows], sc)
+                subject = sorted(set.intersection(*(rare[i] for i in rows)) or rare[rows[0]])
+                findings.append(self._finding(
+                    data, "optimised-lead-group",
+                    f"{len(rows)} passages open with token debris around the same subject and give {len(d)} different answers",
+                    rows, sc, Severity.MEDIUM,
+                    {"subject": subject[:5], "distinct_answers": len(d),
+                     "openings": [visible(recs[i].text[:120]) for i in rows[:5]]}))
+        # 3. openings asking a known query in other words
+        if s.queries:
+            self._query_matches(data, scores, findings, exact, asks, marks, debris, df, distinct)
+        return len(qlike)
+
+    def _query_matches(self, data, scores, findings, exact, asks, marks, debris, df, distinct) -> None:
+        """Passages whose opening asks a known query: same subject, asks alike once the shared words are masked."""
+        from trainguard.embeddings import embed_texts
+
+        s = self.settings
+        queries = load_queries(s.queries)
+        holders: dict[str, list[int]] = defaultdict(list)
+        for i in sorted(asks):
+            for w in set(_content(asks[i])):
+                holders[w].append(i)
+        pairs, texts = [], []
+        for qi, q in enumerate(queries):
+            words = strip_request(_WORD.findall(q.lower()))
+            content = _content(words)
+            if not content:
+                continue
+            subject = min(content, key=lambda w: (df[w], w))
+            qmarks = frozenset(w for w in words if _MARK.match(w) and w not in _STOP)
+            for i in holders.get(subject, []):
+                if i in exact or marks[i] != qmarks:
+                    continue
+                shared = set(content) & set(_content(asks[i]))
+                pairs.append((qi, i, len(shared) / len(set(content))))
+                texts += [_mask_subject(words, shared), _mask_subject([w for w in asks[i] if not _DEBRIS.search(w)], shared)]
+        if not pairs:
+            return
+        v = embed_texts(texts, s.embedder, cache="off")
+        sims = np.einsum("ij,ij->i", v[0::2], v[1::2])
+        near: dict[int, list[int]] = defaultdict(list)
+        for (qi, i, cover), sim in zip(pairs, sims):
+            # optimised openings keep the query's content words but scramble the rest
+            if sim >= s.query_similarity or (i in debris and cover >= 0.75):
+                near[qi].append(i)
+        for qi, rows in sorted(near.items()):
+            d = distinct(rows)
+            if len(d) < 2:
+                continue
+            sc = min(1.0, 0.5 + 0.1 * len(d))
+            scores[rows] = np.maximum(scores[rows], sc)
+            findings.append(self._finding(
+                data, "query-led-group", f"{len(rows)} passages open by asking a known query in other words "
+                f"and give {len(d)} different answers", rows, sc, Severity.HIGH if len(d) >= s.min_group else Severity.MEDIUM,
+                {"query": queries[qi][:200], "distinct_answers": len(d)}))
 
     def _finding(self, data, rule, title, rows, score, sev, evidence) -> Finding:
         rows = sorted(set(rows))
@@ -138,8 +402,6 @@ class RagPoisoning(Detector):
 
     @staticmethod
     def _snip(text: str, rule: str) -> str:
-        from trainguard.text import visible
-
         m = (INJECTION if rule == "prompt-injection" else HIDDEN_MARKUP).search(text)
         a = max(0, (m.start() if m else 0) - 40)
         return visible(text[a: a + 120])
