@@ -34,6 +34,12 @@ def cli(capsys, *args) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+def write_jsonl(path, rows: list[dict]):
+    """A JSONL file of `rows` at `path` (returned, for chaining)."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def read_jsonl(name: str) -> list[dict]:
     with open(DATA / name, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]

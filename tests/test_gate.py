@@ -7,6 +7,7 @@ import importlib
 import json
 
 import pytest
+from conftest import write_jsonl
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trainguard.attest import AttestationError, check
@@ -76,11 +77,6 @@ def rows(n=20, marked=(), evil=()):
     return out
 
 
-def write(p, rs):
-    p.write_text("".join(json.dumps(r) + "\n" for r in rs))
-    return p
-
-
 @pytest.fixture()
 def env(tmp_path):
     led = Ledger.open(tmp_path / "l.db")
@@ -128,7 +124,7 @@ def test_policy_digest_ignores_comments_and_order(tmp_path):
 
 def test_clean_recorded_data_passes(env):
     tmp, led = env
-    p = write(tmp / "d.jsonl", rows())
+    p = write_jsonl(tmp / "d.jsonl", rows())
     ingest(led, p, source="s", licence="MIT", by="alice")
     res = gate(led, p, policy(), by="carol")
     assert (res.verdict, res.exit_code, res.reasons, res.quarantined) == ("pass", 0, [], [])
@@ -138,7 +134,7 @@ def test_clean_recorded_data_passes(env):
 
 def test_quarantine_queues_rows_and_keeps_them(env):
     tmp, led = env
-    p = write(tmp / "d.jsonl", rows(marked=(3, 7)))
+    p = write_jsonl(tmp / "d.jsonl", rows(marked=(3, 7)))
     before = p.read_bytes()
     ingest(led, p, source="s", licence="MIT", by="alice")
     res = gate(led, p, policy(), by="carol")
@@ -150,9 +146,9 @@ def test_quarantine_queues_rows_and_keeps_them(env):
 
 def test_unrecorded_or_changed_content_fails(env):
     tmp, led = env
-    p = write(tmp / "d.jsonl", rows())
+    p = write_jsonl(tmp / "d.jsonl", rows())
     ingest(led, p, source="s", licence="MIT", by="alice")
-    write(p, rows(21))
+    write_jsonl(p, rows(21))
     res = gate(led, p, policy())
     assert res.verdict == "fail" and "not a recorded version" in res.reasons[0]
     lax = gate(led, p, policy(provenance={"require_recorded": False, "require_source": []}))
@@ -161,18 +157,18 @@ def test_unrecorded_or_changed_content_fails(env):
 
 def test_missing_source_metadata_fails(env):
     tmp, led = env
-    p = write(tmp / "d.jsonl", rows())
+    p = write_jsonl(tmp / "d.jsonl", rows())
     ingest(led, p, source="s", by="alice")
     res = gate(led, p, policy(provenance={"require_source": ["licence", "owner"]}))
     assert res.verdict == "fail" and "lacks licence, owner" in res.reasons[0]
-    q = write(tmp / "e.jsonl", rows(5))
+    q = write_jsonl(tmp / "e.jsonl", rows(5))
     ingest(led, q, by="alice")
     assert "no source recorded" in gate(led, q, policy()).reasons[0]
 
 
 def test_failed_detector_fails_closed(env):
     tmp, led = env
-    p = write(tmp / "d.jsonl", rows())
+    p = write_jsonl(tmp / "d.jsonl", rows())
     ingest(led, p, source="s", licence="MIT", by="alice")
     res = gate(led, p, policy(detectors=["test-gate-marker", "test-gate-crash"]))
     assert res.verdict == "fail" and any("test-gate-crash failed" in r for r in res.reasons)
@@ -180,11 +176,11 @@ def test_failed_detector_fails_closed(env):
 
 def test_fail_threshold_and_quarantine_share(env):
     tmp, led = env
-    p = write(tmp / "d.jsonl", rows(evil=(2,)))
+    p = write_jsonl(tmp / "d.jsonl", rows(evil=(2,)))
     ingest(led, p, source="s", licence="MIT", by="alice")
     res = gate(led, p, policy())
     assert res.verdict == "fail" and "at or above critical" in res.reasons[0]
-    q = write(tmp / "q.jsonl", rows(10, marked=range(5)))
+    q = write_jsonl(tmp / "q.jsonl", rows(10, marked=range(5)))
     ingest(led, q, source="s", by="alice")
     res = gate(led, q, policy(limits={"max_quarantine_share": 0.2}))
     assert res.verdict == "fail" and "over the max_quarantine_share" in res.reasons[0]
@@ -196,7 +192,7 @@ def test_fail_threshold_and_quarantine_share(env):
 
 def test_review_decisions_need_reason_and_reviewer(env):
     tmp, led = env
-    p = write(tmp / "d.jsonl", rows(marked=(3,)))
+    p = write_jsonl(tmp / "d.jsonl", rows(marked=(3,)))
     ingest(led, p, source="s", licence="MIT", by="alice")
     gate(led, p, policy())
     with pytest.raises(ConfigError, match="--reason"):
@@ -217,7 +213,7 @@ def test_release_end_to_end(env):
     tmp, led = env
     key = Ed25519PrivateKey.generate()
     data = rows(30, marked=(3, 7, 11))
-    p = write(tmp / "d.jsonl", data)
+    p = write_jsonl(tmp / "d.jsonl", data)
     ingest(led, p, source="s", licence="MIT", owner="team", by="alice")
     res = gate(led, p, policy(), by="carol")
     out = tmp / "approved.jsonl"
@@ -247,7 +243,7 @@ def test_release_end_to_end(env):
 def test_release_refusals(env):
     tmp, led = env
     key = Ed25519PrivateKey.generate()
-    p = write(tmp / "d.jsonl", rows(evil=(1,)))
+    p = write_jsonl(tmp / "d.jsonl", rows(evil=(1,)))
     with pytest.raises(ConfigError, match="not a recorded version"):
         release(led, p, tmp / "o.jsonl", [key])
     ingest(led, p, source="s", licence="MIT", by="alice")
@@ -264,7 +260,7 @@ def test_release_refusals(env):
 
 def test_release_with_allowed_pending_leaves_pending_rows_out(env):
     tmp, led = env
-    p = write(tmp / "d.jsonl", rows(marked=(2, 5)))
+    p = write_jsonl(tmp / "d.jsonl", rows(marked=(2, 5)))
     ingest(led, p, source="s", licence="MIT", by="alice")
     gate(led, p, policy(release={"allow_pending": True}, signatures={"required": 2}))
     k1, k2 = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
@@ -277,7 +273,7 @@ def test_release_with_allowed_pending_leaves_pending_rows_out(env):
 
 def test_release_refuses_a_file_swapped_after_hashing(env, monkeypatch):
     tmp, led = env
-    p = write(tmp / "d.jsonl", rows())
+    p = write_jsonl(tmp / "d.jsonl", rows())
     ingest(led, p, source="s", licence="MIT", by="alice")
     gate(led, p, policy())
     rel = importlib.import_module("trainguard.gate.release")
@@ -286,7 +282,7 @@ def test_release_refuses_a_file_swapped_after_hashing(env, monkeypatch):
     def swap_after(path, *a, **k):
         fl = real(path, *a, **k)
         if path == p:
-            write(p, rows(20)[:-1] + [{"text": "swapped", "label": 1}])
+            write_jsonl(p, rows(20)[:-1] + [{"text": "swapped", "label": 1}])
         return fl
 
     monkeypatch.setattr(rel, "hash_file", swap_after)

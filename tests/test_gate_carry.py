@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 
 import pytest
+from conftest import write_jsonl
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trainguard.attest import check as check_attestation
@@ -62,16 +62,11 @@ def rows(n=20, marked=(3, 7), changed=(), prefix=()):
     return out
 
 
-def write(p, rs):
-    p.write_text("".join(json.dumps(r) + "\n" for r in rs))
-    return p
-
-
 @pytest.fixture()
 def decided(tmp_path):
     """A ledger whose first gate run queued rows 3 and 7; bob approved 3 and rejected 7."""
     led = Ledger.open(tmp_path / "l.db")
-    p = write(tmp_path / "d.jsonl", rows())
+    p = write_jsonl(tmp_path / "d.jsonl", rows())
     ingest(led, p, source="s", licence="MIT", by="alice")
     first = gate(led, p, policy(), by="ci")
     assert (first.verdict, first.quarantined) == ("quarantine", [3, 7])
@@ -112,7 +107,7 @@ def test_second_run_carries_both_decisions_passes_and_release_drops_the_rejected
 
 def test_the_next_version_with_shifted_rows_carries_by_content(decided):
     tmp, led, p, run1 = decided
-    write(p, rows(prefix=["a new first row"], changed=()))
+    write_jsonl(p, rows(prefix=["a new first row"], changed=()))
     ingest(led, p, source="s", licence="MIT", by="alice")
     res = gate(led, p, policy(), by="ci")
     assert res.verdict == "pass" and [(c["row"], c["from_row"]) for c in res.carried] == [(4, 3), (8, 7)]
@@ -120,7 +115,7 @@ def test_the_next_version_with_shifted_rows_carries_by_content(decided):
 
 def test_a_changed_record_is_queued_again(decided):
     tmp, led, p, _ = decided
-    write(p, rows(changed=(7,)))
+    write_jsonl(p, rows(changed=(7,)))
     ingest(led, p, source="s", licence="MIT", by="alice")
     res = gate(led, p, policy(), by="ci")
     assert (res.verdict, res.quarantined, [c["row"] for c in res.carried]) == ("quarantine", [7], [3])
@@ -141,7 +136,7 @@ def test_changed_reasons_queue_the_row_again(decided, monkeypatch, change):
 
 def test_fewer_or_lower_reasons_carry_and_the_latest_decision_wins(tmp_path):
     led = Ledger.open(tmp_path / "l.db")
-    p = write(tmp_path / "d.jsonl", rows(marked=(3,)))
+    p = write_jsonl(tmp_path / "d.jsonl", rows(marked=(3,)))
     ingest(led, p, source="s", licence="MIT", by="alice")
     STATE.update(severity=Severity.HIGH, extra_rule=True)
     gate(led, p, policy(), by="ci")
