@@ -98,6 +98,8 @@ def test_second_run_carries_both_decisions_passes_and_release_drops_the_rejected
     assert r.excluded == [7] and r.kept == 19
     pred = check_attestation(tmp / "out.jsonl", r.attestation, [key.public_key()]).predicate
     assert pred["gate"]["run"] == res.run_id and {d["by"] for d in pred["reviews"]["decisions"]} == {"bob"}
+    assert [(d["row"], d["carried_from"]["gate_run"], d["carried_from"]["row"]) for d in pred["reviews"]["decisions"]] \
+        == [(3, run1, 3), (7, run1, 7)]  # the attestation says which decisions were made on an earlier run
     # a person may still change a carried decision; it then stops being a carried one
     decide(led, 7, "approved", "context makes it fine", "eve", run_id=res.run_id)
     item = show(led, 7, res.run_id)

@@ -284,3 +284,20 @@ def test_a_changed_or_missing_file_is_never_shown_as_the_gated_record(client_for
     (gated / "data.jsonl").unlink()
     html = client_for("alice").get("/queue").text
     assert html.count("record unavailable: data.jsonl is not found") == 25
+
+
+def test_a_decision_carried_to_a_later_gate_run_says_where_it_was_made(client_for, gated, monkeypatch):
+    from trainguard.gate.policy import load as load_policy
+    from trainguard.gate.run import gate
+
+    alice = client_for("alice")
+    rows = queued_rows(gated)
+    decide(alice, 1, rows[0], "rejected", "cf trigger forces the label")
+    monkeypatch.chdir(gated)  # the gated path was recorded relative to the project
+    with Ledger.open(ledger_path(gated)) as led:
+        again = gate(led, "data.jsonl", load_policy(None), by="ci")
+        assert again.run_id == 2 and [c["row"] for c in again.carried] == [rows[0]]
+        assert check(led).ok
+    html = alice.get("/queue?run=2&status=rejected").text
+    assert "carried over from gate run 1" in html and "cf trigger forces the label" in html
+    assert "carried over" not in alice.get("/queue?run=1&status=rejected").text  # the original is alice's own
