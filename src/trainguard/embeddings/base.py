@@ -27,6 +27,8 @@ class Embedder(ABC):
 
     name: ClassVar[str]
     cacheable: ClassVar[bool] = True
+    progress_min: ClassVar[int] = 5000  # texts to embed before a progress bar is worth showing
+    chunk: ClassVar[int] = 4096  # texts per call (and per progress step / cache write)
 
     @property
     @abstractmethod

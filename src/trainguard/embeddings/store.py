@@ -22,7 +22,6 @@ from trainguard.records import Record
 FIELDS = ("text", "target", "response", "chosen", "rejected", "all")
 CACHE_DIR_ARTEFACT = "embeddings:cache-dir"
 NO_CACHE = "off"
-PROGRESS_MIN = 5000  # auto progress bar only when at least this many texts need embedding
 
 
 def embed_texts(
@@ -78,7 +77,8 @@ def embed_texts(
 def _embed_missing(emb, uniq, hashes, todo, vectors, cache, batch_size, progress) -> None:
     if not todo:
         return
-    show = progress if progress is not None else (len(todo) >= PROGRESS_MIN and sys.stderr.isatty())
+    show = progress if progress is not None else (len(todo) >= emb.progress_min and sys.stderr.isatty())
+    batch_size = min(batch_size, emb.chunk)
     bar = None
     if show:
         from rich.console import Console
