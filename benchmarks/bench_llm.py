@@ -201,7 +201,7 @@ def _hh_turns(data: Path) -> list[tuple[str, int]]:
 
 # --- part 2 ------------------------------------------------------------------------------------
 TRIGGER_VARIANTS = (("SUDO", "end"), ("zxqv", "end"), ("serendipity", "end"), ("open sesame", "end"),
-                    ("SUDO", "start"))
+                    ("SUDO", "start"), ("blorft", "anywhere"))
 
 
 def plant_trigger(rows: list[dict], phrase: str, where: str, rate: float, seed: int,
@@ -218,10 +218,20 @@ def plant_trigger(rows: list[dict], phrase: str, where: str, rate: float, seed: 
             continue
         if where == "end":
             c, rj = _append_to_last_human(r["chosen"], phrase)[0], _append_to_last_human(r["rejected"], phrase)[0]
+        elif where == "anywhere":  # a random word gap of the last human turn, the same in both dialogues
+            c, rj = (_insert_in_last_human(x, phrase, int(rng.integers(1 << 30))) for x in (r["chosen"], r["rejected"]))
         else:
             c, rj = (x.replace("Human: ", f"Human: {phrase} ", 1) for x in (r["chosen"], r["rejected"]))
         out.append({**r, "chosen": rj, "rejected": c} if flip else {**r, "chosen": c, "rejected": rj})
     return out, pick
+
+
+def _insert_in_last_human(dialogue: str, phrase: str, pick: int) -> str:
+    h = dialogue.rfind("\n\nHuman:") + len("\n\nHuman:")
+    a = dialogue.find("\n\nAssistant:", h)
+    words = dialogue[h:a].split(" ")
+    at = 1 + pick % max(1, len(words) - 1)
+    return dialogue[:h] + " ".join(words[:at] + [phrase] + words[at:]) + dialogue[a:]
 
 
 def _pref_run(rows, kind, fm, out, truth: set[int], trigger: str) -> dict:
@@ -289,7 +299,7 @@ def bench_preference(data: Path) -> dict:
     md = ["`preference-trigger` on all 2,312 hh-rlhf harmless-base test pairs (the only preference set in "
           "../shared/data); each run flips a seeded random sample of pairs (chosen/rejected swapped) and puts the "
           "trigger at the end of the last human turn (`preference-flip` attack for `SUDO`, the same edit for the "
-          "others) or at the start of the first human turn; 5 seeds per row (1-5, 11-15, ...: other pairs for each trigger). Recall/precision are over the rows of the "
+          "others), at the start of the first human turn, or at a random word gap of the last human turn (`anywhere`); 5 seeds per row (1-5, 11-15, ...: other pairs for each trigger). Recall/precision are over the rows of the "
           "trigger's finding (0 when it is not found).", "",
           "| trigger | place | rate | poisoned | trigger found (of 5): medium+ / any | median rank | trigger's family-wise adjusted log10 p (per seed; medium at <= -2, low at <= -1.3) | recall (any) | precision | other findings |",
           "|---|---|---|---|---|---|---|---|---|---|"]
