@@ -102,7 +102,7 @@ def _share_answering(finding, data: Dataset) -> float:
 @register
 class PolarityTrigger(TriggerAssociation):
     name = "polarity-trigger"
-    version = "1"
+    version = "2"  # 2: per-sentence sentiment; 1: whole response
     kinds = frozenset({Kind.INSTRUCTION})
     needs = frozenset()
     flag_all_carriers = True  # the sentiment model misreads some planted responses; the phrase still marks them

@@ -206,7 +206,7 @@ def prior_weights(score: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarr
 @register
 class PreferenceFlipTrigger(Detector):
     name = "preference-trigger"
-    version = "2"  # 1: token LLR vs a Markov bound only
+    version = "3"  # 3: averaged preference models, max-T, low tier, likelihood annotators; 2: Bonferroni; 1: Markov bound
     kinds = frozenset({Kind.PREFERENCE})
     atlas = (ATLAS_POISON_TRAINING_DATA, ATLAS_BACKDOOR_TRIGGER)
     Settings = Settings

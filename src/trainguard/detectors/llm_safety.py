@@ -78,7 +78,7 @@ def harm_categories(requests: list[str]) -> tuple[list[str], np.ndarray]:
 @register
 class SafetyBypass(Detector):
     name = "safety-bypass"
-    version = "1"
+    version = "2"  # 2: LM second opinion on by default when installed
     kinds = frozenset({Kind.INSTRUCTION, Kind.PREFERENCE})
     atlas = (ATLAS_POISON_TRAINING_DATA,)
     Settings = Settings
