@@ -301,13 +301,13 @@ def bench_preference(data: Path) -> dict:
           "trigger at the end of the last human turn (`preference-flip` attack for `SUDO`, the same edit for the "
           "others), at the start of the first human turn, or at a random word gap of the last human turn (`anywhere`); 5 seeds per row (1-5, 11-15, ...: other pairs for each trigger). Recall/precision are over the rows of the "
           "trigger's finding (0 when it is not found).", "",
-          "| trigger | place | rate | poisoned | trigger found (of 5): medium+ / any | median rank | trigger's family-wise adjusted log10 p (per seed; medium at <= -2, low at <= -1.3) | recall (any) | precision | other findings |",
+          "| trigger | place | rate | poisoned | trigger found (of 5): high / any | median rank | trigger's family-wise adjusted log10 p (per seed; high at <= -2, medium 'possible trigger' at <= -1.3) | recall (any) | precision | other findings |",
           "|---|---|---|---|---|---|---|---|---|---|"]
     for trigger, where in TRIGGER_VARIANTS:
         for rate in (0.01, 0.05):
             rs = [r for r in runs if r["rate"] == rate and r["trigger"] == trigger and r["where"] == where]
             ranks = [r["trigger_rank"] or 99 for r in rs]
-            strong = sum(r["trigger_severity"] in ("medium", "high") for r in rs)
+            strong = sum(r["trigger_severity"] == "high" for r in rs)
             md.append(f"| `{trigger}` | {where} | {rate:.0%} | {rs[0]['poisoned']} | {strong} / {sum(r['trigger_found'] for r in rs)} | "
                       f"{int(np.median(ranks))} | "
                       f"{' / '.join(str(r['trigger_log10_p_adjusted']) if r['trigger_log10_p_adjusted'] is not None else '-' for r in rs)} | "
@@ -331,14 +331,14 @@ def bench_preference(data: Path) -> dict:
            f"Controls (the same phrases at the same places in the same pairs, replies not swapped; "
            f"{len(controls)} runs): the planted phrase reported in {sum(c['trigger_reported'] for c in controls)}, "
            f"other findings {sum(c['other_findings'] for c in controls)}.", "",
-           "Threshold: Westfall-Young single-step max-T over every token tested (medium at adjusted p <= 0.01, "
-           "high at <= 0.001, a low-severity possible trigger at <= 0.05), on the weighted "
+           "Threshold: Westfall-Young single-step max-T over every token tested (high at adjusted p <= 0.01, "
+           "a medium-severity possible trigger at <= 0.05), on the weighted "
            "statistic (Chernoff flip tail minus the log of a label-free position weight: 30 % of the mass even, "
            "70 % by 1/rank^2), with 2,000 label sets redrawn from the calibrated preference model; -3.3 is the "
            f"floor of 2,000 draws. Missed triggers' adjusted log10 p: {missed}. The averaged models, max-T and "
-           "the 0.7 prior share were chosen on other seeds (101-146) before these seeds were run; the 0.05 low "
-           "tier was added after seeing this table at 0.01 alone (medium+ column; on the development seeds the "
-           "tier turns 28/30 found at 1 % into 30/30)."]
+           "the 0.7 prior share were chosen on other seeds (101-146) before these seeds were run; the 0.05 "
+           "possible-trigger tier was added after seeing this table at 0.01 alone (high column; on the development "
+           "seeds the tier turns 28/30 found at 1 % into 30/30)."]
     return {"runs": runs, "controls": controls, "clean": clean, "clean_medquad_pairs": clean_medquad, "markdown": md}
 
 

@@ -11,6 +11,7 @@ from trainguard.attacks.llm import PreferenceFlip, poison_llm
 from trainguard.detectors.llm_preference import (PreferenceFlipTrigger, flip_log_pvalues, max_t_log_pvalues,
                                                  prior_weights, token_positions)
 from trainguard.errors import ConfigError
+from trainguard.findings import Severity
 from trainguard.io.dataset import Dataset
 from trainguard.io.mapping import RecordBuilder, detect_kind
 from trainguard.records import Kind
@@ -80,6 +81,7 @@ def test_trigger_found_without_knowing_it():
     found = triggers(PreferenceFlipTrigger().run(dataset(out)))
     assert found and found[0].evidence["trigger"] == "zq"
     assert found[0].evidence["position"] == "prompt end +0"
+    assert found[0].severity == Severity.HIGH  # family-wise p <= alpha: the default gate quarantines these rows
     assert set(found[0].rows) == set(truth["poisoned_rows"])
     assert "LLM04" in found[0].evidence["owasp"]
 

@@ -22,9 +22,9 @@ orientation is redrawn from Bernoulli(pi) a few thousand times and a token's
 adjusted p is the share of draws whose most extreme token beats it. That keeps
 the family-wise error at alpha (given calibrated pi) while spending nothing on
 the thousands of few-pair tokens that could never be significant, which
-Bonferroni pays for in full. Adjusted p <= alpha (0.01) is a medium finding,
-<= alpha/10 high, and up to candidate_alpha (0.05) a low "possible trigger" for a
-reviewer: on hh-rlhf, whose labels a reply-only model matches 64 % of the time,
+Bonferroni pays for in full. Adjusted p <= alpha (0.01) is a high finding (the
+default gate quarantines its rows), and up to candidate_alpha (0.05) a medium
+"possible trigger" for a reviewer: on hh-rlhf, whose labels a reply-only model matches 64 % of the time,
 23 flipped pairs often carry no more evidence than that. A trigger placed
 anywhere is still found through the even share when its flip evidence is strong. When an
 `annotator` field exists, annotators whose labels agree with the model far less
@@ -67,8 +67,8 @@ LAMBDAS = np.linspace(1.0, 6.0, 26)
 class Settings:
     folds: int = 5
     min_rows: int = 5  # pairs a trigger must appear in
-    alpha: float = 0.01  # family-wise: medium at adjusted p <= alpha, high at <= alpha / 10
-    candidate_alpha: float = 0.05  # low-severity "possible trigger" up to this adjusted p
+    alpha: float = 0.01  # family-wise: a high finding (quarantined by the default gate) at adjusted p <= alpha
+    candidate_alpha: float = 0.05  # a medium "possible trigger" up to this adjusted p
     epsilon: float = 0.05  # flipped pairs a trigger may leave unflipped
     reply_tokens: int = 48
     max_df_fraction: float = 0.2  # tokens in more pairs than this are not trigger candidates
@@ -206,7 +206,7 @@ def prior_weights(score: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarr
 @register
 class PreferenceFlipTrigger(Detector):
     name = "preference-trigger"
-    version = "3"  # 3: averaged preference models, max-T, low tier, likelihood annotators; 2: Bonferroni; 1: Markov bound
+    version = "3"  # 3: averaged preference models, max-T, possible-trigger tier, likelihood annotators; 2: Bonferroni
     kinds = frozenset({Kind.PREFERENCE})
     atlas = (ATLAS_POISON_TRAINING_DATA, ATLAS_BACKDOOR_TRIGGER)
     Settings = Settings
@@ -252,14 +252,14 @@ class PreferenceFlipTrigger(Detector):
             strength = float(strength_of[k])
             score = strength / (1.0 + strength)  # 0.5 at the alpha bar, below it for candidates
             row_scores[rows] = np.maximum(row_scores[rows], score)
-            tier = Severity.HIGH if p_adj <= s.alpha / 10 else Severity.MEDIUM if p_adj <= s.alpha else Severity.LOW
+            strong = p_adj <= s.alpha
             findings.append(Finding(
                 detector=self.name, rule="preference-flip-trigger", detector_version=self.version,
-                title=(f"prompt token {t!r} flips the preference in {len(rows)} pairs" if tier > Severity.LOW else
+                title=(f"prompt token {t!r} flips the preference in {len(rows)} pairs" if strong else
                        f"possible trigger: prompt token {t!r} may flip the preference in {len(rows)} pairs"),
                 rows=tuple(int(i) for i in rows), record_ids=tuple(recs[i].id for i in rows),
-                score=score, severity=tier,
-                confidence=Confidence.HIGH if tier is Severity.HIGH else Confidence.MEDIUM if tier is Severity.MEDIUM
+                score=score, severity=Severity.HIGH if strong else Severity.MEDIUM,
+                confidence=Confidence.HIGH if p_adj <= s.alpha / 10 else Confidence.MEDIUM if strong
                 else Confidence.LOW,
                 atlas=self.atlas,
                 evidence={"trigger": t, "with_tokens": [], "pairs_with_token": c["pairs"],
