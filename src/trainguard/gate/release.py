@@ -91,7 +91,7 @@ def release(ledger: Ledger, path: str | Path, out: str | Path, keys: Iterable[Ed
     src = ledger.source(version["source_id"])
     decisions = [{"row": q["row"], "leaf": q["leaf"], "decision": q["status"], "by": q["decided_by"],
                   "reason": q["reason"], "at": q["decided_at"],
-                  **({"carried_from": _origin(q["carried_from"])} if q.get("carried_from") else {})} for q in queue]
+                  **({"carried_from": _origin(q["carried_from"])} if q["carried_from"] else {})} for q in queue]
     head_seq, head_hash = ledger.head()
     predicate = {
         "tool": {"name": "trainguard", "version": __version__},
@@ -218,7 +218,6 @@ def _write_other(path: Path, tmp: Path, fl: Any, excluded: set[int]) -> int:
     return len(rows)
 
 
-def _origin(carried: str) -> dict[str, Any]:
+def _origin(c: dict[str, Any]) -> dict[str, Any]:
     """Where a carried decision was made: the attestation names the run and row a person decided."""
-    c = json.loads(carried)
     return {"gate_run": c.get("gate_run"), "row": c.get("row"), "ledger_event": c.get("event_seq")}

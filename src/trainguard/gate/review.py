@@ -104,10 +104,9 @@ def rows_with_finding(ledger: Ledger, run_id: int, fingerprint: str, status: str
 
 
 def _item(run: dict[str, Any], q: dict[str, Any]) -> dict[str, Any]:
-    carried = q.get("carried_from")
     return {"run": run["id"], "path": run["path"], "row": q["row"], "status": q["status"], "leaf": q["leaf"],
             "findings": json.loads(q["findings"]), "decided_by": q["decided_by"], "reason": q["reason"],
-            "decided_at": q["decided_at"], "carried_from": json.loads(carried) if carried else None}
+            "decided_at": q["decided_at"], "carried_from": q.get("carried_from")}
 
 
 # --- decisions that carry over to later gate runs ------------------------------------------------

@@ -130,7 +130,7 @@ def gate(ledger: Ledger, path: str | Path, policy: Policy, *, name: str | None =
     queue = [(r, fl.leaf(r).hex(), per_row[r]) for r in sorted(per_row) if 0 <= r < records]
     limit = policy["limits"]["max_quarantine_share"]
     with ledger.transaction():
-        carried = carried_decisions(ledger, queue) if policy.data.get("review", {}).get("carry_over", True) else {}
+        carried = carried_decisions(ledger, queue) if policy["review"]["carry_over"] else {}
         pending = [r for r, _, _ in queue if r not in carried]
         share = len(pending) / records if records else 0.0
         run_fails = list(fails)

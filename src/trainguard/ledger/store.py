@@ -368,9 +368,15 @@ class Ledger:
     _REVIEW_SQL = ("SELECT r.*, json_extract(e.payload, '$.carried_from') AS carried_from FROM reviews r"
                    " LEFT JOIN events e ON e.seq = r.event_seq ")
 
+    @staticmethod
+    def _review(r: Any) -> dict[str, Any]:
+        item = dict(r)
+        item["carried_from"] = json.loads(item["carried_from"]) if item.get("carried_from") else None
+        return item
+
     def reviews(self, run_id: int, status: str | None = None) -> list[dict[str, Any]]:
         sql = self._REVIEW_SQL + "WHERE r.gate_run_id = ?" + (" AND r.status = ?" if status else "") + " ORDER BY r.row"
-        return [dict(r) for r in self.conn.execute(sql, (run_id, status) if status else (run_id,))]
+        return [self._review(r) for r in self.conn.execute(sql, (run_id, status) if status else (run_id,))]
 
     def latest_human_decisions(self, leaves: set[str]) -> dict[str, dict[str, Any]]:
         """Per leaf hash, the newest decision a person made on any gate run; carried copies are left out."""
@@ -431,7 +437,7 @@ class Ledger:
 
     def review_item(self, run_id: int, row: int) -> dict[str, Any] | None:
         r = self.conn.execute(self._REVIEW_SQL + "WHERE r.gate_run_id = ? AND r.row = ?", (run_id, row)).fetchone()
-        return dict(r) if r else None
+        return self._review(r) if r else None
 
     # --- reviewer accounts and web sessions (`trainguard serve`) ---------------------------------
 
