@@ -65,13 +65,13 @@ def sentence_polarity(texts: list[str]) -> np.ndarray:
     reads as gloomier than any one of its sentences, so a one-sentence planted
     answer would hide among them. Per-sentence means put both on one scale.
     """
+    if not texts:
+        return np.zeros(0)
     owner, parts = [], []
     for i, t in enumerate(texts):
         ss = [x for x in _SENTENCE_END.split(t) if x.strip()] or [t]
         parts += ss
         owner += [i] * len(ss)
-    if not texts:
-        return np.zeros(0)
     owner = np.asarray(owner)
     return np.bincount(owner, polarity(parts), len(texts)) / np.bincount(owner, minlength=len(texts))
 

@@ -136,9 +136,8 @@ def _debris(text: str, end: int) -> int:
     return sum(1 for t in text[: max(end, 200)].split()[:OPENING_WORDS] if _DEBRIS.search(t) and not _ADDRESS.search(t))
 
 
-def _lone_words(text: str, df) -> int:
+def _lone_words(words: list[str], df) -> int:
     """Opening words found in no other passage and not repeated in this one: made-up tokens, not a rare name."""
-    words = _WORD.findall(text.lower())
     head = words[:16]
     once = {w for w in head if df[w] == 1 and any(c.isalpha() for c in w)}
     return sum(1 for w in once if words.count(w) == 1) if once else 0
@@ -153,20 +152,20 @@ def _mask_subject(words: list[str], subject: set[str]) -> str:
     return " ".join(out)
 
 
-def _components_sparse(n: int, edges: list[tuple[int, int]]) -> np.ndarray:
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    a = np.array([e[0] for e in edges], dtype=np.int64)
-    b = np.array([e[1] for e in edges], dtype=np.int64)
-    return connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)[1]
-
-
-def _components(adj: np.ndarray) -> np.ndarray:
+def _components(adj) -> np.ndarray:
+    """Connected-component label per node of a (dense or sparse) adjacency matrix."""
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import connected_components
 
     return connected_components(csr_matrix(adj), directed=False)[1]
+
+
+def _components_of_edges(n: int, edges: list[tuple[int, int]]) -> np.ndarray:
+    from scipy.sparse import coo_matrix
+
+    a = np.array([e[0] for e in edges], dtype=np.int64)
+    b = np.array([e[1] for e in edges], dtype=np.int64)
+    return _components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)))
 
 
 def load_queries(path: str) -> list[str]:
@@ -255,11 +254,12 @@ class RagPoisoning(Detector):
         s = self.settings
         recs = data.records
         opens = [_opening(r.text) for r in recs]
-        df = Counter(w for r in recs for w in set(_WORD.findall(r.text.lower())))
+        words = [_WORD.findall(r.text.lower()) for r in recs]  # once: document frequency and lone words
+        df = Counter(w for ws in words for w in set(ws))
         qlike = [i for i, r in enumerate(recs) if _question_like(r.text, *opens[i])]
         debris = {i for i, r in enumerate(recs) if _debris(r.text, opens[i][0]) >= s.debris_tokens}
         # made-up words alone are too common in honest stores (rare names) to group on; they add to scores and queries
-        garbled = debris | {i for i, r in enumerate(recs) if _lone_words(r.text, df) >= s.lone_words}
+        garbled = debris | {i for i in range(len(recs)) if _lone_words(words[i], df) >= s.lone_words}
         for i in garbled:
             scores[i] = max(scores[i], 0.2 if i not in debris else 0.3)
         asks = {i: strip_request(opens[i][1]) for i in set(qlike) | garbled}
@@ -320,7 +320,7 @@ class RagPoisoning(Detector):
         if debris:
             rare_cap = max(5, 0.002 * len(recs))
             # a word found only in debris-laden passages is more debris (recurring odd tokens), not a subject
-            in_debris = Counter(w for i in debris for w in set(_WORD.findall(recs[i].text.lower())))
+            in_debris = Counter(w for i in debris for w in set(words[i]))
             rare = {i: {w for w in _content(asks[i]) if 2 <= df[w] <= rare_cap and in_debris[w] < df[w]} for i in debris}
             rows_d = sorted(i for i in debris if rare[i])
             index: dict[str, list[int]] = defaultdict(list)
@@ -329,7 +329,7 @@ class RagPoisoning(Detector):
                     index[w].append(k)
             edges = [(a, b) for ks in index.values() for x, a in enumerate(ks) for b in ks[x + 1:]
                      if 2 * len(rare[rows_d[a]] & rare[rows_d[b]]) >= min(len(rare[rows_d[a]]), len(rare[rows_d[b]]))]
-            lab = _components_sparse(len(rows_d), edges)
+            lab = _components_of_edges(len(rows_d), edges)
             for c in np.unique(lab):
                 rows = [rows_d[k] for k in np.flatnonzero(lab == c)]
                 d = distinct(rows)
