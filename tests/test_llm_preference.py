@@ -187,3 +187,8 @@ def test_max_t_finds_flipped_pairs_behind_a_prior_weight():
     lp, observed, null_min = max_t_log_pvalues(p_obs, A, 0.05, np.log(prior_weights(score, 0.5)[0]), 2000, rng)
     assert lp[0] <= np.log(0.01) and np.argmin(observed) == 0
     assert np.all(np.diff(null_min) >= 0)
+
+
+def test_a_misspelt_embedder_is_an_error_not_a_skip():
+    with pytest.raises(ConfigError, match="unknown embedder.*minilmm"):
+        PreferenceFlipTrigger(embedders=("wordllama", "minilmm"))

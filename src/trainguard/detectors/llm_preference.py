@@ -48,7 +48,7 @@ from sklearn.linear_model import LogisticRegression
 
 from trainguard.detectors.base import Detector, register
 from trainguard.detectors.llm_models import HARM_MODEL, REFUSAL_MODEL, bundled
-from trainguard.embeddings import dataset_embeddings
+from trainguard.embeddings import dataset_embeddings, embedder_names
 from trainguard.errors import ConfigError
 from trainguard.findings import (ATLAS_BACKDOOR_TRIGGER, ATLAS_POISON_TRAINING_DATA, Confidence, DetectorResult,
                                  Finding, Severity)
@@ -211,6 +211,13 @@ class PreferenceFlipTrigger(Detector):
     atlas = (ATLAS_POISON_TRAINING_DATA, ATLAS_BACKDOOR_TRIGGER)
     Settings = Settings
     description = "prompt tokens whose presence flips the preference (RLHF universal-trigger poisoning)"
+
+    def __init__(self, settings=None, **overrides) -> None:
+        super().__init__(settings, **overrides)
+        unknown = [e for e in self.settings.embedders if e not in embedder_names()]
+        if unknown:  # a typo must not pass for "not installed"
+            raise ConfigError(f"detector preference-trigger: unknown embedder(s) {unknown}; "
+                              f"available: {', '.join(embedder_names())}")
 
     def applies_to(self, data: Dataset) -> str | None:
         reason = super().applies_to(data)
