@@ -337,8 +337,7 @@ def bench_preference(data: Path) -> dict:
            "70 % by 1/rank^2), with 2,000 label sets redrawn from the calibrated preference model; -3.3 is the "
            f"floor of 2,000 draws. Missed triggers' adjusted log10 p: {missed}. The averaged models, max-T and "
            "the 0.7 prior share were chosen on other seeds (101-146) before these seeds were run; the 0.05 "
-           "possible-trigger tier was added after seeing this table at 0.01 alone (high column; on the development "
-           "seeds the tier turns 28/30 found at 1 % into 30/30)."]
+           "possible-trigger tier was added after seeing this table at 0.01 alone (the high column)."]
     return {"runs": runs, "controls": controls, "clean": clean, "clean_medquad_pairs": clean_medquad, "markdown": md}
 
 
