@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any, Mapping
 
 import numpy as np
@@ -101,23 +101,63 @@ class Finding:
 
 
 @dataclass(frozen=True, slots=True)
+class Alert:
+    """What a detector says about some records: positions into `Dataset.records`, never file rows.
+
+    The engine owns a finding's identity (bandit's lesson): it maps positions to
+    file rows and record ids and stamps detector, version and ATLAS ids, so no
+    detector can get them wrong. `atlas`, when set, replaces the detector's
+    class-level techniques for this alert.
+    """
+
+    rule: str
+    title: str
+    positions: tuple[int, ...]
+    score: float
+    severity: Severity
+    confidence: Confidence
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    atlas: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.score <= 1.0) or math.isnan(self.score):
+            raise ValueError(f"{self.rule}: alert score must be in [0, 1], got {self.score}")
+
+
+@dataclass(frozen=True, slots=True)
 class DetectorResult:
-    """What a detector returns: findings, plus one 0-1 suspicion score per row.
+    """What a detector returns: alerts, plus one 0-1 suspicion score per record position.
 
     Row scores are what benchmarks rank by (AUROC) and what fusion combines;
     they are kept in memory and not serialised by default.
     """
 
-    findings: tuple[Finding, ...]
+    alerts: tuple[Alert, ...] = ()
     row_scores: np.ndarray | None = None
     summary: Mapping[str, Any] = field(default_factory=dict)
+
+
+class DetectorStatus(StrEnum):
+    """How a detector's turn in a scan ended. Only OK means its check was done.
+
+    SKIPPED: the detector does not apply to this data (another kind, one label).
+    DISABLED: it applies, but a policy or the user turned it off; the gate and
+    the attestation say so, because the data went unchecked for what it finds.
+    FAILED: it could not run (crashed, cannot run sharded, a missing need); the
+    gate fails closed.
+    """
+
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    DISABLED = "disabled"
 
 
 @dataclass(frozen=True, slots=True)
 class DetectorRun:
     name: str
     version: str
-    status: str  # "ok" | "failed" | "skipped"
+    status: DetectorStatus
     settings: Mapping[str, Any]
     seconds: float = 0.0
     message: str = ""

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from trainguard.detectors.base import Detector, get, registry
 from trainguard.errors import ConfigError
-from trainguard.findings import DetectorRun, Severity
+from trainguard.findings import Alert, DetectorRun, Finding, Severity
 from trainguard.io.dataset import Dataset, load
 from trainguard.report.model import Report
 
@@ -78,7 +78,7 @@ def scan(
             continue
         runs.append(DetectorRun(det.name, det.version, "ok", det.settings_dict(),
                                 time.perf_counter() - t0, summary=result.summary))
-        findings.extend(result.findings)
+        findings.extend(stamp(det, result.alerts, data))
         if result.row_scores is not None:
             row_scores[det.name] = result.row_scores
     if progress:
@@ -94,6 +94,29 @@ def scan(
             findings.append(fused_f)
     findings.sort(key=lambda f: (-f.severity, -f.score, f.rows[:1]))
     return Report(dataset=data.info(), detectors=runs, findings=findings, row_scores=row_scores)
+
+
+def stamp(det: Detector, alerts: Iterable[Alert], data: Dataset) -> list[Finding]:
+    """Findings from a detector's alerts: the engine, not the detector, names rows and ids.
+
+    A position outside the dataset is the detector's bug and fails it (the
+    caller records it as failed and the gate fails closed).
+    """
+    records = data.records
+    out = []
+    for a in alerts:
+        if isinstance(a, Finding):  # TRANSITION: removed once every detector reports Alerts
+            out.append(a)
+            continue
+        bad = [p for p in a.positions if not 0 <= p < len(records)]
+        if bad:
+            raise ValueError(f"{det.name}: alert {a.rule!r} names positions outside the dataset: {bad[:5]}")
+        chosen = [records[p] for p in sorted(set(a.positions))]
+        out.append(Finding(detector=det.name, rule=a.rule, title=a.title,
+                           rows=tuple(r.row for r in chosen), record_ids=tuple(r.id for r in chosen),
+                           score=a.score, severity=a.severity, confidence=a.confidence,
+                           atlas=a.atlas or det.atlas, evidence=a.evidence, detector_version=det.version))
+    return out
 
 
 def parse_settings(pairs: Iterable[str]) -> dict[str, dict[str, Any]]:
