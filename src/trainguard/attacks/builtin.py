@@ -266,3 +266,4 @@ class LabelFlip(Attack):
                 return j
         cands = np.flatnonzero(self._keys != ctx.keys[i])
         return int(cands[int(rng.integers(0, len(cands)))])
+from trainguard.attacks import covert  # noqa: E402,F401  (registers the covert fine-tuning attacks)
