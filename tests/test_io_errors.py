@@ -198,7 +198,8 @@ def test_directory_instead_of_file(tmp_path: Path) -> None:
 
 def test_unknown_format(tmp_path: Path) -> None:
     path = write(tmp_path, "d.jsonl", jsonl_bytes(GOOD))
-    assert "unknown format 'xml'; use one of: jsonl, json, csv, tsv, parquet" in fails(path, fmt="xml").message
+    with pytest.raises(ConfigError, match="unknown format 'xml'; use one of: jsonl, json, csv, tsv, parquet"):
+        load(path, fmt="xml")  # a usage error, caught before the file is opened (LoadOptions)
     e = fails(write(tmp_path, "d.bin", b"\x00\x01 binary junk"))
     assert "cannot tell the format" in e.message
 

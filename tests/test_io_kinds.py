@@ -206,40 +206,115 @@ def test_kind_is_detected_from_several_rows_not_just_the_first(tmp_path: Path) -
     assert data.kind is Kind.CLASSIFICATION and [r.row for r in data] == [1, 2]
 
 
-# Labels: every spelling of the same value gives the same label, and so the same id.
+# Labels: one JSON type per file (strings, integers or booleans); every spelling of the same value
+# within that type gives the same label, and so the same id.
 def _labels_from_jsonl(tmp_path: Path, values: list) -> list[str]:
     return [r.label for r in load(jsonl(tmp_path, [{"text": "t", "label": v} for v in values]))]
 
 
-def test_label_normalisation(tmp_path: Path) -> None:
-    values = [0, 1, "1", " 1 ", 1.0, 2.5, True, False, "pos", -3, 10**20]
-    assert _labels_from_jsonl(tmp_path, values) == ["0", "1", "1", "1", "1", "2.5", "True", "False", "pos", "-3",
-                                                     str(10**20)]
+def test_label_normalisation_within_one_type(tmp_path: Path) -> None:
+    assert _labels_from_jsonl(tmp_path, [0, 1, 1.0, -3, 10**18, 2.0]) == ["0", "1", "1", "-3", str(10**18), "2"]
+    with pytest.raises(DataError, match="beyond 2"):  # the JSON parser reads 10**20 as a float: refused, not rounded
+        _labels_from_jsonl(tmp_path, [0, 10**20 + 1])
+    assert _labels_from_jsonl(tmp_path, ["1", " 1 ", "pos"]) == ["1", "1", "pos"]
+    assert _labels_from_jsonl(tmp_path, [True, False]) == ["True", "False"]
+    data = load(jsonl(tmp_path, [{"text": "t", "label": v} for v in (0, 1.0, 1)]))
+    assert data.notes == ["1 label(s) written as whole floats (e.g. 1.0) were read as the integers they spell (1)"]
+    assert data.info()["notes"] == data.notes
+
+
+def _mixed_rows(n: int = 1000) -> list[dict]:
+    """Issue 13 #5: 8 of 1,000 clean integer-labelled rows carry True, "positive", 0.5, -1 or 1e30."""
+    rows = [{"text": f"review number {i}", "label": i % 2} for i in range(n)]
+    for i, v in zip((7, 100, 220, 310, 400, 520, 640, 990), (True, "positive", 0.5, -1, 1e30, True, "positive", 0.5)):
+        rows[i]["label"] = v
+    return rows
+
+
+def test_mixed_label_types_are_one_clear_error(tmp_path: Path) -> None:
+    # Before: True became its own class "True", "positive" another, 1e30 lost precision ("1e+30"), silently.
+    path = jsonl(tmp_path, _mixed_rows())
+    with pytest.raises(DataError) as e:
+        load(path)
+    err = e.value
+    assert (err.line, err.row, err.field) == (8, 7, "label")
+    assert "label True is a boolean, but this file's labels are integers" in err.message
+    assert "7 row(s) have unusable labels (line 8 row 7; line 101 row 100; line 221 row 220; " in err.message
+    assert "and 2 more" in err.message
+    assert "label types in the file: integer 993, float 3, boolean 2, string 2" in err.message
+    assert "-1" not in err.message.split("(")[0]  # -1 is an integer: a class like any other
+
+
+def test_mixed_label_types_skip_lists_each_row(tmp_path: Path) -> None:
+    data = load(jsonl(tmp_path, _mixed_rows()), on_error="skip")
+    assert len(data) == 993 and sorted(e.row for e in data.skipped) == [7, 100, 220, 400, 520, 640, 990]
+    assert {r.label for r in data} == {"0", "1", "-1"}
+    big = next(e for e in data.skipped if e.row == 400)
+    assert "beyond 2**53" in big.message and "exact value is lost" in big.message
+    assert "fraction, not a class" in next(e for e in data.skipped if e.row == 220).message
+
+
+def test_a_huge_whole_float_label_is_refused_not_rounded(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"line 1, row 0, field 'label': label 1e\+30 is a whole number beyond 2\*\*53"):
+        load(jsonl(tmp_path, [{"text": "t", "label": 1e30}, {"text": "u", "label": 2e30}]))
+    assert _labels_from_jsonl(tmp_path, [2.0**53, 1]) == [str(2**53), "1"]
 
 
 def test_label_ids_match_across_jsonl_csv_and_parquet(tmp_path: Path) -> None:
-    rows = [{"text": "same text", "label": v} for v in (0, 1, 1.0, True, "neg")]
+    rows = [{"text": "same text", "label": v} for v in (0, 1, 1.0)]
     as_jsonl = load(jsonl(tmp_path, rows))
     csv_path = tmp_path / "d.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["text", "label"])
-        w.writerows([[r["text"], v] for r, v in zip(rows, ["0", "1", "1", "True", "neg"])])
+        w.writerows([[r["text"], v] for r, v in zip(rows, ["0", "1", "1"])])
     as_csv = load(csv_path)
     pq_path = tmp_path / "d.parquet"
     pq.write_table(pa.table({"text": ["same text"] * 3, "label": [0, 1, 1]}), pq_path)
     as_parquet = load(pq_path)
     pq.write_table(pa.table({"text": ["same text"] * 2, "label": [1.0, 0.0]}), pq_path)
     as_parquet_float = load(pq_path)
-    pq.write_table(pa.table({"text": ["same text"], "label": [True]}), pq_path)
-    as_parquet_bool = load(pq_path)
-
     ids = [r.id for r in as_jsonl]
     assert [r.id for r in as_csv] == ids
-    assert [r.id for r in as_parquet] == ids[:3]
+    assert [r.id for r in as_parquet] == ids
     assert [r.id for r in as_parquet_float] == [ids[1], ids[0]]
-    assert as_parquet_bool.records[0].id == ids[3]
     assert ids[0] != ids[1] and ids[1] == ids[2]
+    bools = load(jsonl(tmp_path, [{"text": "same text", "label": True}], "b.jsonl"))
+    pq.write_table(pa.table({"text": ["same text"], "label": [True]}), pq_path)
+    assert load(pq_path).records[0].id == bools.records[0].id
+
+
+# Issue 13 #4: which kind was resolved, and why; a label-like column is not read as documents.
+def test_text_and_stars_csv_is_not_silently_documents(tmp_path: Path) -> None:
+    path = tmp_path / "reviews.csv"
+    path.write_text("text,stars\ngreat film,5\nawful film,1\n", encoding="utf-8")
+    with pytest.raises(DataError) as e:
+        load(path)  # before: documents, and a label-flip poison passed with "No findings"
+    assert e.value.field == "stars" and str(path) in str(e.value)
+    assert "--field label=stars" in e.value.message and "--kind documents" in e.value.message
+    as_cls = load(path, fields={"label": "stars"})
+    assert as_cls.kind is Kind.CLASSIFICATION and [r.label for r in as_cls] == ["5", "1"]
+    assert as_cls.kind_reason == ("classification (detected from the field names; --field label=stars: "
+                                  "text='text', label='stars')")
+    as_docs = load(path, kind="documents")
+    assert as_docs.kind is Kind.DOCUMENTS and as_docs.kind_reason == "documents (--kind documents: text='text')"
+    assert as_docs.info()["kind_reason"] == as_docs.kind_reason
+
+
+@pytest.mark.parametrize("column", ["rating", "Sentiment", "score", "y", "category"])
+def test_other_label_like_columns(tmp_path: Path, column: str) -> None:
+    path = jsonl(tmp_path, [{"text": "a", column: 1}, {"text": "b", column: 0}])
+    if column == "category":  # already a label name: classification, said so
+        assert load(path).kind is Kind.CLASSIFICATION
+        return
+    with pytest.raises(DataError, match=f"column '{column}' looks like a label"):
+        load(path)
+
+
+def test_plain_documents_still_detected(tmp_path: Path) -> None:
+    data = load(jsonl(tmp_path, [{"id": "d1", "text": "alpha", "title": "A"}]))
+    assert data.kind is Kind.DOCUMENTS
+    assert data.kind_reason == "documents (detected from the field names: text='text', id='id')"
 
 
 def test_ids_ignore_row_and_source_but_not_content(tmp_path: Path) -> None:

@@ -1,21 +1,33 @@
-"""Loading a dataset file into typed records, with every skipped row accounted for."""
+"""Loading a dataset file into typed records, with every skipped row accounted for.
+
+The file is read once: its SHA-256 is computed from the bytes as they are
+parsed (`read(hasher=...)`), so the digest in a report names exactly the bytes
+that were scanned. Which kind was resolved, and why, travels with the data
+(`Dataset.kind_reason`), as do notes on anything normalised (`Dataset.notes`).
+"""
 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 from trainguard.errors import ConfigError, DataError
-from trainguard.io.mapping import FieldMap, RecordBuilder, detect_kind, fieldmap_for
-from trainguard.io.readers import DEFAULT_MAX_RECORD_BYTES, RawItem, read
+from trainguard.io.mapping import (
+    FieldMap, LabelTypeError, RecordBuilder, detect_kind, family_of_head, fieldmap_for, label_family,
+    label_like_column, why,
+)
+from trainguard.io.options import ON_ERROR, LoadOptions
+from trainguard.io.readers import RawItem, read
 from trainguard.records import Kind, Record
 
 T = TypeVar("T")
-ON_ERROR = ("fail", "skip")
 DETECT_ROWS = 32  # good rows whose field names decide the kind
+LIST_BAD_LABELS = 5  # offending rows named in a mixed-label-type error
+__all__ = ["DETECT_ROWS", "ON_ERROR", "Dataset", "LoadOptions", "file_sha256", "iter_records", "load"]
 
 
 @dataclass
@@ -32,6 +44,8 @@ class Dataset:
     fieldmap: FieldMap = field(default_factory=FieldMap)
     skipped: list[DataError] = field(default_factory=list)
     file_sha256: str | None = None
+    kind_reason: str = ""  # e.g. "classification (detected from the field names: text='review', label='stars')"
+    notes: list[str] = field(default_factory=list)  # what was normalised on the way in
     _artefacts: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -65,6 +79,8 @@ class Dataset:
             "records": len(self.records),
             "fields": self.fieldmap.used(),
             "sha256": self.file_sha256,
+            "kind_reason": self.kind_reason,
+            "notes": list(self.notes),
             "skipped": [e.to_dict() for e in self.skipped],
         }
 
@@ -79,39 +95,54 @@ def file_sha256(path: str | Path) -> str:
 
 def iter_records(
     path: str | Path,
-    kind: str | Kind = "auto",
+    options: LoadOptions | None = None,
+    *,
+    kind: str | Kind | None = None,
     fields: Mapping[str, str] | None = None,
-    on_error: str = "fail",
+    on_error: str | None = None,
     fmt: str | None = None,
-    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    max_record_bytes: int | None = None,
     skipped: list[DataError] | None = None,
     resolved: dict[str, Any] | None = None,
 ) -> Iterator[Record]:
     """Stream records in bounded memory. Skipped rows are appended to `skipped`.
 
-    `resolved`, when given, receives the kind and field map actually used.
+    Give `options`, or the same settings as keywords (not both). `resolved`, when
+    given, receives the kind, field map and reason used, then (once the stream is
+    exhausted) the file's `sha256` and `notes`.
     """
-    if on_error not in ON_ERROR:
-        raise ConfigError(f"--on-error must be one of {ON_ERROR}, got {on_error!r}")
+    opts = LoadOptions.of(options, kind=kind, fields=fields, on_error=on_error, fmt=fmt,
+                          max_record_bytes=max_record_bytes)
     spath = str(path)
-    want = None if kind in ("auto", None) else _parse_kind(kind)
-    items = read(Path(path), fmt=fmt, max_record_bytes=max_record_bytes)
-    head = _head(items, stop_at_error=on_error == "fail")
-    builder = _builder(spath, want, fields, head) if any(i.error is None for i in head) else None
+    fail = opts.on_error == "fail"
+    hasher = hashlib.sha256()
+    items = read(Path(path), fmt=opts.fmt, max_record_bytes=opts.max_record_bytes, hasher=hasher)
+    head = _head(items, stop_at_error=fail)
+    builder, reason = _builder(spath, opts, head) if any(i.error is None for i in head) else (None, "")
     if builder is not None and resolved is not None:
-        resolved.update(kind=builder.kind, fieldmap=builder.fm)
+        resolved.update(kind=builder.kind, fieldmap=builder.fm, reason=reason)
     yielded = 0
     first_bad: DataError | None = None
+    mixed: list[LabelTypeError] = []
+    families: Counter[str] = Counter()
+    label_col = builder.fm.label if builder is not None and builder.kind is Kind.CLASSIFICATION else None
     for item in chain(head, items):
         error = item.error
         if error is None:
             assert builder is not None and item.value is not None
+            if label_col is not None and item.value.get(label_col) is not None:
+                families[label_family(item.value[label_col])[0]] += 1
             try:
                 record = builder.build(item.value, item.row, item.line)
+            except LabelTypeError as e:
+                error = e
+                if fail:  # collected, so one error can name every offending row and the type counts
+                    mixed.append(e)
+                    continue
             except DataError as e:
                 error = e
         if error is not None:
-            if on_error == "fail":
+            if fail:
                 raise error
             first_bad = first_bad or error
             if skipped is not None:
@@ -119,9 +150,29 @@ def iter_records(
             continue
         yielded += 1
         yield record
+    if mixed:
+        raise _mixed_labels(mixed, families)
     if not yielded:
         first = f"; the first: {first_bad}" if first_bad else ""
         raise DataError(spath, f"no readable records (every row was skipped){first}")
+    if resolved is not None:
+        resolved["sha256"] = hasher.hexdigest()
+        n = builder.whole_floats if builder is not None else 0
+        resolved["notes"] = [f"{n} label(s) written as whole floats (e.g. 1.0) were read as the integers they "
+                             "spell (1)"] if n else []
+
+
+def _mixed_labels(errors: list[LabelTypeError], families: Counter[str]) -> DataError:
+    """One error for every label of the wrong type: the first's location, up to N rows, the type counts."""
+    first = errors[0]
+    listed = "; ".join(f"line {e.line} row {e.row}" if e.line is not None else f"row {e.row}"
+                       for e in errors[:LIST_BAD_LABELS])
+    more = f" and {len(errors) - LIST_BAD_LABELS} more" if len(errors) > LIST_BAD_LABELS else ""
+    counts = ", ".join(f"{f} {n:,}" for f, n in families.most_common())
+    msg = (f"{first.message}. {len(errors)} row(s) have unusable labels ({listed}{more}); "
+           f"label types in the file: {counts}. Make the labels one type, or use --on-error skip to leave "
+           "those rows out (each is listed in the report)")
+    return DataError(first.path, msg, row=first.row, line=first.line, field=first.field)
 
 
 def _head(items: Iterator[RawItem], stop_at_error: bool) -> list[RawItem]:
@@ -142,34 +193,50 @@ def _head(items: Iterator[RawItem], stop_at_error: bool) -> list[RawItem]:
     return head
 
 
-def _builder(spath: str, want: Kind | None, fields: Mapping[str, str] | None, head: list[RawItem]) -> RecordBuilder:
+def _builder(spath: str, opts: LoadOptions, head: list[RawItem]) -> tuple[RecordBuilder, str]:
     first = next(i for i in head if i.error is None)
     keys = {k for i in head if i.value is not None for k in i.value}
+    want, overrides = opts.want, opts.field_map
     try:
-        kind, fm = (want, fieldmap_for(want, keys, fields)) if want else detect_kind(keys, fields)
+        kind, fm = (want, fieldmap_for(want, keys, overrides)) if want else detect_kind(keys, overrides)
     except ConfigError as e:
         raise DataError(spath, str(e), row=first.row, line=first.line) from None
-    return RecordBuilder(spath, kind, fm)
+    if want is None and kind is Kind.DOCUMENTS:
+        col = label_like_column(keys, fm)
+        if col is not None:
+            raise DataError(spath, f"looks like classification data: column {col!r} looks like a label, but no "
+                            f"column is named 'label'; pass --field label={col} to scan it as classification "
+                            f"data, or --kind documents to scan it as unlabelled documents", field=col)
+    family = None
+    if kind is Kind.CLASSIFICATION and fm.label:
+        family = family_of_head([i.value.get(fm.label) for i in head if i.value is not None])
+    return RecordBuilder(spath, kind, fm, label_family=family), why(kind, fm, want is not None, overrides)
 
 
 def load(
     path: str | Path,
-    kind: str | Kind = "auto",
+    options: LoadOptions | None = None,
+    *,
+    kind: str | Kind | None = None,
     fields: Mapping[str, str] | None = None,
-    on_error: str = "fail",
+    on_error: str | None = None,
     fmt: str | None = None,
-    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    max_record_bytes: int | None = None,
 ) -> Dataset:
+    """Read a whole file into a Dataset (one pass: records and the file's SHA-256 together)."""
     skipped: list[DataError] = []
     resolved: dict[str, Any] = {}
-    records = list(iter_records(path, kind, fields, on_error, fmt, max_record_bytes, skipped, resolved))
+    records = list(iter_records(path, options, kind=kind, fields=fields, on_error=on_error, fmt=fmt,
+                                max_record_bytes=max_record_bytes, skipped=skipped, resolved=resolved))
     return Dataset(
         records=records,
         kind=resolved["kind"],
         path=str(path),
         fieldmap=resolved["fieldmap"],
         skipped=skipped,
-        file_sha256=file_sha256(path),
+        file_sha256=resolved["sha256"],
+        kind_reason=resolved["reason"],
+        notes=resolved["notes"],
     )
 
 

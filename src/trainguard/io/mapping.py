@@ -1,8 +1,21 @@
 """Dataset kinds and field mappings: raw objects in, typed `Record`s out.
 
-Auto-detection looks at the first record's field names; `--field role=column`
+Auto-detection looks at the field names of the first rows; `--field role=column`
 overrides any of them. Each record is validated on its own, so an error names
-the exact row and field.
+the exact row and field. `why` says which kind was resolved and from what, so
+every command can tell the user.
+
+A text column next to a label-like column (stars, rating, sentiment, ...) but
+no `label` is refused rather than read as unlabelled documents: scanned as
+documents, a label-flipping or backdoor poison there would pass with "no
+findings". Map the column (`--field label=stars`) or say `--kind documents`.
+
+Labels (rule, docs/report-schema.md "Labels"): all labels of a file are one JSON
+type: strings, or integers, or booleans. A whole float within +-2**53 (`1.0`)
+is the integer it spells (`1`), with a note; any other float, or a label of
+another type than the file's (decided by the first rows), is an error naming the
+file, line, row and field. Nothing is coerced silently: `True` next to `1`, or
+`1e30` (which no float holds exactly) would otherwise become a class of its own.
 """
 
 from __future__ import annotations
@@ -19,6 +32,13 @@ ROLES = (
     "text", "label", "prompt", "response", "instruction", "input",
     "messages", "chosen", "rejected", "id", "source",
 )  # fmt: skip
+# Columns that hold a class in published classification sets under another name than `label`.
+LABEL_LIKE = (
+    "labels", "target", "class", "category", "stars", "star", "rating", "ratings", "score", "sentiment",
+    "polarity", "y", "overall", "grade", "emotion", "intent", "verdict", "is_spam", "toxic", "fine_label",
+    "coarse_label", "label_text", "class_label",
+)  # fmt: skip
+EXACT_INT = 2**53  # the largest span in which every integer is a float
 
 
 @dataclass(frozen=True)
@@ -96,6 +116,21 @@ def detect_kind(keys: set[str], overrides: Mapping[str, str] | None = None) -> t
     )
 
 
+def label_like_column(keys: set[str], fm: FieldMap) -> str | None:
+    """A column that looks like a class label and that the field map leaves unused."""
+    used = set(fm.used().values())
+    by_lower = {k.lower(): k for k in keys if k not in used}
+    return next((by_lower[n] for n in LABEL_LIKE if n in by_lower), None)
+
+
+def why(kind: Kind, fm: FieldMap, explicit: bool, overrides: Mapping[str, str] | None = None) -> str:
+    """One line: which kind, decided how, from which columns."""
+    cols = ", ".join(f"{role}={col!r}" for role, col in fm.used().items())
+    how = f"--kind {kind.value}" if explicit else "detected from the field names"
+    extra = f"; --field {', '.join(f'{r}={c}' for r, c in sorted(overrides.items()))}" if overrides else ""
+    return f"{kind.value} ({how}{extra}: {cols})"
+
+
 def fieldmap_for(kind: Kind, keys: set[str], overrides: Mapping[str, str] | None = None) -> FieldMap:
     """The mapping for an explicitly chosen kind (auto-detect within that kind)."""
     guessed_kind, fm = detect_kind(keys, overrides) if _detectable(keys, overrides) else (None, FieldMap())
@@ -129,8 +164,10 @@ def _detectable(keys: set[str], overrides: Mapping[str, str] | None) -> bool:
 class RecordBuilder:
     """Turns one raw object into a `Record`, or a DataError naming the field."""
 
-    def __init__(self, path: str, kind: Kind, fm: FieldMap):
+    def __init__(self, path: str, kind: Kind, fm: FieldMap, label_family: str | None = None):
         self.path, self.kind, self.fm = path, kind, fm
+        self.label_family = label_family  # the file's label type; None: not yet known (checked per row only)
+        self.whole_floats = 0  # labels like 1.0 read as the integer they spell
         required = {
             Kind.CLASSIFICATION: ("text", "label"),
             Kind.DOCUMENTS: ("text",),
@@ -147,7 +184,7 @@ class RecordBuilder:
     def build(self, raw: Mapping[str, Any], row: int, line: int | None) -> Record:
         fm = self.fm
         meta = {k: v for k, v in raw.items() if k not in self._known and isinstance(v, (str, int, float, bool))}
-        common = {"row": row, "kind": self.kind, "meta": meta,
+        common = {"row": row, "line": line, "kind": self.kind, "meta": meta,
                   "source": self._opt_str(raw, fm.source, row, line),
                   "doc_id": self._opt_str(raw, fm.id, row, line)}
         if self.kind is Kind.CLASSIFICATION:
@@ -207,6 +244,19 @@ class RecordBuilder:
         value = raw[name]
         if isinstance(value, float) and math.isnan(value):
             raise self._err("missing label (NaN)", row, line, name)
+        if isinstance(value, str) and not value.strip():
+            raise self._err("empty label", row, line, name)
+        family, problem = label_family(value)
+        if problem is not None and family == "float":
+            raise LabelTypeError(self.path, problem, row=row, line=line, field=name, family=family)
+        if problem is not None:
+            raise self._err(problem, row, line, name)
+        if self.label_family is not None and family != self.label_family:
+            raise LabelTypeError(self.path, f"label {_shown(value)} is {_article(family)}, but this file's labels "
+                                 f"are {self.label_family}s (labels must all be strings, all integers or all "
+                                 f"booleans)", row=row, line=line, field=name, family=family)
+        if isinstance(value, float):
+            self.whole_floats += 1
         text = value.strip() if isinstance(value, str) else _scalar_text(value)
         if text is None:
             raise self._err(f"expected a scalar label, got {_typename(value)}", row, line, name)
@@ -236,6 +286,52 @@ class RecordBuilder:
             raise self._err("no assistant message to train on", row, line, name)
         prompt = "\n".join(f"{r}: {c}" for r, c in turns[:last])
         return prompt, turns[last][1]
+
+
+class LabelTypeError(DataError):
+    """A label of another JSON type than the file's; collected so one error can list them all."""
+
+    def __init__(self, path: str, message: str, *, row: int, line: int | None, field: str, family: str):
+        super().__init__(path, message, row=row, line=line, field=field)
+        self.family = family
+
+
+def label_family(value: Any) -> tuple[str, str | None]:
+    """(type family, problem or None) of one raw label: string, integer, boolean, or a problem."""
+    if isinstance(value, bool):
+        return "boolean", None
+    if isinstance(value, int):
+        return "integer", None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "float", f"label {value!r} is not a class"
+        if not value.is_integer():
+            return "float", (f"label {value!r} is a fraction, not a class (labels are strings, integers or "
+                             "booleans; regression targets are not supported)")
+        if abs(value) > EXACT_INT:
+            return "float", (f"label {value!r} is a whole number beyond 2**53 written as a float, so its exact "
+                             "value is lost; write it as an integer or a string")
+        return "integer", None
+    if isinstance(value, str):
+        return "string", None
+    return _typename(value), f"expected a scalar label, got {_typename(value)}"
+
+
+def family_of_head(values: list[Any]) -> str | None:
+    """The label family most of the first rows use (ties: the first row's)."""
+    fams = [label_family(v)[0] for v in values if v is not None and label_family(v)[1] is None]
+    if not fams:
+        return None
+    counts = {f: fams.count(f) for f in fams}
+    return max(counts, key=lambda f: (counts[f], -fams.index(f)))
+
+
+def _article(family: str) -> str:
+    return f"an {family}" if family[0] in "aeiou" else f"a {family}"
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def split_dialogue_pair(chosen: str, rejected: str) -> tuple[str, str, str]:

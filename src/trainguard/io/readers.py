@@ -5,6 +5,11 @@ the stream: it is yielded with its `error` set, so the loader can fail or skip
 (and count) it. Only whole-file problems (unreadable, empty, wrong container,
 corrupt compression) raise. Input files are opened read-only and never written.
 Line-based formats never hold more than `max_record_bytes` (+1) of one line.
+
+Given a `hasher`, `read` feeds it every byte of the file as it reads them
+(compressed bytes for `.gz`), so the digest names exactly the bytes that were
+parsed and the file need not be read again to hash it (Parquet, read by
+random access, is hashed in one extra sequential pass).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import csv
 import gzip
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -73,11 +79,42 @@ def _head(path: Path) -> bytes:
     return head
 
 
-def _open_binary(path: Path) -> BinaryIO:
+class _Hashing:
+    """A read-only binary file that feeds every byte it returns to `hasher`."""
+
+    def __init__(self, f: BinaryIO, hasher: Any):
+        self._f, self._h = f, hasher
+
+    def read(self, n: int = -1) -> bytes:
+        b = self._f.read(n)
+        self._h.update(b)
+        return b
+
+    def readline(self, n: int = -1) -> bytes:
+        b = self._f.readline(n)
+        self._h.update(b)
+        return b
+
+    def drain(self) -> None:
+        while b := self._f.read(_PIECE):
+            self._h.update(b)
+
+
+@contextmanager
+def _open_binary(path: Path, hasher: Any = None) -> Iterator[BinaryIO]:
+    """The file's records as bytes (decompressed when gzip); with `hasher`, its raw bytes are hashed too."""
     _check_file(path)
     with open(path, "rb") as raw:
         magic = raw.read(2)
-    return gzip.open(path, "rb") if magic == _GZIP_MAGIC else open(path, "rb")  # type: ignore[return-value]
+        raw.seek(0)
+        src: Any = _Hashing(raw, hasher) if hasher is not None else raw
+        if magic == _GZIP_MAGIC:
+            with gzip.GzipFile(fileobj=src, mode="rb") as gz:
+                yield gz  # type: ignore[misc]
+        else:
+            yield src
+        if hasher is not None:
+            src.drain()  # bytes after the last record (or a gzip trailer) are part of the file too
 
 
 def _check_file(path: Path) -> None:
@@ -93,7 +130,9 @@ def _check_file(path: Path) -> None:
         raise DataError(str(path), "file is empty")
 
 
-def read(path: Path, fmt: str | None = None, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[RawItem]:
+def read(path: Path, fmt: str | None = None, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+         hasher: Any = None) -> Iterator[RawItem]:
+    """RawItems in file order; `hasher` (a hashlib object) has seen the whole file once this is exhausted."""
     path = Path(path)
     if fmt is not None and fmt not in FORMATS:
         raise DataError(str(path), f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
@@ -102,13 +141,24 @@ def read(path: Path, fmt: str | None = None, max_record_bytes: int = DEFAULT_MAX
     _check_file(path)
     fmt = fmt or detect_format(path)
     if fmt == "jsonl":
-        yield from _read_jsonl(path, max_record_bytes)
+        yield from _read_jsonl(path, max_record_bytes, hasher)
     elif fmt == "json":
-        yield from _read_json_array(path, max_record_bytes)
+        yield from _read_json_array(path, max_record_bytes, hasher)
     elif fmt in ("csv", "tsv"):
-        yield from _read_delimited(path, "\t" if fmt == "tsv" else ",", max_record_bytes)
+        yield from _read_delimited(path, "\t" if fmt == "tsv" else ",", max_record_bytes, hasher)
     else:
+        if hasher is not None:
+            _hash_whole(path, hasher)
         yield from _read_parquet(path)
+
+
+def _hash_whole(path: Path, hasher: Any) -> None:
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(_PIECE):
+                hasher.update(chunk)
+    except OSError as e:
+        raise DataError(str(path), f"cannot read: {e.strerror}") from None
 
 
 def _lines(f: BinaryIO, spath: str, limit: int) -> Iterator[tuple[int, bytes | None, int]]:
@@ -152,10 +202,10 @@ def _too_big(spath: str, size: int, limit: int, row: int, line: int) -> DataErro
     return DataError(spath, msg, row=row, line=line)
 
 
-def _read_jsonl(path: Path, limit: int) -> Iterator[RawItem]:
+def _read_jsonl(path: Path, limit: int, hasher: Any = None) -> Iterator[RawItem]:
     spath = str(path)
     row = 0
-    with _open_binary(path) as f:
+    with _open_binary(path, hasher) as f:
         for lineno, chunk, size in _lines(f, spath, limit):
             if chunk is None:
                 yield RawItem(row, lineno, None, _too_big(spath, size, limit, row, lineno))
@@ -185,11 +235,11 @@ def _parse_json_line(spath: str, chunk: bytes, row: int, lineno: int) -> RawItem
     return RawItem(row, lineno, value)
 
 
-def _read_json_array(path: Path, limit: int) -> Iterator[RawItem]:
+def _read_json_array(path: Path, limit: int, hasher: Any = None) -> Iterator[RawItem]:
     spath = str(path)
     # A JSON array has to be parsed whole; refuse sizes that would not fit.
     max_bytes = max(limit * 64, 1 << 30)
-    with _open_binary(path) as f:
+    with _open_binary(path, hasher) as f:
         try:
             data = f.read(max_bytes + 1)
         except _READ_ERRORS as e:
@@ -238,11 +288,11 @@ class _CsvFeed:
         return chunk.decode("utf-8", "surrogateescape")
 
 
-def _read_delimited(path: Path, delimiter: str, limit: int) -> Iterator[RawItem]:
+def _read_delimited(path: Path, delimiter: str, limit: int, hasher: Any = None) -> Iterator[RawItem]:
     spath = str(path)
     # The feed bounds records; the csv module's own per-field cap must not be lower.
     csv.field_size_limit(max(limit, csv.field_size_limit()))
-    with _open_binary(path) as fb:
+    with _open_binary(path, hasher) as fb:
         feed = _CsvFeed(_lines(fb, spath, limit), limit)
         reader = csv.reader(feed, delimiter=delimiter, strict=True)
         header = _header(spath, reader, feed, limit)
