@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from trainguard.attest import check as check_attestation
 from trainguard.detectors.base import Detector, register
 from trainguard.errors import ConfigError
-from trainguard.findings import Confidence, DetectorResult, Finding, Severity
+from trainguard.findings import Alert, Confidence, DetectorResult, Severity
 from trainguard.gate import gate, load_policy, release
 from trainguard.gate.policy import from_dict
 from trainguard.gate.review import decide, items, show
@@ -31,12 +31,11 @@ class CarryDet(Detector):
     def run(self, data):
         sev = STATE.get("severity", Severity.MEDIUM)
         out = []
-        for r in data:
+        for pos, r in enumerate(data):
             if "MARKER" in r.text:
-                out.append(Finding(self.name, "marker", "MARKER", (r.row,), (r.id,), 0.8, sev, Confidence.HIGH, ()))
+                out.append(Alert("marker", "MARKER", (pos,), 0.8, sev, Confidence.HIGH))
                 if STATE.get("extra_rule"):
-                    out.append(Finding(self.name, "extra", "extra", (r.row,), (r.id,), 0.5, Severity.MEDIUM,
-                                       Confidence.LOW, ()))
+                    out.append(Alert("extra", "extra", (pos,), 0.5, Severity.MEDIUM, Confidence.LOW))
         return DetectorResult(tuple(out))
 
 

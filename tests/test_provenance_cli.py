@@ -12,7 +12,7 @@ import pytest
 from conftest import cli as tg
 
 from trainguard.detectors.base import Detector, register
-from trainguard.findings import Confidence, DetectorResult, Finding, Severity
+from trainguard.findings import Alert, Confidence, DetectorResult, Severity
 from trainguard.records import Kind
 
 
@@ -23,8 +23,8 @@ class CliMarker(Detector):
 
     def run(self, data):
         return DetectorResult(tuple(
-            Finding(self.name, "marker", "MARKER", (r.row,), (r.id,), 0.9, Severity.HIGH, Confidence.HIGH, ())
-            for r in data if "MARKER" in r.text))
+            Alert("marker", "MARKER", (pos,), 0.9, Severity.HIGH, Confidence.HIGH)
+            for pos, r in enumerate(data) if "MARKER" in r.text))
 
 
 @pytest.fixture()

@@ -284,6 +284,8 @@ def _decide(decision: str, row: int, reason: str, by: str, run: Optional[int], l
 
     with _open(ledger) as led:
         item = decide(led, row, decision, reason, by, run)
+    if item.get("picked"):
+        err_console.print(f"note: {item['picked']}")
     out_console.print(f"gate run {item['run']} row {row}: {decision} by {item['decided_by']}")
 
 

@@ -5,6 +5,12 @@ quarantined with every queued row decided; pending rows are allowed only when
 the gate's policy says `release.allow_pending`, and they are left out). The
 rows written are re-hashed while copying and must equal the gated version's
 leaves, so a file swapped after the gate cannot be released.
+
+The release is recorded first and the attestation signed afterwards, inside
+the same transaction, over a ledger head that is the release's own event: a
+log truncated back before the release no longer holds the attested head.
+Released files are readable like any new file (0666 less the umask, so 0644
+under the usual umask 022) because the training job often runs as another user.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -27,7 +33,7 @@ from trainguard.errors import ConfigError
 from trainguard.gate.run import find_version
 from trainguard.ledger.hashing import canonical_row, hash_file, iter_jsonl_raw, leaf_hash
 from trainguard.ledger.ops import default_actor
-from trainguard.ledger.store import Ledger, canonical_json, now, sha256_text
+from trainguard.ledger.store import Ledger, canonical_json, sha256_text, storage_error
 
 DATA_SUFFIXES = (".gz", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".pq")
 
@@ -51,11 +57,14 @@ class ReleaseResult:
     release_id: int
     statement: dict[str, Any]
     forced: bool
+    unquarantined: list[dict[str, Any]] = field(default_factory=list)
+    detectors_not_ok: list[dict[str, Any]] = field(default_factory=list)
 
 
 def release(ledger: Ledger, path: str | Path, out: str | Path, keys: Iterable[Ed25519PrivateKey], *,
             name: str | None = None, by: str | None = None, attestation: str | Path | None = None,
-            allow_ungated: bool = False) -> ReleaseResult:
+            allow_ungated: bool = False, mode: int | None = None) -> ReleaseResult:
+    """`mode`: permissions of the released file and attestation (default 0o666 less the umask)."""
     keys = list(keys)
     actor = by or default_actor()
     path, out = Path(path), Path(out)
@@ -85,14 +94,18 @@ def release(ledger: Ledger, path: str | Path, out: str | Path, keys: Iterable[Ed
     if len(keys) < required:
         raise ConfigError(f"the policy requires {required} signing key(s); {len(keys)} given (--key)")
     excluded = sorted(q["row"] for q in queue if q["status"] != "approved")
-    kept = _write(path, out, fl, set(excluded))
+    file_mode = _file_mode(mode)
+    try:
+        kept = _write(path, out, fl, set(excluded), file_mode)
+    except OSError as e:
+        raise storage_error(e, out) or ConfigError(f"{out}: cannot write the release ({e.strerror})") from None
     out_fl = hash_file(out)
     att_path = Path(attestation) if attestation else attestation_path(out)
     src = ledger.source(version["source_id"])
     decisions = [{"row": q["row"], "leaf": q["leaf"], "decision": q["status"], "by": q["decided_by"],
                   "reason": q["reason"], "at": q["decided_at"],
                   **({"carried_from": _origin(q["carried_from"])} if q["carried_from"] else {})} for q in queue]
-    head_seq, head_hash = ledger.head()
+    unquarantined, not_ok = held_back(run, queue)
     predicate = {
         "tool": {"name": "trainguard", "version": __version__},
         "input": {"dataset": version["dataset"], "version": version["number"], "format": version["format"],
@@ -106,17 +119,12 @@ def release(ledger: Ledger, path: str | Path, out: str | Path, keys: Iterable[Ed
         "scan_report": None if run is None else {"sha256": run["report_sha256"]},
         "policy": None if run is None else {"sha256": run["policy_sha256"]},
         "reviews": {"sha256": sha256_text(canonical_json(decisions)), "decisions": decisions},
-        "ledger": {"head_seq": head_seq, "head_hash": head_hash},
+        "unquarantined_findings": unquarantined,
+        "detectors_not_ok": not_ok,
         "forced": forced,
         "released_by": actor,
-        "released_at": now(),
         "signers": [keyid(k.public_key()) for k in keys],
     }
-    stmt = statement(out.name, out_fl.file_sha256, predicate)
-    envelope = sign_statement(stmt, keys)
-    att_bytes = (json.dumps(envelope, indent=2) + "\n").encode()
-    _atomic_write(att_path, att_bytes)
-    att_sha = hashlib.sha256(att_bytes).hexdigest()
     out_root = predicate["output"]["merkle_root"]
     with ledger.transaction():
         prev = ledger.version(out.name)
@@ -128,23 +136,71 @@ def release(ledger: Ledger, path: str | Path, out: str | Path, keys: Iterable[Ed
                                              source_id=version["source_id"], derived_from=version["id"])
         rid = ledger.add_release(version_id=version["id"], gate_run_id=run["id"] if run else None,
                                  out_path=str(out), out_sha256=out_fl.file_sha256, out_version_id=out_version["id"],
-                                 attestation_sha256=att_sha, forced=forced, actor=actor)
-    return ReleaseResult(out, att_path, out_fl.file_sha256, kept, excluded, rid, stmt, forced)
+                                 attestation_sha256=None, forced=forced, actor=actor)
+        # The attested head is the release event itself, so truncating the log back past it shows.
+        head_seq, head_hash = ledger.head()
+        predicate["ledger"] = {"head_seq": head_seq, "head_hash": head_hash, "release": rid}
+        predicate["released_at"] = ledger.event(head_seq)["ts"]  # type: ignore[index]
+        stmt = statement(out.name, out_fl.file_sha256, predicate)
+        att_bytes = (json.dumps(sign_statement(stmt, keys), indent=2) + "\n").encode()
+        ledger.attach_attestation(rid, hashlib.sha256(att_bytes).hexdigest(), actor)
+        try:
+            _atomic_write(att_path, att_bytes, file_mode)
+        except OSError as e:
+            raise storage_error(e, att_path) or ConfigError(
+                f"{att_path}: cannot write the attestation ({e.strerror}); nothing was recorded") from None
+    return ReleaseResult(out, att_path, out_fl.file_sha256, kept, excluded, rid, stmt, forced, unquarantined, not_ok)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def held_back(run: dict[str, Any] | None, queue: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What the gate's scan reported that did not hold a row, and the detectors that did not run OK.
+
+    Read from the run's stored report (its digest is in the gate event). A finding below the
+    quarantine bar still names rows that go into the release; saying so is the point.
+    """
+    if run is None:
+        return [], []
+    try:
+        report = json.loads(run["report"])
+    except ValueError:
+        raise ConfigError(f"gate run {run['id']}: the stored scan report is not readable; "
+                          "run `trainguard ledger verify`") from None
+    queued = {f.get("fingerprint") for q in queue for f in json.loads(q["findings"])}
+    unquarantined = [{"detector": f.get("detector"), "rule": f.get("rule"), "severity": f.get("severity"),
+                      "rows": f.get("rows"), "fingerprint": f.get("fingerprint")}
+                     for f in report.get("findings") or [] if f.get("fingerprint") not in queued]
+    not_ok = [{"detector": d.get("name"), "status": d.get("status"), "message": d.get("message")}
+              for d in report.get("detectors") or [] if d.get("status") != "ok"]
+    return unquarantined, not_ok
+
+
+def _file_mode(mode: int | None) -> int:
+    """0o666 less the process umask, read without changing it (other threads may be creating files)."""
+    if mode is not None:
+        return mode
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o644
+
+
+def _atomic_write(path: Path, data: bytes, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, mode)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def _write(path: Path, out: Path, fl: Any, excluded: set[int]) -> int:
+def _write(path: Path, out: Path, fl: Any, excluded: set[int], mode: int) -> int:
     """Copy kept rows in the input's format; returns how many were kept."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
@@ -154,6 +210,7 @@ def _write(path: Path, out: Path, fl: Any, excluded: set[int]) -> int:
             kept = _write_jsonl(path, Path(tmp), fl, excluded, out.name.endswith(".gz"))
         else:
             kept = _write_other(path, Path(tmp), fl, excluded)
+        os.chmod(tmp, mode)  # mkstemp creates 0600
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

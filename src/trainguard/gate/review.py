@@ -1,8 +1,12 @@
 """The review queue: rows a gate quarantined wait here for a human decision.
 
-A decision needs a reviewer and a reason, and is an event in the ledger; the
-row itself is never deleted or edited. Items are addressed by gate run + row;
-the run may be left out when only one run has pending rows.
+A decision needs a reviewer and a reason (at most `MAX_REASON` characters: it is
+kept for good in the hash chain), and is an event in the ledger; the row itself
+is never deleted or edited. Only the newest gate run of a content has pending
+rows: a new run closes the earlier runs' pending rows as `superseded` (an event,
+see `Ledger._supersede`), so a record never waits twice. Items are addressed by
+gate run + row; without a run, a row goes to the newest run that holds it
+pending, and the answer says which.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from trainguard.errors import ConfigError
 from trainguard.findings import Severity
 from trainguard.io.readers import detect_format
 from trainguard.ledger.hashing import canonical_row, iter_jsonl_raw, leaf_hash
-from trainguard.ledger.store import AlreadyDecided, Ledger
+from trainguard.ledger.store import MAX_REASON, AlreadyDecided, Ledger
 
 DECISIONS = ("approved", "rejected")
+STATUSES = ("pending", "approved", "rejected", "superseded")
 
 
 def open_runs(ledger: Ledger) -> list[dict[str, Any]]:
@@ -28,17 +33,26 @@ def open_runs(ledger: Ledger) -> list[dict[str, Any]]:
 
 
 def resolve_run(ledger: Ledger, run_id: int | None, row: int | None = None) -> dict[str, Any]:
+    """The run a command means: the given one; else the newest run holding `row` pending (the
+    result's `picked` says why when several did); else the only open run; else the newest run."""
     if run_id is not None:
         run = ledger.gate_run(run_id)
         if run is None:
             raise ConfigError(f"no gate run {run_id} in {ledger.path}")
         return run
-    runs = open_runs(ledger)
     if row is not None:
-        runs = [r for r in runs if any(q["row"] == row for q in ledger.reviews(r["id"], "pending"))]
+        holding = [r[0] for r in ledger.conn.execute(
+            "SELECT gate_run_id FROM reviews WHERE status = 'pending' AND row = ? ORDER BY gate_run_id DESC", (row,))]
+        if holding:
+            run = ledger.gate_run(holding[0])
+            if len(holding) > 1:
+                run = dict(run, picked=f"row {row} is pending in gate runs {', '.join(map(str, sorted(holding)))}; "  # type: ignore[arg-type]
+                                      f"took the newest, {holding[0]} (pass --run for another)")
+            return run  # type: ignore[return-value]
+    runs = open_runs(ledger)
     if len(runs) == 1:
         return runs[0]
-    if not runs:
+    if not runs or row is not None:
         last = ledger.conn.execute("SELECT MAX(id) FROM gate_runs").fetchone()[0]
         if last is None:
             raise ConfigError("no gate runs in the ledger; run `trainguard gate` first")
@@ -48,6 +62,11 @@ def resolve_run(ledger: Ledger, run_id: int | None, row: int | None = None) -> d
 
 
 def items(ledger: Ledger, run_id: int | None = None, status: str | None = "pending") -> list[dict[str, Any]]:
+    """The review queue (status "pending": the rows that wait, each once) or, with None, every row.
+
+    This is the one definition of the queue; the web page reads it through the same rule (a
+    pending row belongs to the newest gate run of its content, see `Ledger._supersede`).
+    """
     runs = [resolve_run(ledger, run_id)] if run_id is not None else (open_runs(ledger) if status == "pending"
                                                                       else ledger.gate_runs())
     out = []
@@ -62,6 +81,9 @@ def _check_decision(decision: str, reason: str, by: str) -> None:
         raise ConfigError(f"decision must be one of {DECISIONS}")
     if not reason.strip():
         raise ConfigError("--reason must say why (it is kept in the ledger and the release attestation)")
+    if len(reason.strip()) > MAX_REASON:
+        raise ConfigError(f"--reason is {len(reason.strip()):,} characters; at most {MAX_REASON:,} are kept "
+                          "(it is stored for good in the ledger and signed into the release attestation)")
     if not by.strip():
         raise ConfigError("--by must name the reviewer")
 
@@ -73,7 +95,10 @@ def decide(ledger: Ledger, row: int, decision: str, reason: str, by: str, run_id
     run = resolve_run(ledger, run_id, row)
     with ledger.transaction():
         ledger.decide(run["id"], row, decision, reason.strip(), by.strip(), only_pending=only_pending)
-    return _item(run, ledger.review_item(run["id"], row))  # type: ignore[arg-type]
+    item = _item(run, ledger.review_item(run["id"], row))  # type: ignore[arg-type]
+    if run.get("picked"):
+        item["picked"] = run["picked"]
+    return item
 
 
 def decide_many(ledger: Ledger, run_id: int, rows: list[int], decision: str, reason: str,

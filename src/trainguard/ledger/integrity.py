@@ -1,23 +1,49 @@
-"""`trainguard ledger verify`: the event chain, and every table row against its event.
+"""`trainguard ledger verify`: the event chain, and every cell of every table against it.
 
 Checks: SQLite's own page check; the chain (contiguous sequence numbers, each
 `prev_hash` equal to the previous event's hash, each hash recomputed from the
-stored bytes); each version's leaves re-hashed to its recorded Merkle root; each
-source, version, gate run, review, release, training and reviewer-account row equal to the event
-that wrote it. An edit to any of these without recomputing the whole chain is
-reported. Rewriting the whole chain is only caught against a head recorded
-elsewhere (a release attestation carries one; pass it as `expect_head`).
+stored bytes); then a replay: the events are applied in order to empty tables,
+and every table is compared with the replay cell by cell (ids, who, when, the
+gate run a release used, the findings that held a queued row). A row the log
+does not explain, a row it explains that is missing, or a cell that differs is
+reported with its table and key. Each version's leaves are re-hashed to its
+recorded Merkle root. Columns the replay cannot derive exactly (a stored
+policy, scan report, password hash, queued findings) are checked against the
+digests their events carry.
+
+Rewriting the whole chain is only caught against a head recorded elsewhere (a
+release attestation carries one that covers the release itself; pass it as
+`expect_head`). `web_sessions` is the one table outside the log: login sessions
+are short-lived state, not history (see docs/provenance.md).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from trainguard.ledger import merkle
-from trainguard.ledger.store import GENESIS, Ledger, event_hash, queue_digest, sha256_text
+from trainguard.ledger.store import (
+    GENESIS,
+    SCHEMA_VERSION,
+    Ledger,
+    canonical_json,
+    event_hash,
+    findings_digest,
+    queue_digest,
+    sha256_text,
+    superseded_reason,
+)
+
+# Tables whose every cell the replay derives or checks, and the one table it leaves alone (and why).
+# tests/test_ledger_tamper.py reads these against the live schema, so a new table or column
+# without a check fails a test.
+CHECKED_TABLES = ("events", "schema_version", "sources", "datasets", "versions", "leaf_chunks", "gate_runs",
+                  "reviews", "releases", "trainings", "users")
+UNCHECKED_TABLES = {"web_sessions": "login sessions are short-lived state, not history; they are never exported"}
+
+EVENT_KINDS = ("source", "ingest", "gate", "review", "supersede", "release", "attestation", "train", "user")
 
 
 @dataclass
@@ -50,12 +76,8 @@ def check(ledger: Ledger, expect_head: tuple[int, str] | None = None) -> Integri
         got = events.get(seq)
         if got is None or got["hash"] != h:
             rep.add(f"event {seq}", f"expected head hash {h} is not in the log (history rewritten or truncated)")
-    _check_sources(ledger, events, rep)
-    _check_versions(ledger, events, rep)
-    _check_gate_runs(ledger, events, rep)
-    _check_reviews(ledger, events, rep)
-    _check_simple(ledger, events, rep)
-    _check_users(ledger, events, rep)
+    _check_schema_version(ledger, rep)
+    Replay(ledger, rep).run(events)
     return rep
 
 
@@ -68,129 +90,306 @@ def _check_chain(ledger: Ledger, rep: IntegrityReport) -> dict[int, dict[str, An
     parsed: dict[int, dict[str, Any]] = {}
     for seq, ts, kind, actor, payload, prev_hash, stored in rows:
         where = f"event {seq}"
-        if seq != expected_seq:
+        if not isinstance(seq, int) or seq != expected_seq:
             rep.add(where, f"sequence gap: expected event {expected_seq}")
-        expected_seq = seq + 1
+        expected_seq = (seq if isinstance(seq, int) else expected_seq) + 1
         if prev_hash != prev:
             rep.add(where, "prev_hash does not match the previous event's hash")
         try:
             prev_bytes = bytes.fromhex(prev_hash.decode("ascii"))
             recomputed = event_hash(prev_bytes, seq, ts, kind, actor, payload)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, AttributeError, TypeError, OverflowError):
             recomputed = None
         if recomputed is None or recomputed.encode() != stored:
             rep.add(where, "hash does not match the event's contents (event edited)")
-        prev = stored
+        prev = stored if isinstance(stored, bytes) else b""
         try:
             parsed[seq] = {"kind": kind.decode(), "actor": actor.decode(), "ts": ts.decode(),
                            "payload": json.loads(payload), "hash": stored.decode()}
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, AttributeError, TypeError):
             rep.add(where, "payload is not valid JSON")
+            continue
+        if parsed[seq]["kind"] not in EVENT_KINDS:
+            rep.add(where, f"unknown event kind {parsed[seq]['kind']!r}")
+        if not isinstance(parsed[seq]["payload"], dict):
+            rep.add(where, "payload is not a JSON object")
+            parsed[seq]["payload"] = {}
     rep.events = len(rows)
     rep.head = prev.decode("ascii", "replace") if rows else GENESIS
     return parsed
 
 
-def _event(events: dict[int, dict[str, Any]], seq: Any, kind: str, where: str,
-           rep: IntegrityReport) -> dict[str, Any] | None:
-    ev = events.get(seq) if isinstance(seq, int) else None
-    if ev is None or ev["kind"] != kind:
-        rep.add(where, f"no {kind} event #{seq} backs this row")
-        return None
-    return ev
+def _check_schema_version(ledger: Ledger, rep: IntegrityReport) -> None:
+    got = sorted(r[0] for r in ledger.conn.execute("SELECT version FROM schema_version"))
+    if got != list(range(1, SCHEMA_VERSION + 1)):
+        rep.add("schema_version", f"holds {got}; a ledger migrated by this trainguard holds 1..{SCHEMA_VERSION} once each")
 
 
-def _compare(where: str, expected: dict[str, Any], actual: dict[str, Any], rep: IntegrityReport) -> None:
-    for key, value in expected.items():
-        if actual.get(key) != value:
-            rep.add(where, f"{key} is {actual.get(key)!r} in the table but {value!r} in its event")
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of the same SQLite type (a text '1' is not the integer 1)."""
+    if isinstance(a, bool):
+        a = int(a)
+    if isinstance(b, bool):
+        b = int(b)
+    return type(a) is type(b) and a == b
 
 
-def _check_sources(ledger: Ledger, events: dict[int, dict[str, Any]], rep: IntegrityReport) -> None:
-    latest: dict[str, int] = {}
-    for seq, ev in events.items():
-        if ev["kind"] == "source":
-            latest[ev["payload"].get("name")] = seq
-    for src in ledger.sources():
-        where = f"source {src['name']!r}"
-        ev = _event(events, src["event_seq"], "source", where, rep)
-        if ev:
-            _compare(where, ev["payload"], src, rep)
-            if latest.get(src["name"]) != src["event_seq"]:
-                rep.add(where, "row does not reflect the latest source event")
-    names = {s["name"] for s in ledger.sources()}
-    for name in latest.keys() - names:
-        rep.add(f"source {name!r}", "recorded in the event log but missing from the sources table")
+Digest = Callable[[Any], Any]
 
 
-def _check_versions(ledger: Ledger, events: dict[int, dict[str, Any]], rep: IntegrityReport) -> None:
-    seen: set[int] = set()
-    for v in ledger.versions():
-        where = f"version {v['dataset']}@{v['number']}"
-        seen.add(v["event_seq"])
-        ev = _event(events, v["event_seq"], "ingest", where, rep)
-        src = ledger.source(v["source_id"])
-        actual = dict(v, version=v["number"], source=src["name"] if src else None)
-        if ev:
-            _compare(where, ev["payload"], actual, rep)
-            if ev["actor"] != v["ingested_by"]:
-                rep.add(where, "ingested_by differs from the event's actor")
-        leaves = ledger.leaves(v["id"])
-        if len(leaves) != 32 * v["records"]:
-            rep.add(where, f"{len(leaves) // 32} leaves stored for {v['records']} records")
-        elif merkle.root(leaves).hex() != v["merkle_root"]:
-            rep.add(where, "stored leaves do not hash to the recorded Merkle root")
-    for seq, ev in events.items():
-        if ev["kind"] == "ingest" and seq not in seen:
-            rep.add(f"event {seq}", "ingest event without its version row")
+class Replay:
+    """Apply the events in order to empty tables, then compare every table with the result."""
 
+    def __init__(self, ledger: Ledger, rep: IntegrityReport) -> None:
+        self.ledger, self.rep = ledger, rep
+        # table -> primary key -> {column: expected value}; a callable checks a column the replay
+        # knows only by digest.
+        self.tables: dict[str, dict[Any, dict[str, Any]]] = {
+            t: {} for t in ("sources", "datasets", "versions", "gate_runs", "reviews", "releases", "trainings",
+                            "users")}
+        self.source_ids: dict[str, int] = {}
+        self.dataset_ids: dict[str, int] = {}
+        self.user_ids: dict[str, int] = {}
+        self._events: dict[int, dict[str, Any]] = {}
 
-def _check_gate_runs(ledger: Ledger, events: dict[int, dict[str, Any]], rep: IntegrityReport) -> None:
-    seen: set[int] = set()
-    for run in ledger.gate_runs():
-        where = f"gate run {run['id']}"
-        seen.add(run["event_seq"])
-        ev = _event(events, run["event_seq"], "gate", where, rep)
-        if not ev:
-            continue
-        p = ev["payload"]
-        actual = dict(run, reasons=json.loads(run["reasons"]),
-                      policy_sha256=hashlib.sha256(run["policy"].encode()).hexdigest(),
-                      report_sha256=hashlib.sha256(run["report"].encode()).hexdigest(),
-                      queue_sha256=queue_digest((r["row"], r["leaf"]) for r in ledger.reviews(run["id"])))
-        _compare(where, p, actual, rep)
-    for seq, ev in events.items():
-        if ev["kind"] == "gate" and seq not in seen:
-            rep.add(f"event {seq}", "gate event without its gate run row")
+    def _new_id(self, table: str) -> int:
+        return len(self.tables[table]) + 1
 
+    def run(self, events: dict[int, dict[str, Any]]) -> None:
+        self._events = events
+        for seq in sorted(events):
+            ev = events[seq]
+            apply = getattr(self, f"_on_{ev['kind']}", None)
+            if apply is not None:
+                try:
+                    apply(seq, ev, ev["payload"])
+                except (KeyError, TypeError, ValueError, AttributeError) as e:
+                    self.rep.add(f"event {seq}", f"{ev['kind']} event the replay cannot apply ({type(e).__name__}: {e})")
+        for table, rows in self.tables.items():
+            self._compare_table(table, rows)
+        self._check_leaves()
 
-def _check_reviews(ledger: Ledger, events: dict[int, dict[str, Any]], rep: IntegrityReport) -> None:
-    latest: dict[tuple[int, int], int] = {}
-    for seq, ev in events.items():
-        if ev["kind"] == "review":
-            latest[(ev["payload"].get("gate_run"), ev["payload"].get("row"))] = seq
-    for run in ledger.gate_runs():
-        for item in ledger.reviews(run["id"]):
-            key = (run["id"], item["row"])
-            where = f"review run {run['id']} row {item['row']}"
-            if item["status"] == "pending" and item["event_seq"] is None:
-                if key in latest:
-                    rep.add(where, "a recorded decision is missing from the review table")
+    # --- one handler per event kind: what the write that appended it did to the tables ----------
+
+    def _on_source(self, seq: int, ev: dict[str, Any], p: dict[str, Any]) -> None:
+        sid = self.source_ids.get(p["name"])
+        if sid is None:
+            sid = self.source_ids[p["name"]] = self._new_id("sources")
+        self.tables["sources"][sid] = {"id": sid, "name": p["name"], "licence": p.get("licence"),
+                                       "origin": p.get("origin"), "owner": p.get("owner"), "event_seq": seq}
+
+    def _on_ingest(self, seq: int, ev: dict[str, Any], p: dict[str, Any]) -> None:
+        ds = self.dataset_ids.get(p["dataset"])
+        if ds is None:
+            ds = self.dataset_ids[p["dataset"]] = self._new_id("datasets")
+            self.tables["datasets"][ds] = {"id": ds, "name": p["dataset"]}
+        numbers = [v["number"] for v in self.tables["versions"].values() if v["dataset_id"] == ds]
+        if p["version"] != max(numbers, default=0) + 1:
+            self.rep.add(f"event {seq}", f"version number {p['version']} does not follow {max(numbers, default=0)}")
+        source_id = None
+        if p.get("source") is not None:
+            source_id = self.source_ids.get(p["source"])
+            if source_id is None:
+                self.rep.add(f"event {seq}", f"ingest names source {p['source']!r}, which no source event created")
+        vid = self._new_id("versions")
+        self.tables["versions"][vid] = {
+            "id": vid, "dataset_id": ds, "number": p["version"], "path": p["path"], "format": p["format"],
+            "records": p["records"], "merkle_root": p["merkle_root"], "file_sha256": p["file_sha256"],
+            "file_bytes": p["file_bytes"], "source_id": source_id, "ingested_by": ev["actor"],
+            "ingested_at": ev["ts"], "derived_from": p.get("derived_from"), "event_seq": seq}
+
+    def _on_gate(self, seq: int, ev: dict[str, Any], p: dict[str, Any]) -> None:
+        rid = self._new_id("gate_runs")
+        self.tables["gate_runs"][rid] = {
+            "id": rid, "version_id": p["version_id"], "path": p["path"], "merkle_root": p["merkle_root"],
+            "verdict": p["verdict"], "reasons": canonical_json(p["reasons"]),
+            "policy": _digest(p["policy_sha256"], sha256_text), "policy_sha256": p["policy_sha256"],
+            "report": _digest(p["report_sha256"], sha256_text), "report_sha256": p["report_sha256"],
+            "queued": p["queued"], "records": p["records"], "by": ev["actor"], "at": ev["ts"], "event_seq": seq}
+        # The queued rows are in the log only by digest: take them from the table if they match it.
+        queue = self.ledger.conn.execute(
+            "SELECT row, leaf, findings FROM reviews WHERE gate_run_id = ? ORDER BY row", (rid,)).fetchall()
+        where = f"reviews gate_run_id={rid}"
+        bad = []
+        if len(queue) != p["queued"]:
+            bad.append(f"{len(queue)} rows queued, the gate event says {p['queued']}")
+        if queue_digest((r, leaf) for r, leaf, _ in queue) != p["queue_sha256"]:
+            bad.append("rows or records (leaf hashes) differ from the gate event")
+        # Ledgers written before the findings digest existed cannot check this column.
+        if "queue_findings_sha256" in p and \
+                _safe_findings_digest(queue) != p["queue_findings_sha256"]:
+            bad.append("the findings that held the rows differ from the gate event")
+        for msg in bad:
+            self.rep.add(where, msg)
+        for r, leaf, findings in queue:
+            self.tables["reviews"][(rid, r)] = {
+                "gate_run_id": rid, "row": r, "leaf": leaf if not bad else _never("a queue matching its event"),
+                "findings": findings if not bad else _never("a queue matching its event"), "status": "pending",
+                "decided_by": None, "reason": None, "decided_at": None, "event_seq": None}
+
+    def _decided(self, seq: int, run: Any, row: Any) -> dict[str, Any] | None:
+        item = self.tables["reviews"].get((run, row))
+        if item is None:
+            self.rep.add(f"event {seq}", f"decides run {run} row {row}, which no gate run queued")
+        return item
+
+    def _on_review(self, seq: int, ev: dict[str, Any], p: dict[str, Any]) -> None:
+        item = self._decided(seq, p["gate_run"], p["row"])
+        if item is None:
+            return
+        where = f"event {seq}"
+        if not callable(item["leaf"]) and p.get("leaf") != item["leaf"]:
+            self.rep.add(where, "decision names another record (leaf) than the one queued")
+        if p.get("previous") != item["status"]:
+            self.rep.add(where, f"decision says the row was {p.get('previous')!r}; the log had it {item['status']!r}")
+        origin = p.get("carried_from")
+        by, at = ev["actor"], ev["ts"]
+        if origin is not None:
+            _check_carried(where, p["gate_run"], ev, self._events, self.rep)
+            by = origin.get("decided_by") if isinstance(origin, dict) else None
+            at = origin.get("decided_at") if isinstance(origin, dict) else None
+        item.update(status=p["decision"], decided_by=by, reason=p["reason"], decided_at=at, event_seq=seq)
+
+    def _on_supersede(self, seq: int, ev: dict[str, Any], p: dict[str, Any]) -> None:
+        run, new = p["gate_run"], p["superseded_by"]
+        if ev["actor"] != "gate" or not isinstance(new, int) or new <= run or new not in self.tables["gate_runs"]:
+            self.rep.add(f"event {seq}", f"supersede of gate run {run} by {new!r} was not written by a later gate run")
+        for row in p["rows"]:
+            item = self._decided(seq, run, row)
+            if item is None:
                 continue
-            ev = _event(events, item["event_seq"], "review", where, rep)
-            if ev:
-                p = ev["payload"]
-                origin = p.get("carried_from")
-                expected = {"decision": p.get("decision"), "reason": p.get("reason"), "leaf": p.get("leaf")}
-                if origin is None:
-                    expected |= {"decided_by": ev["actor"], "decided_at": ev["ts"]}
-                else:
-                    _check_carried(where, run["id"], ev, events, rep)
-                    if isinstance(origin, dict):
-                        expected |= {"decided_by": origin.get("decided_by"), "decided_at": origin.get("decided_at")}
-                _compare(where, expected, dict(item, decision=item["status"]), rep)
-                if latest.get(key) != item["event_seq"]:
-                    rep.add(where, "row does not reflect the latest decision event")
+            if item["status"] != "pending":
+                self.rep.add(f"event {seq}", f"supersedes run {run} row {row}, which the log had {item['status']!r}")
+            item.update(status="superseded", decided_by="gate", reason=superseded_reason(new),
+                        decided_at=ev["ts"], event_seq=seq)
+
+    def _on_release(self, seq: int, ev: dict[str, Any], p: dict[str, Any]) -> None:
+        rid = self._new_id("releases")
+        self.tables["releases"][rid] = {
+            "id": rid, "version_id": p["version_id"], "gate_run_id": p["gate_run"], "out_path": p["out_path"],
+            "out_sha256": p["out_sha256"], "out_version_id": p["out_version_id"],
+            "attestation_sha256": p.get("attestation_sha256"), "forced": int(bool(p["forced"])),
+            "by": ev["actor"], "at": ev["ts"], "event_seq": seq}
+        if p["gate_run"] is not None and p["gate_run"] not in self.tables["gate_runs"]:
+            self.rep.add(f"event {seq}", f"release names gate run {p['gate_run']}, which the log never recorded")
+
+    def _on_attestation(self, seq: int, ev: dict[str, Any], p: dict[str, Any]) -> None:
+        rel = self.tables["releases"].get(p["release"])
+        if rel is None or rel["attestation_sha256"] is not None:
+            self.rep.add(f"event {seq}", f"attestation for release {p['release']!r}, which has none pending")
+            return
+        rel["attestation_sha256"] = p["attestation_sha256"]
+
+    def _on_train(self, seq: int, ev: dict[str, Any], p: dict[str, Any]) -> None:
+        tid = self._new_id("trainings")
+        self.tables["trainings"][tid] = {
+            "id": tid, "file_sha256": p["file_sha256"], "attestation_sha256": p["attestation_sha256"],
+            "path": p["path"], "by": ev["actor"], "at": ev["ts"], "event_seq": seq}
+
+    def _on_user(self, seq: int, ev: dict[str, Any], p: dict[str, Any]) -> None:
+        name = p["name"]
+        if p.get("action") == "add":
+            if name in self.user_ids:
+                self.rep.add(f"event {seq}", f"user {name!r} added twice")
+            uid = self.user_ids[name] = self._new_id("users")
+            self.tables["users"][uid] = {"id": uid, "name": name, "role": p["role"],
+                                         "password": _digest(p["password_sha256"], sha256_text),
+                                         "disabled": 0, "created_at": ev["ts"], "event_seq": seq}
+            return
+        uid = self.user_ids.get(name)
+        if uid is None:
+            self.rep.add(f"event {seq}", f"updates user {name!r}, whom no event added")
+            return
+        acct = self.tables["users"][uid]
+        if p.get("role") is not None:
+            acct["role"] = p["role"]
+        if p.get("password_sha256") is not None:
+            acct["password"] = _digest(p["password_sha256"], sha256_text)
+        if p.get("disabled") is not None:
+            acct["disabled"] = int(bool(p["disabled"]))
+        acct["event_seq"] = seq
+
+    # --- comparing ------------------------------------------------------------------------------
+
+    def _compare_table(self, table: str, expected: dict[Any, dict[str, Any]]) -> None:
+        key_cols = ("gate_run_id", "row") if table == "reviews" else ("id",)
+        cur = self.ledger.conn.execute(f"SELECT * FROM {table}")
+        cols = [d[0] for d in cur.description]
+        seen = set()
+        for row in cur:
+            actual = dict(zip(cols, row))
+            key = tuple(actual[c] for c in key_cols) if len(key_cols) > 1 else actual[key_cols[0]]
+            where = _where(table, key_cols, key)
+            seen.add(key)
+            want = expected.get(key)
+            if want is None:
+                self.rep.add(where, "row has no event in the log (inserted or renumbered behind the log's back)")
+                continue
+            _compare_row(where, want, actual, self.rep)
+        for key in expected.keys() - seen:
+            self.rep.add(_where(table, key_cols, key), "recorded in the event log but missing from the table")
+
+    def _check_leaves(self) -> None:
+        chunks: dict[Any, list[tuple[Any, Any]]] = {}
+        for vid, chunk, data in self.ledger.conn.execute("SELECT version_id, chunk, data FROM leaf_chunks"):
+            chunks.setdefault(vid, []).append((chunk, data))
+        versions = self.tables["versions"]
+        for vid in chunks.keys() - versions.keys():
+            self.rep.add(f"leaf_chunks version_id={vid}", "leaves of a version the log never recorded")
+        for vid, v in versions.items():
+            where = f"leaf_chunks version_id={vid}"
+            parts = sorted(chunks.get(vid, []), key=lambda c: (str(type(c[0])), c[0]))
+            numbers = [c for c, _ in parts]
+            if numbers != list(range(len(parts))) or not all(isinstance(d, bytes) for _, d in parts):
+                self.rep.add(where, f"chunks are numbered {numbers[:5]}..., not 0..{len(parts) - 1} of bytes")
+                continue
+            sizes = {len(d) for _, d in parts[:-1]}
+            if len(sizes) > 1 or any(s % 32 or not s for s in sizes) or (parts and len(parts[-1][1]) % 32):
+                self.rep.add(where, "chunk sizes are uneven or not whole leaves")
+            leaves = b"".join(d for _, d in parts)
+            if len(leaves) != 32 * v["records"]:
+                self.rep.add(where, f"{len(leaves) // 32} leaves stored for {v['records']} records")
+            elif merkle.root(leaves).hex() != v["merkle_root"]:
+                self.rep.add(where, "stored leaves do not hash to the recorded Merkle root")
+
+
+def _where(table: str, key_cols: tuple[str, ...], key: Any) -> str:
+    values = key if len(key_cols) > 1 else (key,)
+    return f"{table} " + ",".join(f"{c}={v}" for c, v in zip(key_cols, values))
+
+
+def _safe_findings_digest(queue: list[Any]) -> str | None:
+    try:
+        return findings_digest((r, f) for r, _, f in queue)
+    except (AttributeError, TypeError):
+        return None  # a findings cell that is not text
+
+
+def _never(what: str) -> Callable[[Any], bool]:
+    def ok(value: Any) -> bool:
+        return False
+    ok.__name__ = what
+    return ok
+
+
+def _digest(expected_hex: Any, fn: Callable[[str], str]) -> Callable[[Any], bool]:
+    """A column the log holds only by digest: the stored text must hash to it."""
+    def ok(value: Any) -> bool:
+        return isinstance(value, str) and fn(value) == expected_hex
+    ok.__name__ = f"text whose sha256 is {str(expected_hex)[:16]}..."
+    return ok
+
+
+def _compare_row(where: str, want: dict[str, Any], actual: dict[str, Any], rep: IntegrityReport) -> None:
+    for col, value in actual.items():
+        if col not in want:
+            rep.add(where, f"column {col} is not covered by the event log (this trainguard cannot check it)")
+            continue
+        exp = want[col]
+        good = exp(value) if callable(exp) else _same(value, exp)
+        if not good:
+            shown = exp.__name__ if callable(exp) else repr(exp)
+            rep.add(where, f"{col} is {str(value)[:80]!r} in the table but {shown[:80]} in its event")
 
 
 def _check_carried(where: str, run_id: int, ev: dict[str, Any], events: dict[int, dict[str, Any]],
@@ -218,53 +417,3 @@ def _check_carried(where: str, run_id: int, ev: dict[str, Any], events: dict[int
         if got[key] != value:
             rep.add(where, f"carried {key} {got[key]!r} differs from the original decision's {value!r}")
 
-
-def _check_simple(ledger: Ledger, events: dict[int, dict[str, Any]], rep: IntegrityReport) -> None:
-    for kind, rows, fields in (
-        ("release", ledger.releases(), ("version_id", "out_path", "out_sha256", "out_version_id",
-                                        "attestation_sha256")),
-        ("train", ledger.trainings(), ("file_sha256", "attestation_sha256", "path")),
-    ):
-        seen = set()
-        for row in rows:
-            where = f"{kind} {row['id']}"
-            seen.add(row["event_seq"])
-            ev = _event(events, row["event_seq"], kind, where, rep)
-            if ev:
-                _compare(where, {f: ev["payload"].get(f) for f in fields}, row, rep)
-                if kind == "release" and bool(ev["payload"].get("forced")) != bool(row["forced"]):
-                    rep.add(where, "forced flag differs from its event")
-        for seq, ev in events.items():
-            if ev["kind"] == kind and seq not in seen:
-                rep.add(f"event {seq}", f"{kind} event without its table row")
-
-
-def _check_users(ledger: Ledger, events: dict[int, dict[str, Any]], rep: IntegrityReport) -> None:
-    """Replay the account events; a role, password or disabled flag changed in the table alone shows."""
-    if ledger.schema_version < 2:
-        return
-    state: dict[str, dict[str, Any]] = {}
-    for seq, ev in sorted(events.items()):
-        if ev["kind"] != "user":
-            continue
-        p = ev["payload"]
-        acct = state.setdefault(p.get("name"), {"role": None, "disabled": False, "password_sha256": None})
-        for key in ("role", "disabled", "password_sha256"):
-            if p.get(key) is not None:
-                acct[key] = p[key]
-        acct["seq"] = seq
-    rows = ledger.conn.execute("SELECT name, role, password, disabled, event_seq FROM users").fetchall()
-    for name, role, password, disabled, event_seq in rows:
-        where = f"user {name!r}"
-        acct = state.get(name)
-        if acct is None:
-            rep.add(where, "account has no user event")
-            continue
-        actual = {"role": role, "disabled": bool(disabled), "password_sha256": sha256_text(password)}
-        expected = {k: acct[k] for k in actual if acct[k] is not None}
-        expected["disabled"] = bool(acct["disabled"])
-        _compare(where, expected, actual, rep)
-        if event_seq != acct["seq"]:
-            rep.add(where, "row does not reflect the latest user event")
-    for name in state.keys() - {r[0] for r in rows}:
-        rep.add(f"user {name!r}", "recorded in the event log but missing from the users table")

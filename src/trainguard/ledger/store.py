@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from trainguard.errors import ConfigError
+from trainguard.errors import ConfigError, TrainguardError
 
 DEFAULT_PATH = Path(".trainguard") / "ledger.db"
 ENV_VAR = "TRAINGUARD_LEDGER"
@@ -80,6 +81,11 @@ MIGRATIONS: list[tuple[int, str]] = [
         created_at TEXT NOT NULL, expires_at TEXT NOT NULL);
     CREATE INDEX reviews_status ON reviews(status, gate_run_id, row);
     """),
+    # Carrying review decisions over looks rows up by record (leaf hash); without this index each
+    # gate scanned every review row ever queued.
+    (3, """
+    CREATE INDEX IF NOT EXISTS reviews_leaf ON reviews(leaf);
+    """),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -94,6 +100,24 @@ def resolve_path(path: str | Path | None = None) -> Path:
 
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+SQLITE_FULL = 13
+MAX_REASON = 2000  # characters; the web form's maxlength. A reason is kept for good in the hash chain.
+
+
+class StorageFull(TrainguardError):
+    """The disk (or the database's size limit) is full: one line for the CLI (exit 2), never a traceback."""
+
+
+def storage_error(e: BaseException, path: Path | str) -> TrainguardError | None:
+    """The one-line error for a full disk, or None when `e` is something else."""
+    full = (isinstance(e, sqlite3.OperationalError)
+            and (getattr(e, "sqlite_errorcode", None) == SQLITE_FULL or "full" in str(e).lower())) \
+        or (isinstance(e, OSError) and e.errno == errno.ENOSPC)
+    if not full:
+        return None
+    return StorageFull(f"{path}: the disk is full ({e}); nothing was recorded. Free space and run the command again")
 
 
 class AlreadyDecided(ConfigError):
@@ -146,7 +170,7 @@ class Ledger:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=30000")
         except sqlite3.DatabaseError as e:
-            raise ConfigError(f"{p}: not a readable trainguard ledger ({e})") from None
+            raise storage_error(e, p) or ConfigError(f"{p}: not a readable trainguard ledger ({e})") from None
         if new:
             with contextlib.suppress(OSError):
                 os.chmod(p, 0o600)
@@ -179,8 +203,11 @@ class Ledger:
                             if stmt.strip():
                                 self.conn.execute(stmt)
                         self.conn.execute("INSERT INTO schema_version(version) VALUES (?)", (version,))
+        except StorageFull:
+            raise
         except sqlite3.DatabaseError as e:
-            raise ConfigError(f"{self.path}: not a readable trainguard ledger ({e})") from None
+            raise storage_error(e, self.path) or ConfigError(
+                f"{self.path}: not a readable trainguard ledger ({e})") from None
 
     @property
     def schema_version(self) -> int:
@@ -188,13 +215,24 @@ class Ledger:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
+        """One write: all of it or none. A full disk becomes `StorageFull` (SQLite may already have rolled back)."""
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        except (sqlite3.OperationalError, OSError) as e:
+            if self.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+            err = storage_error(e, self.path)
+            if err is None:
+                raise
+            raise err from None
 
     # --- events ----------------------------------------------------------------------------------
 
@@ -334,6 +372,7 @@ class Ledger:
             "reasons": reasons, "policy_sha256": sha256_text(policy_text),
             "report_sha256": sha256_text(report_text), "records": records, "queued": len(queue),
             "queue_sha256": queue_digest((r, leaf) for r, leaf, _ in queue),
+            "queue_findings_sha256": findings_digest((r, canonical_json(f)) for r, _, f in queue),
         }
         seq = self.append_event("gate", actor, payload)
         ts = self.conn.execute("SELECT ts FROM events WHERE seq = ?", (seq,)).fetchone()[0]
@@ -346,7 +385,28 @@ class Ledger:
         self.conn.executemany(
             "INSERT INTO reviews(gate_run_id, row, leaf, findings) VALUES (?,?,?,?)",
             [(run_id, r, leaf, canonical_json(f)) for r, leaf, f in queue])
+        self._supersede(run_id, version_id, merkle_root)
         return run_id
+
+    def _supersede(self, run_id: int, version_id: int | None, merkle_root: str) -> None:
+        """Close the pending rows of earlier runs of the same content: only the newest run's rows wait.
+
+        One `supersede` event per earlier run (actor "gate") names the rows it closes, so the
+        queue never shows a record twice and `ledger verify` can replay the change. Decisions
+        already made stay; a decision a person makes on the new run's row may carry over later.
+        """
+        older = self.conn.execute(
+            "SELECT DISTINCT r.gate_run_id FROM reviews r JOIN gate_runs g ON g.id = r.gate_run_id"
+            " WHERE r.status = 'pending' AND g.id < ? AND g.version_id IS ? AND g.merkle_root = ?"
+            " ORDER BY r.gate_run_id", (run_id, version_id, merkle_root)).fetchall()
+        for (old,) in older:
+            rows = [r[0] for r in self.conn.execute(
+                "SELECT row FROM reviews WHERE gate_run_id = ? AND status = 'pending' ORDER BY row", (old,))]
+            seq = self.append_event("supersede", "gate", {"gate_run": old, "superseded_by": run_id, "rows": rows})
+            ts = self.conn.execute("SELECT ts FROM events WHERE seq = ?", (seq,)).fetchone()[0]
+            self.conn.execute(
+                "UPDATE reviews SET status='superseded', decided_by='gate', reason=?, decided_at=?, event_seq=?"
+                " WHERE gate_run_id = ? AND status = 'pending'", (superseded_reason(run_id), ts, seq, old))
 
     def gate_run(self, run_id: int) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM gate_runs WHERE id = ?", (run_id,)).fetchone()
@@ -387,7 +447,7 @@ class Ledger:
         self.conn.executemany("INSERT INTO wanted_leaves(leaf) VALUES (?)", [(x,) for x in leaves])
         rows = self.conn.execute(
             "SELECT r.* FROM reviews r JOIN wanted_leaves w ON w.leaf = r.leaf JOIN events e ON e.seq = r.event_seq"
-            " WHERE r.status != 'pending' AND json_extract(e.payload, '$.carried_from') IS NULL ORDER BY r.event_seq")
+            " WHERE r.status IN ('approved', 'rejected') AND json_extract(e.payload, '$.carried_from') IS NULL ORDER BY r.event_seq")
         latest = {r["leaf"]: dict(r) for r in rows}
         self.conn.execute("DELETE FROM wanted_leaves")
         return latest
@@ -422,6 +482,10 @@ class Ledger:
         item = self.conn.execute("SELECT * FROM reviews WHERE gate_run_id = ? AND row = ?", (run_id, row)).fetchone()
         if item is None:
             raise ConfigError(f"row {row} is not in the review queue of gate run {run_id}")
+        if item["status"] == "superseded":
+            raise ConfigError(f"row {row} of gate run {run_id} was closed: {item['reason']}; decide it there")
+        if len(reason) > MAX_REASON:
+            raise ConfigError(f"the reason is {len(reason):,} characters; at most {MAX_REASON:,} are kept")
         if only_pending and item["status"] != "pending":
             raise AlreadyDecided(run_id, row, item["status"], item["decided_by"], item["decided_at"])
         seq = self.append_event("review", actor, {"gate_run": run_id, "row": row, "leaf": item["leaf"],
@@ -501,6 +565,8 @@ class Ledger:
     def add_release(self, *, version_id: int, gate_run_id: int | None, out_path: str, out_sha256: str,
                     out_version_id: int | None, attestation_sha256: str | None, forced: bool, actor: str,
                     extra: dict[str, Any] | None = None) -> int:
+        """Record a release; call inside `transaction()`. `attestation_sha256` is None when the
+        attestation is signed afterwards over a head that includes this event (`attach_attestation`)."""
         payload = {"version_id": version_id, "gate_run": gate_run_id, "out_path": out_path,
                    "out_sha256": out_sha256, "out_version_id": out_version_id,
                    "attestation_sha256": attestation_sha256, "forced": forced, **(extra or {})}
@@ -511,6 +577,17 @@ class Ledger:
             " forced, by, at, event_seq) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (version_id, gate_run_id, out_path, out_sha256, out_version_id, attestation_sha256, int(forced), actor,
              ts, seq)).lastrowid)
+
+    def attach_attestation(self, release_id: int, attestation_sha256: str, actor: str) -> int:
+        """Record the digest of a release's attestation; call inside the release's transaction."""
+        seq = self.append_event("attestation", actor, {"release": release_id,
+                                                       "attestation_sha256": attestation_sha256})
+        self.conn.execute("UPDATE releases SET attestation_sha256 = ? WHERE id = ?", (attestation_sha256, release_id))
+        return seq
+
+    def event(self, seq: int) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT seq, ts, kind, actor, hash FROM events WHERE seq = ?", (seq,)).fetchone()
+        return dict(row) if row else None
 
     def releases(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM releases ORDER BY id")]
@@ -536,3 +613,16 @@ def queue_digest(items: Iterator[tuple[int, str]] | Any) -> str:
     for row, leaf in items:
         h.update(f"{row}:{leaf}\n".encode())
     return h.hexdigest()
+
+
+def findings_digest(items: Iterator[tuple[int, str]] | Any) -> str:
+    """Digest of each queued row's stored findings text, so the gate event covers that column too."""
+    h = hashlib.sha256()
+    for row, text in items:
+        h.update(f"{row}:".encode())
+        h.update(_lp(text.encode()))
+    return h.hexdigest()
+
+
+def superseded_reason(run_id: int) -> str:
+    return f"superseded by gate run {run_id} of the same content"
