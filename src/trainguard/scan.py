@@ -141,9 +141,12 @@ def parse_settings(pairs: Iterable[str]) -> dict[str, dict[str, Any]]:
 
 
 def exit_code(report: Report, fail_on: Severity | str | None) -> int:
-    """0: nothing at or above `fail_on`; 1: findings at or above it (or a detector failed)."""
-    if report.failed:
-        return 1
-    if fail_on is None:
-        return 0
-    return 1 if report.at_or_above(Severity.parse(fail_on)) else 0
+    """0: nothing at or above `fail_on`; 1: findings at or above it, a detector failed, or none ran.
+
+    The same verdict as the gate's (`trainguard.verdict.judge`); `scan` allows
+    detectors its user left out with `--detectors`.
+    """
+    from trainguard.verdict import judge
+
+    threshold = None if fail_on is None else Severity.parse(fail_on)
+    return 1 if judge(report, fail_at=threshold).failed else 0
