@@ -78,7 +78,7 @@ def test_a_version_1_ledger_is_migrated_and_keeps_its_data(tmp_path):
     conn.execute("INSERT INTO datasets(name) VALUES ('kept')")
     conn.close()
     with Ledger.open(path) as led:
-        assert led.schema_version == SCHEMA_VERSION == 2
+        assert led.schema_version == SCHEMA_VERSION >= 2  # every later migration runs too
         assert led.datasets() == ["kept"] and led.users() == []
 
 
