@@ -59,8 +59,15 @@ class Embedder(ABC):
 
 
 def l2_normalise(X: np.ndarray) -> np.ndarray:
-    """Unit rows; zero rows stay zero (never NaN)."""
+    """Unit rows; zero rows stay zero (never NaN).
+
+    Rows are first scaled by their largest component: in float32 the squares of
+    tiny components (~1e-22) underflow to denormals and the "unit" row came out
+    at norm 0.97. Scaling keeps float32 (no float64 copy of a big matrix).
+    """
     X = np.asarray(X, dtype=np.float32)
+    peak = np.abs(X).max(axis=1, keepdims=True) if X.size else np.zeros((len(X), 1), np.float32)
+    np.divide(X, peak, out=X, where=peak > 0)
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     np.divide(X, norms, out=X, where=norms > 0)
     X[(norms <= 0).ravel()] = 0.0

@@ -7,7 +7,6 @@ embeds only texts the cache has not seen.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +16,7 @@ from trainguard.embeddings.base import Embedder, get_embedder
 from trainguard.embeddings.cache import EmbeddingCache, text_hash
 from trainguard.errors import ConfigError
 from trainguard.io.dataset import Dataset
+from trainguard.progress import meter
 from trainguard.records import Record
 
 FIELDS = ("text", "target", "response", "chosen", "rejected", "all")
@@ -77,29 +77,15 @@ def embed_texts(
 def _embed_missing(emb, uniq, hashes, todo, vectors, cache, batch_size, progress) -> None:
     if not todo:
         return
-    show = progress if progress is not None else (len(todo) >= emb.progress_min and sys.stderr.isatty())
     batch_size = min(batch_size, emb.chunk)
-    bar = None
-    if show:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        bar = Progress(TextColumn(f"embedding ({emb.name})"), BarColumn(), MofNCompleteColumn(),
-                       TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-        task = bar.add_task("embed", total=len(todo))
-        bar.start()
-    try:
+    with meter(f"embedding ({emb.name})", len(todo), min_total=emb.progress_min, enabled=progress) as bar:
         for a in range(0, len(todo), batch_size):
             js = todo[a : a + batch_size]
             V = emb.embed([uniq[j] for j in js])
             vectors[js] = V
             if cache is not None:
                 cache.put(emb.key, ((hashes[j], V[k]) for k, j in enumerate(js)))
-            if bar is not None:
-                bar.advance(task, len(js))
-    finally:
-        if bar is not None:
-            bar.stop()
+            bar.advance(len(js))
 
 
 def field_text(r: Record, field: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -18,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from trainguard.errors import ConfigError
+from trainguard.progress import meter
 from trainguard.train.classifier import TextClassifier
 from trainguard.train.dp import DPConfig, make_private, validate_module
 from trainguard.train.models import MODELS, build_model
@@ -157,8 +157,7 @@ def _train(texts, labels, *, model, epochs, batch_size, lr, seed, max_len, dp, p
     history: list[EpochStats] = []
     steps = 0
     start = time.perf_counter()
-    with _progress(progress) as bar:
-        task = bar.add_task("training", total=epochs * len(loader)) if bar else None
+    with meter("training", epochs * len(loader), enabled=progress) as bar:
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             train_module.train()
@@ -182,14 +181,11 @@ def _train(texts, labels, *, model, epochs, batch_size, lr, seed, max_len, dp, p
                 steps += 1
                 total += float(loss.detach()) * real
                 seen += real
-                if bar:
-                    bar.advance(task)
+                bar.advance()
             eps = run.epsilon(dp.delta) if run is not None else None  # type: ignore[union-attr]
             acc = classifier.accuracy(eval_texts, eval_labels) if eval_texts is not None else None  # type: ignore[arg-type]
             history.append(EpochStats(epoch, total / max(seen, 1), time.perf_counter() - t0, eps, acc))
-            if bar:
-                shown = f"epoch {epoch}/{epochs} loss {history[-1].loss:.3f}" + (f" eps {eps:.2f}" if eps else "")
-                bar.update(task, description=shown)
+            bar.describe(f"epoch {epoch}/{epochs} loss {history[-1].loss:.3f}" + (f" eps {eps:.2f}" if eps else ""))
     if run is not None:
         run.module.remove_hooks()
         run.module.to_standard_module()  # drops grad_sample attributes from the parameters
@@ -209,16 +205,6 @@ def _trim(xb: torch.Tensor) -> torch.Tensor:
     """Drop all-pad columns at the end of a batch (rows are right-padded)."""
     width = int((xb != PAD_ID).sum(dim=1).max())
     return xb[:, : max(width, 1)].contiguous()
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return nullcontext(None)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    transient=True, console=Console(stderr=True))  # stdout stays clean for JSON
 
 
 def _check_args(texts, labels, model, epochs, batch_size, lr, max_len, eval_texts, eval_labels) -> None:

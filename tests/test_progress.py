@@ -1,0 +1,38 @@
+"""Progress on long work: a count, a total and an ETA, also when stderr is a pipe (CI logs)."""
+
+from __future__ import annotations
+
+import io
+
+from trainguard.progress import Meter, meter
+
+
+def test_a_pipe_gets_plain_periodic_lines_with_count_total_and_eta():
+    out = io.StringIO()
+    with Meter("embedding (minilm)", 4, stream=out, interval=0.0, tty=False) as m:
+        m.advance(1)
+        m.advance(2)
+        m.advance(1)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("embedding (minilm): 1/4 (25%)") and "ETA" in lines[0]
+    assert lines[1].startswith("embedding (minilm): 3/4 (75%)")
+    assert lines[-1].startswith("embedding (minilm): 4/4 done in")
+    assert "\x1b" not in out.getvalue(), "no escape codes in a log"
+
+
+def test_quick_work_on_a_pipe_prints_nothing():
+    out = io.StringIO()
+    with Meter("training", 100, stream=out, interval=3600.0, tty=False) as m:
+        m.advance(100)
+    assert out.getvalue() == ""
+
+
+def test_switches(monkeypatch):
+    monkeypatch.setenv("TRAINGUARD_PROGRESS", "off")
+    assert not isinstance(meter("x", 10**6, min_total=10), Meter)
+    monkeypatch.setenv("TRAINGUARD_PROGRESS", "auto")
+    assert not isinstance(meter("x", 5, min_total=10), Meter)
+    assert isinstance(meter("x", 50, min_total=10), Meter)
+    assert not isinstance(meter("x", 50, enabled=False), Meter)
+    monkeypatch.setenv("TRAINGUARD_PROGRESS", "on")
+    assert isinstance(meter("x", 5, min_total=10), Meter)
