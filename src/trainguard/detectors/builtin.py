@@ -7,6 +7,7 @@ from trainguard.detectors import (  # noqa: F401
     invisible_chars,
     keyword_influence,
     label_consistency,
+    llm_covert,
     llm_polarity,
     llm_preference,
     llm_rag,
