@@ -84,7 +84,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     # Carrying review decisions over looks rows up by record (leaf hash); without this index each
     # gate scanned every review row ever queued.
     (3, """
-    CREATE INDEX IF NOT EXISTS reviews_leaf ON reviews(leaf);
+    CREATE INDEX reviews_leaf ON reviews(leaf);
     """),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -193,6 +193,9 @@ class Ledger:
                 self.conn.execute("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)")
                 row = self.conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
                 current = row[0] or 0
+                if not isinstance(current, int):
+                    raise ConfigError(f"{self.path}: schema_version holds {current!r}, not a version number; "
+                                      "the ledger was edited outside trainguard")
                 if current > SCHEMA_VERSION:
                     raise ConfigError(
                         f"{self.path}: ledger schema v{current} is newer than this trainguard supports "
