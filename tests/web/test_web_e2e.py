@@ -208,3 +208,40 @@ def test_missing_browser_fails_when_ci_requires_it(monkeypatch):
     monkeypatch.delenv("TRAINGUARD_REQUIRE_BROWSER")
     with pytest.raises(pytest.skip.Exception):
         _missing("no Chromium found")
+
+
+def test_a_finding_page_shows_every_held_row_with_the_trigger_highlighted(browser, server, gated):
+    """Issue 17: the page behind "Reject all N" shows each held row's text, trigger marked, a page at a time."""
+    from trainguard.report._safe import visible
+
+    with Ledger.open(ledger_path(gated)) as led:
+        findings = json.loads(led.gate_run(1)["report"])["findings"]
+    cf = next(f for f in findings if f["evidence"].get("trigger") == "cf")
+    lines = (gated / "data.jsonl").read_text(encoding="utf-8").splitlines()
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    _login(page, server, "alice")
+    page.goto(f"{server}/runs/1/findings/{cf['fingerprint']}")
+    assert page.locator("form.bulk-form button.reject").inner_text() == f"Reject all {len(cf['rows'])}"
+    assert page.locator("table.evidence th").all_inner_texts().count("trigger") == 1
+    seen: dict[int, str] = {}
+    while True:
+        for art in page.locator("article.item").all():
+            row = int(art.get_attribute("data-row"))
+            seen[row] = art.locator(".ftext").first.inner_text()
+            marks = art.locator(".ftext .mark")
+            assert marks.count() >= 1 and all(m.lower() == "cf" for m in marks.all_inner_texts()), row
+            colour = marks.first.evaluate("e => getComputedStyle(e).backgroundColor")
+            assert colour not in ("rgba(0, 0, 0, 0)", "transparent"), colour  # the mark is visibly highlighted
+        nxt = page.locator("a[rel=next]")
+        if nxt.count() == 0:
+            break
+        with page.expect_navigation():
+            nxt.first.click()
+    assert sorted(seen) == sorted(cf["rows"])
+    for row, shown in seen.items():
+        assert shown == visible(json.loads(lines[row])["text"]), row
+    assert page.title() != "pwned" and not dialogs and page.locator(".ftext img").count() == 0
+    ctx.close()

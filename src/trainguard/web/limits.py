@@ -22,13 +22,21 @@ from dataclasses import dataclass
 MAX_TRACKED = 10_000  # names and addresses are attacker-chosen: tables are pruned beyond this
 
 
+def _cores() -> int:
+    """Cores this process may run on (not the host's count, which a container may not get)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 2
+
+
 @dataclass(frozen=True)
 class LoginLimits:
     max_failures: int = 5  # failed logins for one name within `window` before the name is refused
     window: float = 300.0  # seconds
     per_client: int = 2  # hashes in flight for one client address
     per_client_per_minute: int = 30  # attempts one client address may start in a minute
-    in_flight: int = max(1, (os.cpu_count() or 2) // 2)  # hashes in flight in the whole server
+    in_flight: int = max(1, _cores() // 2)  # hashes in flight in the whole server: half the cores stay free
     wait: float = 1.0  # seconds an attempt may wait for a server-wide slot before it is refused
 
 
