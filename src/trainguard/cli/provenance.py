@@ -17,7 +17,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from trainguard.cli._common import err_console, fail
+from trainguard.cli._common import (
+    FieldOpt, KindOpt, MaxRecordBytesOpt, OnErrorOpt, announce, err_console, fail, load_options,
+)
+from trainguard.io.readers import DEFAULT_MAX_RECORD_BYTES
 
 LEDGER_HELP = "Ledger database (default: $TRAINGUARD_LEDGER, else .trainguard/ledger.db)."
 out_console = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)  # data is text
@@ -182,20 +185,24 @@ def gate(
     policy: Optional[Path] = typer.Option(None, "--policy", "-p", help="Policy YAML (default: packaged policy)."),
     by: Optional[str] = typer.Option(None, help="Who runs the gate (default: the OS user)."),
     name: Optional[str] = typer.Option(None, help="Dataset name (default: the file name)."),
-    kind: str = typer.Option("auto", help="auto, classification, instruction, preference or documents."),
-    field: Optional[list[str]] = typer.Option(None, "--field", help="Map a role to a column: ROLE=COLUMN."),
+    kind: KindOpt = "auto",
+    field: FieldOpt = None,
+    on_error: OnErrorOpt = "fail",
+    max_record_bytes: MaxRecordBytesOpt = DEFAULT_MAX_RECORD_BYTES,
     ledger: Optional[Path] = _ledger_opt(),
     fmt: str = _fmt_opt(),
 ) -> None:
     """Provenance check + scan + policy: exit 0 pass, 3 quarantine (review queue), 1 fail."""
     from trainguard.gate.policy import load as load_policy
     from trainguard.gate.run import gate as do_gate
-    from trainguard.io import parse_field_overrides
 
     _check_fmt(fmt)
+    opts = load_options(kind, field, on_error, max_record_bytes)
     pol = load_policy(policy)
     with _open(ledger, create=True) as led:
-        res = do_gate(led, path, pol, name=name, by=by, kind=kind, fields=parse_field_overrides(field))
+        res = do_gate(led, path, pol, name=name, by=by, options=opts)
+    if res.data is not None:
+        announce(res.data)
     if fmt == "json":
         _json(res.to_dict())
     else:
@@ -208,6 +215,12 @@ def gate(
             out_console.print(f"  - {r}")
         for n in res.notes:
             out_console.print(f"  note: {n}")
+        for d in res.disabled:
+            state = "allowed by the policy" if d["allowed"] else "not allowed: fails the gate"
+            out_console.print(f"  disabled: {d['name']} ({state})")
+        for f in res.below_bar["findings"]:
+            out_console.print(f"  below the bar: [{f['severity']}] {f['detector']}/{f['rule']}: {f['title']} "
+                              f"(rows {_rows(f['rows'], 10)})")
         if res.carried:
             rejected = sum(c["decision"] == "rejected" for c in res.carried)
             out_console.print(f"  {len(res.carried)} decision(s) carried over ({len(res.carried) - rejected} "
@@ -338,10 +351,19 @@ def release(
                           "this is recorded and `trainguard audit` reports it", markup=True)
     if fmt == "json":
         _json({"out": str(res.out), "attestation": str(res.attestation), "sha256": res.out_sha256,
-               "records": res.kept, "excluded_rows": res.excluded, "release": res.release_id, "forced": res.forced})
+               "records": res.kept, "excluded_rows": res.excluded, "release": res.release_id, "forced": res.forced,
+               "unquarantined_findings": res.unquarantined, "detectors_not_ok": res.detectors_not_ok})
         return
     out_console.print(f"released {res.kept:,} records to {res.out} (sha256 {res.out_sha256}); "
                       f"left out {len(res.excluded)} row(s): {_rows(res.excluded)}\nattestation: {res.attestation}")
+    if res.unquarantined:
+        out_console.print(f"included although reported: {len(res.unquarantined)} finding(s) below the quarantine bar "
+                          "(listed in the attestation):")
+        for f in res.unquarantined:
+            out_console.print(f"  - [{f['severity']}] {f['detector']}/{f['rule']} rows {_rows(f['rows'] or [])} "
+                              f"({f['fingerprint']})")
+    for d in res.detectors_not_ok:
+        out_console.print(f"not checked: detector {d['detector']} {d['status']}" + (f": {d['message']}" if d["message"] else ""))
 
 
 def check_attestation(
