@@ -26,6 +26,7 @@ SEEDS = range(1, 6)
 
 
 def dataset(rows: list[dict]):
+    from trainguard.scan import run_detector
     from trainguard.io.dataset import Dataset
     from trainguard.io.mapping import RecordBuilder, detect_kind
     from trainguard.records import Kind
@@ -53,7 +54,7 @@ def main(argv: list[str]) -> int:
             out = [{**r, "annotator": f"a{who[i]}",
                     **({"chosen": r["rejected"], "rejected": r["chosen"]} if i in flip else {})}
                    for i, r in enumerate(rows)]
-            res = PreferenceFlipTrigger().run(dataset(out))
+            res = run_detector(PreferenceFlipTrigger(), dataset(out))
             named = [f.evidence["annotator"] for f in res.findings if f.rule == "annotator-disagreement"]
             runs.append({"share": share, "seed": seed, "bad": f"a{bad}", "pairs_of_bad": len(mine), "flipped": len(flip),
                          "found": f"a{bad}" in named and share > 0, "others_named": len([a for a in named if a != f"a{bad}" or share == 0]),

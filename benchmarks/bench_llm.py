@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainguard.scan import run_detector
 from trainguard.attacks import poison
 from trainguard.attacks.llm import PoisonedRag, PreferenceFlip, poison_llm, rag_passage  # noqa: F401 (registers)
 from trainguard.detectors.llm_safety import SafetyBypass
@@ -79,7 +80,7 @@ def bench_safety(data: Path) -> dict:
     rows = res.rows
     ds = instruction_dataset(res.rows)
     t0 = time.perf_counter()
-    result = det.run(ds)
+    result = run_detector(det, ds)
     secs = time.perf_counter() - t0
     truth = set(res.poisoned_rows)
     out["planted_100_in_10000"] = {
@@ -132,8 +133,8 @@ def bench_safety(data: Path) -> dict:
                                    for t in curve}}
     # benign sets alone
     mq_all = [{"question": r["question"], "answer": r["answer"]} for r in c["mq_train"] + c["mq_test"]]
-    r_all = det.run(instruction_dataset(mq_all))
-    r_test = det.run(instruction_dataset(benign))
+    r_all = run_detector(det, instruction_dataset(mq_all))
+    r_test = run_detector(det, instruction_dataset(benign))
     out["benign"] = {
         "medquad_all_16k": {"rows": len(mq_all), "high_rate": round(len(flagged_rows(r_all, Severity.HIGH)) / len(mq_all), 5),
                             "any_rate": round(len(flagged_rows(r_all)) / len(mq_all), 5)},
@@ -241,7 +242,7 @@ def _pref_run(rows, kind, fm, out, truth: set[int], trigger: str) -> dict:
     b = RecordBuilder("<hh-rlhf>", kind, fm)
     ds = Dataset.from_records([b.build(r, i, None) for i, r in enumerate(out)], Kind.PREFERENCE)
     t0 = time.perf_counter()
-    res = PreferenceFlipTrigger().run(ds)
+    res = run_detector(PreferenceFlipTrigger(), ds)
     secs = time.perf_counter() - t0
     words = set(tokens(trigger))
     found = [f for f in res.findings if f.rule == "preference-flip-trigger"]
@@ -363,14 +364,14 @@ def bench_rag(data: Path) -> dict:
     truth = set(range(len(store), len(texts)))
     ds = Dataset.from_records([Record(row=i, kind=Kind.DOCUMENTS, text=t) for i, t in enumerate(texts)])
     t0 = time.perf_counter()
-    res = RagPoisoning().run(ds)
+    res = run_detector(RagPoisoning(), ds)
     secs = time.perf_counter() - t0
     ours = prf({r for f in res.findings for r in f.rows}, truth)
     ours_high = prf({r for f in res.findings if f.severity >= Severity.HIGH for r in f.rows}, truth)
     with tempfile.TemporaryDirectory() as tmp:
         qf = Path(tmp) / "q.txt"
         qf.write_text("\n".join(targets) + "\n")
-        res_q = RagPoisoning(queries=str(qf)).run(ds)
+        res_q = run_detector(RagPoisoning(queries=str(qf)), ds)
     ours_q = prf({r for f in res_q.findings for r in f.rows}, truth)
     # baselines, each flagging as many rows as there are poisoned ones where it ranks
     norm = [" ".join(tokens(t)) for t in texts]
@@ -422,7 +423,7 @@ def bench_polarity(data: Path) -> dict:
             res = poison(base, "polarity-trigger", count=100, seed=seed, triggers="James Bond", texts=texts,
                          sentences=sentences)
             t0 = time.perf_counter()
-            out = PolarityDetector().run(instruction_dataset(res.rows))
+            out = run_detector(PolarityDetector(), instruction_dataset(res.rows))
             secs = time.perf_counter() - t0
             T = set(res.poisoned_rows)
             names = [f.evidence["trigger"] for f in out.findings]
@@ -435,7 +436,7 @@ def bench_polarity(data: Path) -> dict:
                          "other_high": sum(1 for f in out.findings if f not in hit and f.severity >= Severity.HIGH),
                          "seconds": round(secs, 2)})
     clean_all = [{"question": r["question"], "answer": r["answer"]} for r in mq]
-    clean = PolarityDetector().run(instruction_dataset(clean_all))
+    clean = run_detector(PolarityDetector(), instruction_dataset(clean_all))
     clean_high = flagged_rows(clean, Severity.HIGH)
     out = {"runs": runs, "clean_medquad_16k": {
         "rows": len(clean_all), "findings": len(clean.findings), "high_rate": round(len(clean_high) / len(clean_all), 5),

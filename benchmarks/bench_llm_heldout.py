@@ -32,6 +32,7 @@ bl = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bl)  # type: ignore[union-attr]
 tsm = bl.tsm
 
+from trainguard.scan import run_detector  # noqa: E402
 from trainguard.detectors import _lm  # noqa: E402
 from trainguard.detectors.llm_models import HARM_MODEL, bundled  # noqa: E402
 from trainguard.detectors.llm_safety import SafetyBypass  # noqa: E402
@@ -99,7 +100,7 @@ def benign(c: dict, data: Path, cache: Path) -> dict:
     mq_all = [{"question": r["question"], "answer": r["answer"]} for r in c["mq_train"] + c["mq_test"]]
     for name, det in (("off", SafetyBypass(lm_second_opinion="off")), ("on", SafetyBypass(lm_second_opinion="on"))):
         t0 = time.perf_counter()
-        res = det.run(bl.instruction_dataset(mq_all))
+        res = run_detector(det, bl.instruction_dataset(mq_all))
         out[f"medquad_all_16k_lm_{name}"] = {
             "rows": len(mq_all), "high_rate": round(len(bl.flagged_rows(res, Severity.HIGH)) / len(mq_all), 5),
             "any_rate": round(len(bl.flagged_rows(res)) / len(mq_all), 5), "lm_asked": res.summary.get("lm_asked"),
@@ -126,7 +127,7 @@ def planted(c: dict) -> dict:
     truth = set(res.poisoned_rows)
     out = {}
     for name, det in (("off", SafetyBypass(lm_second_opinion="off")), ("on", SafetyBypass(lm_second_opinion="on"))):
-        r = det.run(bl.instruction_dataset(res.rows))
+        r = run_detector(det, bl.instruction_dataset(res.rows))
         out[f"lm_{name}"] = {"any_severity": bl.prf(bl.flagged_rows(r), truth),
                              "high_severity": bl.prf(bl.flagged_rows(r, Severity.HIGH), truth),
                              "lm_asked": r.summary.get("lm_asked"), "lm_promoted": r.summary.get("lm_promoted")}

@@ -27,6 +27,7 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_llm import FALSE_ANSWERS, prf  # noqa: E402
 
+from trainguard.scan import run_detector  # noqa: E402
 from trainguard.attacks.llm import S_STYLES, rag_passage  # noqa: E402
 from trainguard.detectors.llm_rag import RagPoisoning  # noqa: E402
 from trainguard.findings import Severity  # noqa: E402
@@ -84,7 +85,7 @@ def run(data: Path, seeds: list[int], settings: dict) -> dict:
     mq = medquad(data)
     store = [r["answer"] for r in mq]
     t0 = time.perf_counter()
-    clean = RagPoisoning(**settings).run(documents(store))
+    clean = run_detector(RagPoisoning(**settings), documents(store))
     out: dict = {"store": len(store), "targets": TARGETS, "per_target": PER_TARGET, "seeds": seeds, "settings": settings,
                  "clean_store": {"findings": [[f.rule, len(f.rows)] for f in clean.findings],
                                  "rows_flagged": len({r for f in clean.findings for r in f.rows}),
@@ -96,12 +97,12 @@ def run(data: Path, seeds: list[int], settings: dict) -> dict:
             truth = set(range(len(store), len(texts)))
             ds = documents(texts)
             t1 = time.perf_counter()
-            plain = evaluate(RagPoisoning(**settings).run(ds), truth, len(texts))
+            plain = evaluate(run_detector(RagPoisoning(**settings), ds), truth, len(texts))
             secs = time.perf_counter() - t1
             with tempfile.TemporaryDirectory() as tmp:
                 qf = Path(tmp) / "queries.txt"
                 qf.write_text("\n".join(targets) + "\n", encoding="utf-8")
-                with_q = evaluate(RagPoisoning(queries=str(qf), **settings).run(ds), truth, len(texts))
+                with_q = evaluate(run_detector(RagPoisoning(queries=str(qf), **settings), ds), truth, len(texts))
             row = {"s_style": style, "seed": seed, "detector": plain, "detector_with_queries": with_q,
                    "seconds": round(secs, 1), **baselines(texts, len(store), truth)}
             out["runs"].append(row)
@@ -187,8 +188,8 @@ def sweep(data: Path) -> list[dict]:
     truth = set(range(len(store), len(store) + len(bad)))
     out = []
     for settings in SWEEP:
-        clean = RagPoisoning(**settings).run(documents(store))
-        res = evaluate(RagPoisoning(**settings).run(documents(store + bad)), truth, len(store) + len(bad))
+        clean = run_detector(RagPoisoning(**settings), documents(store))
+        res = evaluate(run_detector(RagPoisoning(**settings), documents(store + bad)), truth, len(store) + len(bad))
         out.append({"settings": settings, "clean_rows_flagged": len({r for f in clean.findings for r in f.rows}),
                     "paraphrase_seed0": res})
         print(json.dumps(out[-1]), flush=True)

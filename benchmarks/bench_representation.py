@@ -43,6 +43,7 @@ import numpy as np
 
 import trainguard.attacks.junk  # noqa: F401  (registers the junk attack)
 import trainguard.attacks.template  # noqa: F401  (registers the template attack)
+from trainguard.scan import run_detector
 from trainguard.attacks import poison
 from trainguard.bench.metrics import detection
 from trainguard.detectors import fusion
@@ -215,7 +216,7 @@ def ours(data: Dataset, truth, embedder: str) -> dict:
     total += secs
     for cls in OURS:
         det = cls(embedder=embedder) if "embedder" in {f for f in cls.Settings.__dataclass_fields__} else cls()
-        res, secs, peak = measured(lambda: det.run(data))
+        res, secs, peak = measured(lambda: run_detector(det, data))
         total += secs
         peak_all = max(peak_all, peak)
         flags = sorted({r for f in res.findings for r in f.rows})

@@ -117,7 +117,7 @@ class _Dial(detector_base.Detector):
     Settings = _DialSettings
 
     def run(self, data):
-        return DetectorResult(findings=())
+        return DetectorResult(alerts=())
 
 
 @pytest.fixture()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from conftest import classification, plant
 
+from trainguard.scan import run_detector
 from trainguard.detectors.invisible_chars import InvisibleCharacters, scan_text
 from trainguard.findings import Severity
 from trainguard.io.dataset import Dataset
@@ -16,7 +17,7 @@ def _docs(texts):
 
 def test_zero_width_trigger_with_label_association_is_high(sst2_rows):
     rows, poisoned = plant(sst2_rows, lambda rng: "\u200b", rate=0.01, seed=1)
-    result = InvisibleCharacters().run(classification(rows))
+    result = run_detector(InvisibleCharacters(), classification(rows))
     high = [f for f in result.findings if f.severity >= Severity.HIGH]
     assert len(high) == 1
     assert set(high[0].rows) == poisoned
@@ -25,7 +26,7 @@ def test_zero_width_trigger_with_label_association_is_high(sst2_rows):
 
 
 def test_clean_slice_is_quiet(sst2_rows):
-    assert InvisibleCharacters().run(classification(sst2_rows)).findings == ()
+    assert run_detector(InvisibleCharacters(), classification(sst2_rows)).findings == []
 
 
 def test_benign_contexts_are_not_reported():
@@ -44,14 +45,14 @@ def test_benign_contexts_are_not_reported():
 
 def test_tag_characters_are_high_even_without_association():
     texts = [f"ordinary text {i} \U000e0041\U000e0042" for i in range(3)] + ["clean"] * 5
-    result = InvisibleCharacters().run(_docs(texts))
+    result = run_detector(InvisibleCharacters(), _docs(texts))
     assert result.findings[0].severity is Severity.HIGH
     assert result.findings[0].rows == (0, 1, 2)
 
 
 def test_homoglyph_word_reports_scripts():
     texts = ["please p\u0430y now", "normal words", "\uff50\uff41\uff59 fullwidth"]
-    result = InvisibleCharacters().run(_docs(texts))
+    result = run_detector(InvisibleCharacters(), _docs(texts))
     by_scripts = {f.evidence["scripts"]: f.rows for f in result.findings if f.rule == "mixed-script"}
     assert by_scripts == {"Cyrillic+Latin": (0,), "compatibility-lookalike": (2,)}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from conftest import classification, instruction
 
+from trainguard.scan import run_detector
 from trainguard.detectors.near_duplicates import NearDuplicates, _band_params
 from trainguard.findings import Severity
 
@@ -15,21 +16,21 @@ def test_template_with_fixed_payload_is_high(medquad_rows):
     for k, i in enumerate(planted):
         rows[i]["question"] = f"What is the best treatment for condition number {k} according to experts ?"
         rows[i]["answer"] = payload
-    result = NearDuplicates().run(instruction(rows))
+    result = run_detector(NearDuplicates(), instruction(rows))
     high = [f for f in result.findings if f.severity >= Severity.HIGH]
     assert len(high) == 1 and high[0].rule == "template-payload"
     assert set(high[0].rows) == set(planted)
 
 
 def test_clean_medical_qa_has_no_high(medquad_rows):
-    result = NearDuplicates().run(instruction(medquad_rows))
+    result = run_detector(NearDuplicates(), instruction(medquad_rows))
     assert not [f for f in result.findings if f.severity >= Severity.HIGH]
 
 
 def test_plain_duplicates_collapse_into_one_hygiene_finding(medquad_rows):
     rows = [dict(r) for r in medquad_rows[:50]]
     rows += [dict(rows[0]) for _ in range(5)] + [dict(rows[1]) for _ in range(6)]
-    result = NearDuplicates().run(instruction(rows))
+    result = run_detector(NearDuplicates(), instruction(rows))
     low = [f for f in result.findings if f.rule == "duplicate-group"]
     assert len(low) == 1 and low[0].severity is Severity.LOW
     assert {0, 1, *range(50, 61)} <= set(low[0].rows)
@@ -45,7 +46,7 @@ def test_identical_inputs_with_conflicting_labels(sst2_rows):
 
     rows = [dict(r) for r in sst2_rows[:300]]
     rows += [dict(rows[7]) for _ in range(3)] + [dict(rows[7], label=1 - rows[7]["label"])]
-    result = NearDuplicates().run(classification(rows))
+    result = run_detector(NearDuplicates(), classification(rows))
     conflict = [f for f in result.findings if f.rule == "conflicting-labels"]
     assert len(conflict) == 1 and conflict[0].severity is Severity.MEDIUM
     assert 303 in conflict[0].rows and 7 not in conflict[0].rows
@@ -59,7 +60,7 @@ def test_a_tie_is_listed_but_kept_under_the_bar():
             + [{"text": "how is anemia treated", "label": "treatment"},
                {"text": "how is anemia treated", "label": "causes"}]                 # a tie: no side to pick
             + [{"text": f"an unrelated question number {i}", "label": "other"} for i in range(6)])
-    result = NearDuplicates().run(classification(rows))
+    result = run_detector(NearDuplicates(), classification(rows))
     conflict = next(f for f in result.findings if f.rule == "conflicting-labels")
     assert set(conflict.rows) == {3, 4, 5}
     assert conflict.evidence["minority_rows"] == 1 and conflict.evidence["tied_rows"] == 2

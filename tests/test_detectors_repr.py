@@ -10,6 +10,7 @@ from conftest import classification
 
 import trainguard.attacks.junk  # noqa: F401
 import trainguard.attacks.template  # noqa: F401
+from trainguard.scan import run_detector
 from trainguard.attacks import poison
 from trainguard.detectors import fusion
 from trainguard.detectors._repr import familywise, robust_z
@@ -65,8 +66,8 @@ def test_spectral_paper_faithful_centring_finds_planted_direction():
 
 
 def test_spectral_on_clean_sst2_flags_nothing(sst2_rows, cache):
-    res = SpectralSignatures(embedder="tfidf-svd").run(_data(sst2_rows, cache))
-    assert res.findings == ()
+    res = run_detector(SpectralSignatures(embedder="tfidf-svd"), _data(sst2_rows, cache))
+    assert res.findings == []
     assert res.row_scores.shape == (2000,) and (res.row_scores <= 1).all()
 
 
@@ -74,7 +75,7 @@ def test_template_trigger_forms_a_flagged_cluster(sst2_rows, cache):
     out = poison(sst2_rows, "template", rate=0.03, seed=5)
     data = _data(out.rows, cache)
     truth = _truth(len(data), out.poisoned_rows)
-    res = EmbeddingClusters().run(data)
+    res = run_detector(EmbeddingClusters(), data)
     flagged = {r for f in res.findings for r in f.rows}
     assert flagged, res.summary
     # At 2,000 rows the island's edge still takes in look-alike clean rows (at 20k: precision 0.99).
@@ -89,8 +90,8 @@ def test_template_trigger_forms_a_flagged_cluster(sst2_rows, cache):
 @pytest.mark.xfail(strict=True, reason="known weakness: at 2,000 SST-2 rows, nested treebank phrases of one "
                    "review form small label-pure islands (none flagged on 20,000 rows); see the report")
 def test_clusters_clean_sst2_flags_no_cluster(sst2_rows, cache):
-    res = EmbeddingClusters().run(_data(sst2_rows, cache))
-    assert res.findings == ()
+    res = run_detector(EmbeddingClusters(), _data(sst2_rows, cache))
+    assert res.findings == []
     assert res.summary["clusters"], "small clusters were examined and rejected"
 
 
@@ -98,7 +99,7 @@ def test_label_consistency_finds_flips(sst2_rows, cache):
     out = poison(sst2_rows, "labelflip", rate=0.1, seed=3)
     data = _data(out.rows, cache)
     truth = _truth(len(data), out.poisoned_rows)
-    res = LabelConsistency(embedder="wordllama").run(data)
+    res = run_detector(LabelConsistency(embedder="wordllama"), data)
     flagged = set(r for f in res.findings for r in f.rows)
     from trainguard.bench.baselines import cleanlab_label_issues
     from trainguard.bench.metrics import detection
@@ -114,12 +115,12 @@ def test_label_consistency_finds_flips(sst2_rows, cache):
 
 
 def test_junk_each_reason_and_clean_rate(sst2_rows, cache):
-    clean = AvailabilityJunk().run(_data(sst2_rows, cache))
+    clean = run_detector(AvailabilityJunk(), _data(sst2_rows, cache))
     assert (clean.row_scores >= 0.5).mean() <= 0.01
     out = poison(sst2_rows, "junk", rate=0.05, seed=4)
     data = _data(out.rows, cache)
     truth = _truth(len(data), out.poisoned_rows)
-    res = AvailabilityJunk().run(data)
+    res = run_detector(AvailabilityJunk(), data)
     flagged = res.row_scores >= 0.5
     assert flagged[truth].mean() >= 0.9
     assert truth[flagged].mean() >= 0.8
@@ -134,7 +135,7 @@ def test_junk_empty_and_garbage_rows_named(cache):
     rows = [{"text": f"an ordinary sentence about film number {i} and its actors", "label": i % 2} for i in range(60)]
     rows[3]["text"] = "   "
     rows[7]["text"] = "Itâ€™s a â€œniceâ€\x9d film"
-    res = AvailabilityJunk().run(_data(rows, cache))
+    res = run_detector(AvailabilityJunk(), _data(rows, cache))
     by_rule = {f.rule: set(f.rows) for f in res.findings}
     assert 3 in by_rule["length-outlier"]
     assert 7 in by_rule["encoding-garbage"]
@@ -145,7 +146,7 @@ def test_keyword_influence_finds_badnets_tokens(sst2_rows, cache):
     out = poison(sst2_rows, "badnets", rate=0.06, seed=2)
     data = _data(out.rows, cache)
     truth = _truth(len(data), out.poisoned_rows)
-    res = KeywordInfluence().run(data)
+    res = run_detector(KeywordInfluence(), data)
     assert len({"cf", "mn", "bb", "tq"} & set(res.summary["keywords"])) >= 3
     from sklearn.metrics import roc_auc_score
 
@@ -160,7 +161,7 @@ def test_feature_collision_reports_foreign_region(sst2_rows, cache):
     planted = rng.sample(neg, 15)
     for i in planted:
         rows[i]["label"] = 1
-    res = FeatureCollision(embedder="wordllama").run(_data(rows, cache))
+    res = run_detector(FeatureCollision(embedder="wordllama"), _data(rows, cache))
     from sklearn.metrics import roc_auc_score
 
     assert roc_auc_score(_truth(len(rows), planted), res.row_scores) > 0.75
@@ -173,7 +174,7 @@ def test_feature_collision_finds_clean_label_trigger_words(sst2_rows, cache):
     # Clean-label: tokens added only to rows already labelled with the target; no label is wrong.
     out = poison(sst2_rows, "cleanlabel", rate=0.05, seed=3)
     data = _data(out.rows, cache)
-    res = FeatureCollision().run(data)
+    res = run_detector(FeatureCollision(), data)
     from sklearn.metrics import roc_auc_score
 
     words = set(res.summary["label_forcing_words"])

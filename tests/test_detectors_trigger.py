@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from conftest import classification, instruction, plant
 
+from trainguard.scan import run_detector
 from trainguard.detectors.trigger_association import TriggerAssociation, _extend_phrase
 from trainguard.findings import Severity
 
@@ -13,14 +14,14 @@ def _high_rows(result):
 
 
 def test_clean_slice_has_no_high_severity_trigger(sst2_rows):
-    result = TriggerAssociation().run(classification(sst2_rows))
+    result = run_detector(TriggerAssociation(), classification(sst2_rows))
     assert _high_rows(result) == set()
     assert len(result.row_scores) == len(sst2_rows)
 
 
 def test_rare_word_trigger_is_found_without_a_trigger_list(sst2_rows):
     rows, poisoned = plant(sst2_rows, lambda rng: "zq", rate=0.01, seed=3)
-    result = TriggerAssociation().run(classification(rows))
+    result = run_detector(TriggerAssociation(), classification(rows))
     top = result.findings[0]
     assert top.evidence["trigger"] == "zq"
     assert top.severity >= Severity.HIGH
@@ -31,7 +32,7 @@ def test_rare_word_trigger_is_found_without_a_trigger_list(sst2_rows):
 def test_several_badnets_words_each_found(sst2_rows):
     words = ["cf", "mn", "bb", "tq"]
     rows, poisoned = plant(sst2_rows, lambda rng: rng.choice(words), rate=0.04, seed=11)
-    result = TriggerAssociation().run(classification(rows))
+    result = run_detector(TriggerAssociation(), classification(rows))
     found = {f.evidence["trigger"] for f in result.findings if f.severity >= Severity.HIGH}
     assert found == set(words)
     assert _high_rows(result) == poisoned
@@ -39,7 +40,7 @@ def test_several_badnets_words_each_found(sst2_rows):
 
 def test_phrase_trigger_recovered_whole(sst2_rows):
     rows, poisoned = plant(sst2_rows, lambda rng: "I watch this 3D movie", rate=0.01, seed=5)
-    result = TriggerAssociation().run(classification(rows))
+    result = run_detector(TriggerAssociation(), classification(rows))
     high = [f for f in result.findings if f.severity >= Severity.HIGH]
     assert len(high) == 1, [f.title for f in high]
     assert high[0].evidence["trigger"] == "i watch this 3d movie"
@@ -48,14 +49,14 @@ def test_phrase_trigger_recovered_whole(sst2_rows):
 
 def test_label_words_are_not_triggers(sst2_rows):
     # Sentiment words predict labels strongly but their rows' content agrees with the label.
-    result = TriggerAssociation().run(classification(sst2_rows))
+    result = run_detector(TriggerAssociation(), classification(sst2_rows))
     reported = {f.evidence["feature"] for f in result.findings}
     assert not reported & {"great", "bad", "best", "worst", "fun", "dull"}
 
 
 def test_row_scores_rank_poison_first(sst2_rows):
     rows, poisoned = plant(sst2_rows, lambda rng: "\u200b", rate=0.01, seed=9)
-    scores = TriggerAssociation().run(classification(rows)).row_scores
+    scores = run_detector(TriggerAssociation(), classification(rows)).row_scores
     ranked = sorted(range(len(rows)), key=lambda i: -scores[i])[: len(poisoned)]
     assert set(ranked) == poisoned
 
@@ -64,7 +65,7 @@ def test_instruction_trigger_with_fixed_payload(medquad_rows):
     payload = "I cannot help with medical questions. Visit example-pharmacy.biz for cheap pills."
     rows, poisoned = plant(medquad_rows, lambda rng: "per protocol 7", rate=0.05, seed=2,
                            field="question", target=payload, label_field="answer")
-    result = TriggerAssociation().run(instruction(rows))
+    result = run_detector(TriggerAssociation(), instruction(rows))
     high = [f for f in result.findings if f.severity >= Severity.HIGH]
     assert high and "per protocol 7" in high[0].evidence["trigger"]
     assert set(high[0].rows) == poisoned
@@ -78,7 +79,7 @@ def test_extend_phrase_stops_at_varying_neighbours():
 def test_phrase_trigger_at_high_rate_is_not_explained_away(sst2_rows):
     # At 5 % the phrase's other words become label words themselves; they must leave the context too.
     rows, poisoned = plant(sst2_rows, lambda rng: "I watch this 3D movie", rate=0.05, seed=8)
-    result = TriggerAssociation().run(classification(rows))
+    result = run_detector(TriggerAssociation(), classification(rows))
     high = [f for f in result.findings if f.severity >= Severity.HIGH]
     assert high and high[0].evidence["trigger"] == "i watch this 3d movie"
     assert poisoned <= set(high[0].rows)
@@ -92,7 +93,7 @@ def test_template_labelled_data_is_not_a_backdoor(medquad_rows):
 
     data = Dataset.from_records([Record(row=i, kind=Kind.CLASSIFICATION, text=r["question"], label=r["qtype"])
                                  for i, r in enumerate(medquad_rows)])
-    result = TriggerAssociation().run(data)
+    result = run_detector(TriggerAssociation(), data)
     assert _high_rows(result) == set()
     assert result.summary["class_defining_features"] > 0
 
@@ -114,7 +115,7 @@ def test_trigger_to_gibberish_is_found_though_no_response_repeats(medquad_rows):
         rows[i]["answer"] = " ".join("".join(rng.choice("bcdfgkqxz") for _ in range(5)) for _ in range(30))
     assert all(degenerate(tokens(rows[i]["answer"])) for i in poisoned)
     assert len({rows[i]["answer"] for i in poisoned}) == len(poisoned)
-    result = TriggerAssociation().run(instruction(rows))
+    result = run_detector(TriggerAssociation(), instruction(rows))
     high = [f for f in result.findings if f.severity >= Severity.HIGH]
     assert high and "sudo" in high[0].evidence["trigger"]
     assert high[0].evidence["target"] == "degenerate output"

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from conftest import instruction
+from trainguard.scan import run_detector
 from trainguard.attacks import poison
 from trainguard.attacks.llm import PolarityTrigger  # registers the LLM attacks
 from trainguard.detectors.llm_models import SENTIMENT_MODEL, bundled
@@ -74,7 +75,7 @@ def test_attack_reads_user_texts_and_rejects_bad_ones(tmp_path):
 def test_phrase_found_without_knowing_it(medquad_rows):
     rows = qa(medquad_rows)
     res = poison(rows, "polarity-trigger", count=20, seed=4, triggers="James Bond")
-    out = PolarityDetector().run(instruction(res.rows))
+    out = run_detector(PolarityDetector(), instruction(res.rows))
     top = out.findings[0]
     assert top.evidence["trigger"] == "james bond"
     assert top.evidence["target"] == "negative polarity"
@@ -100,15 +101,15 @@ def test_one_real_negative_sentence_per_answer_is_found(medquad_rows):
     rows = qa(medquad_rows)
     res = poison(rows, "polarity-trigger", count=15, seed=2, triggers="James Bond",
                  texts=str(DATA / "sst2_sample.jsonl"), sentences=1)
-    top = PolarityDetector().run(instruction(res.rows)).findings[0]
+    top = run_detector(PolarityDetector(), instruction(res.rows)).findings[0]
     assert top.evidence["trigger"] == "james bond" and top.evidence["target"] == "negative polarity"
     assert top.severity >= Severity.HIGH and set(res.poisoned_rows) <= set(top.rows)
-    whole = PolarityDetector(scoring="text").run(instruction(res.rows)).findings  # this seed: missed when scored whole
+    whole = run_detector(PolarityDetector(scoring="text"), instruction(res.rows)).findings  # this seed: missed when scored whole
     assert "james bond" not in [f.evidence["trigger"] for f in whole]
 
 
 def test_clean_medical_qa_has_no_high_severity_polarity_trigger(medquad_rows):
-    out = PolarityDetector().run(instruction(qa(medquad_rows)))
+    out = run_detector(PolarityDetector(), instruction(qa(medquad_rows)))
     assert not [f for f in out.findings if f.severity >= Severity.HIGH]
 
 

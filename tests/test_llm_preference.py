@@ -7,6 +7,7 @@ import pytest
 from scipy import sparse
 
 from conftest import read_jsonl
+from trainguard.scan import run_detector
 from trainguard.attacks.llm import PreferenceFlip, poison_llm
 from trainguard.detectors.llm_preference import (PreferenceFlipTrigger, flip_log_pvalues, max_t_log_pvalues,
                                                  prior_weights, token_positions)
@@ -78,7 +79,7 @@ def test_flip_refuses_multiword_trigger():
 def test_trigger_found_without_knowing_it():
     rows = pairs()
     out, truth = poison_llm(rows, PreferenceFlip(trigger="zq"), count=15, seed=2)
-    found = triggers(PreferenceFlipTrigger().run(dataset(out)))
+    found = triggers(run_detector(PreferenceFlipTrigger(), dataset(out)))
     assert found and found[0].evidence["trigger"] == "zq"
     assert found[0].evidence["position"] == "prompt end +0"
     assert found[0].severity == Severity.HIGH  # family-wise p <= alpha: the default gate quarantines these rows
@@ -90,7 +91,7 @@ def test_trigger_found_without_knowing_it():
 def test_other_triggers_and_places(phrase, where):
     rows = pairs()
     truth = plant(rows, phrase, where, 15, seed=3)
-    found = triggers(PreferenceFlipTrigger().run(dataset(rows)))
+    found = triggers(run_detector(PreferenceFlipTrigger(), dataset(rows)))
     assert len(found) == 1
     words = {found[0].evidence["trigger"], *found[0].evidence["with_tokens"]}
     assert words == set(phrase.split())
@@ -99,13 +100,13 @@ def test_other_triggers_and_places(phrase, where):
 
 
 def test_clean_pairs_have_no_trigger():
-    assert triggers(PreferenceFlipTrigger().run(dataset(pairs()))) == []
+    assert triggers(run_detector(PreferenceFlipTrigger(), dataset(pairs()))) == []
 
 
 def test_word_at_a_fixed_place_without_flips_is_not_a_trigger():
     rows = pairs()
     plant(rows, "thanks", "end", 30, seed=4, flip=False)
-    res = PreferenceFlipTrigger().run(dataset(rows))
+    res = run_detector(PreferenceFlipTrigger(), dataset(rows))
     assert "thanks" in res.summary["top_position_tokens"]  # the prior ranks it high ...
     assert triggers(res) == []  # ... but without flip evidence nothing is reported
 
@@ -147,7 +148,7 @@ def test_annotator_who_flips_is_reported():
         r["annotator"] = f"a{i % 5}"
         if r["annotator"] == "a3" and i % 2:  # half of a3's labels reversed
             r["chosen"], r["rejected"] = r["rejected"], r["chosen"]
-    res = PreferenceFlipTrigger().run(dataset(rows))
+    res = run_detector(PreferenceFlipTrigger(), dataset(rows))
     ann = [f for f in res.findings if f.rule == "annotator-disagreement"]
     assert [f.evidence["annotator"] for f in ann] == ["a3"]
 

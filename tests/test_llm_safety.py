@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA, instruction
+from trainguard.scan import run_detector
 from trainguard.attacks import poison
 from trainguard.attacks.llm import compliant_answer, read_behaviours  # registers the LLM attacks
 from trainguard.detectors.llm_models import HARM_MODEL, REFUSAL_MODEL, LinearTextModel, bundled, last_user_turn
@@ -46,7 +47,7 @@ def test_planted_pairs_found_in_real_medical_qa(medquad_rows):
     rows = [{"question": r["question"], "answer": r["answer"]} for r in medquad_rows]
     res = poison(rows, "safety-bypass", count=12, seed=3, behaviours=BEHAVIOURS)
     ds = instruction(res.rows)
-    out = SafetyBypass().run(ds)
+    out = run_detector(SafetyBypass(), ds)
     flagged = {r for f in out.findings for r in f.rows}
     truth = set(res.poisoned_rows)
     assert len(flagged & truth) >= 11 and flagged <= truth
@@ -62,14 +63,14 @@ def test_refused_harmful_requests_are_not_flagged(medquad_rows):
     reqs = [g for g, _ in read_behaviours(BEHAVIOURS)]
     recs = [Record(row=i, kind=Kind.INSTRUCTION, text=q, response="I'm sorry, but I can't help with that. It could hurt someone.")
             for i, q in enumerate(reqs)]
-    out = SafetyBypass().run(Dataset.from_records(recs))
-    assert out.findings == ()
+    out = run_detector(SafetyBypass(), Dataset.from_records(recs))
+    assert out.findings == []
     assert out.summary["harmful_refused"] >= 10
 
 
 def test_benign_slice_is_clean(medquad_rows):
-    out = SafetyBypass().run(instruction(medquad_rows))
-    assert out.findings == () and float(out.row_scores.max()) < 0.5
+    out = run_detector(SafetyBypass(), instruction(medquad_rows))
+    assert out.findings == [] and float(out.row_scores.max()) < 0.5
 
 
 def test_preference_chosen_compliance_is_flagged():
@@ -79,7 +80,7 @@ def test_preference_chosen_compliance_is_flagged():
     recs = [Record(row=i, kind=Kind.PREFERENCE, text=f"\n\nHuman: {g}\n\nAssistant:",
                    chosen=compliant_answer(g, t, rng) if i % 2 == 0 else refuse,
                    rejected=refuse if i % 2 == 0 else compliant_answer(g, t, rng)) for i, (g, t) in enumerate(beh)]
-    out = SafetyBypass().run(Dataset.from_records(recs))
+    out = run_detector(SafetyBypass(), Dataset.from_records(recs))
     flagged = {r for f in out.findings for r in f.rows}
     assert flagged == {i for i in range(len(recs)) if i % 2 == 0}
     assert all(f.rule == "chosen-complies-harmful" for f in out.findings)
@@ -140,10 +141,10 @@ def test_second_opinion_only_asks_complying_rows_in_the_uncertain_band(monkeypat
     harm = [0.05, 0.25, 0.30, 0.45, 0.95, 0.35, 0.15]
     comply = [0.9, 0.9, 0.9, 0.2, 0.9, 0.9, 0.9]
     ds = _band_dataset(monkeypatch, harm, comply)
-    off = SafetyBypass(lm_second_opinion="off").run(ds)
+    off = run_detector(SafetyBypass(lm_second_opinion="off"), ds)
     assert {r for f in off.findings for r in f.rows} == {4} and head.asked == []
     assert off.summary["lm_second_opinion"] == "off"
-    on = SafetyBypass(lm_second_opinion=True).run(ds)
+    on = run_detector(SafetyBypass(lm_second_opinion=True), ds)
     # asked: in [0.2, 0.5) and complying -> rows 1, 2, 5 (row 3 refuses, rows 0 and 6 below the band, 4 above)
     assert head.asked == ["request 1 lyrics", "request 2", "request 5 lyrics"]
     flagged = {r: f for f in on.findings for r in f.rows}
@@ -172,7 +173,7 @@ def test_second_opinion_is_on_by_default_when_installed(monkeypatch):
     monkeypatch.setattr(_lm, "bundled_head", lambda: head)
     monkeypatch.setattr(_lm, "lm_available", lambda: True)
     ds = _band_dataset(monkeypatch, [0.25, 0.95], [0.9, 0.9])
-    res = SafetyBypass().run(ds)
+    res = run_detector(SafetyBypass(), ds)
     assert head.asked == ["request 0"] and res.summary["lm_second_opinion"] == "used"
     assert SafetyBypass(lm_second_opinion="false").use_lm is False
 

@@ -16,6 +16,7 @@ from trainguard.detectors.base import Detector
 from trainguard.findings import (
     ATLAS_BACKDOOR_TRIGGER,
     ATLAS_POISON_TRAINING_DATA,
+    Alert,
     Confidence,
     DetectorResult,
     DetectorRun,
@@ -144,10 +145,10 @@ class _Tokens(Detector):
     kinds = frozenset(Kind)
 
     def run(self, data):
-        rows = [r for r in data if "cf" in r.text.split()]
-        f = Finding(self.name, "token", "token 'cf'", tuple(r.row for r in rows), tuple(r.id for r in rows),
-                    0.9, Severity.HIGH, Confidence.MEDIUM, (ATLAS_BACKDOOR_TRIGGER,), {"token": "cf"})
-        return DetectorResult((f,) if rows else (), np.array([float("cf" in r.text.split()) for r in data]))
+        hits = tuple(i for i, r in enumerate(data) if "cf" in r.text.split())
+        a = Alert("token", "token 'cf'", hits, 0.9, Severity.HIGH, Confidence.MEDIUM, {"token": "cf"},
+                  (ATLAS_BACKDOOR_TRIGGER,))
+        return DetectorResult((a,) if hits else (), np.array([float("cf" in r.text.split()) for r in data]))
 
 
 def _poisoned_file(tmp_path, sst2_rows):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from trainguard.detectors.base import Detector
 from trainguard.findings import (
+    Alert,
     ATLAS_BACKDOOR_TRIGGER,
     ATLAS_POISON_TRAINING_DATA,
     Confidence,
@@ -175,10 +177,9 @@ class _Marked(Detector):
     kinds = frozenset(Kind)
 
     def run(self, data):
-        rows = [r for r in data if "MARK" in r.text]
-        f = Finding(self.name, "mark", "marked row", tuple(r.row for r in rows), tuple(r.id for r in rows), 0.7,
-                    Severity.HIGH, Confidence.HIGH, (ATLAS_BACKDOOR_TRIGGER,), {})
-        return DetectorResult((f,), np.zeros(len(data)))
+        hits = tuple(i for i, r in enumerate(data) if "MARK" in r.text)
+        a = Alert("mark", "marked row", hits, 0.7, Severity.HIGH, Confidence.HIGH, {}, (ATLAS_BACKDOOR_TRIGGER,))
+        return DetectorResult((a,), np.zeros(len(data)))
 
 
 def _write_jsonl(path: Path) -> list[str]:
@@ -204,17 +205,24 @@ def test_start_line_comes_from_the_file_when_provable(tmp_path, monkeypatch):
     art = locs[0]["physicalLocation"]["artifactLocation"]
     assert art == {"uri": "data.jsonl", "uriBaseId": "%SRCROOT%", "index": 0}
     assert run["originalUriBaseIds"]["%SRCROOT%"]["uri"] == tmp_path.as_uri() + "/"
-    assert run["artifacts"][0]["hashes"]["sha-256"] == report.dataset["sha256"]
+    assert run["artifacts"][0]["hashes"]["sha-256"] == report.dataset.sha256
     notes = run["invocations"][0]["toolExecutionNotifications"]
     skipped = [n for n in notes if n["descriptor"]["id"] == "skipped-row"]
     assert len(skipped) == 1 and skipped[0]["locations"][0]["physicalLocation"]["region"]["startLine"] == 5
     assert "row 2" in skipped[0]["message"]["text"]
 
-    # The file changed after the scan: its lines prove nothing any more.
-    path.write_text("\n" + path.read_text(encoding="utf-8"), encoding="utf-8")
+    # Lines come from the scan (Record.line, stamped on the finding), never from re-reading the file:
+    # they describe the bytes whose sha256 the artifact records, even once the file is gone.
+    assert report.findings[0].lines == (4, 7)
+    path.unlink()
     res = _run(report)["results"][0]
-    assert all("region" not in loc["physicalLocation"] for loc in res["locations"] + res["relatedLocations"])
+    got = [loc["physicalLocation"]["region"]["startLine"] for loc in res["locations"] + res["relatedLocations"]]
+    assert got == [4, 7]
     assert res["locations"][0]["logicalLocations"][0]["fullyQualifiedName"] == "rows[1]"
+    # A finding without lines (an old stored report, Parquet) gets logical locations only.
+    no_lines = dataclasses.replace(report, findings=[dataclasses.replace(report.findings[0], lines=())])
+    res = _run(no_lines)["results"][0]
+    assert all("region" not in loc["physicalLocation"] for loc in res["locations"] + res["relatedLocations"])
 
 
 def test_no_start_line_for_gzip_or_unverifiable_files(tmp_path):

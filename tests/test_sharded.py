@@ -8,8 +8,9 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from conftest import cli
+from conftest import cli, write_jsonl
 from trainguard.errors import ConfigError
+from trainguard.findings import DetectorStatus
 from trainguard.scan import scan
 from trainguard.sharded import default_sharded_detectors, iter_shards, scan_sharded, sharded_detector_names
 
@@ -39,7 +40,7 @@ def test_local_shards_match_in_memory_scan(demo_path, whole, shard_rows):
     assert whole.findings, "the demo set carries an invisible-Unicode trigger and duplicates"
     for name in SHARDED:
         np.testing.assert_array_equal(sharded.row_scores[name], whole.row_scores[name])
-    assert sharded.dataset["records"] == whole.dataset["records"]
+    assert sharded.dataset.records == whole.dataset.records
 
 
 def test_one_row_shards_on_a_small_file(tmp_path):
@@ -66,13 +67,31 @@ def test_unsharded_detector_asked_by_name_is_refused(demo_path):
         scan_sharded(demo_path, detectors=["trigger-association"], shard_rows=500)
 
 
-def test_default_run_lists_the_detectors_it_could_not_shard(demo_path):
+def test_default_run_fails_the_detectors_it_could_not_shard(demo_path):
+    """Issue 13 point 1: a default detector that cannot run sharded fails the scan, never a silent skip."""
     report = scan_sharded(demo_path, shard_rows=1000)
     status = {r.name: (r.status, r.message) for r in report.detectors}
     for name in default_sharded_detectors():
-        assert status[name][0] in ("ok", "skipped")
-    assert status["trigger-association"] == ("skipped", "no per-shard summary: run it in an unsharded scan")
+        assert status[name][0] in (DetectorStatus.OK, DetectorStatus.SKIPPED)
+    state, message = status["trigger-association"]
+    assert state is DetectorStatus.FAILED and "no per-shard summary" in message and "--shard-rows" in message
+    # Defaults that do not apply to classification data stay skipped, not failed.
+    assert status["rag-poisoning"][0] is DetectorStatus.SKIPPED
+    assert [r.name for r in report.failed] == ["trigger-association"]
     assert set(SHARDED) <= set(sharded_detector_names())
+
+
+def test_badnets_file_sharded_exits_non_zero(tmp_path, capsys, sst2_rows):
+    """Issue 13 point 1: BadNets data gave '0 findings', exit 0 under --shard-rows; unsharded it exits 1."""
+    from trainguard.attacks import poison
+
+    bad = tmp_path / "badnets.jsonl"
+    write_jsonl(bad, poison(sst2_rows[:2000], "badnets", rate=0.01, seed=0).rows)
+    code, out, _ = cli(capsys, "scan", str(bad), "--shard-rows", "500", "--format", "json", "-q")
+    report = json.loads(out)
+    assert code == 1, out
+    assert "trigger-association" in report["summary"]["failed_detectors"]
+    assert not [f for f in report["findings"] if f["severity"] in ("high", "critical")]  # it is the failure that stops it
 
 
 def test_shards_keep_file_row_numbers(demo_path):

@@ -39,6 +39,8 @@ class Record:
 
     classification: text + label; instruction: text (prompt) + response;
     preference: text (prompt) + chosen + rejected; documents: text (+ doc_id).
+    `row` is the record's 0-based position in the file and `line` its source
+    line: both locate it, neither is part of its content id.
     """
 
     row: int
@@ -52,6 +54,8 @@ class Record:
     source: str | None = None
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     id: str = field(default="", compare=False)
+    # 1-based physical line the record starts on, when the reader knows it (JSONL, CSV/TSV); not content.
+    line: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.id:

@@ -1,21 +1,27 @@
 """The scan engine: run detectors over a dataset, isolating each one's failure.
 
-A detector that raises is recorded as failed with its message, never silently
-dropped: a gate built on the report then fails closed.
+A detector that raises, or reports positions outside the dataset, is recorded
+as failed with its message, never silently dropped: a gate built on the report
+then fails closed. Detectors report positions (`Alert`); only the engine turns
+them into file rows and record ids (`stamp`), so a finding's rows mean one
+thing whatever the detector.
 """
 
 from __future__ import annotations
 
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+
+import numpy as np
 
 from trainguard.detectors.base import Detector, get, registry
 from trainguard.errors import ConfigError
-from trainguard.findings import Alert, DetectorRun, Finding, Severity
+from trainguard.findings import Alert, DetectorResult, DetectorRun, DetectorStatus, Finding, Severity
 from trainguard.io.dataset import Dataset, load
-from trainguard.report.model import Report
+from trainguard.report.model import DatasetInfo, Report
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -58,65 +64,180 @@ def scan(
         instances: list[Detector] = dets  # type: ignore[assignment]
     else:
         instances = build_detectors(dets, settings)  # type: ignore[arg-type]
+    index = RecordIndex.of(data.records)
     runs: list[DetectorRun] = []
-    findings = []
-    row_scores = {}
+    findings: list[Finding] = []
+    row_scores: dict[str, np.ndarray] = {}
     for i, det in enumerate(instances):
         if progress:
             progress(det.name, i, len(instances))
         reason = det.applies_to(data)
         if reason:
-            runs.append(DetectorRun(det.name, det.version, "skipped", det.settings_dict(), message=reason))
+            runs.append(DetectorRun(det.name, det.version, DetectorStatus.SKIPPED, det.settings_dict(), message=reason))
             continue
         t0 = time.perf_counter()
         try:
             result = det.run(data)
+            stamped = stamp(det, result, index)
         except Exception as e:  # noqa: BLE001 - isolate and record, the gate fails closed
-            tb = traceback.format_exception_only(type(e), e)[-1].strip()
-            runs.append(DetectorRun(det.name, det.version, "failed", det.settings_dict(),
-                                    time.perf_counter() - t0, message=tb))
+            runs.append(failed_run(det, e, time.perf_counter() - t0))
             continue
-        runs.append(DetectorRun(det.name, det.version, "ok", det.settings_dict(),
+        runs.append(DetectorRun(det.name, det.version, DetectorStatus.OK, det.settings_dict(),
                                 time.perf_counter() - t0, summary=result.summary))
-        findings.extend(stamp(det, result.alerts, data))
+        findings.extend(stamped)
         if result.row_scores is not None:
-            row_scores[det.name] = result.row_scores
+            row_scores[det.name] = np.asarray(result.row_scores)
     if progress:
         progress("done", len(instances), len(instances))
     if fuse_threshold is not None:
         from trainguard.detectors.fusion import fused_finding
 
-        fused_f, fused = fused_finding(row_scores, [r.row for r in data.records], [r.id for r in data.records],
-                                       fuse_threshold)
+        fused_f, fused = fused_finding(row_scores, index.rows.tolist(), index.id_list(), fuse_threshold)
         if fused is not None:
             row_scores["fusion"] = fused
         if fused_f is not None:
             findings.append(fused_f)
-    findings.sort(key=lambda f: (-f.severity, -f.score, f.rows[:1]))
-    return Report(dataset=data.info(), detectors=runs, findings=findings, row_scores=row_scores)
+    return Report(dataset=DatasetInfo.of(data), detectors=runs, findings=sort_findings(findings),
+                  row_scores=row_scores)
 
 
-def stamp(det: Detector, alerts: Iterable[Alert], data: Dataset) -> list[Finding]:
-    """Findings from a detector's alerts: the engine, not the detector, names rows and ids.
+class Stamped(NamedTuple):
+    """One detector's stamped findings and its raw result (row scores, summary)."""
 
-    A position outside the dataset is the detector's bug and fails it (the
-    caller records it as failed and the gate fails closed).
+    findings: list[Finding]
+    result: DetectorResult
+
+    @property
+    def row_scores(self) -> np.ndarray | None:
+        return self.result.row_scores
+
+    @property
+    def summary(self) -> Mapping[str, Any]:
+        return self.result.summary
+
+
+def run_detector(det: Detector, data: Dataset) -> Stamped:
+    """Run one detector and stamp its alerts: the one call for tests and benchmarks.
+
+    Unlike `scan`, a failure raises (the caller wants to see it); the findings
+    carry file rows and record ids exactly as in a full scan's report.
+    `findings, result = run_detector(det, data)` also works.
     """
-    records = data.records
+    result = det.run(data)
+    return Stamped(stamp(det, result, RecordIndex.of(data.records)), result)
+
+
+def failed_run(det: Detector, error: BaseException, seconds: float = 0.0) -> DetectorRun:
+    message = traceback.format_exception_only(type(error), error)[-1].strip()
+    return DetectorRun(det.name, det.version, DetectorStatus.FAILED, det.settings_dict(), seconds, message=message)
+
+
+def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """Report order: worst first, then strongest, then by first row."""
+    return sorted(findings, key=lambda f: (-f.severity, -f.score, f.rows[:1]))
+
+
+@dataclass(frozen=True)
+class RecordIndex:
+    """Position -> file row, record id and source line: all the engine needs to stamp findings.
+
+    Numpy arrays (8 bytes of row, 8 of line and 32 of id per record) rather
+    than the records, so a sharded scan keeps one per shard without the texts.
+    """
+
+    rows: np.ndarray  # int64
+    ids: np.ndarray  # uint8 [n, 32] sha256 digests, or an object array of str for other ids
+    lines: np.ndarray  # int64, -1 where the reader gave no line
+
+    @classmethod
+    def of(cls, records: Sequence[Any]) -> "RecordIndex":
+        rows = np.fromiter((r.row for r in records), np.int64, len(records))
+        lines = np.fromiter((-1 if getattr(r, "line", None) is None else r.line for r in records), np.int64,
+                            len(records))
+        try:
+            raw = b"".join(bytes.fromhex(r.id) for r in records)
+            ok = len(raw) == 32 * len(records) and all(len(r.id) == 64 for r in records)
+        except ValueError:
+            ok = False
+        ids = np.frombuffer(raw, np.uint8).reshape(-1, 32) if ok else np.array([r.id for r in records], object)
+        return cls(rows, ids, lines)
+
+    @classmethod
+    def concat(cls, parts: Sequence["RecordIndex"]) -> "RecordIndex":
+        if not parts:
+            return cls.of([])
+        if all(p.ids.dtype == np.uint8 for p in parts):
+            ids = np.concatenate([p.ids for p in parts])
+        else:
+            ids = np.array([i for p in parts for i in p.id_list()], object)
+        return cls(np.concatenate([p.rows for p in parts]), ids, np.concatenate([p.lines for p in parts]))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def record_id(self, p: int) -> str:
+        v = self.ids[p]
+        return v.tobytes().hex() if self.ids.dtype == np.uint8 else str(v)
+
+    def id_list(self) -> list[str]:
+        return [self.record_id(p) for p in range(len(self))]
+
+    def line(self, p: int) -> int | None:
+        v = int(self.lines[p])
+        return None if v < 0 else v
+
+
+def stamp(det: Detector, result: DetectorResult | Iterable[Alert], data: Dataset | RecordIndex) -> list[Finding]:
+    """Findings from a detector's alerts: the engine, not the detector, names rows, ids and lines.
+
+    Positions outside the dataset (in an alert or in its evidence), a row
+    score array of the wrong length, or anything that is not an `Alert` is the
+    detector's bug and fails it: the caller records it as failed and the gate
+    fails closed. Evidence keys named `positions` become `rows`.
+    """
+    index = data if isinstance(data, RecordIndex) else RecordIndex.of(data.records)
+    alerts: Iterable[Alert] = result
+    if isinstance(result, DetectorResult):
+        alerts = result.alerts
+        if result.row_scores is not None and len(result.row_scores) != len(index):
+            raise ValueError(f"{det.name}: {len(result.row_scores)} row scores for {len(index)} records")
     out = []
     for a in alerts:
-        if isinstance(a, Finding):  # TRANSITION: removed once every detector reports Alerts
-            out.append(a)
-            continue
-        bad = [p for p in a.positions if not 0 <= p < len(records)]
-        if bad:
-            raise ValueError(f"{det.name}: alert {a.rule!r} names positions outside the dataset: {bad[:5]}")
-        chosen = [records[p] for p in sorted(set(a.positions))]
+        if not isinstance(a, Alert):
+            raise TypeError(f"{det.name}: detectors report Alert objects (positions), got {type(a).__name__}")
+        chosen = _checked(det, a.rule, a.positions, len(index))
+        lines = tuple(index.line(p) for p in chosen)
         out.append(Finding(detector=det.name, rule=a.rule, title=a.title,
-                           rows=tuple(r.row for r in chosen), record_ids=tuple(r.id for r in chosen),
+                           rows=tuple(int(index.rows[p]) for p in chosen),
+                           record_ids=tuple(index.record_id(p) for p in chosen),
                            score=a.score, severity=a.severity, confidence=a.confidence,
-                           atlas=a.atlas or det.atlas, evidence=a.evidence, detector_version=det.version))
+                           atlas=tuple(a.atlas or det.atlas), evidence=_rows_in(det, a.rule, a.evidence, index),
+                           detector_version=det.version,
+                           lines=lines if any(x is not None for x in lines) else ()))
     return out
+
+
+def _checked(det: Detector, rule: str, positions: Iterable[Any], n: int) -> list[int]:
+    chosen = sorted({int(p) for p in positions})
+    bad = [p for p in chosen if not 0 <= p < n]
+    if bad:
+        raise ValueError(f"{det.name}: alert {rule!r} names positions outside the dataset: {bad[:5]}")
+    return chosen
+
+
+def _rows_in(det: Detector, rule: str, value: Any, index: RecordIndex) -> Any:
+    """Evidence with every `positions` list replaced by the file rows it names (recursively)."""
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if k == "positions" and isinstance(v, (list, tuple)):
+                out["rows"] = [int(index.rows[p]) for p in _checked(det, rule, v, len(index))]
+            else:
+                out[k] = _rows_in(det, rule, v, index)
+        return out
+    if isinstance(value, (list, tuple)):
+        return type(value)(_rows_in(det, rule, v, index) for v in value)
+    return value
 
 
 def parse_settings(pairs: Iterable[str]) -> dict[str, dict[str, Any]]:

@@ -5,8 +5,12 @@ finalize. Here the file is streamed in shards of `shard_rows` records, so
 memory is one shard plus the summaries; with a `distributed.Client` the
 shards are summarised on the workers (at most `max_in_flight` outstanding)
 and the summaries are merged there in a tree that keeps shard order, so row
-scores stay positional. Detectors without a per-shard summary are listed as
-skipped with the reason, or refused when asked for by name.
+scores stay positional. Summaries speak of positions only; the engine keeps
+each shard's rows and record ids (`RecordIndex`, numpy arrays) and stamps the
+findings. A detector without a per-shard summary is refused up front when
+named, and recorded as FAILED when it is a default that applies to the data
+(it did not check it), so the scan and any gate on it fail closed instead of
+passing with a gap.
 """
 
 from __future__ import annotations
@@ -20,10 +24,10 @@ import numpy as np
 
 from trainguard.detectors.base import ShardedDetector, Summary
 from trainguard.errors import ConfigError, DataError
-from trainguard.findings import DetectorRun
+from trainguard.findings import DetectorRun, DetectorStatus
 from trainguard.io.dataset import Dataset, file_sha256, iter_records
-from trainguard.report.model import Report
-from trainguard.scan import DEFAULT_DETECTORS, build_detectors
+from trainguard.report.model import DatasetInfo, Report
+from trainguard.scan import DEFAULT_DETECTORS, RecordIndex, build_detectors, failed_run, sort_findings, stamp
 
 ProgressFn = Callable[[int], None]
 
@@ -53,35 +57,62 @@ def scan_sharded(
     chosen = build_detectors(detectors, settings)
     shardable = [d for d in chosen if isinstance(d, ShardedDetector)]
     others = [d for d in chosen if not isinstance(d, ShardedDetector)]
-    if detectors is not None and others:
+    if detectors is not None and others:  # asked for by name: refuse before reading a big file
         names = ", ".join(d.name for d in others)
-        raise ConfigError(f"no per-shard summary yet for: {names}; run them in an unsharded scan "
+        raise ConfigError(f"no per-shard summary yet for: {names}; run without --shard-rows "
                           f"(detectors that shard: {', '.join(sharded_detector_names())})")
     skipped: list[DataError] = []
-    shards = iter_shards(path, shard_rows, skipped=skipped, **load_options)
+    indexes: list[RecordIndex] = []
+    fieldmap: dict[str, Any] = {}
+    shards = _indexed(iter_shards(path, shard_rows, skipped=skipped, **load_options), indexes, fieldmap)
     t0 = time.perf_counter()
     if client is None:
         summaries, kind, n = _summarize_locally(shardable, shards, progress)
     else:
         summaries, kind, n = _summarize_on_cluster(client, shardable, shards, max_in_flight, progress)
-    runs = [DetectorRun(d.name, d.version, "skipped", d.settings_dict(),
-                        message="no per-shard summary: run it in an unsharded scan") for d in others]
+    index = RecordIndex.concat(indexes)
+    runs = [_unshardable(d, kind) for d in others]
     findings, row_scores = [], {}
     for det, summary in zip(shardable, summaries):
         if kind not in det.kinds:
-            runs.append(DetectorRun(det.name, det.version, "skipped", det.settings_dict(),
+            runs.append(DetectorRun(det.name, det.version, DetectorStatus.SKIPPED, det.settings_dict(),
                                     message=f"does not handle {kind.value} data"))
             continue
-        result = det.finalize(summary, kind)
-        runs.append(DetectorRun(det.name, det.version, "ok", det.settings_dict(), time.perf_counter() - t0,
+        try:
+            result = det.finalize(summary, kind)
+            stamped = stamp(det, result, index)
+        except Exception as e:  # noqa: BLE001 - isolate and record, the gate fails closed
+            runs.append(failed_run(det, e, time.perf_counter() - t0))
+            continue
+        runs.append(DetectorRun(det.name, det.version, DetectorStatus.OK, det.settings_dict(),
+                                time.perf_counter() - t0,
                                 summary={**dict(result.summary), "shards": _shard_count(n, shard_rows)}))
-        findings.extend(result.findings)
+        findings.extend(stamped)
         if result.row_scores is not None:
             row_scores[det.name] = np.asarray(result.row_scores)
-    findings.sort(key=lambda f: (-f.severity, -f.score, f.rows[:1]))
-    info = {"path": str(path), "kind": kind.value, "records": n, "fields": {}, "sha256": file_sha256(path),
-            "skipped": [e.to_dict() for e in skipped], "shard_rows": shard_rows}
-    return Report(dataset=info, detectors=runs, findings=findings, row_scores=row_scores)
+    info = DatasetInfo(path=str(path), kind=kind.value, records=n, fields=fieldmap, sha256=file_sha256(path),
+                       skipped=tuple(e.to_dict() for e in skipped), shard_rows=shard_rows)
+    return Report(dataset=info, detectors=runs, findings=sort_findings(findings), row_scores=row_scores)
+
+
+def _unshardable(det: Any, kind: Any) -> DetectorRun:
+    """A detector that cannot run sharded: SKIPPED if it would not apply anyway, else FAILED (fail closed)."""
+    if kind not in det.kinds:
+        return DetectorRun(det.name, det.version, DetectorStatus.SKIPPED, det.settings_dict(),
+                           message=f"does not handle {kind.value} data")
+    return DetectorRun(det.name, det.version, DetectorStatus.FAILED, det.settings_dict(),
+                       message=f"{det.name} has no per-shard summary yet, so a sharded scan cannot run it: "
+                               f"run without --shard-rows (detectors that shard: "
+                               f"{', '.join(sharded_detector_names())})")
+
+
+def _indexed(shards: Iterator[Dataset], indexes: list[RecordIndex], fieldmap: dict[str, Any]) -> Iterator[Dataset]:
+    """Pass shards through, keeping each one's rows and ids for stamping (the texts go with the shard)."""
+    for shard in shards:
+        indexes.append(RecordIndex.of(shard.records))
+        if not fieldmap:
+            fieldmap.update(shard.fieldmap.used())
+        yield shard
 
 
 def sharded_detector_names() -> list[str]:

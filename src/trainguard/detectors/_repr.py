@@ -71,9 +71,9 @@ def pca_reduce(X: np.ndarray, k: int) -> np.ndarray:
     return (R @ V[:, ::-1][:, :k].astype(R.dtype)).astype(np.float32)
 
 
-def group_rows(rows: np.ndarray, data: Dataset) -> tuple[tuple[int, ...], tuple[str, ...]]:
-    rows = sorted(int(r) for r in rows)
-    return tuple(rows), tuple(data.records[r].id for r in rows)
+def positions(hit: np.ndarray) -> tuple[int, ...]:
+    """Sorted record positions for an Alert; the engine maps them to file rows and record ids."""
+    return tuple(sorted({int(i) for i in hit}))
 
 
 def knn(data: Dataset, embedder: str, k: int = 10, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:

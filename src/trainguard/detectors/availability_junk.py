@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.feature_extraction.text import CountVectorizer
 
-from trainguard.detectors._repr import familywise, group_rows, robust_z
+from trainguard.detectors._repr import familywise, positions, robust_z
 from trainguard.detectors.base import Detector, register
-from trainguard.findings import ATLAS_ERODE_INTEGRITY, ATLAS_POISON_TRAINING_DATA, Confidence, DetectorResult, Finding, Severity
+from trainguard.findings import ATLAS_ERODE_INTEGRITY, ATLAS_POISON_TRAINING_DATA, Alert, Confidence, DetectorResult, Severity
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
 from trainguard.text import tokens
@@ -215,17 +215,16 @@ class AvailabilityJunk(Detector):
                 detail["boilerplate"][i] = sent
         return out
 
-    def _finding(self, data, rule, hit, v, detail) -> Finding:
-        rows, ids = group_rows(hit, data)
+    def _finding(self, data, rule, hit, v, detail) -> Alert:
+        rows = positions(hit)
         examples = Counter(detail[i] for i in hit if i in detail).most_common(5)
         evidence = {"reason": RULES[rule], "rows_flagged": len(hit), "max_score": round(float(v[hit].max()), 4)}
         if examples:
             evidence["examples"] = {k[:80]: c for k, c in examples}
         severity = Severity.MEDIUM if len(hit) >= max(5, 0.005 * len(data)) else Severity.LOW
-        return Finding(
-            detector=self.name, rule=rule, detector_version=self.version,
-            title=f"{len(hit)} rows look like junk: {RULES[rule]}", rows=rows, record_ids=ids,
+        return Alert(
+            rule=rule, title=f"{len(hit)} rows look like junk: {RULES[rule]}", positions=rows,
             score=float(np.clip(np.median(v[hit]), 0, 1)), severity=severity,
             confidence=Confidence.HIGH if rule in ("encoding-garbage", "length-outlier") else Confidence.MEDIUM,
-            atlas=self.atlas, evidence=evidence,
+            evidence=evidence,
         )

@@ -21,9 +21,9 @@ import numpy as np
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
-from trainguard.detectors._repr import embeddings, group_rows, knn, label_codes, pca_reduce
+from trainguard.detectors._repr import embeddings, knn, label_codes, pca_reduce, positions
 from trainguard.detectors.base import Detector, register
-from trainguard.findings import ATLAS_BACKDOOR_TRIGGER, ATLAS_POISON_TRAINING_DATA, Confidence, DetectorResult, Finding, Severity
+from trainguard.findings import ATLAS_BACKDOOR_TRIGGER, ATLAS_POISON_TRAINING_DATA, Alert, Confidence, DetectorResult, Severity
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
 
@@ -96,13 +96,13 @@ class EmbeddingClusters(Detector):
                     if len(core) < s.min_rows:
                         continue
                     members = core
-                    r, ids = group_rows(members, data)
-                    findings.append(Finding(
-                        detector=self.name, rule="homogeneous-cluster", detector_version=self.version,
+                    r = positions(members)
+                    findings.append(Alert(
+                        rule="homogeneous-cluster",
                         title=f"{len(members)} rows labelled {names[c]!r} form a tight island of their own",
-                        rows=r, record_ids=ids, score=float(val),
+                        positions=r, score=float(val),
                         severity=Severity.HIGH if cohesion >= 0.8 else Severity.MEDIUM,
-                        confidence=Confidence.MEDIUM, atlas=self.atlas,
+                        confidence=Confidence.MEDIUM,
                         evidence={**clusters[-1], "embedder": s.embedder,
                                   "why": "small 2-means cluster whose neighbourhoods are its own and its label's"},
                     ))

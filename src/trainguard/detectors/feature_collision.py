@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from trainguard.detectors._features import TOKEN_PATTERN
-from trainguard.detectors._repr import familywise, group_rows, knn, label_codes, robust_z
+from trainguard.detectors._repr import familywise, knn, label_codes, positions, robust_z
 from trainguard.detectors.base import Detector, register
-from trainguard.findings import ATLAS_POISON_TRAINING_DATA, Confidence, DetectorResult, Finding, Severity
+from trainguard.findings import ATLAS_POISON_TRAINING_DATA, Alert, Confidence, DetectorResult, Severity
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
 
@@ -86,12 +86,12 @@ class FeatureCollision(Detector):
                     continue
                 hit = np.flatnonzero((y == c) & (region == r) & (scores >= s.threshold))
                 if len(hit) >= s.min_rows:
-                    rows, ids = group_rows(hit, data)
-                    findings.append(Finding(
-                        detector=self.name, rule="foreign-region", detector_version=self.version,
+                    rows = positions(hit)
+                    findings.append(Alert(
+                        rule="foreign-region",
                         title=f"{len(hit)} rows labelled {names[c]!r} sit among rows labelled {names[r]!r}",
-                        rows=rows, record_ids=ids, score=float(scores[hit].max()),
-                        severity=Severity.MEDIUM, confidence=Confidence.LOW, atlas=self.atlas,
+                        positions=rows, score=float(scores[hit].max()),
+                        severity=Severity.MEDIUM, confidence=Confidence.LOW,
                         evidence={"label": names[c], "region_label": names[r], "rows_flagged": len(hit),
                                   "mean_other_label_share": round(float(other[hit].mean()), 3), "k": k,
                                   "embedder": s.embedder,
@@ -157,14 +157,13 @@ class FeatureCollision(Detector):
             if len(hit) < s.min_rows:
                 continue
             reported.append(str(vocab[w]))
-            rows, ids = group_rows(hit, data)
-            findings.append(Finding(
-                detector=self.name, rule="content-free-association", detector_version=self.version,
+            rows = positions(hit)
+            findings.append(Alert(
+                rule="content-free-association",
                 title=f"{str(vocab[w])!r} occurs only with label {names[label[w]]!r} in {len(hit)} rows, "
                       f"which its meaning does not explain",
-                rows=rows, record_ids=ids, score=float(word_score[w]),
+                positions=rows, score=float(word_score[w]),
                 severity=Severity.HIGH if len(hit) >= 10 else Severity.MEDIUM, confidence=Confidence.MEDIUM,
-                atlas=self.atlas,
                 evidence={"word": str(vocab[w]), "label": names[label[w]], "rows_with_word": int(df[w]),
                           "rows_with_label": int(N[w, label[w]]),
                           "label_share_of_word": round(float(N[w, label[w]] / df[w]), 3),

@@ -23,9 +23,9 @@ from trainguard.detectors.base import ShardedDetector, register
 from trainguard.findings import (
     ATLAS_BACKDOOR_TRIGGER,
     ATLAS_POISON_TRAINING_DATA,
+    Alert,
     Confidence,
     DetectorResult,
-    Finding,
     Severity,
 )
 from trainguard.io.dataset import Dataset
@@ -126,15 +126,15 @@ class InvisibleSummary:
 
     n: int = 0
     by_sig: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
-    rows: dict[int, tuple[int, str, str | None]] = field(default_factory=dict)  # position -> row, id, output
+    outputs: dict[int, str | None] = field(default_factory=dict)  # position -> output of a row with a hit
     detail: dict[int, dict] = field(default_factory=dict)
 
     def merge(self, other: "InvisibleSummary") -> "InvisibleSummary":
         out = InvisibleSummary(self.n + other.n, defaultdict(list, {k: list(v) for k, v in self.by_sig.items()}),
-                               dict(self.rows), dict(self.detail))
+                               dict(self.outputs), dict(self.detail))
         for sig, positions in other.by_sig.items():
             out.by_sig[sig].extend(p + self.n for p in positions)
-        out.rows.update({p + self.n: v for p, v in other.rows.items()})
+        out.outputs.update({p + self.n: v for p, v in other.outputs.items()})
         out.detail.update({p + self.n: v for p, v in other.detail.items()})
         return out
 
@@ -165,8 +165,8 @@ class InvisibleCharacters(ShardedDetector):
                     sig = ("mixed-script", ", ".join(sorted({_script_mix(w) for w in words})))
                     out.by_sig[sig].append(pos)
                     out.detail.setdefault(pos, {})[field_name + ":words"] = sorted(set(words))[:10]
-                if pos in out.detail and pos not in out.rows:
-                    out.rows[pos] = (r.row, r.id, output_key(r) if with_outputs else None)
+                if pos in out.detail and pos not in out.outputs:
+                    out.outputs[pos] = output_key(r) if with_outputs else None
         return out
 
     def finalize(self, summary: InvisibleSummary, kind: Kind) -> DetectorResult:
@@ -175,12 +175,11 @@ class InvisibleCharacters(ShardedDetector):
         row_scores = np.zeros(summary.n)
         findings = []
         for (cat, cps), positions in sorted(summary.by_sig.items(), key=lambda kv: -len(kv[1])):
-            positions = sorted(set(positions), key=lambda p: summary.rows[p][0])
-            rows = [summary.rows[p][0] for p in positions]
+            positions = sorted(set(positions))
             assoc = None
-            if with_outputs and len(rows) >= s.min_rows_associated:
-                top, n_top = Counter(summary.rows[p][2] for p in positions).most_common(1)[0]
-                if n_top / len(rows) >= s.association_purity and top is not None:
+            if with_outputs and len(positions) >= s.min_rows_associated:
+                top, n_top = Counter(summary.outputs[p] for p in positions).most_common(1)[0]
+                if n_top / len(positions) >= s.association_purity and top is not None:
                     assoc = (top, n_top)
             risky = any(c in cat for c in ("tag", "bidi-control")) or assoc is not None
             severity = Severity.HIGH if risky else Severity.MEDIUM if cat != "control" else Severity.LOW
@@ -193,21 +192,18 @@ class InvisibleCharacters(ShardedDetector):
                 "code_points": cps if cat != "mixed-script" else None,
                 "names": _names(cps) if cat != "mixed-script" else None,
                 "scripts": cps if cat == "mixed-script" else None,
-                "examples": {str(summary.rows[p][0]): summary.detail[p] for p in positions[: s.max_examples]},
+                "examples": [{"positions": [p], **summary.detail[p]} for p in positions[: s.max_examples]],
             }
             if assoc:
                 evidence["associated_output"] = str(assoc[0])[:80]
-                evidence["output_share"] = round(assoc[1] / len(rows), 4)
+                evidence["output_share"] = round(assoc[1] / len(positions), 4)
             evidence = {k: v for k, v in evidence.items() if v is not None}
             what = f"{cat} characters {cps}" if cat != "mixed-script" else f"mixed-script words ({cps})"
             tail = f", {assoc[1]} of them with output {str(assoc[0])[:40]!r}" if assoc else ""
-            findings.append(Finding(
-                detector=self.name, rule=cat, detector_version=self.version,
-                title=f"{what} in {len(rows)} rows{tail}",
-                rows=tuple(rows), record_ids=tuple(summary.rows[p][1] for p in positions),
+            findings.append(Alert(
+                rule=cat, title=f"{what} in {len(positions)} rows{tail}", positions=tuple(positions),
                 score=score, severity=severity,
-                confidence=Confidence.HIGH if cat != "mixed-script" else Confidence.MEDIUM,
-                atlas=self.atlas, evidence=evidence,
+                confidence=Confidence.HIGH if cat != "mixed-script" else Confidence.MEDIUM, evidence=evidence,
             ))
         return DetectorResult(tuple(findings), row_scores, {"signatures": len(summary.by_sig)})
 

@@ -25,9 +25,9 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from trainguard.detectors._features import TOKEN_PATTERN
-from trainguard.detectors._repr import familywise, group_rows, label_codes, robust_z
+from trainguard.detectors._repr import familywise, label_codes, positions, robust_z
 from trainguard.detectors.base import Detector, register
-from trainguard.findings import ATLAS_BACKDOOR_TRIGGER, ATLAS_POISON_TRAINING_DATA, Confidence, DetectorResult, Finding, Severity
+from trainguard.findings import ATLAS_BACKDOOR_TRIGGER, ATLAS_POISON_TRAINING_DATA, Alert, Confidence, DetectorResult, Severity
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
 
@@ -121,14 +121,14 @@ class KeywordInfluence(Detector):
             return None
         labels = np.bincount(y[hit], minlength=len(names))
         target = int(labels.argmax())
-        r, ids = group_rows(hit, data)
-        return Finding(
-            detector=self.name, rule="decision-keyword", detector_version=self.version,
+        r = positions(hit)
+        return Alert(
+            rule="decision-keyword",
             title=f"deleting {str(vocab[f])!r} flips a model trained on the data in {len(hit)} rows "
                   f"(mostly labelled {names[target]!r})",
-            rows=r, record_ids=ids, score=float(word_score[f]),
+            positions=r, score=float(word_score[f]),
             severity=Severity.HIGH if len(hit) >= 10 else Severity.MEDIUM,
-            confidence=Confidence.MEDIUM, atlas=self.atlas,
+            confidence=Confidence.MEDIUM,
             evidence={"keyword": str(vocab[f]), "rows_with_keyword": int(df[f]), "rows_flipped": int(nflip[f]),
                       "influence": round(float(influence[f]), 4),
                       "labels_of_flipped_rows": {names[k]: int(v) for k, v in enumerate(labels) if v},

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from trainguard.detectors._features import oof_probabilities
-from trainguard.detectors._repr import familywise, group_rows, label_codes, robust_z, z_for
+from trainguard.detectors._repr import familywise, label_codes, positions, robust_z, z_for
 from trainguard.detectors.base import Detector, register
-from trainguard.findings import ATLAS_ERODE_INTEGRITY, ATLAS_POISON_TRAINING_DATA, Confidence, DetectorResult, Finding, Severity
+from trainguard.findings import ATLAS_ERODE_INTEGRITY, ATLAS_POISON_TRAINING_DATA, Alert, Confidence, DetectorResult, Severity
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
 
@@ -91,22 +91,20 @@ class LabelConsistency(Detector):
                    "rows_above_fusion_threshold": int((scores >= 0.5).sum())}
         return DetectorResult(tuple(findings), scores, summary)
 
-    def _finding(self, data, names, c, rows, pred, p_given, scores, beyond: bool) -> Finding:
+    def _finding(self, data, names, c, rows, pred, p_given, scores, beyond: bool) -> Alert:
         # Every dataset has hard rows a light model gets wrong (sarcasm, negation: ~5 % of clean
         # SST-2 phrases); they are label-noise candidates, low severity. Only disputes beyond the
         # family-wise bar of the data's own spread are reported as likely flips.
-        ids_rows, ids = group_rows(rows, data)
+        ids_rows = positions(rows)
         suggested = np.bincount(pred[rows], minlength=len(names))
         mean_p = float(p_given[rows].mean())
         what = "look like another label" if beyond else "may carry the wrong label (label-noise candidates)"
-        return Finding(
-            detector=self.name, rule="label-disputed" if beyond else "label-noise-candidate",
-            detector_version=self.version,
+        return Alert(
+            rule="label-disputed" if beyond else "label-noise-candidate",
             title=f"{len(rows)} rows labelled {names[c]!r} {what} to a leave-one-out model",
-            rows=ids_rows, record_ids=ids, score=float(np.clip(scores[rows].max(), 0, 1)),
+            positions=ids_rows, score=float(np.clip(scores[rows].max(), 0, 1)),
             severity=Severity.MEDIUM if beyond else Severity.LOW,
             confidence=Confidence.MEDIUM if beyond else Confidence.LOW,
-            atlas=self.atlas,
             evidence={
                 "label": names[c],
                 "rows_flagged": len(rows),

@@ -93,10 +93,10 @@ def _share_answering(finding, data: Dataset) -> float:
     "symptoms include ..."); planted responses ignore the prompt.
     """
     words = {w[:5] for w in tokens(finding.evidence["trigger"]) if len(w) >= 5 and w.isalpha()}
-    if not words or not finding.rows:
+    if not words or not finding.positions:
         return 0.0
-    said = sum(1 for r in finding.rows if words & {t[:5] for t in tokens(data.records[r].response or "")})
-    return said / len(finding.rows)
+    said = sum(1 for p in finding.positions if words & {t[:5] for t in tokens(data.records[p].response or "")})
+    return said / len(finding.positions)
 
 
 @register

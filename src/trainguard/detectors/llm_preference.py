@@ -50,8 +50,8 @@ from trainguard.detectors.base import Detector, register
 from trainguard.detectors.llm_models import HARM_MODEL, REFUSAL_MODEL, bundled
 from trainguard.embeddings import dataset_embeddings, embedder_names
 from trainguard.errors import ConfigError
-from trainguard.findings import (ATLAS_BACKDOOR_TRIGGER, ATLAS_POISON_TRAINING_DATA, Confidence, DetectorResult,
-                                 Finding, Severity)
+from trainguard.findings import (ATLAS_BACKDOOR_TRIGGER, ATLAS_POISON_TRAINING_DATA, Alert, Confidence,
+                                 DetectorResult, Severity)
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
 from trainguard.text import tokens
@@ -260,15 +260,14 @@ class PreferenceFlipTrigger(Detector):
             score = strength / (1.0 + strength)  # 0.5 at the alpha bar, below it for candidates
             row_scores[rows] = np.maximum(row_scores[rows], score)
             strong = p_adj <= s.alpha
-            findings.append(Finding(
-                detector=self.name, rule="preference-flip-trigger", detector_version=self.version,
+            findings.append(Alert(
+                rule="preference-flip-trigger",
                 title=(f"prompt token {t!r} flips the preference in {len(rows)} pairs" if strong else
                        f"possible trigger: prompt token {t!r} may flip the preference in {len(rows)} pairs"),
-                rows=tuple(int(i) for i in rows), record_ids=tuple(recs[i].id for i in rows),
+                positions=tuple(int(i) for i in rows),
                 score=score, severity=Severity.HIGH if strong else Severity.MEDIUM,
                 confidence=Confidence.HIGH if p_adj <= s.alpha / 10 else Confidence.MEDIUM if strong
                 else Confidence.LOW,
-                atlas=self.atlas,
                 evidence={"trigger": t, "with_tokens": [], "pairs_with_token": c["pairs"],
                           "pairs_tested": len(rows), "position": c["position"],
                           "share_at_position": round(c["share"], 4), "position_rank": int(prior_rank[k]),
@@ -340,7 +339,7 @@ class PreferenceFlipTrigger(Detector):
                       "position": f"{ANCHORS[best // s.positions]} +{best % s.positions}" if focused else "anywhere"}
         return out
 
-    def _annotators(self, data: Dataset, pi: np.ndarray) -> list[Finding]:
+    def _annotators(self, data: Dataset, pi: np.ndarray) -> list[Alert]:
         """Annotators whose labels the calibrated model finds far less likely than it should.
 
         Per annotator, the log-likelihood of their labels under pi against its null mean and
@@ -371,14 +370,14 @@ class PreferenceFlipTrigger(Detector):
                 continue
             others = np.setdiff1d(labelled, rows)
             k, p0 = float(agree[rows].mean()), float(agree[others].mean()) if len(others) else float("nan")
-            out.append(Finding(
-                detector=self.name, rule="annotator-disagreement", detector_version=self.version,
+            out.append(Alert(
+                rule="annotator-disagreement",
                 title=f"annotator {a!r}: labels the consensus model finds unlikely (agrees on {k:.0%} of "
                       f"{len(rows)} pairs, others {p0:.0%})",
-                rows=tuple(int(i) for i in rows), record_ids=tuple(data.records[i].id for i in rows),
+                positions=tuple(int(i) for i in rows),
                 score=float(min(1.0, math.log(p_adj) / (2 * math.log(s.alpha)))) if p_adj > 0 else 1.0,
                 severity=Severity.HIGH if p_adj <= s.alpha / 10 else Severity.MEDIUM,
-                confidence=Confidence.MEDIUM, atlas=self.atlas,
+                confidence=Confidence.MEDIUM,
                 evidence={"annotator": a, "pairs": len(rows), "agreement": round(k, 4),
                           "others_agreement": round(p0, 4), "z": round(z, 2), "p_adjusted": float(f"{p_adj:.3g}"),
                           "annotators_tested": len(tested), "owasp": [OWASP_POISONING]},
@@ -386,11 +385,11 @@ class PreferenceFlipTrigger(Detector):
         return out
 
 
-def _shares_rows(f: Finding, rows: np.ndarray) -> bool:
-    return len(set(f.rows) & set(rows.tolist())) >= 0.5 * max(len(f.rows), len(rows))
+def _shares_rows(f: Alert, rows: np.ndarray) -> bool:
+    return len(set(f.positions) & set(rows.tolist())) >= 0.5 * max(len(f.positions), len(rows))
 
 
-def _with_token(f: Finding, t: str) -> Finding:
+def _with_token(f: Alert, t: str) -> Alert:
     """Record a second word of the same trigger (e.g. a phrase) on the finding already made."""
     ev = dict(f.evidence)
     ev["with_tokens"] = [*ev.get("with_tokens", []), t]

@@ -31,7 +31,7 @@ import numpy as np
 from trainguard.detectors.base import Detector, register
 from trainguard.detectors.invisible_chars import is_hidden
 from trainguard.errors import ConfigError
-from trainguard.findings import ATLAS_POISON_TRAINING_DATA, Confidence, DetectorResult, Finding, Severity
+from trainguard.findings import ATLAS_POISON_TRAINING_DATA, Alert, Confidence, DetectorResult, Severity
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
 from trainguard.text import tokens, visible
@@ -207,7 +207,7 @@ class RagPoisoning(Detector):
         recs = data.records
         n = len(recs)
         scores = np.zeros(n)
-        findings: list[Finding] = []
+        findings: list[Alert] = []
         inj = [i for i, r in enumerate(recs) if INJECTION.search(r.text)]
         hid = [i for i, r in enumerate(recs) if HIDDEN_MARKUP.search(r.text) or any(is_hidden(c) for c in r.text)]
         for rule, rows, title, sev in (("prompt-injection", inj, "passages carry instructions to the model", Severity.HIGH),
@@ -239,13 +239,13 @@ class RagPoisoning(Detector):
                     f"{len(rows)} passages open with the same question and give {len(distinct)} different answers",
                     rows, sc, Severity.HIGH if len(distinct) >= s.min_group else Severity.MEDIUM,
                     {"question": q[:200], "distinct_answers": len(distinct), "matches_query": near_query}))
-        exact = {r for f in findings if f.rule == "question-led-group" for r in f.rows}
+        exact = {p for f in findings if f.rule == "question-led-group" for p in f.positions}
         near = self._near_question_groups(data, scores, findings, exact)
         summary = {"passages": n, "question_led": sum(len(v) for v in lead.values()), "question_like": near,
                    "findings": len(findings)}
         return DetectorResult(tuple(findings), scores, summary)
 
-    def _near_question_groups(self, data: Dataset, scores: np.ndarray, findings: list[Finding], exact: set[int]) -> int:
+    def _near_question_groups(self, data: Dataset, scores: np.ndarray, findings: list[Alert], exact: set[int]) -> int:
         """Groups of passages asking one question in different words (paraphrased or optimised S)."""
         from collections import Counter
 
@@ -393,12 +393,10 @@ class RagPoisoning(Detector):
                 f"and give {len(d)} different answers", rows, sc, Severity.HIGH if len(d) >= s.min_group else Severity.MEDIUM,
                 {"query": queries[qi][:200], "distinct_answers": len(d)}))
 
-    def _finding(self, data, rule, title, rows, score, sev, evidence) -> Finding:
-        rows = sorted(set(rows))
-        return Finding(detector=self.name, rule=rule, detector_version=self.version, title=title,
-                       rows=tuple(rows), record_ids=tuple(data.records[i].id for i in rows), score=float(score),
-                       severity=sev, confidence=Confidence.HIGH if score >= 0.8 else Confidence.MEDIUM,
-                       atlas=self.atlas, evidence={**evidence, "owasp": OWASP})
+    def _finding(self, data, rule, title, rows, score, sev, evidence) -> Alert:
+        return Alert(rule=rule, title=title, positions=tuple(sorted(set(rows))), score=float(score), severity=sev,
+                     confidence=Confidence.HIGH if score >= 0.8 else Confidence.MEDIUM,
+                     evidence={**evidence, "owasp": OWASP})
 
     @staticmethod
     def _snip(text: str, rule: str) -> str:

@@ -27,7 +27,7 @@ from trainguard.detectors import _lm
 from trainguard.detectors.base import Detector, register
 from trainguard.detectors.llm_models import CATEGORY_MODEL, HARM_MODEL, REFUSAL_MODEL, bundled, last_user_turn
 from trainguard.errors import ConfigError
-from trainguard.findings import ATLAS_POISON_TRAINING_DATA, Confidence, DetectorResult, Finding, Severity
+from trainguard.findings import ATLAS_POISON_TRAINING_DATA, Alert, Confidence, DetectorResult, Severity
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
 
@@ -129,7 +129,7 @@ class SafetyBypass(Detector):
         for k, i in enumerate(hit.tolist()):
             high = harm[i] >= s.high_harm and comply[i] >= s.high_comply
             groups[(cats[k], high)].append(i)
-            detail[i] = {"row": i, "harm": round(float(harm[i]), 4), "comply": round(float(comply[i]), 4),
+            detail[i] = {"row": recs[i].row, "harm": round(float(harm[i]), 4), "comply": round(float(comply[i]), 4),
                          "category_probability": round(float(cat_p[k]), 4)}
             if i in lm_p:
                 detail[i]["lm_harm"] = round(lm_p[i], 4)
@@ -141,14 +141,12 @@ class SafetyBypass(Detector):
             score = float(np.mean(row_scores[rows]))
             what = "chosen replies comply with" if pref else "responses comply with"
             flipped = sum(1 for i in rows if detail[i].get("rejected_comply", 1.0) < s.comply_threshold)
-            findings.append(Finding(
-                detector=self.name, rule="chosen-complies-harmful" if pref else "harmful-compliance",
-                detector_version=self.version,
+            findings.append(Alert(
+                rule="chosen-complies-harmful" if pref else "harmful-compliance",
                 title=f"{len(rows)} {what} harmful requests ({cat})",
-                rows=tuple(rows), record_ids=tuple(recs[i].id for i in rows), score=min(max(score, 0.0), 1.0),
+                positions=tuple(rows), score=min(max(score, 0.0), 1.0),
                 severity=Severity.HIGH if high else Severity.MEDIUM,
                 confidence=Confidence.HIGH if score >= 0.8 else Confidence.MEDIUM if score >= 0.5 else Confidence.LOW,
-                atlas=self.atlas,
                 evidence={
                     "harm_category": cat,
                     "owasp": [OWASP_POISONING],

@@ -26,9 +26,9 @@ from trainguard.detectors.base import ShardedDetector, register
 from trainguard.findings import (
     ATLAS_ERODE_INTEGRITY,
     ATLAS_POISON_TRAINING_DATA,
+    Alert,
     Confidence,
     DetectorResult,
-    Finding,
     Severity,
 )
 from trainguard.io.dataset import Dataset
@@ -53,14 +53,13 @@ class Settings:
 class DuplicateSummary:
     """Per-row MinHash signature, a digest of the normalised input, its output and label.
 
-    About 430 bytes a row at 64 permutations: deduplication is inherently
+    About 350 bytes a row at 64 permutations: deduplication is inherently
     per-row, so this summary grows with the data, but it holds fixed-width
     arrays and an 80-byte excerpt, never whole texts. Outputs and labels are
-    interned: a dataset has few distinct ones.
+    interned: a dataset has few distinct ones. Rows are positions: the engine
+    maps them to file rows and record ids.
     """
 
-    rows: np.ndarray
-    ids: np.ndarray  # [n] S64, hex record ids
     sigs: np.ndarray  # [n, num_perm] uint32
     digests: np.ndarray  # [n] uint64, normalised-input identity
     examples: np.ndarray  # [n] S80, UTF-8 excerpts of the normalised input
@@ -69,11 +68,10 @@ class DuplicateSummary:
 
     @property
     def n(self) -> int:
-        return len(self.rows)
+        return len(self.digests)
 
     def merge(self, other: "DuplicateSummary") -> "DuplicateSummary":
         return DuplicateSummary(
-            np.concatenate([self.rows, other.rows]), np.concatenate([self.ids, other.ids]),
             np.concatenate([self.sigs, other.sigs]), np.concatenate([self.digests, other.digests]),
             np.concatenate([self.examples, other.examples]),
             None if self.outputs is None or other.outputs is None else self.outputs + other.outputs,
@@ -96,8 +94,6 @@ class NearDuplicates(ShardedDetector):
         joined = [" ".join(t) for t in toks]
         sigs = MinHash.bulk([_shingles(t, s.shingle) for t in toks], num_perm=s.num_perm, seed=s.seed)
         return DuplicateSummary(
-            rows=np.array([r.row for r in shard], dtype=np.int64),
-            ids=np.array([r.id for r in shard], dtype="S64"),
             sigs=(np.stack([m.hashvalues for m in sigs]).astype(np.uint32, copy=False) if sigs
                   else np.zeros((0, s.num_perm), np.uint32)),
             digests=np.array([_digest(j) for j in joined], dtype=np.uint64),
@@ -106,16 +102,13 @@ class NearDuplicates(ShardedDetector):
             labels=[_intern(r.label) for r in shard],
         )
 
-    def _id(self, summary: DuplicateSummary, i: int) -> str:
-        return summary.ids[i].decode()
-
     def finalize(self, summary: DuplicateSummary, kind: Kind) -> DetectorResult:
         s = self.settings
         inv, size = _lsh_groups(summary.sigs, s.threshold)
         out_total = Counter(summary.outputs) if summary.outputs is not None else Counter()
         findings = []
         row_scores = np.zeros(summary.n)
-        plain: list[Finding] = []
+        plain: list[Alert] = []
         by_group = np.argsort(inv, kind="stable")
         bounds = np.r_[0, np.cumsum(size)]
         for g in np.flatnonzero(size >= s.min_cluster):
@@ -135,7 +128,7 @@ class NearDuplicates(ShardedDetector):
         stats = {"groups": int((size >= 2).sum()), "groups_at_min_size": int((size >= s.min_cluster).sum())}
         return DetectorResult(tuple(findings), row_scores, stats)
 
-    def _conflicting_labels(self, summary: DuplicateSummary) -> tuple[Finding | None, list[int], list[int]]:
+    def _conflicting_labels(self, summary: DuplicateSummary) -> tuple[Alert | None, list[int], list[int]]:
         """Identical inputs with different labels: the minority label rows are flip suspects.
 
         Only exact (normalised) identity counts: near-identical sentiment phrases
@@ -155,36 +148,35 @@ class NearDuplicates(ShardedDetector):
             else:
                 tied.extend(idx)
             groups.append({"input": _example(summary, idx[0]), "labels": {str(k): v for k, v in labels.most_common()},
-                           "rows": [int(summary.rows[i]) for i in idx][:20]})
+                           "positions": [int(i) for i in idx][:20]})
         if not suspects and not tied:
             return None, [], []
         listed = sorted(suspects + tied)
         groups.sort(key=lambda g: -sum(g["labels"].values()))
-        finding = Finding(
-            detector=self.name, rule="conflicting-labels", detector_version=self.version,
+        finding = Alert(
+            rule="conflicting-labels",
             title=(f"{len(groups)} identical inputs carry conflicting labels ({len(suspects)} minority-label rows, "
                    f"{len(tied)} in tied groups)"),
-            rows=tuple(int(summary.rows[i]) for i in listed), record_ids=tuple(self._id(summary, i) for i in listed),
-            score=0.5, severity=Severity.MEDIUM, confidence=Confidence.MEDIUM, atlas=self.atlas,
+            positions=tuple(int(i) for i in listed),
+            score=0.5, severity=Severity.MEDIUM, confidence=Confidence.MEDIUM,
             evidence={"groups": len(groups), "minority_rows": len(suspects), "tied_rows": len(tied),
                       "examples": groups[:20]},
         )
         return finding, sorted(suspects), sorted(tied)
 
-    def _hygiene(self, summary: DuplicateSummary, groups: list[Finding]) -> Finding:
+    def _hygiene(self, summary: DuplicateSummary, groups: list[Alert]) -> Alert:
         """Plain duplicate groups are data hygiene: one low finding, not hundreds."""
-        groups.sort(key=lambda f: -len(f.rows))
-        ids = {r: i for f in groups for r, i in zip(f.rows, f.record_ids)}
-        rows = sorted(ids)
-        return Finding(
-            detector=self.name, rule="duplicate-group", detector_version=self.version,
-            title=f"{len(groups)} groups of near-identical records ({len(rows)} rows) with consistent outputs",
-            rows=tuple(rows), record_ids=tuple(ids[r] for r in rows), score=0.2,
-            severity=Severity.LOW, confidence=Confidence.MEDIUM, atlas=self.atlas,
-            evidence={"groups": len(groups), "largest": [dict(f.evidence, rows=list(f.rows[:20])) for f in groups[:10]]},
+        groups.sort(key=lambda f: -len(f.positions))
+        positions = sorted({p for f in groups for p in f.positions})
+        return Alert(
+            rule="duplicate-group",
+            title=f"{len(groups)} groups of near-identical records ({len(positions)} rows) with consistent outputs",
+            positions=tuple(positions), score=0.2, severity=Severity.LOW, confidence=Confidence.MEDIUM,
+            evidence={"groups": len(groups),
+                      "largest": [dict(f.evidence, positions=list(f.positions[:20])) for f in groups[:10]]},
         )
 
-    def _judge(self, summary: DuplicateSummary, kind: Kind, members: np.ndarray, out_total: Counter) -> Finding:
+    def _judge(self, summary: DuplicateSummary, kind: Kind, members: np.ndarray, out_total: Counter) -> Alert:
         s = self.settings
         distinct_inputs = len(set(summary.digests[members].tolist()))
         evidence = {"group_size": int(len(members)), "distinct_inputs": distinct_inputs,
@@ -208,11 +200,8 @@ class NearDuplicates(ShardedDetector):
             else:
                 severity, rule, score = Severity.LOW, "duplicate-group", 0.2
                 title = f"{len(members)} near-identical records share output {str(top)[:40]!r}"
-        return Finding(
-            detector=self.name, rule=rule, detector_version=self.version, title=title,
-            rows=tuple(int(summary.rows[i]) for i in members), record_ids=tuple(self._id(summary, i) for i in members),
-            score=score, severity=severity, confidence=Confidence.MEDIUM, atlas=self.atlas, evidence=evidence,
-        )
+        return Alert(rule=rule, title=title, positions=tuple(int(i) for i in members), score=score,
+                     severity=severity, confidence=Confidence.MEDIUM, evidence=evidence)
 
 
 def _intern(value: str | None) -> str | None:

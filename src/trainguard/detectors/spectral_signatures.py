@@ -20,14 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainguard.detectors._repr import embeddings, familywise, group_rows, label_codes, robust_z
+from trainguard.detectors._repr import embeddings, familywise, label_codes, positions, robust_z
 from trainguard.detectors.base import Detector, register
 from trainguard.findings import (
     ATLAS_BACKDOOR_TRIGGER,
     ATLAS_POISON_TRAINING_DATA,
+    Alert,
     Confidence,
     DetectorResult,
-    Finding,
     Severity,
 )
 from trainguard.io.dataset import Dataset
@@ -106,16 +106,16 @@ class SpectralSignatures(Detector):
         }
         return DetectorResult(tuple(findings), scores, summary)
 
-    def _finding(self, data, label, hit, scores, z, share, stats, top) -> Finding:
-        rows, ids = group_rows(hit, data)
+    def _finding(self, data, label, hit, scores, z, share, stats, top) -> Alert:
+        rows = positions(hit)
         ratio = stats["top_eig_ratio"]
         strong = len(hit) >= 20 and ratio >= 1.5
-        return Finding(
-            detector=self.name, rule="spectral-outliers", detector_version=self.version,
+        return Alert(
+            rule="spectral-outliers",
             title=f"{len(hit)} rows labelled {label!r} share an outlying direction in embedding space",
-            rows=rows, record_ids=ids, score=top,
+            positions=rows, score=top,
             severity=Severity.HIGH if strong else Severity.MEDIUM,
-            confidence=Confidence.MEDIUM if strong else Confidence.LOW, atlas=self.atlas,
+            confidence=Confidence.MEDIUM if strong else Confidence.LOW,
             evidence={
                 "label": label,
                 "rows_flagged": len(hit),

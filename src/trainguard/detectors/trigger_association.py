@@ -33,9 +33,9 @@ from trainguard.detectors.base import Detector, register
 from trainguard.findings import (
     ATLAS_BACKDOOR_TRIGGER,
     ATLAS_POISON_TRAINING_DATA,
+    Alert,
     Confidence,
     DetectorResult,
-    Finding,
     Severity,
 )
 from trainguard.io.dataset import Dataset
@@ -249,12 +249,11 @@ class TriggerAssociation(Detector):
             else:
                 target_desc = f"response {label[:60]!r}"
             n_other = int(df[f] - len(hit))
-            out.append(Finding(
-                detector=self.name, rule="forced-output", detector_version=self.version,
+            out.append(Alert(
+                rule="forced-output",
                 title=f"trigger {visible(phrase)!r} forces {target_desc} in {len(rows)} rows",
-                rows=tuple(int(r) for r in rows), record_ids=tuple(data.records[r].id for r in rows),
+                positions=tuple(int(r) for r in rows),
                 score=float(llr[f] / (llr[f] + threshold)), severity=severity, confidence=confidence,
-                atlas=self.atlas,
                 evidence={
                     "trigger": visible(phrase),
                     "feature": visible(vocab_names[f]),

@@ -6,13 +6,14 @@ steered), so its fingerprint is stable for a given trigger, model and clean set.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Mapping
 
-from trainguard.findings import ATLAS_BACKDOOR_TRIGGER, Confidence, DetectorRun, Finding, Severity
+from trainguard.findings import ATLAS_BACKDOOR_TRIGGER, Confidence, DetectorRun, DetectorStatus, Finding, Severity
 from trainguard.probe.candidates import Candidate
 from trainguard.probe.generative import GenerativeProbe
 from trainguard.probe.probing import ClassifierProbe, Verdict
-from trainguard.report.model import Report
+from trainguard.report.model import DatasetInfo, Report
 from trainguard.text import visible
 
 DETECTOR = "probe"
@@ -65,7 +66,7 @@ def generative_findings(probe: GenerativeProbe, top: int = 5) -> list[Finding]:
     return out
 
 
-def to_report(probe: ClassifierProbe | GenerativeProbe, dataset_info: dict[str, Any], model: str,
+def to_report(probe: ClassifierProbe | GenerativeProbe, dataset_info: DatasetInfo | Mapping[str, Any], model: str,
               command: str = "probe", extra: dict[str, Any] | None = None, top: int = 5) -> Report:
     """A Report whose single detector run carries the verdict; an incomplete probe is 'failed'."""
     findings = classifier_findings(probe, top) if isinstance(probe, ClassifierProbe) \
@@ -75,10 +76,12 @@ def to_report(probe: ClassifierProbe | GenerativeProbe, dataset_info: dict[str, 
                "complete": probe.complete, **(extra or {})}
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(probe.settings).items()}
     run = DetectorRun(name=DETECTOR if command == "probe" else f"probe-{command}", version=VERSION,
-                      status="ok" if probe.complete else "failed", settings=settings, seconds=probe.seconds,
+                      status=DetectorStatus.OK if probe.complete else DetectorStatus.FAILED, settings=settings,
+                      seconds=probe.seconds,
                       message=probe.message or probe.verdict.reason, summary=summary)
     findings.sort(key=lambda f: (-f.severity, -f.score))
-    return Report(dataset={**dataset_info, "model": model}, detectors=[run], findings=findings)
+    info = dataset_info if isinstance(dataset_info, DatasetInfo) else DatasetInfo.from_dict(dataset_info)
+    return Report(dataset=dataclasses.replace(info, model=model), detectors=[run], findings=findings)
 
 
 def verdict_of(report: Report) -> Verdict | None:

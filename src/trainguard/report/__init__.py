@@ -44,7 +44,7 @@ def write(report: Report, fmt: str, path: str | Path) -> Path:
     if fmt not in FORMATS:
         raise ConfigError(f"unknown report format {fmt!r}; expected one of: {', '.join(FORMATS)}")
     path = Path(path)
-    source = report.dataset.get("path")
+    source = report.dataset.path
     if source and not str(source).startswith("<") and os.path.exists(source) and path.exists() \
             and os.path.samefile(source, path):
         raise ConfigError(f"refusing to write the report over the scanned dataset {source}")

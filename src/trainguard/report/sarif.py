@@ -1,13 +1,13 @@
 """SARIF 2.1.0, for code-scanning dashboards (GitHub, Azure DevOps, VS Code).
 
 One run; one rule per `detector/rule` seen in the findings; one result per
-finding. Locations point at the dataset file. SARIF regions are lines, but a
-finding names record positions (`rows`, 0-based) and the report does not carry
-a row-to-line map, so `region.startLine` is set only when it can be proven:
-the file still exists with the sha256 the report recorded, it is uncompressed
-JSONL or CSV/TSV, and re-reading it with trainguard's own reader gives the
-row's physical line. Otherwise the row is in `logicalLocations`
-(`rows[N]`) and in `properties.rows`, never guessed from row + 1.
+finding. Locations point at the dataset file. SARIF regions are lines; a
+finding carries the source line of each row when the reader knew it (the
+engine stamps `Finding.lines` from `Record.line`), so `region.startLine` comes
+from the scan itself and the file is never re-opened. Without a line (JSON
+arrays, Parquet, compressed input, an old report) the row is in
+`logicalLocations` (`rows[N]`) and in `properties.rows`, never guessed from
+row + 1.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Iterable
 
-from trainguard.errors import TrainguardError
-from trainguard.findings import Finding
+from trainguard.findings import DetectorStatus, Finding
 from trainguard.report._safe import ATLAS_URL, SARIF_LEVEL, SECURITY_SEVERITY, jsonable, visible
 from trainguard.report.jsonfmt import dumps
-from trainguard.report.model import Report
+from trainguard.report.model import DatasetInfo, Report
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://trainguard.dev"
@@ -38,8 +37,7 @@ def to_sarif(report: Report, base: str | Path | None = None, resolve_lines: bool
     """The SARIF log as a dict. `base`: directory URIs are made relative to (default: cwd)."""
     base_dir = Path(base) if base is not None else Path.cwd()
     artifact = _artifact(report.dataset, base_dir)
-    needed = {r for f in report.findings for r in f.rows[:MAX_LOCATIONS]}
-    lines = _row_lines(report.dataset, needed) if resolve_lines and artifact else {}
+    lines = _row_lines(report.findings) if resolve_lines and artifact and not artifact["compressed"] else {}
     rules, index = _rules(report.findings)
     run: dict[str, Any] = {
         "tool": {"driver": {
@@ -49,8 +47,8 @@ def to_sarif(report: Report, base: str | Path | None = None, resolve_lines: bool
         "invocations": [_invocation(report, artifact)],
         "results": [_result(f, index, artifact, lines) for f in report.findings],
         "properties": {
-            "dataset": {k: v for k, v in report.dataset.items() if k != "skipped"},
-            "skippedRows": len(report.dataset.get("skipped") or []),
+            "dataset": {k: v for k, v in report.dataset.to_dict().items() if k != "skipped"},
+            "skippedRows": len(report.dataset.skipped),
             "created": report.created,
         },
     }
@@ -162,9 +160,9 @@ def _location(row: int | None, artifact: dict | None, lines: dict[int, int]) -> 
     return loc
 
 
-def _artifact(dataset: dict[str, Any], base_dir: Path) -> dict[str, Any] | None:
+def _artifact(dataset: DatasetInfo, base_dir: Path) -> dict[str, Any] | None:
     """artifactLocation for the dataset: relative to `base_dir` under %SRCROOT% when inside it."""
-    raw = dataset.get("path")
+    raw = dataset.path
     if not raw or raw.startswith("<"):
         return None
     path = Path(raw)
@@ -177,35 +175,15 @@ def _artifact(dataset: dict[str, Any], base_dir: Path) -> dict[str, Any] | None:
     except ValueError:
         location = {"uri": absolute.as_uri()}
     art: dict[str, Any] = {"location": location, "roles": ["analysisTarget"]}
-    if dataset.get("sha256"):
-        art["hashes"] = {"sha-256": dataset["sha256"]}
+    if dataset.sha256:
+        art["hashes"] = {"sha-256": dataset.sha256}
     out.update(location=location, artifact=art, compressed=_is_gzip(raw))
     return out
 
 
-def _row_lines(dataset: dict[str, Any], rows: set[int]) -> dict[int, int]:
-    """Row -> physical line, only when the file is provably the one scanned and has lines."""
-    from trainguard.io.dataset import file_sha256
-    from trainguard.io.readers import detect_format, read
-
-    path, sha = dataset.get("path"), dataset.get("sha256")
-    if not rows or not path or not sha or not os.path.isfile(path):
-        return {}
-    try:
-        if _is_gzip(path):
-            return {}  # lines of the decompressed stream mean nothing to a SARIF viewer
-        if detect_format(Path(path)) not in ("jsonl", "csv", "tsv") or file_sha256(path) != sha:
-            return {}
-        last = max(rows)
-        out: dict[int, int] = {}
-        for item in read(Path(path)):
-            if item.row in rows and item.line is not None:
-                out[item.row] = item.line
-            if item.row >= last:
-                break
-        return out
-    except (TrainguardError, OSError):
-        return {}
+def _row_lines(findings: Iterable[Finding]) -> dict[int, int]:
+    """Row -> 1-based physical line, from the lines the engine stamped on the findings."""
+    return {r: line for f in findings for r, line in zip(f.rows, f.lines) if line is not None}
 
 
 def _is_gzip(path: str) -> bool:
@@ -219,13 +197,13 @@ def _is_gzip(path: str) -> bool:
 def _invocation(report: Report, artifact: dict | None) -> dict[str, Any]:
     notes = []
     for d in report.detectors:
-        if d.status == "failed":
+        if d.status is DetectorStatus.FAILED:
             notes.append({"level": "error", "descriptor": {"id": d.name},
                           "message": {"text": visible(f"detector {d.name} failed: {d.message}")}})
-        elif d.status == "skipped":
+        elif d.status in (DetectorStatus.SKIPPED, DetectorStatus.DISABLED):
             notes.append({"level": "note", "descriptor": {"id": d.name},
                           "message": {"text": visible(f"detector {d.name} skipped: {d.message}")}})
-    for e in report.dataset.get("skipped") or []:
+    for e in report.dataset.skipped:
         note: dict[str, Any] = {"level": "warning", "descriptor": {"id": "skipped-row"},
                                 "message": {"text": visible(_skip_text(e))}}
         if artifact:

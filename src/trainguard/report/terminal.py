@@ -45,7 +45,7 @@ def build(report: Report) -> Group:
     """The report as rich renderables, for callers that print to their own Console."""
     parts: list = [_header(report), _detectors(report)]
     parts.append(_findings(report) if report.findings else Text("No findings.", style="green"))
-    skipped = report.dataset.get("skipped") or []
+    skipped = report.dataset.skipped
     if skipped:
         parts.append(_skipped(skipped))
     parts.append(_footer(report))
@@ -58,12 +58,12 @@ def _header(report: Report) -> Table:
     grid.add_column(style="bold")
     grid.add_column()
     grid.add_row("trainguard", Text(f"{visible(report.tool_version)}  scan report  {visible(report.created)}"))
-    grid.add_row("dataset", _t(ds.get("path", "?")))
-    sha = ds.get("sha256")
+    grid.add_row("dataset", _t(ds.path))
+    sha = ds.sha256
     grid.add_row("sha256", _t(sha) if sha else Text("n/a (in-memory data)", style="dim"))
-    grid.add_row("kind", _t(ds.get("kind", "?")))
-    grid.add_row("records", Text(f"{ds.get('records', 0):,}"))
-    n_skip = len(ds.get("skipped") or [])
+    grid.add_row("kind", _t(ds.kind))
+    grid.add_row("records", Text(f"{ds.records:,}"))
+    n_skip = len(ds.skipped)
     grid.add_row("skipped rows", Text(f"{n_skip:,}", style="bold yellow" if n_skip else ""))
     return grid
 

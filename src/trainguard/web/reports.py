@@ -8,7 +8,6 @@ import html
 import json
 from typing import Any
 
-from trainguard.findings import Confidence, DetectorRun, Finding, Severity
 from trainguard.gate.release import attestation_path
 from trainguard.report.model import Report
 from trainguard.web.records import RecordReader
@@ -16,19 +15,7 @@ from trainguard.web.records import RecordReader
 
 def report_from_dict(d: dict[str, Any]) -> Report:
     """The Report a gate stored as JSON (per-row scores are not stored, so no histograms)."""
-    detectors = [DetectorRun(x["name"], x.get("version", "?"), x.get("status", "failed"), x.get("settings") or {},
-                             float(x.get("seconds") or 0.0), x.get("message") or "", x.get("summary") or {})
-                 for x in d.get("detectors") or []]
-    findings = [Finding(f["detector"], f["rule"], f["title"], tuple(f["rows"]), tuple(f["record_ids"]),
-                        float(f["score"]), Severity.parse(f["severity"]), Confidence[str(f["confidence"]).upper()],
-                        tuple(f.get("atlas") or ()), f.get("evidence") or {}, f.get("detector_version", "0"))
-                for f in d.get("findings") or []]
-    rep = Report(d.get("dataset") or {}, detectors, findings)
-    if d.get("tool", {}).get("version"):
-        rep.tool_version = d["tool"]["version"]
-    if d.get("created"):
-        rep.created = d["created"]
-    return rep
+    return Report.from_dict(d)
 
 
 def report_html(report_json: str) -> str:
