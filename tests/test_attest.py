@@ -134,3 +134,17 @@ def test_wrong_statement_type_is_rejected(tmp_path):
     stmt["predicateType"] = "https://slsa.dev/provenance/v1"
     with pytest.raises(AttestationError, match="predicateType"):
         check(data, sign_statement(stmt, [k]), [k.public_key()])
+
+
+def test_read_unverified_is_the_one_parser_for_showing_an_attestation(signed):
+    from trainguard.attest import read_unverified
+
+    data, att, pub, _ = signed
+    env, stmt = read_unverified(att.read_bytes())
+    assert env.keyids == [keyid(load_public(pub))] and env.payload_type == dsse.INTOTO_PAYLOAD_TYPE
+    assert stmt["predicate"] == {"x": 1} and stmt["subject"][0]["name"] == data.name
+    for bad, why in ((b"[1]", "not a DSSE envelope"), (b"{", "not valid JSON"),
+                     (json.dumps({"payloadType": dsse.INTOTO_PAYLOAD_TYPE, "payload": "!!", "signatures": [{}]}).encode(),
+                      "not valid base64")):
+        with pytest.raises(AttestationError, match=why):
+            read_unverified(bad)

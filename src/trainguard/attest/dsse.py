@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 from cryptography.exceptions import InvalidSignature
@@ -36,8 +37,21 @@ def sign(body: bytes, keys: Iterable[Ed25519PrivateKey], payload_type: str = INT
     return {"payloadType": payload_type, "payload": base64.b64encode(body).decode(), "signatures": sigs}
 
 
-def verify(envelope: Any, trusted: Iterable[Ed25519PublicKey], min_signatures: int = 1) -> tuple[bytes, list[str]]:
-    """Payload bytes and the trusted key ids whose signatures verify; raise with the reason otherwise."""
+@dataclass(frozen=True)
+class Envelope:
+    """A parsed, NOT verified, DSSE envelope: what it claims, for display or for `verify`."""
+
+    payload_type: str
+    body: bytes
+    signatures: tuple[Any, ...]
+
+    @property
+    def keyids(self) -> list[str]:
+        return [str(s.get("keyid")) for s in self.signatures if isinstance(s, dict)]
+
+
+def parse(envelope: Any) -> Envelope:
+    """The one DSSE parser (verify, the CLI and the web page use it); raises AttestationError naming the fault."""
     if not isinstance(envelope, dict) or not {"payloadType", "payload", "signatures"} <= envelope.keys():
         raise AttestationError("not a DSSE envelope (needs payloadType, payload, signatures)")
     ptype = envelope["payloadType"]
@@ -50,6 +64,13 @@ def verify(envelope: Any, trusted: Iterable[Ed25519PublicKey], min_signatures: i
     sigs = envelope["signatures"]
     if not isinstance(sigs, list) or not sigs:
         raise AttestationError("envelope carries no signatures")
+    return Envelope(ptype, body, tuple(sigs))
+
+
+def verify(envelope: Any, trusted: Iterable[Ed25519PublicKey], min_signatures: int = 1) -> tuple[bytes, list[str]]:
+    """Payload bytes and the trusted key ids whose signatures verify; raise with the reason otherwise."""
+    env = parse(envelope)
+    ptype, body, sigs = env.payload_type, env.body, env.signatures
     trusted_by_id = {keyid(k): k for k in trusted}
     if not trusted_by_id:
         raise AttestationError("no trusted key given")

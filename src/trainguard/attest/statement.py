@@ -1,8 +1,10 @@
 """in-toto Statement v1 for a released dataset, and the check a consumer runs.
 
 Subject: the released file (name + SHA-256). Predicate (project-defined type
-`PREDICATE_TYPE`): the input version's Merkle root, the scan report, policy and
-review-decision digests, the gate verdict, the ledger head, the tool version.
+`PREDICATE_TYPE`, fields in docs/provenance.md): the input version's Merkle root,
+the scan report, policy and review-decision digests, the gate verdict, the
+findings reported but not quarantined and the detectors that did not run OK, the
+ledger head (the release's own event), the tool version.
 """
 
 from __future__ import annotations
@@ -47,6 +49,32 @@ class CheckedRelease:
         return self.statement["predicate"]
 
 
+def read_unverified(data: bytes | dict[str, Any]) -> tuple[dsse.Envelope, dict[str, Any]]:
+    """The envelope and the statement it carries, WITHOUT checking signatures: for showing what an
+    attestation claims (the web page). Trust nothing in it; use `check` for that."""
+    try:
+        env = json.loads(data) if isinstance(data, bytes) else data
+    except ValueError:
+        raise AttestationError("attestation is not valid JSON") from None
+    envelope = dsse.parse(env)
+    return envelope, _statement(envelope.body)
+
+
+def _statement(body: bytes) -> dict[str, Any]:
+    try:
+        stmt = json.loads(body)
+    except ValueError:
+        raise AttestationError("signed payload is not JSON") from None
+    if not isinstance(stmt, dict) or stmt.get("_type") != STATEMENT_TYPE:
+        raise AttestationError(f"payload is not an in-toto Statement v1 (_type {stmt.get('_type')!r})"
+                               if isinstance(stmt, dict) else "payload is not an in-toto Statement")
+    if stmt.get("predicateType") != PREDICATE_TYPE:
+        raise AttestationError(f"predicateType is {stmt.get('predicateType')!r}, expected {PREDICATE_TYPE}")
+    if not isinstance(stmt.get("predicate"), dict):
+        raise AttestationError("statement has no predicate object")
+    return stmt
+
+
 def load_envelope(attestation: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str]:
     if isinstance(attestation, dict):
         raw = json.dumps(attestation, sort_keys=True).encode()
@@ -69,15 +97,7 @@ def check(data_path: str | Path, attestation: str | Path | dict[str, Any],
     env, att_digest = load_envelope(attestation)
     keys = [load_public(k) for k in trusted_keys]
     body, keyids = dsse.verify(env, keys, min_signatures)
-    try:
-        stmt = json.loads(body)
-    except ValueError:
-        raise AttestationError("signed payload is not JSON") from None
-    if not isinstance(stmt, dict) or stmt.get("_type") != STATEMENT_TYPE:
-        raise AttestationError(f"payload is not an in-toto Statement v1 (_type {stmt.get('_type')!r})"
-                               if isinstance(stmt, dict) else "payload is not an in-toto Statement")
-    if stmt.get("predicateType") != PREDICATE_TYPE:
-        raise AttestationError(f"predicateType is {stmt.get('predicateType')!r}, expected {PREDICATE_TYPE}")
+    stmt = _statement(body)
     digests = [s.get("digest", {}).get("sha256") for s in stmt.get("subject", []) if isinstance(s, dict)]
     if not digests:
         raise AttestationError("statement has no sha256 subject")
