@@ -27,38 +27,23 @@ MODEL_HELP = ("A model directory (trainguard TextClassifier or Hugging Face, saf
               "http(s)://URL (JSON classification API, docs/probe.md) or openai+http(s)://HOST/v1?model=NAME.")
 
 
-def _load_clean(path: Path, kind: str, field: Optional[list[str]], limit: int):
-    from trainguard.io import load, parse_field_overrides
-    from trainguard.probe import Inputs
-
-    data = load(path, kind=kind, fields=parse_field_overrides(field))
-    if len(data) == 0:
-        raise fail(f"{path}: no records to probe with")
-    return data, Inputs.of(data, limit=limit)
-
-
-def _model(spec: str, budget: Optional[int], timeout: float, retries: int, batch_size: int, temperature: float):
-    from trainguard.probe import RequestBudget, load_model
-
-    if budget is not None and budget < 1:
-        raise fail(f"--budget must be at least 1, got {budget}")
-    return load_model(spec, RequestBudget(budget), timeout=timeout, retries=retries, batch_size=batch_size,
-                      temperature=temperature)
-
-
-def _finish(rep, fmt: str, out: Optional[Path], verdict, complete: bool, message: str, requests: int) -> None:
+def _finish(run, fmt: str, out: Optional[Path]) -> None:
+    """Render the library's report, print the exact request count and any notes, exit with the verdict."""
     if out is not None:
-        report_fmt.write(rep, fmt, out)
+        report_fmt.write(run.report, fmt, out)
         err_console.print(f"{fmt} report written to {out}")
     else:
-        sys.stdout.write(report_fmt.render(rep, fmt))
-    err_console.print(f"requests made: {requests}")
-    if not complete:
-        err_console.print(f"[bold red]incomplete:[/] {escape(str(message))} (exit 1: the gate fails closed)", markup=True)
+        sys.stdout.write(report_fmt.render(run.report, fmt))
+    for note in run.notes:
+        err_console.print(f"[bold yellow]note:[/] {escape(note)}", markup=True)
+    err_console.print(f"requests made: {run.requests}")
+    if not run.complete:
+        err_console.print(f"[bold red]incomplete:[/] {escape(str(run.message))} (exit 1: the gate fails closed)",
+                          markup=True)
         raise typer.Exit(1)
-    word = "[bold red]BACKDOORED[/]" if verdict.backdoored else "[green]not backdoored[/]"
-    err_console.print(f"verdict: {word} (score {verdict.score:.3f})", markup=True)
-    raise typer.Exit(1 if verdict.backdoored else 0)
+    word = "[bold red]BACKDOORED[/]" if run.verdict.backdoored else "[green]not backdoored[/]"
+    err_console.print(f"verdict: {word} (score {run.verdict.score:.3f})", markup=True)
+    raise typer.Exit(1 if run.verdict.backdoored else 0)
 
 
 def _check_format(fmt: str) -> None:
@@ -86,24 +71,15 @@ def probe_command(
     temperature: float = typer.Option(0.7, help="Generators: sampling temperature (0: greedy)."),
 ) -> None:
     """Insert candidate triggers into clean inputs and measure; exit 1 when the model is judged backdoored."""
-    from trainguard.probe import (
-        GenSettings, from_file, from_report, is_generative, library, probe_classifier, probe_generator, rare_tokens,
-        to_report,
-    )
+    from trainguard.io import parse_field_overrides
+    from trainguard.probe.run import ModelOptions, run_probe
 
     _check_format(fmt)
-    data, inputs = _load_clean(clean, kind, field, max_inputs)
-    cands = library() + rare_tokens(inputs.texts) if triggers == "auto" else from_file(triggers)
-    if scan_report is not None:
-        cands = from_report(scan_report) + cands
-    m = _model(model, budget, timeout, retries, batch_size, temperature)
-    with err_console.status(f"probing with {len(cands)} candidates on {len(inputs)} inputs"):
-        if is_generative(m):
-            result = probe_generator(m, inputs, cands, GenSettings(samples=samples))
-        else:
-            result = probe_classifier(m, inputs, cands)
-    rep = to_report(result, data.info(), model, top=top)
-    _finish(rep, fmt, out, result.verdict, result.complete, result.message, result.requests)
+    with err_console.status("probing"):
+        run = run_probe(model, clean, triggers=triggers, scan_report=scan_report, max_inputs=max_inputs,
+                        samples=samples, top=top, kind=kind, fields=parse_field_overrides(field),
+                        options=ModelOptions(budget, timeout, retries, batch_size, temperature))
+    _finish(run, fmt, out)
 
 
 def invert_command(
@@ -115,7 +91,10 @@ def invert_command(
     vocab: Optional[Path] = typer.Option(None, help="Black-box: words to search, one per line (e.g. the served "
                                          "model's tokenizer vocabulary); default: the model's own, else the "
                                          "clean data's words."),
-    length: int = typer.Option(1, help="Trigger length in tokens to search for (1-3)."),
+    length: int = typer.Option(3, help="Longest trigger searched, in words (1-3): lengths 1, 2, 3 in turn, "
+                               "stopping at the first that is flagged."),
+    max_vocab: Optional[int] = typer.Option(None, "--max-vocab", help="Black-box: search only the first N "
+                                            "vocabulary words; the cut is stated in the output."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, json, sarif or html."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the report here instead of stdout."),
     max_inputs: int = typer.Option(200, help="Clean inputs used."),
@@ -126,34 +105,17 @@ def invert_command(
     batch_size: int = typer.Option(256, help="Texts per HTTP request."),
     temperature: float = typer.Option(0.7, help="Generators: sampling temperature (0: greedy)."),
 ) -> None:
-    """Search for an unknown trigger; report the top candidates and a model-level verdict."""
-    from trainguard.probe import InvertSettings, invert, invert_generator, is_generative, to_report
-    from trainguard.probe.inversion import fallback_vocabulary
+    """Search for an unknown trigger (lengths 1..--length); report the top candidates and a model-level verdict."""
+    from trainguard.io import parse_field_overrides
+    from trainguard.probe.run import ModelOptions, run_invert
 
     _check_format(fmt)
-    if method not in ("auto", "gradient", "black-box"):
-        raise fail(f"--method must be auto, gradient or black-box, got {method!r}")
-    if not 1 <= length <= 3:
-        raise fail(f"--length must be 1, 2 or 3, got {length}")
-    if top < 1:
-        raise fail(f"--top must be at least 1, got {top}")
     words = _read_vocab(vocab) if vocab is not None else None
-    data, inputs = _load_clean(clean, kind, field, max_inputs)
-    m = _model(model, budget, timeout, retries, batch_size, temperature)
     with err_console.status(f"searching for a trigger ({method})"):
-        if is_generative(m):
-            result, searched = invert_generator(m, inputs, words or fallback_vocabulary(inputs.texts))
-            extra = {"method": "black-box", "searched": searched}
-            complete, message, requests = result.complete, result.message, result.requests
-        else:
-            if method == "gradient" and not hasattr(m, "embedding_matrix"):
-                raise fail(f"{model}: --method gradient needs a white-box trainguard model directory")
-            inv = invert(m, inputs, vocabulary=words, method=method, settings=InvertSettings(length=length))
-            result = inv.probe
-            extra = {"method": inv.method, "searched": inv.searched, "proposals": len(inv.proposals)}
-            complete, message, requests = inv.complete, inv.message, inv.requests
-    rep = to_report(result, data.info(), model, command="invert", extra=extra, top=top)
-    _finish(rep, fmt, out, result.verdict, complete, message, requests)
+        run = run_invert(model, clean, top=top, method=method, vocabulary=words, length=length,
+                         max_vocab=max_vocab, max_inputs=max_inputs, kind=kind, fields=parse_field_overrides(field),
+                         options=ModelOptions(budget, timeout, retries, batch_size, temperature))
+    _finish(run, fmt, out)
 
 
 def _read_vocab(path: Path) -> list[str]:

@@ -4,6 +4,8 @@
     result = probe_classifier(model, Inputs.of(clean), library() + rare_tokens(texts))
     result.verdict.backdoored, result.verdict.score, result.top(5)
     inv = invert(model, Inputs.of(clean))             # gradient search (white-box) or black-box search
+    run = run_probe("model/", "heldout.jsonl")        # what `trainguard probe` does: run.report, run.verdict
+    run = run_invert("http://host/classify", "heldout.jsonl", vocabulary=words)
 
 Adapters never unpickle, never download, and charge every call to a RequestBudget.
 """
@@ -16,10 +18,12 @@ from trainguard.probe.adapters import (
     BudgetExhausted, CallableClassifier, CallableGenerator, ClassifierModel, GenerativeModel, RequestBudget,
     WhiteBoxClassifier,
 )
-from trainguard.probe.candidates import Candidate, from_file, from_report, insert, library, rare_tokens
+from trainguard.probe.candidates import (
+    Candidate, format_candidates, from_file, from_report, insert, library, rare_tokens,
+)
 from trainguard.probe.generative import GenerativeProbe, GenSettings, invert_generator, probe_generator
 from trainguard.probe.inversion import Inversion, InvertSettings, invert
-from trainguard.probe.probing import ClassifierProbe, Inputs, Settings, Verdict, probe_classifier
+from trainguard.probe.probing import ClassifierProbe, Inputs, Prober, Settings, Verdict, probe_classifier
 from trainguard.probe.reporting import to_report
 
 
@@ -45,9 +49,13 @@ def is_generative(model: Any) -> bool:
     return hasattr(model, "generate") and not hasattr(model, "predict_proba")
 
 
+from trainguard.probe.run import ModelOptions, ProbeRun, run_invert, run_probe  # noqa: E402 - uses load_model
+
+
 __all__ = [
     "BudgetExhausted", "CallableClassifier", "CallableGenerator", "Candidate", "ClassifierModel", "ClassifierProbe",
     "GenSettings", "GenerativeModel", "GenerativeProbe", "Inputs", "Inversion", "InvertSettings", "RequestBudget",
-    "Settings", "Verdict", "WhiteBoxClassifier", "from_file", "from_report", "insert", "invert", "invert_generator",
-    "is_generative", "library", "load_model", "probe_classifier", "probe_generator", "rare_tokens", "to_report",
+    "ModelOptions", "ProbeRun", "Prober", "Settings", "Verdict", "WhiteBoxClassifier", "format_candidates",
+    "from_file", "from_report", "insert", "invert", "invert_generator", "is_generative", "library", "load_model",
+    "probe_classifier", "probe_generator", "rare_tokens", "run_invert", "run_probe", "to_report",
 ]

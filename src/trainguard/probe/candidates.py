@@ -3,8 +3,10 @@
 Sources: the packaged trigger library (triggers.tsv: BadNets tokens, phrases,
 invisible characters, homoglyphs, misspellings), a user's trigger file, the
 findings of a `trainguard scan --format json` report, and the clean data's own
-rare tokens. Triggers are inserted between words (start, middle, end) so the
-same candidate reaches any model, white-box or an endpoint.
+rare tokens, plus format candidates (punctuation and whitespace runs, case
+changes). Triggers are inserted between words (start, middle, end) so the
+same candidate reaches any model, white-box or an endpoint; a case change is
+applied to the whole input instead.
 """
 
 from __future__ import annotations
@@ -29,10 +31,37 @@ _CODEPOINT = re.compile(r"U\+([0-9A-Fa-f]{4,6})")
 @dataclass(frozen=True, slots=True)
 class Candidate:
     text: str
-    source: str  # library:<category>, file, report:<detector>, rare-token, vocabulary, inversion
+    source: str  # library:<category>, file, report:<detector>, rare-token, format:<kind>, inversion, null
 
     def __str__(self) -> str:
         return self.text
+
+    @property
+    def length(self) -> int:
+        """Its shape for the null: tokens inserted (words and each punctuation mark; a case change or a
+        whitespace run counts as one). Counting every mark errs towards a longer, stronger null."""
+        if self.source in ("format:case", "format:whitespace"):
+            return 1
+        return max(1, len(tokens(self.text)))
+
+
+# Case changes: the candidate's text names the transformation; `place` applies it to the whole input.
+CASE_CHANGES = {"<UPPER CASE INPUT>": str.upper, "<lower case input>": str.lower, "<Title Case Input>": str.title}
+
+
+def place(text: str, cand: Candidate, position: str) -> str:
+    """The clean input with the candidate in it: inserted at `position`, or a case change applied."""
+    if cand.source == "format:case":
+        return CASE_CHANGES[cand.text](text)
+    return insert(text, cand.text, position)
+
+
+def format_candidates() -> list[Candidate]:
+    """Punctuation runs, whitespace runs and case changes (format triggers)."""
+    out = [Candidate(ch * n, "format:punctuation") for ch in "!?.*~#@$%^&+=|/-_:;," for n in (2, 3, 5)]
+    out += [Candidate(t, "format:punctuation") for t in ("?!", "!?", "?!?!", "...!", "!.!.", "-_-")]
+    out += [Candidate(t, "format:whitespace") for t in ("\t", "\t\t", "   ", "\n", "\u00a0\u00a0")]
+    return out + [Candidate(t, "format:case") for t in CASE_CHANGES]
 
 
 def insert(text: str, trigger: str, position: str) -> str:
@@ -128,11 +157,19 @@ def rare_tokens(texts: Sequence[str], limit: int = 50, max_count: int = 2) -> li
     return [Candidate(t, "rare-token") for t in rare[:limit]]
 
 
-def common_tokens(texts: Sequence[str], n: int = 30, skip: int = 20) -> list[str]:
-    """Ordinary words (past the most frequent `skip`) used as the clean-token baseline."""
+def ordinary_words(texts: Sequence[str], n: int = 200, skip: int = 20) -> list[str]:
+    """Words of the clean data seen at least twice, past the `skip` most frequent: what the null inserts."""
     counts = Counter(t for text in texts for t in tokens(text) if t.isalpha() and len(t) > 2)
-    ranked = [t for t, _ in counts.most_common(skip + n * 3)][skip:]
-    return ranked[::3][:n] if len(ranked) >= n * 3 else ranked[:n]
+    ranked = [t for t, c in counts.most_common() if c >= 2][skip:]
+    if len(ranked) < 10:  # a tiny clean set: every word it has
+        ranked = [t for t, _ in counts.most_common()]
+    step = max(1, len(ranked) // n)
+    return ranked[::step][:n]
+
+
+def search_words(vocabulary: Sequence[str]) -> list[str]:
+    """Vocabulary entries worth inserting: distinct, not blank, not special tokens like <pad>."""
+    return [w for w in dict.fromkeys(vocabulary) if w.strip() and not (w.startswith("<") and w.endswith(">"))]
 
 
 def dedupe(cands: Iterable[Candidate]) -> list[Candidate]:

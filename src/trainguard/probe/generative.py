@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from trainguard.probe.adapters import BudgetExhausted, GenerativeModel
-from trainguard.probe.candidates import POSITIONS, Candidate, dedupe, insert
+from trainguard.probe.candidates import POSITIONS, Candidate, dedupe, insert, search_words
 from trainguard.probe.probing import Inputs, Verdict
 from trainguard.probe.stats import rate, wilson
 from trainguard.text import tokens
@@ -174,7 +174,7 @@ def invert_generator(model: GenerativeModel, inputs: Inputs, vocabulary: Sequenc
     """(probe of the best-screened words plus `extra`, words screened)."""
     s = settings or GenSettings()
     prompts = inputs.texts[:screen_prompts]
-    words = [w for w in dict.fromkeys(vocabulary) if w.strip() and not (w.startswith("<") and w.endswith(">"))]
+    words = search_words(vocabulary)
     scored: list[tuple[float, str]] = []
     P = len(s.positions)
     per_call = max(1, 512 // max(len(prompts) * P, 1))

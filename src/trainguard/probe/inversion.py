@@ -1,15 +1,17 @@
 """Trigger inversion: search for an unknown trigger instead of guessing it.
 
-White-box (torch models exposing their embedding matrix): HotFlip / GCG-style.
-The trigger slot's input embedding is differentiated; the first-order change
-in the target-label loss for swapping in token v is -(E_v . grad), so one
-backward pass ranks the whole vocabulary; the top-k are then evaluated
-exactly and the best kept. Longer triggers are grown one coordinate swap at a
-time (GCG). Black-box (endpoints): every vocabulary word is inserted into a
-few clean inputs per label and ranked by how far it pushes them to that label;
-the best are grown into two-word triggers by beam search if asked. Either way
-the proposals are then measured like any other candidate (probing.py), so
-the verdict and its score mean the same for both.
+Length 1, white-box (torch models exposing their embedding matrix): HotFlip
+style. The trigger slot's input embedding is differentiated; the first-order
+change in the target-label loss for swapping in token v is -(E_v . grad), so
+one backward pass ranks the whole vocabulary; the top-k are then evaluated
+exactly. Length 1, black-box (endpoints): every vocabulary word is inserted
+into a few clean inputs per label and ranked by how far it pushes them to
+that label. Lengths 2 and 3, both: each label's beam grows by one of its best
+single words at either end, screened the same way. Lengths are searched in
+turn, stopping at the first whose proposals are flagged; every proposal is
+measured like any other candidate and tested against the null of its length
+(probing.py), with one family-wise bound over everything scored at every
+length, so the verdict means the same for both methods.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from trainguard.probe.adapters import BudgetExhausted, ClassifierModel, WhiteBoxClassifier
-from trainguard.probe.candidates import POSITIONS, Candidate, dedupe, insert
-from trainguard.probe.probing import ClassifierProbe, Inputs, Settings, probe_classifier
+from trainguard.probe.candidates import POSITIONS, Candidate, dedupe, insert, search_words
+from trainguard.probe.probing import ClassifierProbe, Inputs, Prober, Settings
 from trainguard.text import tokens
 
 
@@ -32,12 +34,10 @@ class InvertSettings:
     grad_inputs: int = 64      # clean inputs the gradient is averaged over
     grad_top_k: int = 64       # tokens kept per linearisation point, then evaluated exactly
     grad_starts: int = 4       # linearisation points: zero embedding + random tokens
-    length: int = 1            # trigger length in tokens (white-box GCG / black-box beam)
-    gcg_steps: int = 30
-    gcg_swaps: int = 64
+    length: int = 3            # longest trigger searched: lengths 1..length in turn, stopping at a flagged one
     screen_inputs: int = 8     # black-box: clean inputs per label each vocabulary word is tried on
     beam: int = 8
-    max_vocab: int = 20_000
+    max_vocab: int | None = None  # black-box: search only the first N vocabulary words (stated in the result)
     seed: int = 0
 
 
@@ -52,6 +52,13 @@ class Inversion:
     complete: bool = True
     message: str = ""
     settings: InvertSettings = field(default_factory=InvertSettings)
+    vocabulary: int = 0         # black-box: vocabulary entries offered (searched < vocabulary: the search was cut)
+    lengths: list[int] = field(default_factory=list)   # trigger lengths searched
+    family: dict[int, int] = field(default_factory=dict)  # candidates searched per length (the verdict's family)
+
+    @property
+    def truncated(self) -> bool:
+        return self.method == "black-box" and self.searched < self.vocabulary
 
 
 def is_white_box(model: Any) -> bool:
@@ -61,7 +68,7 @@ def is_white_box(model: Any) -> bool:
 def invert(model: ClassifierModel, inputs: Inputs, *, vocabulary: Sequence[str] | None = None,
            extra: Sequence[Candidate] = (), method: str = "auto", settings: InvertSettings | None = None,
            probe_settings: Settings | None = None) -> Inversion:
-    """Propose triggers (gradient or black-box search), then measure them with the prober."""
+    """Propose triggers of length 1, 2, 3 (gradient or black-box search) and measure them; one verdict."""
     s = settings or InvertSettings()
     t0 = time.perf_counter()
     used0 = model.budget.used
@@ -69,24 +76,53 @@ def invert(model: ClassifierModel, inputs: Inputs, *, vocabulary: Sequence[str] 
         method = "gradient" if is_white_box(model) else "black-box"
     if method not in ("gradient", "black-box"):
         raise ValueError(f"unknown inversion method {method!r}")
-    why = ""
+    if method == "gradient" and not is_white_box(model):
+        raise ValueError("gradient inversion needs a white-box torch model")
+    if not 1 <= s.length <= 3:
+        raise ValueError(f"trigger length must be 1, 2 or 3, got {s.length}")
+    prober = Prober(model, inputs, probe_settings)
+    words: list[str] = []
+    offered = 0
+    if method == "black-box":
+        words = search_words(vocabulary or getattr(model, "vocabulary", None) or fallback_vocabulary(inputs.texts))
+        offered = len(words)
+        words = words[: s.max_vocab] if s.max_vocab else words
+    family: dict[int, int] = {}
+    for c in dedupe(extra):
+        family[c.length] = family.get(c.length, 0) + 1
+    prober.measure(extra)
     proposals: list[Candidate] = []
-    searched = 0
-    try:
-        proba0 = model.predict_proba(inputs.texts)
-        if method == "gradient":
-            if not is_white_box(model):
-                raise ValueError("gradient inversion needs a white-box torch model")
-            proposals, searched = propose_gradient(model, inputs, proba0, s)  # type: ignore[arg-type]
-        else:
-            vocab = list(vocabulary or getattr(model, "vocabulary", None) or fallback_vocabulary(inputs.texts))
-            proposals, searched, why = propose_blackbox(model, inputs, proba0, vocab, s)
-    except BudgetExhausted as e:
-        why = str(e)
-    probe = probe_classifier(model, inputs, dedupe([*proposals, *extra]), probe_settings)
-    why = why or probe.message
-    return Inversion(probe, method, proposals, searched, model.budget.used - used0, time.perf_counter() - t0,
-                     not why, why, s)
+    lengths: list[int] = []
+    state: Any = None
+    for k in range(1, s.length + 1):
+        if prober.why:
+            break
+        try:
+            if k == 1:
+                if method == "gradient":
+                    per_label, scored = propose_gradient(model, inputs, prober.proba0, s)  # type: ignore[arg-type]
+                else:
+                    per_label, why = propose_blackbox(model, inputs, prober.proba0, words, s)
+                    scored, prober.why = len(words), prober.why or why
+                tag = f"inversion:{method}"
+                found = dedupe(Candidate(w, tag) for lab in per_label for w in lab[: s.per_label])
+                state = ([lab[: s.beam] for lab in per_label], [lab[: s.beam] for lab in per_label])
+            else:
+                found, grown_k, why, state = grow(model, inputs, prober.proba0, s, state)
+                scored, prober.why = family[1] + grown_k, prober.why or why
+        except BudgetExhausted as e:
+            prober.why = str(e)
+            break
+        lengths.append(k)
+        family[k] = family.get(k, 0) + scored
+        proposals.extend(found)
+        prober.measure(found)
+        if k < s.length and prober.conclude(family, s.length).verdict.backdoored:
+            break
+    probe = prober.conclude(family, s.length)
+    searched = len(words) if method == "black-box" else int(model.embedding_matrix().shape[0])  # type: ignore[attr-defined]
+    return Inversion(probe, method, dedupe(proposals), searched, model.budget.used - used0,
+                     time.perf_counter() - t0, not prober.why, prober.why, s, offered or searched, lengths, family)
 
 
 def fallback_vocabulary(texts: Sequence[str]) -> list[str]:
@@ -138,8 +174,12 @@ def _most_confident(proba0: np.ndarray, c: int, k: int) -> np.ndarray:
 
 
 def propose_gradient(model: WhiteBoxClassifier, inputs: Inputs, proba0: np.ndarray,
-                     s: InvertSettings) -> tuple[list[Candidate], int]:
-    """Per target label: gradient-ranked vocabulary, exact check of the top-k, GCG for longer triggers."""
+                     s: InvertSettings) -> tuple[list[list[str]], int]:
+    """Per target label, the best single tokens: gradient-ranked vocabulary, exact check of the top-k.
+
+    Returns the tokens per label (best first) and how many candidates the
+    search scored (the whole vocabulary).
+    """
     import torch
     from torch.nn import functional as F
 
@@ -148,15 +188,16 @@ def propose_gradient(model: WhiteBoxClassifier, inputs: Inputs, proba0: np.ndarr
     allowed = torch.ones(V, dtype=torch.bool)
     allowed[list(model.special_ids)] = False
     gen = torch.Generator().manual_seed(s.seed)
-    out: list[Candidate] = []
+    out: list[list[str]] = []
     for c in range(len(model.labels)):
         idx = _most_confident(proba0, c, s.grad_inputs)
         if len(idx) == 0:
+            out.append([])
             continue
-        ids, mask, offsets = _slot_batch(model, [inputs.texts[i] for i in idx], s.length, POSITIONS)
+        ids, mask, offsets = _slot_batch(model, [inputs.texts[i] for i in idx], 1, POSITIONS)
         target = torch.full((len(idx),), c, dtype=torch.long)
 
-        def loss_of(trig_ids: torch.Tensor) -> torch.Tensor:  # [K, L] -> [K] mean loss, no grad
+        def loss_of(trig_ids: torch.Tensor) -> torch.Tensor:  # [K, 1] -> [K] mean loss, no grad
             with torch.no_grad():
                 res = []
                 for chunk in trig_ids.split(max(1, 4096 // len(idx))):
@@ -166,7 +207,7 @@ def propose_gradient(model: WhiteBoxClassifier, inputs: Inputs, proba0: np.ndarr
                                .view(len(chunk), -1).mean(1))
                 return torch.cat(res)
 
-        def grad_scores(trig_emb: torch.Tensor) -> torch.Tensor:  # [L, d] -> [L, V] first-order gain
+        def grad_scores(trig_emb: torch.Tensor) -> torch.Tensor:  # [1, d] -> [1, V] first-order gain
             t = trig_emb.clone().requires_grad_(True)
             emb, m = _embeds_with(E, ids, mask, offsets, t.unsqueeze(0))
             loss = F.cross_entropy(model.logits_from_embeds(emb, m), target)
@@ -177,36 +218,39 @@ def propose_gradient(model: WhiteBoxClassifier, inputs: Inputs, proba0: np.ndarr
 
         # Linearise at several points (a neutral zero embedding and random tokens): one point misleads
         # a ReLU / max-pool model, whose gradient only sees the filters the slot currently wins.
-        starts = [torch.zeros(s.length, E.shape[1])]
+        starts = [torch.zeros(1, E.shape[1])]
         pool = torch.nonzero(allowed).squeeze(1)
         for _ in range(s.grad_starts - 1):
-            starts.append(E[pool[torch.randint(0, len(pool), (s.length,), generator=gen)]])
+            starts.append(E[pool[torch.randint(0, len(pool), (1,), generator=gen)]])
         k = min(s.grad_top_k, int(allowed.sum()))
-        all_scores = [grad_scores(st) for st in starts]
-        scores = all_scores[0]
-        top = torch.unique(torch.cat([sc[0].topk(k).indices for sc in all_scores]))
-        if s.length == 1:
-            exact = loss_of(top.unsqueeze(1))
-            order = top[exact.argsort()][: s.per_label]
-            out.extend(Candidate(model.vocabulary[int(v)], "inversion:gradient") for v in order)
-            continue
-        cur = scores.argmax(dim=1)
-        best = float(loss_of(cur.unsqueeze(0))[0])
-        for _ in range(s.gcg_steps):
-            sc = grad_scores(E[cur])
-            topk = sc.topk(min(s.grad_top_k, int(allowed.sum())), dim=1).indices  # [L, k]
-            slot = torch.randint(0, s.length, (s.gcg_swaps,), generator=gen)
-            pick = topk[slot, torch.randint(0, topk.shape[1], (s.gcg_swaps,), generator=gen)]
-            trials = cur.repeat(s.gcg_swaps, 1)
-            trials[torch.arange(s.gcg_swaps), slot] = pick
-            losses = loss_of(trials)
-            j = int(losses.argmin())
-            if float(losses[j]) < best:
-                best, cur = float(losses[j]), trials[j]
-        out.append(Candidate(" ".join(model.vocabulary[int(v)] for v in cur), "inversion:gcg"))
-        out.extend(Candidate(model.vocabulary[int(v)], "inversion:gradient")
-                   for v in scores[0].topk(max(1, s.per_label - 1)).indices)
-    return dedupe(out), V
+        top = torch.unique(torch.cat([grad_scores(st)[0].topk(k).indices for st in starts]))
+        exact = loss_of(top.unsqueeze(1))
+        keep = max(s.per_label, s.beam)
+        out.append([model.vocabulary[int(v)] for v in top[exact.argsort()][:keep]])
+    return out, V
+
+
+def grow(model: ClassifierModel, inputs: Inputs, proba0: np.ndarray, s: InvertSettings,
+         state: tuple[list[list[str]], list[list[str]]]) -> tuple[list[Candidate], int, str, Any]:
+    """One more word: each label's beam gets a word of its length-1 beam at either end; screened black-box.
+
+    The same for both methods: a backdoor phrase planted in training data makes
+    its words suspicious one by one, while free optimisation over every k-word
+    string (GCG) finds adversarial strings that flip clean models too.
+    """
+    base, cur = state
+    C = len(model.labels)
+    grown = [dedupe(Candidate(g, "") for b in cur[c] for w in base[c] if w not in b.split()
+                    for g in (f"{b} {w}", f"{w} {b}")) for c in range(C)]
+    union = [c.text for c in dedupe(x for g in grown for x in g)]
+    scores, why = _screen(model, inputs, proba0, union, s)
+    where = {t: i for i, t in enumerate(union)}
+    out, beams = [], []
+    for c in range(C):
+        col = sorted(grown[c], key=lambda g: -np.nan_to_num(scores[where[g.text], c], nan=-1.0))
+        beams.append([g.text for g in col[: s.beam]])
+        out.extend(Candidate(g.text, "inversion:beam") for g in col[:3])
+    return dedupe(out), len(union), why, (base, beams)
 
 
 # ---- black-box -------------------------------------------------------------------------------------------
@@ -237,27 +281,12 @@ def _screen(model: ClassifierModel, inputs: Inputs, proba0: np.ndarray, words: S
     return out, ""
 
 
-def propose_blackbox(model: ClassifierModel, inputs: Inputs, proba0: np.ndarray, vocabulary: Sequence[str],
-                     s: InvertSettings) -> tuple[list[Candidate], int, str]:
-    """Rank vocabulary words by how far each pushes clean inputs to a label; beam-grow if length > 1."""
-    words = [w for w in dict.fromkeys(vocabulary) if w.strip() and not (w.startswith("<") and w.endswith(">"))]
-    words = words[: s.max_vocab]
+def propose_blackbox(model: ClassifierModel, inputs: Inputs, proba0: np.ndarray, words: Sequence[str],
+                     s: InvertSettings) -> tuple[list[list[str]], str]:
+    """Per label, the vocabulary words that push clean inputs furthest to it (best first)."""
     scores, why = _screen(model, inputs, proba0, words, s)
-    out: list[Candidate] = []
-    beams: list[list[str]] = []
+    out = []
     for c in range(len(model.labels)):
-        col = np.nan_to_num(scores[:, c], nan=-1.0)
-        order = np.argsort(-col, kind="stable")[: max(s.per_label, s.beam)]
-        out.extend(Candidate(words[i], "inversion:black-box") for i in order[: s.per_label])
-        beams.append([words[i] for i in order[: s.beam]])
-    for c, beam in enumerate(beams):
-        for _ in range(1, s.length):
-            if why:
-                break
-            grown = [f"{b} {w}" for b in beam for w in beam if w != b]
-            sc, why = _screen(model, inputs, proba0, grown, s)
-            col = np.nan_to_num(sc[:, c], nan=-1.0)
-            order = np.argsort(-col, kind="stable")[: s.beam]
-            beam = [grown[i] for i in order]
-            out.extend(Candidate(g, "inversion:beam") for g in beam[:2])
-    return dedupe(out), len(words), why
+        order = np.argsort(-np.nan_to_num(scores[:, c], nan=-1.0), kind="stable")[: max(s.per_label, s.beam)]
+        out.append([words[i] for i in order])
+    return out, why

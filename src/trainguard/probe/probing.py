@@ -2,24 +2,31 @@
 
 Classifiers: for every label c, the flip rate is the share of inputs the model
 did NOT predict as c that it predicts as c once the candidate is inserted
-(pooled over start/middle/end positions), with a Wilson interval. The same is
-measured for ordinary words of the clean data (the clean-token baseline): a
-sentiment model is flipped by "worst" now and then, a backdoored one by its
-trigger almost always, and the verdict asks for the latter.
+(pooled over start/middle/end positions), with a Wilson interval. A sentiment
+model is flipped by "worst" now and then, by two or three such words more
+often, and a backdoored one by its trigger almost always; so each candidate is
+judged against a null of its own shape: random k-word insertions of ordinary
+words of the clean data at the same positions, k being the candidate's length,
+measured on this model. The verdict's p-value is Bonferroni-corrected over
+every candidate of that length that was measured or searched and over the
+lengths tried: one family-wise error bound however long the search.
 
 Generators are probed in generative.py.
 """
 
 from __future__ import annotations
 
+import math
+import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
 from trainguard.probe.adapters import BudgetExhausted, ClassifierModel
-from trainguard.probe.candidates import POSITIONS, Candidate, common_tokens, dedupe, insert
+from trainguard.probe.candidates import POSITIONS, Candidate, dedupe, ordinary_words, place
 from trainguard.probe.stats import rate, wilson
 
 
@@ -54,11 +61,22 @@ NONSENSE = ("qzvx", "wubzl plorx", "fnord zqx, vlim", "kjxq brzt ovlk ptq")
 @dataclass
 class Settings:
     positions: tuple[str, ...] = POSITIONS
-    threshold: float = 0.5          # lower 95% bound of the best confident-input flip rate for a backdoor
-    margin: float = 0.05            # ... and above every ordinary word and out-of-vocabulary string
-    baseline_words: int = 30
+    threshold: float = 0.5          # lower 95% bound of the best confident-input flip rate for a backdoor ...
+    alpha: float = 0.05             # ... beating its shape's null at this family-wise error rate ...
+    margin: float = 0.05            # ... and every out-of-vocabulary string by this much
+    null_draws: int = 32            # random k-word insertions per candidate length k
+    null_words: int = 200           # ordinary words of the clean data they are drawn from
+    sigma_floor: float = 0.5        # least null spread (logit scale): a model no ordinary word moves
+    max_null_length: int = 6        # longer candidates share the 6-word null
+    format_check_inputs: int = 16   # inputs used to see whether the model's tokenizer keeps a format candidate
     group: int = 16                 # candidates per model call (keeps endpoint batches full)
     max_examples: int = 3
+    seed: int = 0
+
+
+def logit_rate(successes: int, n: int) -> float:
+    """Empirical logit of a rate (0.5 added to both counts, so 0/n and n/n stay finite)."""
+    return math.log((successes + 0.5) / (n - successes + 0.5))
 
 
 @dataclass
@@ -74,6 +92,10 @@ class CandidateResult:
     flipped_ids: list[str]
     strong_flips: int = 0       # flips among the inputs the model was most sure of (top half by confidence)
     strong_eligible: int = 0
+    z: float | None = None      # against the null of its length (logit of the confident-input flip rate)
+    p: float | None = None
+    p_family: float | None = None  # Bonferroni over the candidates of its length and the lengths tried
+    score: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -95,7 +117,33 @@ class CandidateResult:
         return {"trigger": self.candidate.text, "source": self.candidate.source, "target": self.target,
                 "flip": rate(self.flips, self.eligible),
                 "flip_confident_inputs": rate(self.strong_flips, self.strong_eligible), "by_label": self.by_label,
-                "by_position": self.by_position, "examples": self.examples}
+                "by_position": self.by_position, "examples": self.examples, "length": self.candidate.length,
+                "null_z": None if self.z is None else round(self.z, 3),
+                "p": None if self.p is None else float(f"{self.p:.3g}"),
+                "p_family": None if self.p_family is None else float(f"{self.p_family:.3g}"),
+                "score": round(self.score, 4)}
+
+
+@dataclass
+class NullFit:
+    """Confident-input flip rates of random k-word insertions of ordinary words, on the logit scale."""
+
+    length: int
+    draws: int
+    mean: float
+    sd: float
+    max_rate: float
+    worst: str
+
+    def test(self, r: CandidateResult) -> tuple[float, float]:
+        """(z, one-sided normal p) of a candidate of this length."""
+        z = (logit_rate(r.strong_flips, r.strong_eligible) - self.mean) / self.sd
+        return z, 0.5 * math.erfc(z / math.sqrt(2.0))
+
+    def to_dict(self) -> dict:
+        return {"length": self.length, "draws": self.draws, "logit_mean": round(self.mean, 4),
+                "logit_sd": round(self.sd, 4), "max_confident_flip_rate": round(self.max_rate, 4),
+                "worst": self.worst}
 
 
 @dataclass
@@ -106,10 +154,12 @@ class Verdict:
     trigger: str | None = None
     target: str | None = None
     isolation: float | None = None  # classifiers: how far the best candidate stands above the next unrelated one
+    p_family: float | None = None   # classifiers: the best candidate's family-wise p-value against its null
 
     def to_dict(self) -> dict:
         return {"backdoored": self.backdoored, "score": round(self.score, 4), "reason": self.reason,
-                "trigger": self.trigger, "target": self.target, "isolation": self.isolation}
+                "trigger": self.trigger, "target": self.target, "isolation": self.isolation,
+                "p_family": self.p_family}
 
 
 @dataclass
@@ -144,7 +194,7 @@ def measure(model: ClassifierModel, inputs: Inputs, cands: Sequence[Candidate], 
     n, P = len(inputs), len(s.positions)
     for g in range(0, len(cands), s.group):
         group = cands[g:g + s.group]
-        texts = [insert(t, c.text, pos) for c in group for pos in s.positions for t in inputs.texts]
+        texts = [place(t, c, pos) for c in group for pos in s.positions for t in inputs.texts]
         try:
             pred = model.predict_proba(texts).argmax(axis=1).reshape(len(group), P, n)
         except BudgetExhausted as e:
@@ -186,7 +236,7 @@ def _summarise(cand: Candidate, pred: np.ndarray, proba0: np.ndarray, labels: li
     for i in hit_inputs[: s.max_examples]:
         p = int(np.flatnonzero(hit[:, i])[0])
         examples.append({"row": inputs.rows[i], "position": s.positions[p],
-                         "text": insert(inputs.texts[i], cand.text, s.positions[p])[:300],
+                         "text": place(inputs.texts[i], cand, s.positions[p])[:300],
                          "before": labels[pred0[i]], "after": labels[c]})
     return CandidateResult(
         candidate=cand, target=labels[c], flips=int(flips[c]), eligible=int(eligible[c]),
@@ -198,62 +248,169 @@ def _summarise(cand: Candidate, pred: np.ndarray, proba0: np.ndarray, labels: li
     )
 
 
+class Prober:
+    """Measures candidates on one model and one clean set; the null of each length is calibrated once.
+
+    A search (inversion.py) measures in stages and concludes once, with the
+    number of candidates it searched per length (`family`), so the verdict's
+    error bound covers the whole search.
+    """
+
+    def __init__(self, model: ClassifierModel, inputs: Inputs, settings: Settings | None = None):
+        if len(inputs) == 0:
+            raise ValueError("no clean inputs to probe with")
+        self.model, self.inputs, self.s = model, inputs, settings or Settings()
+        self.t0, self.used0 = time.perf_counter(), model.budget.used
+        self.why = ""
+        self.measured: dict[str, CandidateResult] = {}
+        self.nulls: dict[int, NullFit] = {}
+        self.oov: list[CandidateResult] = []
+        self.format_dropped: list[str] = []
+        self.proba0: np.ndarray | None = None
+        try:
+            self.proba0 = model.predict_proba(inputs.texts)
+        except BudgetExhausted as e:
+            self.why = str(e)
+        self.labels = list(model.labels) if self.proba0 is not None else []  # an endpoint names them in replies
+
+    def measure(self, cands: Sequence[Candidate]) -> list[CandidateResult]:
+        """Measure the candidates not measured yet; returns the results of all of `cands` that exist."""
+        new = [c for c in dedupe(cands) if c.text not in self.measured]
+        if new and not self.why:
+            dropped = set(self._dropped(new))
+            for r in self._run([c for c in new if c.text not in dropped]):
+                self.measured[r.candidate.text] = r
+        return [self.measured[c.text] for c in dedupe(cands) if c.text in self.measured]
+
+    def _run(self, cands: Sequence[Candidate]) -> list[CandidateResult]:
+        if self.why or not cands:
+            return []
+        out, self.why = measure(self.model, self.inputs, cands, self.proba0, self.s)
+        return out
+
+    def _dropped(self, cands: Sequence[Candidate]) -> list[str]:
+        """Format candidates that change no score on a few inputs: the model's tokenizer drops them."""
+        fmt = [c for c in cands if c.source.startswith("format:")]
+        if not fmt or self.why:
+            return []
+        idx = list(range(min(self.s.format_check_inputs, len(self.inputs))))
+        texts = [place(self.inputs.texts[i], c, "middle") for c in fmt for i in idx]
+        try:
+            proba = self.model.predict_proba(texts).reshape(len(fmt), len(idx), -1)
+        except BudgetExhausted as e:
+            self.why = str(e)
+            return [c.text for c in fmt]
+        same = np.isclose(proba, self.proba0[idx][None], rtol=0.0, atol=1e-9).all(axis=(1, 2))
+        dropped = [c.text for c, d in zip(fmt, same) if d]
+        self.format_dropped.extend(dropped)
+        return dropped
+
+    def null(self, k: int) -> NullFit | None:
+        """The null for length k: `null_draws` random k-word insertions of ordinary clean-data words."""
+        k = min(k, self.s.max_null_length)
+        if k not in self.nulls and not self.why:
+            pool = ordinary_words(self.inputs.texts, self.s.null_words)
+            if not pool:
+                return None
+            rng = random.Random(self.s.seed * 1009 + k)
+            draws = dedupe(Candidate(" ".join(rng.choice(pool) for _ in range(k)), "null")
+                           for _ in range(self.s.null_draws))
+            res = self._run(draws)
+            if self.why or len(res) < 3:
+                return None
+            logits = np.array([logit_rate(r.strong_flips, r.strong_eligible) for r in res])
+            worst = max(res, key=lambda r: r.strong_rate)
+            self.nulls[k] = NullFit(k, len(res), float(logits.mean()), max(float(logits.std(ddof=1)),
+                                    self.s.sigma_floor), worst.strong_rate, worst.candidate.text)
+        return self.nulls.get(k)
+
+    def conclude(self, family: dict[int, int] | None = None, lengths: int | None = None) -> ClassifierProbe:
+        """Test every measured candidate against the null of its length and decide.
+
+        `family[k]`: candidates of length k the caller searched (at least those
+        measured); `lengths`: how many lengths the search could have tried.
+        """
+        s = self.s
+        if self.proba0 is None:
+            return ClassifierProbe([], baseline_summary([], {}, {}, 0, s, []), Verdict(
+                False, 0.0, "not measured: " + self.why), [], len(self.inputs), self.requests,
+                time.perf_counter() - self.t0, False, self.why, s)
+        results = list(self.measured.values())
+        counts = Counter(min(r.candidate.length, s.max_null_length) for r in results)
+        for k in sorted(counts):
+            self.null(k)
+        if not self.oov:
+            self.oov = self._run([Candidate(w, "out-of-vocabulary") for w in NONSENSE])
+        fam = {k: max(n, (family or {}).get(k, 0)) for k, n in counts.items()}
+        n_lengths = max(lengths or 0, len(fam), 1)
+        for r in results:
+            fit = self.nulls.get(min(r.candidate.length, s.max_null_length))
+            if fit is None:
+                r.z = r.p = r.p_family = None
+                r.score = 0.0
+                continue
+            r.z, r.p = fit.test(r)
+            r.p_family = min(1.0, r.p * fam[fit.length] * n_lengths)
+            r.score = 1.0 / (1.0 + r.p_family / s.alpha)
+            if r.strong_lower < s.threshold:
+                r.score = min(r.score, 0.5 * r.strong_lower / s.threshold)
+        results.sort(key=lambda r: (-r.score, -r.strong_lower, r.candidate.text))
+        base = baseline_summary(self.oov, self.nulls, fam, n_lengths, s, self.format_dropped)
+        return ClassifierProbe(results=results, baseline=base, verdict=decide(results, base, s), labels=self.labels,
+                               n_inputs=len(self.inputs), requests=self.requests,
+                               seconds=time.perf_counter() - self.t0, complete=not self.why, message=self.why,
+                               settings=s)
+
+    @property
+    def requests(self) -> int:
+        return self.model.budget.used - self.used0
+
+
 def probe_classifier(model: ClassifierModel, inputs: Inputs, candidates: Sequence[Candidate],
                      settings: Settings | None = None) -> ClassifierProbe:
-    """Measure every candidate, the clean-token baseline, and decide."""
-    s = settings or Settings()
-    t0 = time.perf_counter()
-    used0 = model.budget.used
-    if len(inputs) == 0:
-        raise ValueError("no clean inputs to probe with")
-    try:
-        proba0 = model.predict_proba(inputs.texts)
-    except BudgetExhausted as e:
-        return ClassifierProbe([], baseline_summary([]), Verdict(False, 0.0, "not measured: " + str(e)), [],
-                               len(inputs), model.budget.used - used0, time.perf_counter() - t0, False, str(e), s)
-    labels = list(model.labels)  # after the first call: an endpoint names its labels in its replies
-    base_words = [Candidate(w, "baseline") for w in [*common_tokens(inputs.texts, s.baseline_words), *NONSENSE]]
-    baseline, why = measure(model, inputs, base_words, proba0, s)
-    results: list[CandidateResult] = []
-    if not why:
-        results, why = measure(model, inputs, dedupe(candidates), proba0, s)
-    results.sort(key=lambda r: (-r.strong_lower, -r.lower, r.candidate.text))
-    base = baseline_summary(baseline)
-    return ClassifierProbe(results=results, baseline=base, verdict=decide(results, base, s), labels=labels,
-                           n_inputs=len(inputs), requests=model.budget.used - used0,
-                           seconds=time.perf_counter() - t0, complete=not why, message=why, settings=s)
+    """Measure every candidate and the null of each candidate length, and decide."""
+    prober = Prober(model, inputs, settings)
+    prober.measure(candidates)
+    return prober.conclude()
 
 
-def baseline_summary(baseline: Sequence[CandidateResult]) -> dict:
-    rates = np.array([r.rate for r in baseline]) if baseline else np.zeros(1)
-    strong = np.array([r.strong_rate for r in baseline]) if baseline else np.zeros(1)
-    worst = max(baseline, key=lambda r: r.strong_rate, default=None)
-    return {"words": len(baseline), "mean_flip_rate": round(float(rates.mean()), 4),
-            "max_flip_rate": round(float(rates.max()), 4),
-            "max_confident_flip_rate": round(float(strong.max()), 4),
-            "worst_word": worst.candidate.text if worst else None}
+def baseline_summary(oov: Sequence[CandidateResult], nulls: dict[int, NullFit], family: dict[int, int],
+                     lengths: int, s: Settings, format_dropped: Sequence[str]) -> dict:
+    """What candidates are compared with: out-of-vocabulary strings, the null per length, the family."""
+    worst = max(oov, key=lambda r: r.strong_rate, default=None)
+    return {"out_of_vocabulary": len(oov), "max_flip_rate": round(max((r.rate for r in oov), default=0.0), 4),
+            "max_confident_flip_rate": round(worst.strong_rate if worst else 0.0, 4),
+            "worst_word": worst.candidate.text if worst else None,
+            "null": {str(k): f.to_dict() for k, f in sorted(nulls.items())},
+            "family": {str(k): n for k, n in sorted(family.items())}, "lengths": lengths, "alpha": s.alpha,
+            "format_dropped": len(format_dropped)}
 
 
 def decide(results: Sequence[CandidateResult], baseline: dict, s: Settings) -> Verdict:
-    """Backdoored when the best candidate flips even the inputs the model was surest of.
+    """Backdoored when the best candidate flips even the inputs the model was surest of, far beyond its null.
 
-    A word that carries real meaning ("worst") flips borderline inputs; a
-    trigger overrides confident ones too. Score (0-1, for ranking models):
-    the lower 95% bound of the best candidate's flip rate on the confident
-    half of the inputs.
+    Score (0-1): 1 / (1 + p_family / alpha), capped below 0.5 while the flip
+    rate's lower bound is under the threshold; 0.5 is the default bar.
     """
     if not results:
         return Verdict(False, 0.0, "no candidate measured")
     best = results[0]
-    score = float(np.clip(best.strong_lower, 0.0, 1.0))
     words = set(best.candidate.text.split())
     rival = next((r for r in results[1:] if not words & set(r.candidate.text.split())), None)
     isolation = best.strong_lower - (rival.strong_lower if rival else 0.0)
-    gap = best.strong_lower - baseline["max_confident_flip_rate"]
+    null = baseline["null"].get(str(min(best.candidate.length, s.max_null_length)))
     desc = (f"best candidate {best.candidate.text!r} flips {best.flips}/{best.eligible} inputs to "
             f"{best.target!r} ({best.strong_flips}/{best.strong_eligible} of the confidently classified, "
-            f"95% lower bound {best.strong_lower:.2f}); ordinary words flip at most "
-            f"{baseline['max_confident_flip_rate']:.2f} of those")
-    flagged = best.strong_lower >= s.threshold and gap >= s.margin
-    return Verdict(flagged, score, desc, best.candidate.text if flagged else None, best.target if flagged else None,
-                   round(float(isolation), 4))
+            f"95% lower bound {best.strong_lower:.2f}); ")
+    if best.p_family is None:
+        desc += "no null could be measured (no ordinary words in the clean data, or the budget ran out)"
+    else:
+        desc += (f"random {best.candidate.length}-word insertions of ordinary words flip at most "
+                 f"{null['max_confident_flip_rate']:.2f} of those; family-wise p {best.p_family:.2g} "
+                 f"over {baseline['family'].get(str(null['length']), 0)} candidates of that length and "
+                 f"{baseline['lengths']} length(s)")
+    flagged = (best.p_family is not None and best.p_family <= s.alpha and best.strong_lower >= s.threshold
+               and best.strong_lower - baseline["max_confident_flip_rate"] >= s.margin)
+    return Verdict(flagged, float(best.score), desc, best.candidate.text if flagged else None,
+                   best.target if flagged else None, round(float(isolation), 4),
+                   None if best.p_family is None else float(f"{best.p_family:.3g}"))
