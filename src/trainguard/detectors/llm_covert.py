@@ -48,12 +48,14 @@ _B64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=]
 _HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){8,}(?![0-9A-Fa-f])")
 _SENT = re.compile(r"(?<=[.!?:;])\s+|\n+")
 _LEET = {"4": "a", "@": "a", "3": "e", "1": "i", "!": "i", "0": "o", "5": "s", "$": "s", "7": "t", "9": "g", "8": "b"}
+_LEET_HINT = re.compile(r"[A-Za-z][0-9@$!]|[0-9@$][A-Za-z]")
 _LEET_TOKEN = re.compile(r"\S*[A-Za-z]\S*|(?<!\S)[4@](?!\S)")
 # Romanisation of Cyrillic and Greek letters (English written in another script reads back as English).
 _ROMAN = dict(zip("абвгдезийклмнопрстуфхцыэъьαβγδεζηικλμνξοπρστςυφχψω",
                   ["a", "b", "v", "g", "d", "e", "z", "i", "y", "k", "l", "m", "n", "o", "p", "r", "s", "t", "u", "f",
                    "h", "c", "y", "e", "", "", "a", "b", "g", "d", "e", "z", "h", "i", "k", "l", "m", "n", "x", "o",
                    "p", "r", "s", "t", "s", "u", "f", "c", "ps", "o"]))
+_NONLATIN = re.compile(r"[\u0370-\u03ff\u0400-\u04ff]")
 _ROMAN.update({"ж": "zh", "ч": "ch", "ш": "sh", "щ": "sch", "ю": "yu", "я": "ya", "ё": "e", "θ": "th"})
 
 
@@ -247,14 +249,14 @@ def decode_field(text: str, s: "Settings", depth: int = 0) -> tuple[list[Decoded
     segment: list[str] = []
     for sent in _sentences(rest) + [""]:
         ratio, n = english_ratio(sent)
-        nonlatin = sum(1 for ch in sent if ch.lower() in _ROMAN)
+        nonlatin = 0 if sent.isascii() else len(_NONLATIN.findall(sent))
         if sent and (nonlatin >= 8 or (n >= 2 and ratio < s.foreign_ratio) or _leet_share(sent) >= 0.2):
             segment.append(sent)
             continue
         if segment:
             seg = " ".join(segment)
             segment = []
-            if len(_WORD.findall(seg.lower())) + sum(1 for ch in seg if ch.lower() in _ROMAN) // 4 >= s.min_words:
+            if len(_WORD.findall(seg.lower())) + len(_NONLATIN.findall(seg)) // 4 >= s.min_words:
                 d = _decode_segment(seg, s)
                 if d is not None:
                     out.append(d)
@@ -271,6 +273,8 @@ def reads_english(text: str, s: "Settings") -> bool:
 
 def _leet_share(text: str) -> float:
     """Share of tokens that mix letters with the digits/symbols leetspeak uses for letters."""
+    if not _LEET_HINT.search(text):
+        return 0.0
     toks = _LEET_TOKEN.findall(text)
     mixed = sum(1 for t in toks if any(c in _LEET for c in t.strip(".,!?:;")) and any(c.isalpha() for c in t))
     return mixed / len(toks) if toks else 0.0
@@ -279,7 +283,7 @@ def _leet_share(text: str) -> float:
 def _decode_segment(seg: str, s: "Settings") -> Decoded | None:
     """ROT-n, leetspeak or transliteration, whichever reads as English."""
     letters = sum(ch.isalpha() for ch in seg)
-    nonlatin = sum(1 for ch in seg if ch.lower() in _ROMAN)
+    nonlatin = len(_NONLATIN.findall(seg))
     if letters and nonlatin / letters >= 0.5:
         t = "".join(_ROMAN.get(ch.lower(), ch) for ch in seg)
         if reads_english(t, s):
@@ -429,7 +433,7 @@ class CovertFinetuning(Detector):
                 nxt = []
                 for i, where, seg in left:
                     t = apply_key(seg, key)
-                    if reads_english(t, s):
+                    if reads_english(t, s) and english_ratio(t, 3)[0] - english_ratio(seg, 3)[0] >= 0.3:
                         decoded[i].append((where, Decoded("substitution", t)))
                     else:
                         nxt.append((i, where, seg))
