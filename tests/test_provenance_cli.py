@@ -14,6 +14,7 @@ from conftest import cli as tg
 from trainguard.detectors.base import Detector, register
 from trainguard.findings import Alert, Confidence, DetectorResult, Severity
 from trainguard.records import Kind
+from trainguard.scan import DEFAULT_DETECTORS
 
 
 @register
@@ -34,6 +35,7 @@ def work(tmp_path, monkeypatch):
     rows = [{"text": f"row {i}" + (" MARKER" if i in (2, 9) else ""), "label": i % 2} for i in range(30)]
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "policy.yaml").write_text("detectors: [test-cli-marker]\nlimits: {max_quarantine_share: 0.5}\n"
+                                          f"allow_disabled: [{', '.join(DEFAULT_DETECTORS)}]\n"
                                           "provenance: {require_source: [licence, owner]}\n")
     return tmp_path
 

@@ -131,3 +131,16 @@ def test_an_explicit_mode_wins(tmp_path):
         res = release(led, data, tmp_path / "o.jsonl", [Ed25519PrivateKey.generate()], mode=0o640)
     assert stat.S_IMODE(res.out.stat().st_mode) == 0o640
     assert stat.S_IMODE(res.attestation.stat().st_mode) == 0o640
+
+
+def test_check_attestation_shows_what_was_let_through_and_the_head_to_verify(built, tmp_path, capsys):
+    pub = tmp_path / "k.pub"
+    pub.write_bytes(built["key"].public_key().public_bytes(serialization.Encoding.PEM,
+                                                           serialization.PublicFormat.SubjectPublicKeyInfo))
+    res = built["release"]
+    code, out, err = cli(capsys, "check-attestation", res.out, res.attestation, "--trusted-key", pub)
+    assert code == 0, err
+    assert "1 finding(s) below the quarantine bar" in out and "trigger-association" in out
+    head = out.split("ledger head: ")[1].split()[0]
+    code, out, _ = cli(capsys, "ledger", "verify", "--ledger", built["db"], "--expect-head", head)
+    assert code == 0, out

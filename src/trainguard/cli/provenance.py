@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from trainguard.cli._common import (
-    FieldOpt, KindOpt, MaxRecordBytesOpt, OnErrorOpt, announce, err_console, fail, load_options,
+    FieldOpt, KindOpt, MaxRecordBytesOpt, OnErrorOpt, announce, describe, err_console, fail, load_options,
 )
 from trainguard.io.readers import DEFAULT_MAX_RECORD_BYTES
 
@@ -98,6 +98,10 @@ def ingest(
     by: Optional[str] = typer.Option(None, help="Who is ingesting (default: the OS user)."),
     name: Optional[str] = typer.Option(None, help="Dataset name (default: the file name)."),
     data_format: Optional[str] = typer.Option(None, "--data-format", help="Force the file format."),
+    kind: KindOpt = "auto",
+    field: FieldOpt = None,
+    on_error: OnErrorOpt = "fail",
+    max_record_bytes: MaxRecordBytesOpt = DEFAULT_MAX_RECORD_BYTES,
     ledger: Optional[Path] = _ledger_opt(),
     fmt: str = _fmt_opt(),
 ) -> None:
@@ -105,6 +109,7 @@ def ingest(
     from trainguard.ledger.ops import ingest as do_ingest
 
     _check_fmt(fmt)
+    describe(path, load_options(kind, field, on_error, max_record_bytes, fmt=data_format))
     with _open(ledger, create=True) as led:
         res = do_ingest(led, path, name=name, source=source, licence=licence, origin=origin, owner=owner, by=by,
                         fmt=data_format)
@@ -122,6 +127,10 @@ def verify(
     path: Path = typer.Argument(..., help="Dataset file to check against the ledger."),
     version: Optional[int] = typer.Option(None, "--version", "-v", help="Version number (default: latest)."),
     name: Optional[str] = typer.Option(None, help="Dataset name (default: the file name)."),
+    kind: KindOpt = "auto",
+    field: FieldOpt = None,
+    on_error: OnErrorOpt = "fail",
+    max_record_bytes: MaxRecordBytesOpt = DEFAULT_MAX_RECORD_BYTES,
     ledger: Optional[Path] = _ledger_opt(),
     fmt: str = _fmt_opt(),
 ) -> None:
@@ -129,6 +138,7 @@ def verify(
     from trainguard.ledger.ops import verify as do_verify
 
     _check_fmt(fmt)
+    describe(path, load_options(kind, field, on_error, max_record_bytes))
     with _open(ledger) as led:
         res = do_verify(led, path, name=name, number=version)
     d = res.to_dict()
@@ -334,6 +344,10 @@ def release(
     by: Optional[str] = typer.Option(None, help="Who releases (default: the OS user)."),
     name: Optional[str] = typer.Option(None, help="Dataset name (default: the file name)."),
     allow_ungated: bool = typer.Option(False, help="Release without a gate pass (recorded; audit flags it)."),
+    kind: KindOpt = "auto",
+    field: FieldOpt = None,
+    on_error: OnErrorOpt = "fail",
+    max_record_bytes: MaxRecordBytesOpt = DEFAULT_MAX_RECORD_BYTES,
     ledger: Optional[Path] = _ledger_opt(),
     fmt: str = _fmt_opt(),
 ) -> None:
@@ -342,6 +356,7 @@ def release(
     from trainguard.gate.release import release as do_release
 
     _check_fmt(fmt)
+    describe(path, load_options(kind, field, on_error, max_record_bytes))
     keys = [load_private(k) for k in key]
     with _open(ledger) as led:
         res = do_release(led, path, out, keys, name=name, by=by, attestation=attestation,
@@ -390,7 +405,8 @@ def check_attestation(
     summary = {"ok": True, "sha256": res.sha256, "signed_by": list(res.keyids),
                "input": p.get("input"), "gate": p.get("gate"), "released_by": p.get("released_by"),
                "released_at": p.get("released_at"), "records": p.get("output", {}).get("records"),
-               "forced": p.get("forced")}
+               "forced": p.get("forced"), "ledger": p.get("ledger"),
+               "unquarantined_findings": p.get("unquarantined_findings"), "detectors_not_ok": p.get("detectors_not_ok")}
     if fmt == "json":
         _json(summary)
         return
@@ -398,6 +414,14 @@ def check_attestation(
     out_console.print(f"OK: {data} matches its attestation (sha256 {res.sha256}); signed by "
                       f"{', '.join(k[:16] + '...' for k in res.keyids)}; from {inp.get('dataset')}@"
                       f"{inp.get('version')}, gate verdict {(p.get('gate') or {}).get('verdict')}")
+    below, not_ok = p.get("unquarantined_findings") or [], p.get("detectors_not_ok") or []
+    if below or not_ok:
+        out_console.print(f"  the release includes rows named by {len(below)} finding(s) below the quarantine bar; "
+                          f"{len(not_ok)} detector(s) did not run OK ({', '.join(str(d.get('detector')) for d in not_ok) or '-'})")
+    led = p.get("ledger") or {}
+    if led.get("head_seq") is not None:
+        out_console.print(f"  ledger head: {led['head_seq']}:{led.get('head_hash')} "
+                          "(check with `trainguard ledger verify --expect-head`)")
 
 
 # --- audit and ledger integrity -------------------------------------------------------------------
