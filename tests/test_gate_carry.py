@@ -17,6 +17,7 @@ from trainguard.gate.policy import from_dict
 from trainguard.gate.review import decide, items, show
 from trainguard.ledger import Ledger, check as ledger_check, ingest
 from trainguard.records import Kind
+from trainguard.scan import DEFAULT_DETECTORS
 
 STATE: dict = {}
 
@@ -48,7 +49,8 @@ def _state(monkeypatch):
 
 
 def policy(**over):
-    base = {"detectors": ["test-carry-marker"], "limits": {"max_quarantine_share": 0.5},
+    base = {"detectors": ["test-carry-marker"], "allow_disabled": list(DEFAULT_DETECTORS),
+            "limits": {"max_quarantine_share": 0.5},
             "thresholds": {"quarantine": "medium", "fail": "critical"}}
     return from_dict(base | over)
 
