@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from trainguard.detectors.base import Detector, get, registry
+from trainguard.detectors.base import Detector, get, registry, skip_reason
 from trainguard.errors import ConfigError
 from trainguard.findings import Alert, DetectorResult, DetectorRun, DetectorStatus, Finding, Severity
 from trainguard.io.dataset import Dataset, load
@@ -71,12 +71,13 @@ def scan(
     for i, det in enumerate(instances):
         if progress:
             progress(det.name, i, len(instances))
-        reason = det.applies_to(data)
-        if reason:
-            runs.append(DetectorRun(det.name, det.version, DetectorStatus.SKIPPED, det.settings_dict(), message=reason))
-            continue
         t0 = time.perf_counter()
         try:
+            reason = skip_reason(det, data)
+            if reason:
+                runs.append(DetectorRun(det.name, det.version, DetectorStatus.SKIPPED, det.settings_dict(),
+                                        message=reason))
+                continue
             result = det.run(data)
             stamped = stamp(det, result, index)
         except Exception as e:  # noqa: BLE001 - isolate and record, the gate fails closed

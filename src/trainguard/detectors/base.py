@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, Callable, ClassVar, Mapping, Protocol, TypeVar
 
 from trainguard._plugins import PluginRegistry, configure
+from trainguard.errors import ConfigError
 from trainguard.findings import DetectorResult
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
@@ -39,11 +40,13 @@ class Detector(ABC):
         self.settings = configure(self.Settings, settings, overrides, f"detector {self.name}")
 
     def applies_to(self, data: Dataset) -> str | None:
-        """None when the detector can run on `data`, else the reason it cannot."""
+        """None when the detector can run on `data`, else the reason it cannot.
+
+        The engine checks kinds and declared `needs` first (`skip_reason`);
+        override this for conditions only the detector knows, calling super().
+        """
         if data.kind not in self.kinds:
             return f"does not handle {data.kind.value} data"
-        if "labels" in self.needs and data.kind is Kind.CLASSIFICATION and len({r.label for r in data}) < 2:
-            return "needs at least two labels"
         return None
 
     def settings_dict(self) -> dict[str, Any]:
@@ -51,6 +54,45 @@ class Detector(ABC):
 
     @abstractmethod
     def run(self, data: Dataset) -> DetectorResult: ...
+
+
+def _two_labels(data: Dataset) -> str | None:
+    if data.kind is Kind.CLASSIFICATION and len({r.label for r in data}) < 2:
+        return "needs at least two labels (the data has one)"
+    return None
+
+
+def _two_records(data: Dataset) -> str | None:
+    return "needs at least two records to compare embeddings" if len(data) < 2 else None
+
+
+# Every need a detector may declare, and how the engine checks it on the data.
+# "model": a bundled or installed model; the detector reports a missing one itself.
+NEEDS: Mapping[str, Callable[[Dataset], str | None]] = {
+    "labels": _two_labels,
+    "embeddings": _two_records,
+    "model": lambda data: None,
+}
+
+
+def check_needs(cls: type) -> None:
+    """A declared need the engine does not know is a registration error, never silently ignored."""
+    unknown = set(getattr(cls, "needs", ())) - set(NEEDS)
+    if unknown:
+        raise ConfigError(f"detector {getattr(cls, 'name', cls.__name__)} declares unknown need(s) {sorted(unknown)}; "
+                          f"known: {sorted(NEEDS)}")
+
+
+def skip_reason(det: Detector, data: Dataset) -> str | None:
+    """Why the engine does not run `det` on `data` (SKIPPED): another kind, an unmet need, its own reason."""
+    if data.kind not in det.kinds:
+        return f"does not handle {data.kind.value} data"
+    check_needs(type(det))
+    for need in sorted(det.needs):
+        reason = NEEDS[need](data)
+        if reason:
+            return reason
+    return det.applies_to(data)
 
 
 S = TypeVar("S", bound="Summary")
@@ -90,6 +132,18 @@ _REGISTRY: PluginRegistry = PluginRegistry(
     "detector", Detector, ENTRY_POINT_GROUP,
     ("trainguard.detectors.builtin",),
 )
-register = _REGISTRY.register
-registry = _REGISTRY.all
 get = _REGISTRY.get
+
+
+def register(cls: type) -> type:
+    """Class decorator for built-in detectors; checks the declared needs first."""
+    check_needs(cls)
+    return _REGISTRY.register(cls)
+
+
+def registry() -> Mapping[str, type]:
+    """Every detector, built-in and plug-in; a plug-in declaring an unknown need is a ConfigError."""
+    found = _REGISTRY.all()
+    for cls in found.values():
+        check_needs(cls)
+    return found
