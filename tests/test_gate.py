@@ -13,19 +13,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from trainguard.attest import AttestationError, check
 from trainguard.detectors.base import Detector, register
 from trainguard.errors import ConfigError
-from trainguard.findings import Confidence, DetectorResult, Finding, Severity
+from trainguard.findings import Alert, Confidence, DetectorResult, Severity
 from trainguard.gate import attestation_path, gate, load_policy, release
 from trainguard.gate.policy import from_dict
 from trainguard.gate.review import decide, items, show
+from trainguard.scan import DEFAULT_DETECTORS
 from trainguard.ledger import Ledger, check as ledger_check, ingest, verify
 from trainguard.records import Kind
 
 
 def _flag(det, data, word, severity):
-    rows = [r for r in data if word in r.text]
     return DetectorResult(tuple(
-        Finding(det.name, word.lower(), f"{word} in text", (r.row,), (r.id,), 0.9, severity, Confidence.HIGH, ())
-        for r in rows))
+        Alert(word.lower(), f"{word} in text", (i,), 0.9, severity, Confidence.HIGH)
+        for i, r in enumerate(data.records) if word in r.text))
 
 
 @register
@@ -55,17 +55,27 @@ class CrashDet(Detector):
         raise RuntimeError("boom")
 
 
+@register
+class MediumDet(Detector):
+    name = "test-gate-medium"
+    kinds = frozenset(Kind)
+
+    def run(self, data):
+        return _flag(self, data, "MAYBE", Severity.MEDIUM)
+
+
 DETS = ["test-gate-marker", "test-gate-critical"]
 
 
 def policy(**over):
-    base = {"detectors": DETS, "limits": {"max_quarantine_share": 0.5}}
+    # These tests are about the test detectors: the defaults they leave out are allowed off explicitly.
+    base = {"detectors": DETS, "allow_disabled": list(DEFAULT_DETECTORS), "limits": {"max_quarantine_share": 0.5}}
     for k, v in over.items():
         base[k] = v
     return from_dict(base)
 
 
-def rows(n=20, marked=(), evil=()):
+def rows(n=20, marked=(), evil=(), maybe=()):
     out = []
     for i in range(n):
         t = f"plain review number {i}"
@@ -73,6 +83,8 @@ def rows(n=20, marked=(), evil=()):
             t += " MARKER"
         if i in evil:
             t += " EVIL"
+        if i in maybe:
+            t += " MAYBE"
         out.append({"text": t, "label": i % 2})
     return out
 
@@ -119,7 +131,103 @@ def test_policy_digest_ignores_comments_and_order(tmp_path):
     assert load_policy(a).digest == load_policy(b).digest != load_policy(None).digest
 
 
+def test_policy_detector_settings_are_typed_at_load(tmp_path):
+    # Before: `alpha: "high"` loaded fine and the scan failed late with a TypeError.
+    p = tmp_path / "policy.yaml"
+    p.write_text("settings:\n  trigger-association:\n    alpha: high\n")
+    with pytest.raises(ConfigError) as e:
+        load_policy(p)
+    msg = str(e.value)
+    assert str(p) in msg and "settings.trigger-association" in msg and "alpha" in msg and "expected float" in msg
+    p.write_text("settings:\n  trigger-association:\n    alpah: 0.05\n")
+    with pytest.raises(ConfigError, match="did you mean 'alpha'"):
+        load_policy(p)
+    p.write_text("settings:\n  spectral-signatures:\n    k: 2\n")
+    with pytest.raises(ConfigError, match="does not run spectral-signatures"):
+        load_policy(p)
+    p.write_text("detectors: [default, nonesuch]\n")
+    with pytest.raises(ConfigError, match="unknown detector"):
+        load_policy(p)
+    p.write_text("settings:\n  trigger-association:\n    alpha: 0.05\n    min_rows: 3\n")
+    assert load_policy(p)["settings"] == {"trigger-association": {"alpha": 0.05, "min_rows": 3}}
+
+
+def test_detectors_default_and_additions():
+    assert from_dict({"detectors": "default"})["detectors"] is None
+    extra = from_dict({"detectors": ["default", "label-consistency"]})["detectors"]
+    assert extra == [*DEFAULT_DETECTORS, "label-consistency"]
+
+
+def test_every_shipped_example_policy_keeps_the_defaults():
+    """Issue 13 #2: examples/policy.yaml listed three detectors and so switched the LLM-era ones off."""
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).parent.parent / "examples").glob("*.y*ml"))
+    assert examples, "no example policy found"
+    for path in examples:
+        pol = load_policy(path)
+        running = set(pol["detectors"] or DEFAULT_DETECTORS)
+        assert set(DEFAULT_DETECTORS) <= running, f"{path} turns off {set(DEFAULT_DETECTORS) - running}"
+        assert not pol.allow_disabled, f"{path} allows defaults off"
+
+
 # --- gate verdicts --------------------------------------------------------------------------------
+
+
+def test_leaving_out_an_applicable_default_fails_closed_and_is_recorded(env):
+    tmp, led = env
+    p = write_jsonl(tmp / "d.jsonl", rows())
+    ingest(led, p, source="s", licence="MIT", by="alice")
+    res = gate(led, p, policy(allow_disabled=[]), by="carol")
+    off = {d["name"] for d in res.disabled}
+    # Classification data: the three model-free defaults apply; the LLM-era ones serve other kinds.
+    assert off == {"trigger-association", "invisible-characters", "near-duplicates"}
+    assert res.verdict == "fail" and not any(d["allowed"] for d in res.disabled)
+    assert any("detector trigger-association applies to this data but is turned off" in r for r in res.reasons)
+    statuses = {d.name: d.status for d in res.report.detectors}
+    assert statuses["trigger-association"] == "disabled" and "safety-bypass" not in statuses  # n/a: not disabled
+    stored = json.loads(led.gate_run(res.run_id)["report"])
+    assert {d["name"] for d in stored["gate"]["disabled"]} == off
+    assert {d["name"] for d in stored["detectors"] if d["status"] == "disabled"} == off
+    assert res.to_dict()["disabled"] == res.disabled
+    allowed = gate(led, p, policy(allow_disabled=["trigger-association", "invisible-characters",
+                                                  "near-duplicates"]), by="carol")
+    assert allowed.verdict == "pass" and all(d["allowed"] for d in allowed.disabled)
+    assert any("turned off by the policy (allow_disabled)" in n for n in allowed.notes)
+
+
+def test_findings_below_the_bar_are_listed(env):
+    """Issue 13 #6 (gate half): a reported finding that is not quarantined is still shown."""
+    tmp, led = env
+    p = write_jsonl(tmp / "d.jsonl", rows(marked=(3,), maybe=(5, 6)))
+    ingest(led, p, source="s", licence="MIT", by="alice")
+    res = gate(led, p, policy(detectors=[*DETS, "test-gate-medium"]), by="carol")
+    assert res.verdict == "quarantine" and res.quarantined == [3]
+    below = res.to_dict()["below_bar"]
+    assert below["count"] == 2 and below["by_severity"]["medium"] == 2
+    assert sorted(r for f in below["findings"] for r in f["rows"]) == [5, 6]
+    assert any("2 finding(s) below the quarantine bar (high)" in n for n in res.notes)
+    stored = json.loads(led.gate_run(res.run_id)["report"])
+    assert stored["gate"]["below_bar"] == below and stored["gate"]["quarantine_at"] == "high"
+
+
+def test_rows_the_reader_skipped_fail_the_gate(env):
+    from trainguard.io import LoadOptions
+
+    tmp, led = env
+    p = tmp / "d.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows()) + "{not json\n")
+    res = gate(led, p, policy(provenance={"require_recorded": False, "require_source": []}),
+               options=LoadOptions(on_error="skip"))
+    assert res.verdict == "fail" and any("1 row(s) could not be read and were not scanned" in r for r in res.reasons)
+
+
+def test_gate_reports_the_kind_and_why(env):
+    tmp, led = env
+    p = write_jsonl(tmp / "d.jsonl", rows())
+    ingest(led, p, source="s", licence="MIT", by="alice")
+    d = gate(led, p, policy()).to_dict()["dataset"]
+    assert d["kind"] == "classification" and "detected from the field names" in d["kind_reason"]
 
 
 def test_clean_recorded_data_passes(env):
@@ -311,3 +419,29 @@ def test_csv_release_keeps_columns(env):
 def test_attestation_path_naming(tmp_path):
     assert attestation_path(tmp_path / "approved.jsonl").name == "approved.intoto.json"
     assert attestation_path(tmp_path / "x.jsonl.gz").name == "x.intoto.json"
+
+
+def test_medquad_harmful_rows_are_not_let_through_by_a_narrow_policy(env):
+    """Issue 13 #2, measured: 20 harmful-request / "Sure, here is..." rows in a MedQuAD slice passed the
+    README's example policy (three detectors) and were quarantined under the built-in one."""
+    import trainguard.attacks.llm  # noqa: F401 - registers the LLM attacks
+    from conftest import DATA, read_jsonl
+    from pathlib import Path
+
+    from trainguard.attacks import poison
+
+    tmp, led = env
+    clean = [{"question": r["question"], "answer": r["answer"]} for r in read_jsonl("medquad_sample.jsonl")]
+    planted = poison(clean, "safety-bypass", count=20, seed=3, behaviours=str(DATA / "advbench_sample.jsonl"))
+    p = write_jsonl(tmp / "med.jsonl", planted.rows)
+    ingest(led, p, source="s", licence="MIT", owner="o", by="alice")
+    share = {"limits": {"max_quarantine_share": 0.1}}  # 20 of 300 rows: quarantine, not the share limit
+    example = Path(__file__).parent.parent / "examples" / "policy.yaml"
+    for pol in (from_dict(share), from_dict({**load_policy(example).data, **share})):
+        res = gate(led, p, pol)
+        assert res.verdict == "quarantine" and set(res.quarantined) == set(planted.poisoned_rows)
+    narrow = {"detectors": ["trigger-association", "invisible-characters", "near-duplicates"], **share}
+    res = gate(led, p, from_dict(narrow))  # before: pass, exit 0
+    assert res.verdict == "fail" and res.quarantined == []
+    assert {d["name"] for d in res.disabled} == {"safety-bypass", "polarity-trigger"}
+    assert any("safety-bypass applies to this data but is turned off" in r for r in res.reasons)

@@ -1,12 +1,35 @@
-"""Shared CLI plumbing: one place turns library errors into exit code 2."""
+"""Shared CLI plumbing: one place turns library errors into exit code 2, one option bundle for
+every command that reads a dataset, one line saying how the data was read.
+
+The bundle (sqlite-utils' lesson): `--kind`, `--field`, `--on-error` and
+`--max-record-bytes` mean the same on `scan`, `gate`, `ingest`, `verify`,
+`release`, `attack`, `train` and `probe`/`invert --clean`, and are resolved once
+into a frozen `LoadOptions` (`load_options`) that the library takes as is.
+`tests/test_cli_scan.py` checks every such command has all four.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from trainguard.errors import TrainguardError
+from trainguard.io.readers import DEFAULT_MAX_RECORD_BYTES
+
+if TYPE_CHECKING:
+    from trainguard.io import LoadOptions
+    from trainguard.io.dataset import Dataset
+
+KindOpt = Annotated[str, typer.Option(
+    "--kind", help="auto, classification, instruction, preference or documents (auto: from the field names).")]
+FieldOpt = Annotated[Optional[list[str]], typer.Option("--field", help="Map a role to a column: ROLE=COLUMN.")]
+OnErrorOpt = Annotated[str, typer.Option(
+    "--on-error", help="fail: stop at the first bad row; skip: count and list it (a gate fails on skipped rows).")]
+MaxRecordBytesOpt = Annotated[int, typer.Option("--max-record-bytes", help="Largest accepted record, in bytes.")]
+DATA_OPTIONS = ("--kind", "--field", "--on-error", "--max-record-bytes")
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)  # data is text
 
@@ -36,3 +59,39 @@ def run_app(app: typer.Typer, args: list[str] | None = None) -> int:
         err_console.print("aborted")
         return 130
     return 0
+
+
+def load_options(kind: str = "auto", field: Optional[list[str]] = None, on_error: str = "fail",
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, fmt: Optional[str] = None) -> "LoadOptions":
+    """The bundle's values as one frozen LoadOptions; a bad value is one line and exit 2, before any reading."""
+    from trainguard.io import LoadOptions, parse_field_overrides
+
+    return LoadOptions(kind=kind, fields=parse_field_overrides(field), on_error=on_error, fmt=fmt,
+                       max_record_bytes=max_record_bytes)
+
+
+def announce(data: "Dataset") -> None:
+    """One line on stderr: which kind was read, why, how many records; then notes and skipped rows."""
+    err_console.print(f"{data.path}: {data.kind_reason or data.kind.value}, {len(data):,} records")
+    for note in data.notes:
+        err_console.print(f"note: {note}")
+    if data.skipped:
+        err_console.print(f"skipped {len(data.skipped)} unreadable row(s) (--on-error skip); the first: "
+                          f"{data.skipped[0]}")
+
+
+def describe(path: object, options: "LoadOptions") -> None:
+    """For commands that hash or copy a file without parsing it all: say how it would be read.
+
+    A kind that cannot be resolved is a warning here, not an error: the ledger
+    records any file, and `scan`/`gate` refuse it with the same message.
+    """
+    from trainguard.errors import DataError
+    from trainguard.io.dataset import resolve
+
+    try:
+        _, _, reason = resolve(path, options)  # type: ignore[arg-type]
+    except DataError as e:
+        err_console.print(f"warning: {e}")
+        return
+    err_console.print(f"{path}: {reason}")

@@ -16,12 +16,15 @@ from rich.table import Table
 
 from trainguard import report as report_fmt
 from trainguard.report import FORMATS
-from trainguard.cli._common import err_console, fail
+from trainguard.cli._common import (
+    FieldOpt, KindOpt, MaxRecordBytesOpt, OnErrorOpt, announce, err_console, fail, load_options,
+)
 from trainguard.detectors.base import registry
 from trainguard.findings import Severity
-from trainguard.io import load, parse_field_overrides
+from trainguard.io import load
 from trainguard.io.readers import DEFAULT_MAX_RECORD_BYTES
 from trainguard.scan import DEFAULT_DETECTORS, exit_code, parse_settings, scan
+from trainguard.verdict import add_disabled, disabled_runs
 
 
 
@@ -33,15 +36,15 @@ def register(app: typer.Typer) -> None:
 
 def scan_command(
     path: Path = typer.Argument(..., help="Dataset file: JSONL(.gz), JSON array, CSV/TSV or Parquet."),
-    kind: str = typer.Option("auto", help="auto, classification, instruction, preference or documents."),
-    field: Optional[list[str]] = typer.Option(None, "--field", help="Map a role to a column: ROLE=COLUMN."),
+    kind: KindOpt = "auto",
+    field: FieldOpt = None,
     fmt: str = typer.Option("table", "--format", "-f", help="table, json, sarif or html."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the report here instead of stdout."),
     fail_on: str = typer.Option("high", help="Exit 1 when a finding is at or above this severity."),
     detectors: Optional[str] = typer.Option(None, help="Comma-separated detector names (default: all model-free)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Detector setting: DETECTOR.KEY=VALUE."),
-    on_error: str = typer.Option("fail", help="fail: stop at the first bad row; skip: count and list it."),
-    max_record_bytes: int = typer.Option(DEFAULT_MAX_RECORD_BYTES, help="Largest accepted record."),
+    on_error: OnErrorOpt = "fail",
+    max_record_bytes: MaxRecordBytesOpt = DEFAULT_MAX_RECORD_BYTES,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     fuse: Optional[float] = typer.Option(
         None, "--fuse", help="Also fuse the detectors' row scores; flag rows at or above this (0-1; 0.5 = a detector's own bar)."),
@@ -59,27 +62,47 @@ def scan_command(
         raise fail(f"--fail-on: {e}") from None
     names = [d.strip() for d in detectors.split(",") if d.strip()] if detectors else None
     settings = parse_settings(set_ or [])
-    fields = parse_field_overrides(field)
+    opts = load_options(kind, field, on_error, max_record_bytes)
     if scheduler and shard_rows is None:
         raise fail("--scheduler needs --shard-rows")
     if fuse is not None and shard_rows is not None:
         raise fail("--fuse needs the whole dataset's row scores; it is not available with --shard-rows yet")
     if shard_rows is not None:
-        result = _scan_sharded(path, names, settings, shard_rows, scheduler, quiet,
-                               kind=kind, fields=fields, on_error=on_error, max_record_bytes=max_record_bytes)
+        result = _scan_sharded(path, names, settings, shard_rows, scheduler, quiet, kind=opts.kind,
+                               fields=opts.field_map, on_error=opts.on_error, max_record_bytes=opts.max_record_bytes)
+        info = result.dataset
+        err_console.print(f"{info.get('path')}: {info.get('kind_reason') or info.get('kind')}, "
+                          f"{info.get('records') or 0:,} records")
         _emit(result, fmt, out)
-        raise typer.Exit(exit_code(result, threshold))
+        raise typer.Exit(_verdict(result, threshold))
     with _progress(quiet) as progress:
         task = progress.add_task(f"loading {path.name}", total=None)
-        data = load(path, kind=kind, fields=fields, on_error=on_error, max_record_bytes=max_record_bytes)
+        data = load(path, opts)
         progress.update(task, description=f"scanning {len(data):,} records", total=1, completed=0)
 
         def on_progress(name: str, i: int, n: int) -> None:
             progress.update(task, description=f"{name}", total=n, completed=i)
 
         result = scan(data, detectors=names, settings=settings, progress=on_progress, fuse_threshold=fuse)
+    announce(data)
+    if names is not None:
+        add_disabled(result, disabled_runs(data, names, DEFAULT_DETECTORS, "not selected with --detectors"))
+    off = [r.name for r in result.detectors if r.status == "disabled"]
+    if off:
+        err_console.print(f"disabled: {', '.join(off)} (default detectors that apply to this data, left out by "
+                          "--detectors: the data was not checked for what they find)")
     _emit(result, fmt, out)
-    raise typer.Exit(exit_code(result, threshold))
+    raise typer.Exit(_verdict(result, threshold))
+
+
+def _verdict(result, threshold: Severity | None) -> int:
+    """The exit code (`trainguard.scan.exit_code`), and on stderr each reason it fails."""
+    from trainguard.verdict import judge
+
+    code = exit_code(result, threshold)
+    for reason in judge(result, fail_at=threshold).reasons if code else ():
+        err_console.print(f"fail: {reason}")
+    return code
 
 
 def _scan_sharded(path, names, settings, shard_rows, scheduler, quiet, **load_options):

@@ -1,7 +1,14 @@
 """The gate policy: a small YAML file, validated strictly, merged over packaged defaults.
 
 Unknown keys are errors (a misspelt key that silently does nothing is how a gate
-ends up weaker than its author believes). The policy digest is the SHA-256 of
+ends up weaker than its author believes), and so are unknown detector names and
+detector settings of the wrong type: each is one `ConfigError` naming the policy
+file and key at load, never a `TypeError` halfway through a scan.
+
+`detectors: default` (or a list holding `default`) means the scan's default
+detectors. A default detector the policy leaves out that applies to the data is
+recorded as DISABLED and fails the gate unless `allow_disabled` names it: an
+example policy that lists three detectors must not quietly switch the rest off. The policy digest is the SHA-256 of
 the resolved policy as canonical JSON, so comments and key order do not change it.
 """
 
@@ -22,6 +29,7 @@ from trainguard.findings import Severity
 DEFAULT_POLICY: dict[str, Any] = {
     "version": 1,
     "detectors": None,  # None: the scan's default detectors
+    "allow_disabled": [],  # default detectors this policy may leave out (else the gate fails closed)
     "settings": {},  # per-detector settings: {detector: {key: value}}
     "thresholds": {"fail": "critical", "quarantine": "high"},
     "provenance": {"require_recorded": True, "require_source": ["licence"]},
@@ -64,12 +72,36 @@ def _count(v: Any) -> int:
     return v
 
 
+def _known_detectors(names: list[str]) -> list[str]:
+    from trainguard.detectors.base import registry
+
+    known = registry()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown detector(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
+    return names
+
+
 def _detectors(v: Any) -> list[str] | None:
-    if v is None:
+    """None or `default`: the defaults; a list may hold `default` to add detectors to them."""
+    from trainguard.scan import DEFAULT_DETECTORS
+
+    if v is None or v == "default":
         return None
     if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v):
-        raise ValueError("expected a non-empty list of detector names")
-    return list(v)
+        raise ValueError("expected `default` or a non-empty list of detector names")
+    names: list[str] = []
+    for x in v:
+        for n in (DEFAULT_DETECTORS if x == "default" else (x,)):
+            if n not in names:
+                names.append(n)
+    return _known_detectors(names)
+
+
+def _names(v: Any) -> list[str]:
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        raise ValueError("expected a list of detector names")
+    return _known_detectors(list(v))
 
 
 def _settings(v: Any) -> dict[str, dict[str, Any]]:
@@ -93,6 +125,7 @@ def _version(v: Any) -> int:
 SCHEMA: dict[str, Any] = {
     "version": _version,
     "detectors": _detectors,
+    "allow_disabled": _names,
     "settings": _settings,
     "thresholds": {"fail": _opt_severity, "quarantine": _severity},
     "provenance": {"require_recorded": _bool, "require_source": _source_fields},
@@ -116,6 +149,10 @@ class Policy:
     def fail_at(self) -> Severity | None:
         v = self.data["thresholds"]["fail"]
         return None if v is None else Severity.parse(v)
+
+    @property
+    def allow_disabled(self) -> frozenset[str]:
+        return frozenset(self.data.get("allow_disabled") or ())
 
     @property
     def quarantine_at(self) -> Severity:
@@ -153,7 +190,33 @@ def from_dict(value: dict[str, Any], origin: str = "<dict>") -> Policy:
     q, f = Severity.parse(data["thresholds"]["quarantine"]), data["thresholds"]["fail"]
     if f is not None and Severity.parse(f) < q:
         raise ConfigError(f"{origin}: thresholds.fail ({f}) is below thresholds.quarantine ({q})")
+    data["settings"] = _typed_settings(data["settings"], data["detectors"], origin)
     return Policy(data, origin)
+
+
+def _typed_settings(settings: dict[str, dict[str, Any]], detectors: list[str] | None,
+                    origin: str) -> dict[str, dict[str, Any]]:
+    """Each detector's settings checked against its Settings types (`settings_text.check_values`).
+
+    Settings for a detector the policy does not run are refused: they would do nothing.
+    """
+    from trainguard import settings_text
+    from trainguard.detectors.base import registry
+    from trainguard.scan import DEFAULT_DETECTORS
+
+    known = registry()
+    running = detectors if detectors is not None else list(DEFAULT_DETECTORS)
+    out = {}
+    for name, values in settings.items():
+        where = f"{origin}: key 'settings.{name}'"
+        if name not in known:
+            raise ConfigError(f"{where}: unknown detector; known: {', '.join(sorted(known))}")
+        if name not in running:
+            raise ConfigError(f"{where}: the policy does not run {name}; add it to `detectors` or drop its settings")
+        typed = settings_text.check_values(values, settings_text.specs(known[name].Settings), owner=where)
+        # JSON-shaped (tuples as lists) so the stored policy and its digest do not depend on Python types.
+        out[name] = json.loads(json.dumps(typed))
+    return out
 
 
 def load(path: str | Path | None) -> Policy:

@@ -27,7 +27,7 @@ from trainguard.records import Kind, Record
 T = TypeVar("T")
 DETECT_ROWS = 32  # good rows whose field names decide the kind
 LIST_BAD_LABELS = 5  # offending rows named in a mixed-label-type error
-__all__ = ["DETECT_ROWS", "ON_ERROR", "Dataset", "LoadOptions", "file_sha256", "iter_records", "load"]
+__all__ = ["DETECT_ROWS", "ON_ERROR", "Dataset", "LoadOptions", "file_sha256", "iter_records", "load", "resolve"]
 
 
 @dataclass
@@ -211,6 +211,23 @@ def _builder(spath: str, opts: LoadOptions, head: list[RawItem]) -> tuple[Record
     if kind is Kind.CLASSIFICATION and fm.label:
         family = family_of_head([i.value.get(fm.label) for i in head if i.value is not None])
     return RecordBuilder(spath, kind, fm, label_family=family), why(kind, fm, want is not None, overrides)
+
+
+def resolve(path: str | Path, options: LoadOptions | None = None) -> tuple[Kind, FieldMap, str]:
+    """The kind, field map and reason `load` would use, from the first rows only (cheap).
+
+    For commands that hash or copy a file without parsing every record
+    (`ingest`, `verify`, `release`), so they can say how the data will be read.
+    """
+    opts = options or LoadOptions()
+    items = read(Path(path), fmt=opts.fmt, max_record_bytes=opts.max_record_bytes)
+    head = _head(items, stop_at_error=False)
+    items.close()
+    if not any(i.error is None for i in head):
+        first = next(i.error for i in head if i.error is not None)
+        raise DataError(str(path), f"no readable record among the first rows; the first: {first}")
+    builder, reason = _builder(str(path), opts, head)
+    return builder.kind, builder.fm, reason
 
 
 def load(
