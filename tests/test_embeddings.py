@@ -117,7 +117,7 @@ def test_cache_off_and_versions_do_not_mix(tmp_path):
 def test_cache_stores_raw_float32_not_pickles(tmp_path):
     embed_texts(["hello"], CountingEmbedder(), cache=tmp_path)
     db = sqlite3.connect(tmp_path / "embeddings.sqlite3")
-    (dim, vec), = db.execute("SELECT dim, vec FROM vectors").fetchall()
+    (dim, vec), = db.execute("SELECT dim, vec FROM vecs").fetchall()
     assert dim == 8 and len(vec) == 32
     np.testing.assert_allclose(np.linalg.norm(np.frombuffer(vec, "<f4")), 1.0, atol=1e-6)
 
@@ -182,3 +182,37 @@ def test_minilm_loads_without_chatter_on_stderr(caplog, capfd):
         MiniLMEmbedder()
     assert not [r for r in caplog.records if r.name.startswith("sentence_transformers") and r.levelno < 30]
     assert "Loading weights" not in capfd.readouterr().err
+
+
+def test_cache_stores_vectors_in_page_not_on_overflow_pages(tmp_path):
+    # Schema 1 (WITHOUT ROWID) put each 1.5 KB vector on an overflow page of its own: 4.6 KB of disk each.
+    import sqlite3
+
+    from trainguard.embeddings.cache import EmbeddingCache
+
+    rng = np.random.default_rng(0)
+    with EmbeddingCache(tmp_path) as c:
+        c.put("m", [(bytes([i % 256, i // 256]) * 16, rng.standard_normal(384).astype(np.float32)) for i in range(3000)])
+    db = sqlite3.connect(tmp_path / "embeddings.sqlite3")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    pages, size = db.execute("PRAGMA page_count").fetchone()[0], db.execute("PRAGMA page_size").fetchone()[0]
+    assert pages * size / 3000 < 2000
+
+
+def test_a_schema_1_cache_is_migrated_with_its_vectors(tmp_path):
+    import sqlite3
+
+    from trainguard.embeddings.cache import EmbeddingCache
+
+    db = sqlite3.connect(tmp_path / "embeddings.sqlite3")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO meta VALUES ('schema', '1')")
+    db.execute("CREATE TABLE vectors (model TEXT NOT NULL, hash BLOB NOT NULL, dim INTEGER NOT NULL, "
+               "vec BLOB NOT NULL, PRIMARY KEY (model, hash)) WITHOUT ROWID")
+    v = np.arange(4, dtype="<f4")
+    db.execute("INSERT INTO vectors VALUES ('m', ?, 4, ?)", (b"h" * 32, v.tobytes()))
+    db.commit()
+    db.close()
+    with EmbeddingCache(tmp_path) as c:
+        got = c.get("m", [b"h" * 32], 4)
+        assert np.array_equal(got[b"h" * 32], v) and c.count("m") == 1 and c.count("other") == 0
