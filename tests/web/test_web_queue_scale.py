@@ -130,3 +130,15 @@ def test_loopback_detection(host, ok):
     from trainguard.cli.serve import _is_loopback
 
     assert _is_loopback(host) is ok
+
+
+def test_serve_passes_the_login_rate_to_the_app(tmp_path, monkeypatch, capsys):
+    import uvicorn
+
+    db = tmp_path / "l.db"
+    Ledger.open(db).close()
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    assert run(["serve", "--ledger", db, "--logins-per-minute", "7"]) == 0
+    assert served["app"].state.tg.limiter.limits.per_client_per_minute == 7 and served["host"] == "127.0.0.1"
+    assert run(["serve", "--ledger", db, "--logins-per-minute", "0"]) == 2

@@ -36,6 +36,8 @@ def serve(
     allowed_host: Optional[list[str]] = typer.Option(
         None, "--allowed-host", help="Host header to accept (repeat); default: the loopback names and --host."),
     secure_cookies: bool = typer.Option(False, help="Mark cookies Secure (when served over HTTPS)."),
+    logins_per_minute: int = typer.Option(
+        30, min=1, help="Logins one client address may start a minute (behind a proxy: all users together)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve the review page: datasets, review queue, audit trail, releases."""
@@ -54,6 +56,7 @@ def serve(
     import uvicorn
 
     from trainguard.web import create_app
+    from trainguard.web.limits import LoginLimits
 
     hosts = list(allowed_host or []) or ["127.0.0.1", "localhost", host]
     if ":" in host and not allowed_host:  # Starlette's Host check cannot match an IPv6 literal
@@ -61,7 +64,8 @@ def serve(
     if allow_remote and not allowed_host:
         err_console.print("[yellow]warning:[/] name the public host name with --allowed-host; only the bind "
                           "address and loopback names are accepted now", markup=True)
-    app = create_app(path, secure_cookies=secure_cookies, allowed_hosts=hosts)
+    app = create_app(path, secure_cookies=secure_cookies, allowed_hosts=hosts,
+                     login_limits=LoginLimits(per_client_per_minute=logins_per_minute))
     err_console.print(f"trainguard review page on http://{host}:{port}/ (ledger {path})")
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False, proxy_headers=False)
 
