@@ -130,3 +130,37 @@ def test_limiter_reservation_is_released_and_success_clears_the_name():
     lim2.finish(lim2.reserve("dan", "a"), ok=False)
     lim2.reserve("dan", "a")
 
+
+
+def test_attempts_waiting_for_a_slot_are_checked_again_when_they_get_it():
+    """Two guesses for a name one failure from the lockout wait for the only slot: one runs, one is refused."""
+    lim = LoginLimiter(LoginLimits(max_failures=2, in_flight=1, per_client=10, wait=30))
+    lim.finish(lim.reserve("nell", "c0"), ok=False)
+    holder = lim.reserve("someone-else", "a")
+    results: dict[str, object] = {}
+
+    def guess(client: str) -> None:
+        try:
+            results[client] = lim.reserve("nell", client)
+        except Refused as e:
+            results[client] = e
+
+    threads = [threading.Thread(target=guess, args=(c,)) for c in ("b", "c")]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30  # safety net only
+    while time.monotonic() < deadline:
+        with lim._cond:
+            if {"b", "c"} <= set(lim._client_busy):
+                break
+        time.sleep(0.01)
+    lim.finish(holder, ok=True)
+    while time.monotonic() < deadline and not results:
+        time.sleep(0.01)
+    admitted = [v for v in results.values() if not isinstance(v, Refused)]
+    assert len(admitted) == 1
+    lim.finish(admitted[0], ok=False)
+    for t in threads:
+        t.join(30)
+    refused = [v for v in results.values() if isinstance(v, Refused)]
+    assert len(refused) == 1 and "too many failed" in refused[0].message

@@ -69,21 +69,15 @@ class LoginLimiter:
         """Take the right to hash one password for `name`, or raise `Refused`; pair with `finish`."""
         lim = self.limits
         with self._cond:
-            now = time.monotonic()
-            self._prune(now)
-            fails = _recent(self._fails, name, now, lim.window)
-            if len(fails) >= lim.max_failures:
-                raise Refused("too many failed logins for this name; wait a few minutes",
-                              lim.window - (now - fails[-lim.max_failures]))
-            starts = _recent(self._starts, client, now, 60.0)
-            if len(starts) >= lim.per_client_per_minute:
-                raise Refused("too many logins from your address; wait a minute", 60.0 - (now - starts[0]))
+            self._prune(time.monotonic())
+            self._check(name, client)  # fail fast, before waiting for a slot
             if self._client_busy[client] >= lim.per_client:
                 raise Refused("another login from your address is still being checked; try again", 1)
             self._client_busy[client] += 1  # waiting for a server-wide slot counts against the client too
             try:
                 if not self._cond.wait_for(lambda: self._busy < lim.in_flight, timeout=lim.wait):
                     raise Refused("the server is busy checking other logins; try again in a moment", 1)
+                fails, starts = self._check(name, client)  # again: others may have failed while this one waited
             except BaseException:
                 self._release_client(client)
                 raise
@@ -92,6 +86,18 @@ class LoginLimiter:
             fails.append(now)  # counted as failed until it succeeds: parallel guesses see each other
             starts.append(now)
             return Slot(name, client)
+
+    def _check(self, name: str, client: str) -> tuple[deque[float], deque[float]]:
+        """Refuse a locked-out name or a client over its rate; call with the lock held."""
+        lim, now = self.limits, time.monotonic()
+        fails = _recent(self._fails, name, now, lim.window)
+        if len(fails) >= lim.max_failures:
+            raise Refused("too many failed logins for this name; wait a few minutes",
+                          lim.window - (now - fails[-lim.max_failures]))
+        starts = _recent(self._starts, client, now, 60.0)
+        if len(starts) >= lim.per_client_per_minute:
+            raise Refused("too many logins from your address; wait a minute", 60.0 - (now - starts[0]))
+        return fails, starts
 
     def finish(self, slot: Slot, ok: bool) -> None:
         """The hash is done: free the slot; a success clears the name's failures."""
