@@ -225,6 +225,7 @@ def test_a_finding_page_shows_every_held_row_with_the_trigger_highlighted(browse
     _login(page, server, "alice")
     page.goto(f"{server}/runs/1/findings/{cf['fingerprint']}")
     assert page.locator("form.bulk-form button.reject").inner_text() == f"Reject all {len(cf['rows'])}"
+    assert page.evaluate("window.scrollY") == 0  # the evidence and the bulk form stay in view on load
     assert page.locator("table.evidence th").all_inner_texts().count("trigger") == 1
     seen: dict[int, str] = {}
     while True:

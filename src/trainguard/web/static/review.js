@@ -6,12 +6,13 @@
   var items = Array.prototype.slice.call(document.querySelectorAll("article.item"));
   var current = 0;
 
-  function select(i) {
+  function select(i, scroll) {
     if (!items.length) return;
     current = Math.max(0, Math.min(items.length - 1, i));
     items.forEach(function (it) { it.classList.remove("current"); });
     items[current].classList.add("current");
-    items[current].scrollIntoView({ block: "nearest" });
+    // Not on load: a finding page shows its evidence and bulk form above the rows.
+    if (scroll !== false) items[current].scrollIntoView({ block: "nearest" });
   }
 
   function submit(form, decision) {
@@ -57,5 +58,5 @@
   items.forEach(function (it, i) {
     it.addEventListener("focusin", function () { if (current !== i) select(i); });
   });
-  select(0);
+  select(0, false);
 })();
