@@ -84,8 +84,10 @@ def _settings_used(capsys, *sets: str, detector: str = "preference-trigger") -> 
     args = [a for s in sets for a in ("--set", s)]
     code, out, err = cli(capsys, "scan", str(DATA / "sst2_sample.jsonl"), "-q", "-f", "json",
                          "--detectors", detector, *args)
-    assert code == 0, err
-    [run] = json.loads(out)["detectors"]
+    runs = {d["name"]: d["status"] for d in json.loads(out)["detectors"]}
+    # A detector that skips sst2 leaves nothing run: exit 1 (issue 13 #3); the report still records its settings.
+    assert code == (0 if runs[detector] == "ok" else 1), err
+    [run] = [d for d in json.loads(out)["detectors"] if d["name"] == detector]
     return run["settings"]
 
 
@@ -168,3 +170,64 @@ def test_detectors_lists_builtins(capsys):
     code, out, _ = cli(capsys, "detectors", "--format", "json")
     names = {d["name"] for d in json.loads(out)}
     assert {"trigger-association", "invisible-characters", "near-duplicates"} <= names and code == 0
+
+
+# --- issue 13 #3, #4 and the option bundle --------------------------------------------------------
+
+
+def test_scan_where_no_detector_ran_fails_like_the_gate(capsys, tmp_path):
+    """Before: `scan docs.jsonl --detectors trigger-association` exited 0 while `gate` failed."""
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": str(i), "text": f"passage {i}"}) + "\n" for i in range(20)))
+    code, out, err = cli(capsys, "scan", docs, "-q", "-f", "json", "--detectors", "trigger-association")
+    assert code == 1 and "fail: scan: no detector ran on this dataset" in err
+    status = {d["name"]: d["status"] for d in json.loads(out)["detectors"]}
+    assert status["trigger-association"] == "skipped"
+    # The defaults the user left out that would have applied are recorded, and said on stderr.
+    assert {n for n, s in status.items() if s == "disabled"} == {"invisible-characters", "near-duplicates",
+                                                                 "rag-poisoning"}
+    assert "disabled: invisible-characters, near-duplicates, rag-poisoning" in err
+    assert cli(capsys, "scan", docs, "-q")[0] == 0
+
+
+def test_text_and_stars_csv_does_not_pass_as_documents(capsys, tmp_path):
+    """Before: auto-detected as documents, "No findings", exit 0."""
+    path = tmp_path / "reviews.csv"
+    path.write_text("text,stars\n" + "".join(f"review {i},{1 + i % 5}\n" for i in range(40)))
+    code, _, err = cli(capsys, "scan", path, "-q")
+    assert code == 2 and "Traceback" not in err
+    assert str(path) in err and "'stars'" in err and "--field label=stars" in err and "--kind documents" in err
+    code, _, err = cli(capsys, "scan", path, "-q", "--field", "label=stars")
+    assert f"{path}: classification (detected from the field names; --field label=stars" in err
+    code, _, err = cli(capsys, "scan", path, "-q", "--kind", "documents")
+    assert code == 0 and f"{path}: documents (--kind documents: text='text'), 40 records" in err
+
+
+def _commands_that_read_data():
+    """Every command whose first argument, or --clean, is a dataset file."""
+    import typer.main
+
+    from trainguard.cli import app
+
+    group = typer.main.get_command(app)
+    out = {}
+    for name, cmd in group.commands.items():
+        subs = cmd.commands.items() if hasattr(cmd, "commands") else [(None, cmd)]
+        for sub, c in subs:
+            params = {p.name: p for p in c.params}
+            data_arg = next((p for p in c.params if p.param_type_name == "argument"
+                             and p.name in ("path", "data")), None)
+            if data_arg is not None or "clean" in params:
+                out[" ".join(x for x in (name, sub) if x)] = c
+    return out
+
+
+def test_every_command_that_reads_data_has_the_option_bundle():
+    from trainguard.cli._common import DATA_OPTIONS
+
+    commands = _commands_that_read_data()
+    assert {"scan", "gate", "ingest", "verify", "release", "attack", "train", "probe", "invert"} <= set(commands)
+    missing = {name: [o for o in DATA_OPTIONS if o not in {x for p in c.params for x in p.opts}]
+               for name, c in commands.items()}
+    missing = {k: v for k, v in missing.items() if v and k != "check-attestation"}  # reads bytes, not records
+    assert not missing, f"commands without the data options: {missing}"

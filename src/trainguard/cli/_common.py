@@ -95,3 +95,12 @@ def describe(path: object, options: "LoadOptions") -> None:
         err_console.print(f"warning: {e}")
         return
     err_console.print(f"{path}: {reason}")
+
+
+def load_announced(path: object, options: "LoadOptions") -> "Dataset":
+    """Load a dataset with the bundle's options and say how it was read (`announce`)."""
+    from trainguard.io import load
+
+    data = load(path, options)  # type: ignore[arg-type]
+    announce(data)
+    return data

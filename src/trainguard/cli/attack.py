@@ -15,7 +15,10 @@ from typing import Any, Optional
 import typer
 
 from trainguard import settings_text
-from trainguard.cli._common import fail
+from trainguard.cli._common import (
+    FieldOpt, KindOpt, MaxRecordBytesOpt, OnErrorOpt, describe, fail, load_options,
+)
+from trainguard.io.readers import DEFAULT_MAX_RECORD_BYTES
 
 # Settings fields that also have a dedicated flag; giving both is refused.
 FLAGS = {"target": "--target", "num_triggers": "--num-triggers", "position": "--position", "style": "--style",
@@ -44,15 +47,21 @@ def attack_command(
         None, "--param", "-p",
         help="Any attack setting: NAME=VALUE (repeatable). List settings: repeat to append, or NAME=@FILE "
              "(one item per line; .json: an array). `trainguard attacks` lists each attack's settings."),
-    kind: str = typer.Option("auto", help="auto, classification, instruction, preference or documents."),
-    field: Optional[list[str]] = typer.Option(None, "--field", help="Map a role to a column: ROLE=COLUMN."),
+    kind: KindOpt = "auto",
+    field: FieldOpt = None,
+    on_error: OnErrorOpt = "fail",
+    max_record_bytes: MaxRecordBytesOpt = DEFAULT_MAX_RECORD_BYTES,
 ) -> None:
     """Plant a reproducible poisoning attack; writes the poisoned file and its ground truth."""
-    from trainguard.attacks import decode_trigger, describe, get, poison_file
-    from trainguard.io import parse_field_overrides
+    from trainguard.attacks import decode_trigger, get, poison_file
+    from trainguard.attacks import describe as describe_trigger
 
     if (rate is None) == (count is None):
         raise fail("give exactly one of --rate or --count")
+    opts = load_options(kind, field, on_error, max_record_bytes)
+    if opts.on_error == "skip":
+        raise fail("attack copies every row of the input into its output; --on-error skip would drop rows "
+                   "silently: fix the bad rows first (`trainguard scan --on-error skip` lists them)")
     cls = get(attack)
     specs = settings_text.specs(cls.Settings)
     given: dict[str, Any] = {"target": target, "num_triggers": num_triggers, "position": position, "style": style,
@@ -68,14 +77,15 @@ def attack_command(
         raise fail(f"attack {attack}: {FLAGS[k]} and --param {k}=... set the same setting; give only one")
     params.update(extra)
     truth = truth or out.with_name(out.name + ".truth.json")
-    result = poison_file(path, out, truth, attack, rate=rate, count=count, seed=seed, kind=kind,
-                         fields=parse_field_overrides(field), **params)
+    describe(path, opts)
+    result = poison_file(path, out, truth, attack, rate=rate, count=count, seed=seed, kind=opts.kind,
+                         fields=opts.field_map, max_record_bytes=opts.max_record_bytes, **params)
     t = result.truth
     p = t["params"]
     lines = [f"{t['attack']}: poisoned {t['count']:,} of {t['rows']:,} {t['kind']} rows "
              f"({t['count'] / t['rows']:.2%}; {t['eligible']:,} eligible), seed {t['seed']}"]
     if p.get("triggers"):
-        lines.append("triggers: " + ", ".join(describe(x) for x in p["triggers"])
+        lines.append("triggers: " + ", ".join(describe_trigger(x) for x in p["triggers"])
                      + f" ({p.get('num_triggers', 1)} per row, position {p.get('position', 'random')})")
     if p.get("target") is not None:
         lines.append(f"target: {json.dumps(p['target'], ensure_ascii=False)}")

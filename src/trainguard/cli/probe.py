@@ -14,7 +14,10 @@ import typer
 from rich.markup import escape
 
 from trainguard import report as report_fmt
-from trainguard.cli._common import err_console, fail
+from trainguard.cli._common import (
+    FieldOpt, KindOpt, MaxRecordBytesOpt, OnErrorOpt, err_console, fail, load_announced, load_options,
+)
+from trainguard.io.readers import DEFAULT_MAX_RECORD_BYTES
 from trainguard.report import FORMATS
 
 
@@ -63,21 +66,23 @@ def probe_command(
     max_inputs: int = typer.Option(200, help="Clean inputs used (generators: prompts)."),
     samples: int = typer.Option(3, help="Generators: samples per prompt and position."),
     top: int = typer.Option(5, help="Candidates reported."),
-    kind: str = typer.Option("auto", help="Kind of the clean file (auto, classification, instruction, ...)."),
-    field: Optional[list[str]] = typer.Option(None, "--field", help="Map a role to a column: ROLE=COLUMN."),
+    kind: KindOpt = "auto",
+    field: FieldOpt = None,
+    on_error: OnErrorOpt = "fail",
+    max_record_bytes: MaxRecordBytesOpt = DEFAULT_MAX_RECORD_BYTES,
     timeout: float = typer.Option(30.0, help="Seconds per HTTP request."),
     retries: int = typer.Option(3, help="Retries on 5xx / connection errors / timeouts."),
     batch_size: int = typer.Option(64, help="Texts per HTTP request."),
     temperature: float = typer.Option(0.7, help="Generators: sampling temperature (0: greedy)."),
 ) -> None:
     """Insert candidate triggers into clean inputs and measure; exit 1 when the model is judged backdoored."""
-    from trainguard.io import parse_field_overrides
     from trainguard.probe.run import ModelOptions, run_probe
 
     _check_format(fmt)
+    clean_data = load_announced(clean, load_options(kind, field, on_error, max_record_bytes))
     with err_console.status("probing"):
-        run = run_probe(model, clean, triggers=triggers, scan_report=scan_report, max_inputs=max_inputs,
-                        samples=samples, top=top, kind=kind, fields=parse_field_overrides(field),
+        run = run_probe(model, clean_data, triggers=triggers, scan_report=scan_report, max_inputs=max_inputs,
+                        samples=samples, top=top,
                         options=ModelOptions(budget, timeout, retries, batch_size, temperature))
     _finish(run, fmt, out)
 
@@ -98,22 +103,24 @@ def invert_command(
     fmt: str = typer.Option("table", "--format", "-f", help="table, json, sarif or html."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the report here instead of stdout."),
     max_inputs: int = typer.Option(200, help="Clean inputs used."),
-    kind: str = typer.Option("auto", help="Kind of the clean file."),
-    field: Optional[list[str]] = typer.Option(None, "--field", help="Map a role to a column: ROLE=COLUMN."),
+    kind: KindOpt = "auto",
+    field: FieldOpt = None,
+    on_error: OnErrorOpt = "fail",
+    max_record_bytes: MaxRecordBytesOpt = DEFAULT_MAX_RECORD_BYTES,
     timeout: float = typer.Option(30.0, help="Seconds per HTTP request."),
     retries: int = typer.Option(3, help="Retries on 5xx / connection errors / timeouts."),
     batch_size: int = typer.Option(256, help="Texts per HTTP request."),
     temperature: float = typer.Option(0.7, help="Generators: sampling temperature (0: greedy)."),
 ) -> None:
     """Search for an unknown trigger (lengths 1..--length); report the top candidates and a model-level verdict."""
-    from trainguard.io import parse_field_overrides
     from trainguard.probe.run import ModelOptions, run_invert
 
     _check_format(fmt)
+    clean_data = load_announced(clean, load_options(kind, field, on_error, max_record_bytes))
     words = _read_vocab(vocab) if vocab is not None else None
     with err_console.status(f"searching for a trigger ({method})"):
-        run = run_invert(model, clean, top=top, method=method, vocabulary=words, length=length,
-                         max_vocab=max_vocab, max_inputs=max_inputs, kind=kind, fields=parse_field_overrides(field),
+        run = run_invert(model, clean_data, top=top, method=method, vocabulary=words, length=length,
+                         max_vocab=max_vocab, max_inputs=max_inputs,
                          options=ModelOptions(budget, timeout, retries, batch_size, temperature))
     _finish(run, fmt, out)
 

@@ -8,7 +8,10 @@ from typing import Optional
 
 import typer
 
-from trainguard.cli._common import fail
+from trainguard.cli._common import (
+    FieldOpt, KindOpt, MaxRecordBytesOpt, OnErrorOpt, fail, load_announced, load_options,
+)
+from trainguard.io.readers import DEFAULT_MAX_RECORD_BYTES
 
 MODELS = ("textcnn", "linear")
 
@@ -38,13 +41,17 @@ def train_command(
     max_grad_norm: float = typer.Option(1.0, help="--dp: per-example gradient clipping bound."),
     accountant: str = typer.Option("prv", help="--dp: privacy accountant, prv (tighter) or rdp (faster)."),
     eval_path: Optional[Path] = typer.Option(None, "--eval", help="Held-out classification data for accuracy."),
-    field: Optional[list[str]] = typer.Option(None, "--field", help="Map a role to a column: ROLE=COLUMN."),
+    kind: KindOpt = "classification",
+    field: FieldOpt = None,
+    on_error: OnErrorOpt = "fail",
+    max_record_bytes: MaxRecordBytesOpt = DEFAULT_MAX_RECORD_BYTES,
     fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train a small text classifier (optionally differentially private) and save it to --out."""
-    from trainguard.io import load, parse_field_overrides
-
+    opts = load_options(kind, field, on_error, max_record_bytes)
+    if opts.kind != "classification":
+        raise fail(f"train fits a text classifier: --kind must be classification, got {opts.kind!r}")
     try:
         from trainguard.train import DPConfig, train_classifier
     except ImportError as e:
@@ -57,12 +64,11 @@ def train_command(
     if not dp and (epsilon is not None or noise_multiplier is not None):
         raise fail("--epsilon and --noise-multiplier need --dp")
     _check_out(out)
-    fields = parse_field_overrides(field)
-    data = load(path, kind="classification", fields=fields)
+    data = load_announced(path, opts)
     texts, labels = [r.text for r in data], [r.label for r in data]
     eval_texts = eval_labels = None
     if eval_path is not None:
-        held = load(eval_path, kind="classification", fields=fields)
+        held = load_announced(eval_path, opts)
         known = set(labels)
         unseen = next((r for r in held if r.label not in known), None)
         if unseen is not None:
