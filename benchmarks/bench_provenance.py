@@ -1,6 +1,7 @@
 """Ledger throughput and memory: ingest and verify of 1M ~500-byte JSONL records.
 
     python benchmarks/bench_provenance.py [--records 1000000] [--workdir /tmp/tg-bench]
+    python benchmarks/bench_provenance.py --carry-over 1000000   # review-carry lookup, index vs none
 
 Compares against a bare `hashlib.sha256` per-line pass over the same file in
 one Python process (the bar: ingest and verify at >= 50 % of its speed, peak
@@ -83,6 +84,86 @@ def child(op: str, data: str, ledger: str) -> None:
     print(json.dumps({"op": op, "seconds": seconds, "peak_rss_mb": own, "worker_peak_rss_mb": kids, **extra}))
 
 
+CARRY_HEADING = "## Carrying review decisions over: lookup by leaf hash"
+# The lookup as trainguard ran it before schema v3 (no leaf index; the planner walked every decided
+# row): kept only to measure "before".
+V2_LOOKUP = ("SELECT r.* FROM reviews r JOIN wanted_leaves w ON w.leaf = r.leaf JOIN events e ON e.seq = r.event_seq"
+             " WHERE r.status != 'pending' AND json_extract(e.payload, '$.carried_from') IS NULL ORDER BY r.event_seq")
+
+
+def v2_lookup(led, leaves: set[str]) -> dict:
+    led.conn.execute("CREATE TEMP TABLE IF NOT EXISTS wanted_leaves(leaf TEXT PRIMARY KEY)")
+    led.conn.execute("DELETE FROM wanted_leaves")
+    led.conn.executemany("INSERT INTO wanted_leaves(leaf) VALUES (?)", [(x,) for x in leaves])
+    return {r["leaf"]: dict(r) for r in led.conn.execute(V2_LOOKUP)}
+
+
+def carry_over(n: int, work: Path, queue_sizes: tuple[int, ...] = (1, 1000), repeat: int = 3) -> list[dict]:
+    """Time the carry-over lookup each gate run makes on `n` decided review rows: today's
+    `Ledger.latest_human_decisions` (schema v3, `reviews_leaf` index) against the query and schema
+    before it (v2). Rows are written straight into SQLite: the lookup does not read the chain, so
+    a synthetic table times it faithfully."""
+    import hashlib
+
+    from trainguard.ledger import Ledger
+
+    db = work / "carry.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    with Ledger.open(db) as led, led.transaction():
+        con = led.conn
+        con.execute("INSERT INTO events(seq, ts, kind, actor, payload, prev_hash, hash) VALUES (1, '', 'review', 'b',"
+                    " '{}', '', '')")
+        con.execute("INSERT INTO gate_runs(id, path, merkle_root, verdict, reasons, policy, policy_sha256, report,"
+                    " report_sha256, queued, records, by, at, event_seq) VALUES (1,'','','pass','[]','','','','',0,0,"
+                    "'','',1)")
+        leaf = [hashlib.sha256(i.to_bytes(8, "big")).hexdigest() for i in range(n)]
+        con.executemany("INSERT INTO reviews(gate_run_id, row, leaf, findings, status, decided_by, reason,"
+                        " decided_at, event_seq) VALUES (1, ?, ?, '[]', 'approved', 'b', 'ok', '', 1)",
+                        ((i, leaf[i]) for i in range(n)))
+    rng = random.Random(1)
+    out = []
+    for indexed in (True, False):
+        with Ledger.open(db) as led:
+            if not indexed:
+                led.conn.execute("DROP INDEX IF EXISTS reviews_leaf")
+            lookup = led.latest_human_decisions if indexed else (lambda w, led=led: v2_lookup(led, w))
+            for q in queue_sizes:
+                wanted = {leaf[rng.randrange(n)] for _ in range(q)}
+                times = []
+                for _ in range(repeat):
+                    t0 = time.perf_counter()
+                    found = lookup(wanted)
+                    times.append(time.perf_counter() - t0)
+                assert len(found) == len(wanted)
+                out.append({"index": indexed, "review_rows": n, "queued_leaves": q, "best_seconds": min(times)})
+                print(f"carry-over, {'with' if indexed else 'without'} index, {q} leaves: {min(times):.4f} s",
+                      file=sys.stderr)
+    db.unlink()
+    return out
+
+
+def write_carry(rows: list[dict], n: int) -> None:
+    out_dir = ROOT / "benchmarks" / "out"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "provenance_carry.json").write_text(json.dumps(rows, indent=2))
+    by = {(r["index"], r["queued_leaves"]): r["best_seconds"] for r in rows}
+    md = [CARRY_HEADING, "",
+          f"`Ledger.latest_human_decisions` (each gate run's carry-over lookup) on a ledger of {n:,} decided "
+          f"review rows; {os.cpu_count()} CPUs, Python {platform.python_version()}; best of 3.", "",
+          "| leaves queued by the gate | before: v2 query, no index (ms) | after: `reviews_leaf` index (ms) | speed-up |",
+          "|---|---|---|---|"]
+    for q in sorted({r["queued_leaves"] for r in rows}):
+        before, after = by[(False, q)], by[(True, q)]
+        md.append(f"| {q:,} | {before * 1e3:,.2f} | {after * 1e3:,.2f} | {before / max(after, 1e-9):,.0f}x |")
+    md += ["", f"Command: `python benchmarks/bench_provenance.py --carry-over {n}`", ""]
+    doc = ROOT / "docs" / "_bench_provenance.md"
+    text = doc.read_text() if doc.exists() else ""
+    text = text.split(CARRY_HEADING)[0].rstrip("\n")
+    doc.write_text((text + "\n\n" if text else "") + "\n".join(md))
+    print("\n".join(md))
+
+
 def run(op: str, data: Path, ledger: Path) -> dict:
     out = subprocess.run([sys.executable, __file__, "--child", op, str(data), str(ledger)], capture_output=True,
                          text=True, check=True)
@@ -95,12 +176,16 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/tg-bench")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--child", nargs=3, metavar=("OP", "DATA", "LEDGER"))
+    ap.add_argument("--carry-over", type=int, metavar="ROWS", help="only the carry-over lookup benchmark")
     args = ap.parse_args()
     if args.child:
         child(*args.child)
         return
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
+    if args.carry_over:
+        write_carry(carry_over(args.carry_over, work), args.carry_over)
+        return
     data = work / f"bench-{args.records}.jsonl"
     if not data.exists():
         print(f"generating {data} ...", file=sys.stderr)
@@ -160,7 +245,9 @@ def main() -> None:
            "to SQLite in one transaction; verify compares Merkle roots and, when they differ, diffs the "
            "32-byte leaves with numpy.", "", f"Command: `{meta['command']}`", ""]
     (ROOT / "docs").mkdir(exist_ok=True)
-    (ROOT / "docs" / "_bench_provenance.md").write_text("\n".join(md))
+    doc = ROOT / "docs" / "_bench_provenance.md"
+    kept = doc.read_text().partition(CARRY_HEADING) if doc.exists() else ("", "", "")
+    doc.write_text("\n".join(md) + (f"\n{CARRY_HEADING}{kept[2]}" if kept[1] else ""))
     print("\n".join(md))
 
 

@@ -448,8 +448,10 @@ class Ledger:
         self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS wanted_leaves(leaf TEXT PRIMARY KEY)")
         self.conn.execute("DELETE FROM wanted_leaves")
         self.conn.executemany("INSERT INTO wanted_leaves(leaf) VALUES (?)", [(x,) for x in leaves])
+        # CROSS JOIN keeps the (small) wanted set as the outer loop, so each leaf is one `reviews_leaf`
+        # probe; left to itself the planner walked every decided row through `reviews_status`.
         rows = self.conn.execute(
-            "SELECT r.* FROM reviews r JOIN wanted_leaves w ON w.leaf = r.leaf JOIN events e ON e.seq = r.event_seq"
+            "SELECT r.* FROM wanted_leaves w CROSS JOIN reviews r ON r.leaf = w.leaf JOIN events e ON e.seq = r.event_seq"
             " WHERE r.status IN ('approved', 'rejected') AND json_extract(e.payload, '$.carried_from') IS NULL ORDER BY r.event_seq")
         latest = {r["leaf"]: dict(r) for r in rows}
         self.conn.execute("DELETE FROM wanted_leaves")
