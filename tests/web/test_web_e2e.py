@@ -222,6 +222,8 @@ def test_a_finding_page_shows_every_held_row_with_the_trigger_highlighted(browse
     page = ctx.new_page()
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
     _login(page, server, "alice")
     page.goto(f"{server}/runs/1/findings/{cf['fingerprint']}")
     assert page.locator("form.bulk-form button.reject").inner_text() == f"Reject all {len(cf['rows'])}"
@@ -245,4 +247,5 @@ def test_a_finding_page_shows_every_held_row_with_the_trigger_highlighted(browse
     for row, shown in seen.items():
         assert shown == visible(json.loads(lines[row])["text"]), row
     assert page.title() != "pwned" and not dialogs and page.locator(".ftext img").count() == 0
+    assert not [m for m in console if "Content Security Policy" in m], console  # nothing inline was needed
     ctx.close()
