@@ -164,3 +164,10 @@ def test_attempts_waiting_for_a_slot_are_checked_again_when_they_get_it():
         t.join(30)
     refused = [v for v in results.values() if isinstance(v, Refused)]
     assert len(refused) == 1 and "too many failed" in refused[0].message
+
+
+def test_a_name_no_account_can_have_costs_no_hash_and_no_limiter_entry(app, monkeypatch):
+    monkeypatch.setattr(auth, "verify_password", lambda *a: pytest.fail("hashed a password for an impossible name"))
+    with TestClient(app) as c:
+        assert login(c, "n" * 5000, "wrong-password").status_code == 401
+    assert not app.state.tg.limiter._fails

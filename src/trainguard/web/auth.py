@@ -23,6 +23,7 @@ from trainguard.ledger.store import Ledger
 ROLES = ("viewer", "reviewer", "admin")
 CAN_DECIDE = frozenset({"reviewer", "admin"})
 MIN_PASSWORD = 10
+MAX_NAME = 64
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # ~16 MiB and ~50 ms per attempt
 SESSION_HOURS = 8
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
@@ -74,7 +75,7 @@ def _dummy_hash() -> str:
 
 def check_name(name: str) -> str:
     name = name.strip()
-    if not name or len(name) > 64 or not set(name) <= NAME_CHARS:
+    if not name or len(name) > MAX_NAME or not set(name) <= NAME_CHARS:
         raise ConfigError(f"user name {name!r}: use 1-64 letters, digits, '.', '_', '-' or '@'")
     return name
 

@@ -44,6 +44,8 @@ def login(request: Request, form: dict[str, str] = Depends(form_data)) -> Respon
     st = state(request)
     name = form.get("name", "").strip()
     nxt = local_path(form.get("next"))
+    if len(name) > auth.MAX_NAME:  # no account can have it: refused unhashed, and never a key in the limiter
+        return _login_page(request, nxt, 401, "wrong name or password")
     try:
         slot = st.limiter.reserve(name, request.client.host if request.client else "unknown")
     except Refused as e:
