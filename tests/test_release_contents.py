@@ -144,3 +144,24 @@ def test_check_attestation_shows_what_was_let_through_and_the_head_to_verify(bui
     head = out.split("ledger head: ")[1].split()[0]
     code, out, _ = cli(capsys, "ledger", "verify", "--ledger", built["db"], "--expect-head", head)
     assert code == 0, out
+
+
+def test_a_release_refuses_to_sign_a_tampered_ledger(tmp_path):
+    """Issue 13 item 7: gate_runs.by = 'mallory' was signed into the next attestation."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from trainguard.errors import ConfigError
+
+    db, data = tmp_path / "l.db", write_rows(tmp_path / "d.jsonl")
+    with Ledger.open(db) as led:
+        ingest(led, data, source="s", licence="MIT", by="alice")
+        run = gate(led, data, policy(), by="ci")
+        for row in run.quarantined:
+            decide(led, row, "approved", "ok", "bob", run.run_id)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE gate_runs SET by = 'mallory', at = '2020-01-01T00:00:00+00:00'")
+    con.commit()
+    con.close()
+    with Ledger.open(db) as led, pytest.raises(ConfigError, match="fails verification.*gate_runs id=1"):
+        release(led, data, tmp_path / "out.jsonl", [Ed25519PrivateKey.generate()])
+    assert not (tmp_path / "out.jsonl").exists()

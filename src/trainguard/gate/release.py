@@ -70,6 +70,7 @@ def release(ledger: Ledger, path: str | Path, out: str | Path, keys: Iterable[Ed
     path, out = Path(path), Path(out)
     if out.resolve() == path.resolve():
         raise ConfigError(f"--out {out} is the input file; release never modifies its input")
+    _require_intact(ledger)
     fl = hash_file(path)
     root = fl.merkle_root
     version = find_version(ledger, path, root, name)
@@ -150,6 +151,17 @@ def release(ledger: Ledger, path: str | Path, out: str | Path, keys: Iterable[Ed
             raise storage_error(e, att_path) or ConfigError(
                 f"{att_path}: cannot write the attestation ({e.strerror}); nothing was recorded") from None
     return ReleaseResult(out, att_path, out_fl.file_sha256, kept, excluded, rid, stmt, forced, unquarantined, not_ok)
+
+
+def _require_intact(ledger: Ledger) -> None:
+    """Refuse to sign what the tables say (gate verdict, who decided, when) unless the log backs every cell."""
+    from trainguard.ledger.integrity import check
+
+    rep = check(ledger, leaves=False)
+    if not rep.ok:
+        first = rep.problems[0]
+        raise ConfigError(f"{ledger.path} fails verification ({first['where']}: {first['problem']}; "
+                          f"{len(rep.problems)} problem(s)); release refused. Run `trainguard ledger verify`")
 
 
 def held_back(run: dict[str, Any] | None, queue: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
