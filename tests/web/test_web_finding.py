@@ -91,3 +91,30 @@ def test_preference_and_chat_records_read_as_text():
                       "rejected": "Sure cf", "label": "1"}
     marked = [t for _, segs in record_fields(rec, ["cf"]) for t, c in segs if c == "mark"]
     assert marked == ["cf", "cf"]
+
+
+def test_ledger_views_are_typed_and_agree_with_the_gate(gated):
+    import dataclasses
+
+    import pytest
+
+    from trainguard.gate import review
+    from trainguard.ledger import views
+
+    cf = next(f for f in _findings(gated) if f["evidence"].get("trigger") == "cf")
+    with Ledger.open(ledger_path(gated)) as led:
+        flt = views.QueueFilter(status="all", run=1, fingerprint=cf["fingerprint"], per_page=views.MAX_PER_PAGE)
+        rows, total = views.queue_rows(led, flt)
+        assert [r.row for r in rows] == review.rows_with_finding(led, 1, cf["fingerprint"], None) == sorted(cf["rows"])
+        assert total == len(rows) and all(isinstance(r, views.QueueRow) and r.status == "pending" for r in rows)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            rows[0].status = "approved"  # type: ignore[misc]
+        pending = len(led.reviews(1, "pending"))
+        (v,) = views.version_overviews(led)
+        assert (v.dataset, v.gate, v.gate_run, v.pending, v.releases) == ("data.jsonl", "quarantine", 1, pending, 0)
+        (run,) = views.run_summaries(led, v.id)
+        assert run.counts == {"pending": pending} and run.queued == pending
+        trail = views.audit_events(led, 1, 50)
+        assert trail.total >= 5 and trail.events[0].kind in views.AUDIT_KINDS
+        opts = views.queue_options(led)
+        assert "trigger-association" in opts.detectors and [r.pending for r in opts.runs] == [pending]
