@@ -80,3 +80,12 @@ def test_reasons_have_a_length_limit(twice):
         decide_many(led, good, [3, 7], "approved", "x" * 900_000, "bob")
     assert decide(led, 3, "approved", "x" * MAX_REASON, "bob", good)["reason"] == "x" * MAX_REASON
     assert MAX_REASON == 2000
+
+
+def test_the_gate_closing_rows_is_no_writer_in_the_audit(twice):
+    from trainguard.ledger.audit import audit
+
+    led, *_ = twice
+    decide(led, 3, "approved", "ok", "bob")
+    writers = audit(led)["datasets"][0]["writers"]
+    assert "bob (review)" in writers and not any(w.startswith("gate") for w in writers)

@@ -54,7 +54,7 @@ def audit(ledger: Ledger) -> dict[str, Any]:
     for run in gate_runs:
         if run["version_id"] is not None:
             for q in ledger.reviews(run["id"]):
-                if q["decided_by"]:
+                if q["decided_by"] and q["status"] in ("approved", "rejected"):  # not the gate's supersede
                     writers_by_version.setdefault(run["version_id"], set()).add(f"{q['decided_by']} (review)")
     used_by: dict[str, tuple[dict[str, Any], list[str]]] = {}
     for name in ledger.datasets():
