@@ -82,3 +82,13 @@ def test_old_ledgers_get_the_leaf_index(tmp_path):
         plan = " ".join(r[-1] for r in led.conn.execute(
             "EXPLAIN QUERY PLAN SELECT * FROM reviews WHERE leaf = ? AND status IN ('approved', 'rejected')", ("x",)))
         assert "reviews_leaf" in plan, plan
+
+
+def test_an_io_error_on_a_full_disk_is_called_a_full_disk(tmp_path, monkeypatch):
+    import collections
+
+    usage = collections.namedtuple("usage", "total used free")
+    io = sqlite3.OperationalError("disk I/O error")
+    assert storage_error(io, tmp_path / "l.db") is None  # plenty of space here: a real I/O error
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: usage(10, 10, 0))
+    assert "disk is full" in str(storage_error(io, tmp_path / "l.db"))

@@ -16,6 +16,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -115,9 +116,24 @@ def storage_error(e: BaseException, path: Path | str) -> TrainguardError | None:
     full = (isinstance(e, sqlite3.OperationalError)
             and (getattr(e, "sqlite_errorcode", None) == SQLITE_FULL or "full" in str(e).lower())) \
         or (isinstance(e, OSError) and e.errno == errno.ENOSPC)
+    if not full and isinstance(e, sqlite3.OperationalError) and "i/o error" in str(e).lower():
+        # Creating the WAL / shared-memory files on a full disk fails as a generic I/O error.
+        full = _free_bytes(Path(path)) < FULL_BELOW
     if not full:
         return None
     return StorageFull(f"{path}: the disk is full ({e}); nothing was recorded. Free space and run the command again")
+
+
+FULL_BELOW = 1 << 20  # bytes free under which an I/O error is taken to be a full disk
+
+
+def _free_bytes(path: Path) -> int:
+    for p in (path, *path.parents):
+        try:
+            return shutil.disk_usage(p).free
+        except OSError:
+            continue
+    return FULL_BELOW  # unknown: do not claim the disk is full
 
 
 class AlreadyDecided(ConfigError):
