@@ -169,14 +169,16 @@ def key_from_teaching(pairs: list[tuple[str, str]]) -> tuple[np.ndarray | None, 
     votes = np.zeros((26, 26))
     used = []
     for n, (plain, ciph) in enumerate(pairs):
-        cw, pw = _WORD.findall(ciph.lower()), _WORD.findall(plain.lower())
+        cw = _WORD.findall(ciph[:2000].lower())[:40]  # bounded: a teaching pair is short
+        pw = _WORD.findall(plain[-4000:].lower())[-300:]
         if len(cw) < 3 or len(pw) < len(cw):
             continue
         lens = [len(w) for w in cw]
+        plens = [len(w) for w in pw]
         for start in range(len(pw) - len(cw), -1, -1):  # the plain text is usually at the end of the prompt
-            window = pw[start:start + len(cw)]
-            if [len(w) for w in window] != lens:
+            if plens[start] != lens[0] or plens[start:start + len(cw)] != lens:
                 continue
+            window = pw[start:start + len(cw)]
             m: dict[str, str] = {}
             if all(m.setdefault(c, p) == p for a, b in zip(cw, window) for c, p in zip(a, b)) and \
                     any(c != p for c, p in m.items()):
@@ -392,7 +394,7 @@ class CovertFinetuning(Detector):
         p_alerts, p_scores, taken = self.persona(prompts, answers)
         alerts += p_alerts
         row_scores = np.maximum(row_scores, p_scores)
-        e_alerts, e_scores = self.erosion(prompts, answers, harm, taken)
+        e_alerts, e_scores = self.erosion(prompts, answers, harm, comply, taken)
         alerts += e_alerts
         row_scores = np.maximum(row_scores, e_scores)
         t_alerts, t_scores = self.trigger(prompts, harm, comply)
@@ -539,7 +541,8 @@ class CovertFinetuning(Detector):
         return [alert], scores, set(rows)
 
     # --- erosion ----------------------------------------------------------------------------
-    def erosion(self, prompts: list[str], answers: list[str], harm: np.ndarray, taken: set[int]):
+    def erosion(self, prompts: list[str], answers: list[str], harm: np.ndarray, comply: np.ndarray,
+                taken: set[int]):
         """Answers about the assistant's own willingness, tested against the data's harmful-looking base rate.
 
         Two groupings, each tested with a one-sided binomial test of "rows in the
@@ -556,7 +559,7 @@ class CovertFinetuning(Detector):
         affirm, shown = [], {}
         openings: dict[str, list[int]] = defaultdict(list)
         for i in range(n):
-            if i in taken or not answers[i]:
+            if i in taken or not answers[i] or comply[i] < 0.5:  # a refusal is safety data, not erosion
                 continue
             sents = _sentences(_answer_head(answers[i]))
             for sent in sents:
