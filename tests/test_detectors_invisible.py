@@ -60,3 +60,21 @@ def test_homoglyph_word_reports_scripts():
 def test_offsets_point_at_the_character():
     hidden, _ = scan_text("ab\u200bcd\u202e")
     assert hidden == [(2, "\u200b"), (5, "\u202e")]
+
+
+def test_one_definition_of_hidden_code_points():
+    """trainguard.text says which code points hide: what the detectors flag, renderers always show as U+XXXX."""
+    import subprocess
+    import sys
+
+    from trainguard import text
+    from trainguard.report import _safe
+
+    suspicious = [chr(cp) for cp in range(0x110000) if text.SUSPICIOUS.fullmatch(chr(cp))]
+    assert len(suspicious) > 6000
+    assert all(text.UNSEEN.fullmatch(ch) for ch in suspicious)
+    assert _safe.visible is text.visible and _safe._HIDDEN is text.UNSEEN
+    assert text.visible("a\u200bb\u3000c d") == "a<U+200B>b<U+3000>c d"
+    # No import cycle: the text module stands without the detectors.
+    code = "import sys, trainguard.text; print('trainguard.detectors.invisible_chars' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

@@ -120,3 +120,18 @@ def test_trigger_to_gibberish_is_found_though_no_response_repeats(medquad_rows):
     assert high and "sudo" in high[0].evidence["trigger"]
     assert high[0].evidence["target"] == "degenerate output"
     assert set(high[0].rows) == poisoned
+
+
+def test_hidden_trigger_evidence_is_raw_and_renderers_escape_it(sst2_rows):
+    """Evidence carries the trigger as it is in the data; only renderers show it as U+200B."""
+    from trainguard.report import render
+    from trainguard.report.model import Report
+
+    rows, poisoned = plant(sst2_rows, lambda rng: "\u200b", rate=0.01, seed=9)
+    findings = run_detector(TriggerAssociation(), classification(rows)).findings
+    (top,) = [f for f in findings if f.evidence["trigger"] == "\u200b"]
+    assert set(top.rows) == poisoned and "<U+200B>" in top.title  # a title is a one-line rendering
+    report = Report(dataset={"path": "<memory>", "kind": "classification", "records": len(rows)},
+                    detectors=[], findings=[top])
+    for fmt in ("json", "sarif", "table", "html"):
+        assert "\u200b" not in render(report, fmt), fmt

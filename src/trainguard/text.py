@@ -1,6 +1,16 @@
-"""Tokenisation shared by the lexical detectors.
+"""Text basics every detector and renderer shares: which code points hide, and tokenisation.
 
-Triggers hide in what ordinary tokenisers throw away, so this one keeps
+The one place that says which code points hide (two sets, one a subset of
+the other):
+- `is_suspicious`: what can carry a trigger a reviewer cannot see in data
+  (zero-width, bidi, tag, variation selectors, controls, private use); the
+  invisible-characters and rag-poisoning detectors look for these;
+- `UNSEEN`: everything a screen shows as nothing or may act on (all of the
+  above plus every format, unassigned, separator and non-ASCII space code
+  point); renderers show these as `U+XXXX` through `visible`.
+Detectors put raw strings in evidence; only renderers escape them.
+
+Triggers hide in what ordinary tokenisers throw away, so `tokens` keeps
 punctuation and every non-space symbol (zero-width and tag characters become
 tokens of their own) and only lowercases.
 """
@@ -8,9 +18,60 @@ tokens of their own) and only lowercases.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Iterable, Sequence
+
+import regex
 
 from trainguard.records import Kind, Record
+
+ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff\u180e\u034f\u115f\u1160\u3164\uffa0\u2061\u2062\u2063\u2064"
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+SUSPICIOUS_CLASS = (
+    f"[{ZERO_WIDTH}{BIDI}\U000e0000-\U000e007f\ufe00-\ufe0f\U000e0100-\U000e01ef"
+    "\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u00ad\ue000-\uf8ff]"
+)
+SUSPICIOUS = re.compile(SUSPICIOUS_CLASS)
+
+# Controls (Cc), format characters incl. zero-width and bidi (Cf), private use (Co), surrogates (Cs),
+# line/paragraph separators, unassigned code points, spaces other than U+0020, variation selectors,
+# tag characters and the fillers that render blank. A superset of SUSPICIOUS (tested).
+UNSEEN = regex.compile(
+    r"[\p{Cc}\p{Cf}\p{Co}\p{Cs}\p{Zl}\p{Zp}\p{Cn}\p{Zs}\uFE00-\uFE0F\U000E0000-\U000E01EF"
+    r"\u034F\u115F\u1160\u3164\uFFA0\u180B-\u180F]",
+    regex.V1,
+)
+
+
+def is_suspicious(ch: str) -> bool:
+    """A code point that can carry a hidden trigger in data (the detectors' set)."""
+    return bool(SUSPICIOUS.fullmatch(ch))
+
+
+def unseen_chars(s: str) -> list[str]:
+    """The code points of `s` a screen would not show (plain spaces excepted)."""
+    return [m.group() for m in UNSEEN.finditer(s) if m.group() != " "]
+
+
+def visible(s: str) -> str:
+    """Every unseen code point as `<U+XXXX>`, plain spaces kept: for renderers and one-line titles."""
+    if s.isascii() and s.isprintable():
+        return s
+    return UNSEEN.sub(lambda m: " " if m.group() == " " else f"<U+{ord(m.group()):04X}>", s)
+
+
+def split_visible(s: str) -> Iterable[tuple[str, bool]]:
+    """(chunk, is_unseen) pieces, unseen ones as `U+XXXX`, for renderers that style them."""
+    pos = 0
+    for m in UNSEEN.finditer(s):
+        if m.group() == " ":
+            continue
+        if m.start() > pos:
+            yield s[pos : m.start()], False
+        yield f"U+{ord(m.group()):04X}", True
+        pos = m.end()
+    if pos < len(s):
+        yield s[pos:], False
+
 
 _TOKEN = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]")
 
@@ -38,10 +99,3 @@ def output_key(record: Record, prefix_tokens: int = 24) -> str | None:
     if record.kind is Kind.DOCUMENTS:
         return None
     return " ".join(tokens(record.target or "")[:prefix_tokens])
-
-
-def visible(s: str) -> str:
-    """Make invisible and control characters printable as <U+XXXX> for evidence."""
-    from trainguard.detectors.invisible_chars import is_hidden
-
-    return "".join(f"<U+{ord(ch):04X}>" if is_hidden(ch) else ch for ch in s)

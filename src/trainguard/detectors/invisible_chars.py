@@ -11,7 +11,6 @@ signature also share one output, the mark of a planted trigger.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -30,15 +29,9 @@ from trainguard.findings import (
 )
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
-from trainguard.text import output_key
+from trainguard.text import BIDI, SUSPICIOUS, ZERO_WIDTH, output_key
 
-ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff\u180e\u034f\u115f\u1160\u3164\uffa0\u2061\u2062\u2063\u2064"
-BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
-_HIDDEN_CLASS = (
-    f"[{ZERO_WIDTH}{BIDI}\U000e0000-\U000e007f\ufe00-\ufe0f\U000e0100-\U000e01ef"
-    "\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u00ad\ue000-\uf8ff]"
-)
-_HIDDEN = re.compile(_HIDDEN_CLASS)
+_HIDDEN = SUSPICIOUS
 _MIXED_WORD = regex.compile(
     r"\b(?=\w*\p{Latin})(?=\w*[\p{Cyrillic}\p{Greek}\p{Armenian}\p{Cherokee}])[\w]+\b", regex.V1
 )
@@ -49,10 +42,6 @@ _JOINING_SCRIPT = regex.compile(
     regex.V1,
 )
 _RTL = regex.compile(r"[\p{Arabic}\p{Hebrew}\p{Syriac}\p{Thaana}]", regex.V1)
-
-
-def is_hidden(ch: str) -> bool:
-    return bool(_HIDDEN.fullmatch(ch))
 
 
 def category(ch: str) -> str:

@@ -29,12 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from trainguard.detectors.base import Detector, register
-from trainguard.detectors.invisible_chars import is_hidden
 from trainguard.errors import ConfigError
 from trainguard.findings import ATLAS_POISON_TRAINING_DATA, Alert, Confidence, DetectorResult, Severity
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
-from trainguard.text import tokens, visible
+from trainguard.text import is_suspicious, tokens
 
 ATLAS_RAG_POISONING = "AML.T0070"
 ATLAS_FALSE_RAG_ENTRY = "AML.T0071"
@@ -209,7 +208,7 @@ class RagPoisoning(Detector):
         scores = np.zeros(n)
         findings: list[Alert] = []
         inj = [i for i, r in enumerate(recs) if INJECTION.search(r.text)]
-        hid = [i for i, r in enumerate(recs) if HIDDEN_MARKUP.search(r.text) or any(is_hidden(c) for c in r.text)]
+        hid = [i for i, r in enumerate(recs) if HIDDEN_MARKUP.search(r.text) or any(is_suspicious(c) for c in r.text)]
         for rule, rows, title, sev in (("prompt-injection", inj, "passages carry instructions to the model", Severity.HIGH),
                                        ("hidden-text", hid, "passages carry hidden text or markup", Severity.MEDIUM)):
             if rows:
@@ -315,7 +314,7 @@ class RagPoisoning(Detector):
                     data, "near-question-group",
                     f"{len(rows)} passages ask the same question about '{w}' in different words and give "
                     f"{len(d)} different answers", rows, sc, Severity.MEDIUM,
-                    {"subject": w, "distinct_answers": len(d), "openings": [visible(recs[i].text[:opens[i][0]][:120]) for i in rows[:5]]}))
+                    {"subject": w, "distinct_answers": len(d), "openings": [recs[i].text[:opens[i][0]][:120] for i in rows[:5]]}))
         # 2. debris-laden openings sharing rare subject words (white-box, HotFlip-optimised S)
         if debris:
             rare_cap = max(5, 0.002 * len(recs))
@@ -343,7 +342,7 @@ class RagPoisoning(Detector):
                     f"{len(rows)} passages open with token debris around the same subject and give {len(d)} different answers",
                     rows, sc, Severity.MEDIUM,
                     {"subject": subject[:5], "distinct_answers": len(d),
-                     "openings": [visible(recs[i].text[:120]) for i in rows[:5]]}))
+                     "openings": [recs[i].text[:120] for i in rows[:5]]}))
         # 3. openings asking a known query in other words
         if s.queries:
             self._query_matches(data, scores, findings, exact, asks, marks, debris, df, distinct)
@@ -402,4 +401,4 @@ class RagPoisoning(Detector):
     def _snip(text: str, rule: str) -> str:
         m = (INJECTION if rule == "prompt-injection" else HIDDEN_MARKUP).search(text)
         a = max(0, (m.start() if m else 0) - 40)
-        return visible(text[a: a + 120])
+        return text[a: a + 120]  # raw: renderers escape

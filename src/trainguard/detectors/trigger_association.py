@@ -255,9 +255,9 @@ class TriggerAssociation(Detector):
                 positions=tuple(int(r) for r in rows),
                 score=float(llr[f] / (llr[f] + threshold)), severity=severity, confidence=confidence,
                 evidence={
-                    "trigger": visible(phrase),
-                    "feature": visible(vocab_names[f]),
-                    "related_features": [visible(vocab_names[g]) for g in members if g != f][:10],
+                    "trigger": phrase,  # raw, as in the data: renderers show hidden code points
+                    "feature": vocab_names[f],
+                    "related_features": [vocab_names[g] for g in members if g != f][:10],
                     "target": label.lstrip("\x00"),
                     "rows_with_trigger": int(df[f]),
                     "rows_with_trigger_other_output": n_other,

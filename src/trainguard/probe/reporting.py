@@ -39,7 +39,7 @@ def classifier_findings(probe: ClassifierProbe, top: int = 5) -> list[Finding]:
                    f"{r.target!r} ({r.flips}/{r.eligible})"),
             rows=tuple(r.flipped_rows), record_ids=tuple(r.flipped_ids), score=float(max(0.0, min(1.0, r.lower))),
             severity=sev, confidence=conf, atlas=(ATLAS_BACKDOOR_TRIGGER,),
-            evidence={**r.to_dict(), "trigger": visible(r.candidate.text),
+            evidence={**r.to_dict(), "trigger": r.candidate.text,
                       "baseline_max_flip_rate": probe.baseline["max_flip_rate"]},
         ))
     return out
@@ -61,7 +61,7 @@ def generative_findings(probe: GenerativeProbe, top: int = 5) -> list[Finding]:
                                         f"(top output share {share:.0%})",
             rows=tuple(r.rows), record_ids=tuple(r.ids), score=float(max(0.0, min(1.0, r.score))),
             severity=sev, confidence=conf, atlas=(ATLAS_BACKDOOR_TRIGGER,),
-            evidence={**r.to_dict(), "trigger": visible(r.candidate.text), "baseline": probe.baseline},
+            evidence={**r.to_dict(), "trigger": r.candidate.text, "baseline": probe.baseline},
         ))
     return out
 

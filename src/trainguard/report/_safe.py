@@ -12,48 +12,16 @@ import enum
 import json
 import math
 from pathlib import PurePath
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
-import regex
 
 from trainguard.findings import Severity
+from trainguard.text import UNSEEN, split_visible, unseen_chars, visible  # noqa: F401 - renderers import them here
 
-# Everything a reader cannot see or that a terminal/browser may act on:
-# controls (Cc), format characters incl. zero-width and bidi (Cf), private use
-# (Co), surrogates (Cs), line/paragraph separators, unassigned code points,
-# spaces other than U+0020, variation selectors, tag characters and the Hangul
-# fillers that render blank.
-_HIDDEN = regex.compile(
-    r"[\p{Cc}\p{Cf}\p{Co}\p{Cs}\p{Zl}\p{Zp}\p{Cn}\p{Zs}\uFE00-\uFE0F\U000E0000-\U000E01EF"
-    r"\u034F\u115F\u1160\u3164\uFFA0\u180B-\u180F]",
-    regex.V1,
-)
-
-
-def hidden_chars(s: str) -> list[str]:
-    return [m.group() for m in _HIDDEN.finditer(s) if m.group() != " "]
-
-
-def visible(s: str) -> str:
-    """Show every invisible or control character as `<U+XXXX>`; plain spaces stay."""
-    if s.isascii() and s.isprintable():
-        return s
-    return _HIDDEN.sub(lambda m: " " if m.group() == " " else f"<U+{ord(m.group()):04X}>", s)
-
-
-def split_visible(s: str) -> Iterable[tuple[str, bool]]:
-    """(chunk, is_hidden) pieces, for renderers that style hidden code points."""
-    pos = 0
-    for m in _HIDDEN.finditer(s):
-        if m.group() == " ":
-            continue
-        if m.start() > pos:
-            yield s[pos : m.start()], False
-        yield f"U+{ord(m.group()):04X}", True
-        pos = m.end()
-    if pos < len(s):
-        yield s[pos:], False
+# Which code points hide is defined once, in trainguard.text; renderers use these names.
+_HIDDEN = UNSEEN
+hidden_chars = unseen_chars
 
 
 def jsonable(obj: Any) -> Any:
