@@ -33,6 +33,7 @@ def test_only_the_newest_run_of_a_content_has_pending_rows(twice):
     closed = items(led, bad, None)
     assert {i["status"] for i in closed} == {"superseded"}
     assert all(i["decided_by"] == "gate" and str(good) in i["reason"] for i in closed)
+    assert led.superseded_by(good) == {bad: list(MARKED)} and led.superseded_by(bad) == {}
     assert check(led).ok
 
 

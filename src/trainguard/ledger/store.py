@@ -427,6 +427,13 @@ class Ledger:
                 "UPDATE reviews SET status='superseded', decided_by='gate', reason=?, decided_at=?, event_seq=?"
                 " WHERE gate_run_id = ? AND status = 'pending'", (superseded_reason(run_id), ts, seq, old))
 
+    def superseded_by(self, run_id: int) -> dict[int, list[int]]:
+        """Earlier gate runs whose pending rows this run closed: run id -> rows (for the gate's output)."""
+        rows = self.conn.execute(
+            "SELECT payload FROM events WHERE kind = 'supersede' AND json_extract(payload, '$.superseded_by') = ?"
+            " ORDER BY seq", (run_id,))
+        return {int(p["gate_run"]): list(p["rows"]) for p in (json.loads(r[0]) for r in rows)}
+
     def gate_run(self, run_id: int) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM gate_runs WHERE id = ?", (run_id,)).fetchone()
         return dict(row) if row else None
