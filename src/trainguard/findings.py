@@ -18,44 +18,35 @@ from typing import Any, Mapping
 import numpy as np
 
 
-class Severity(IntEnum):
+class _Level(IntEnum):
+    """An ordered level written by its lower-case name ("high"), parsed back strictly."""
+
+    @classmethod
+    def parse(cls, value: Any) -> Any:
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls[str(value).strip().upper()]
+        except KeyError:
+            names = ", ".join(m.name.lower() for m in cls)
+            raise ValueError(f"unknown {cls.__name__.lower()} {value!r}; expected one of: {names}") from None
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+class Severity(_Level):
     INFO = 0
     LOW = 1
     MEDIUM = 2
     HIGH = 3
     CRITICAL = 4
 
-    @classmethod
-    def parse(cls, value: str | "Severity") -> "Severity":
-        if isinstance(value, Severity):
-            return value
-        try:
-            return cls[value.strip().upper()]
-        except KeyError:
-            names = ", ".join(s.name.lower() for s in cls)
-            raise ValueError(f"unknown severity {value!r}; expected one of: {names}") from None
 
-    def __str__(self) -> str:
-        return self.name.lower()
-
-
-class Confidence(IntEnum):
+class Confidence(_Level):
     LOW = 1
     MEDIUM = 2
     HIGH = 3
-
-    @classmethod
-    def parse(cls, value: str | "Confidence") -> "Confidence":
-        if isinstance(value, Confidence):
-            return value
-        try:
-            return cls[value.strip().upper()]
-        except KeyError:
-            names = ", ".join(c.name.lower() for c in cls)
-            raise ValueError(f"unknown confidence {value!r}; expected one of: {names}") from None
-
-    def __str__(self) -> str:
-        return self.name.lower()
 
 
 # MITRE ATLAS technique ids used by the built-in detectors.
