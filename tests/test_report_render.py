@@ -73,3 +73,25 @@ def test_cli_writes_each_format(tmp_path, sst2_rows):
         assert code in (0, 1), fmt
         text = out.read_text(encoding="utf-8")
         assert "malformed JSON" in text or fmt == "sarif" and "skipped input row (row 300)" in text, fmt
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_status_is_shown_in_every_format(fmt):
+    import dataclasses
+
+    from trainguard.findings import DetectorStatus
+
+    runs = [DetectorRun(f"det-{s.value}", "1", s, {}, message="" if s is DetectorStatus.OK else f"why {s.value}")
+            for s in DetectorStatus]
+    text = render(dataclasses.replace(_report(), detectors=runs), fmt)
+    for s in DetectorStatus:
+        assert f"det-{s.value}" in text, (fmt, s)
+        if s is not DetectorStatus.OK:
+            assert f"why {s.value}" in text, (fmt, s)
+    if fmt == "json":
+        assert [d["status"] for d in json.loads(text)["detectors"]] == [s.value for s in DetectorStatus]
+
+
+def test_an_unknown_status_is_refused():
+    with pytest.raises(ValueError):
+        DetectorRun("x", "1", "fine", {})

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from trainguard.findings import Finding, Severity
+from trainguard.findings import DetectorStatus, Finding, Severity
 from trainguard.report._safe import ATLAS_URL, jsonable, split_visible, visible
 from trainguard.report.model import Report
 
@@ -28,7 +28,7 @@ SEV_COLOR = {
     Severity.LOW: "#0891b2",
     Severity.INFO: "#6b7280",
 }
-STATUSES = ("ok", "failed", "skipped")
+STATUSES = tuple(s.value for s in DetectorStatus)
 ROWS_SHOWN = 12
 SKIPPED_LISTED = 1000
 ROWS_LISTED = 2000
@@ -57,7 +57,7 @@ th,td{text-align:left;vertical-align:top;padding:7px 10px;border-bottom:1px soli
 th{font-size:12px;color:var(--muted);text-transform:uppercase;letter-spacing:.04em;background:rgba(127,127,127,.06)}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .sev{display:inline-block;border-radius:999px;padding:1px 9px;color:#fff;font-size:12px;font-weight:600}
-.status-ok{color:#16a34a;font-weight:600}.status-failed{color:#dc2626;font-weight:700}.status-skipped{color:var(--muted)}
+.status-ok{color:#16a34a;font-weight:600}.status-failed{color:#dc2626;font-weight:700}.status-skipped{color:var(--muted)}.status-disabled{color:#b45309;font-weight:600}
 .bar{height:6px;background:var(--line);border-radius:3px;margin-top:4px;min-width:60px}
 .bar span{display:block;height:6px;border-radius:3px;background:var(--accent)}
 .cp{display:inline-block;border:1px solid #dc2626;color:#dc2626;border-radius:4px;padding:0 3px;margin:0 1px;

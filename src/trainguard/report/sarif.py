@@ -201,8 +201,10 @@ def _invocation(report: Report, artifact: dict | None) -> dict[str, Any]:
             notes.append({"level": "error", "descriptor": {"id": d.name},
                           "message": {"text": visible(f"detector {d.name} failed: {d.message}")}})
         elif d.status in (DetectorStatus.SKIPPED, DetectorStatus.DISABLED):
-            notes.append({"level": "note", "descriptor": {"id": d.name},
-                          "message": {"text": visible(f"detector {d.name} skipped: {d.message}")}})
+            # Disabled: it applies but was turned off, so the data went unchecked for it (a warning).
+            notes.append({"level": "note" if d.status is DetectorStatus.SKIPPED else "warning",
+                          "descriptor": {"id": d.name},
+                          "message": {"text": visible(f"detector {d.name} {d.status}: {d.message}")}})
     for e in report.dataset.skipped:
         note: dict[str, Any] = {"level": "warning", "descriptor": {"id": "skipped-row"},
                                 "message": {"text": visible(_skip_text(e))}}

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from trainguard.findings import Severity
+from trainguard.findings import DetectorStatus, Severity
 from trainguard.report._safe import evidence_summary, rows_preview, short, visible
 from trainguard.report.model import Report
 
@@ -31,7 +31,8 @@ SEVERITY_STYLE = {
     Severity.LOW: "cyan",
     Severity.INFO: "dim",
 }
-STATUS_STYLE = {"ok": "green", "failed": "bold red", "skipped": "dim"}
+STATUS_STYLE = {DetectorStatus.OK: "green", DetectorStatus.FAILED: "bold red", DetectorStatus.SKIPPED: "dim",
+                DetectorStatus.DISABLED: "bold yellow"}
 MAX_FINDINGS = 200  # beyond this the JSON/HTML report is the place to read them
 MAX_SKIPPED = 50
 
@@ -73,7 +74,7 @@ def _detectors(report: Report) -> Table:
     for col in ("detector", "version", "status", "seconds", "note"):
         table.add_column(col, justify="right" if col == "seconds" else "left")
     for d in report.detectors:
-        table.add_row(_t(d.name), _t(d.version), Text(d.status, style=STATUS_STYLE.get(d.status, "")),
+        table.add_row(_t(d.name), _t(d.version), Text(str(d.status), style=STATUS_STYLE.get(d.status, "")),
                       f"{d.seconds:.2f}", _t(d.message, limit=100))
     if not report.detectors:
         table.add_row(Text("none ran", style="bold red"), "", "", "", "")
