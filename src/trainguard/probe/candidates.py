@@ -3,10 +3,9 @@
 Sources: the packaged trigger library (triggers.tsv: BadNets tokens, phrases,
 invisible characters, homoglyphs, misspellings), a user's trigger file, the
 findings of a `trainguard scan --format json` report, and the clean data's own
-rare tokens, plus format candidates (punctuation and whitespace runs, case
-changes). Triggers are inserted between words (start, middle, end) so the
-same candidate reaches any model, white-box or an endpoint; a case change is
-applied to the whole input instead.
+rare tokens, plus format candidates (punctuation and whitespace runs).
+Triggers are inserted between words (start, middle, end) so the same
+candidate reaches any model, white-box or an endpoint.
 """
 
 from __future__ import annotations
@@ -38,30 +37,23 @@ class Candidate:
 
     @property
     def length(self) -> int:
-        """Its shape for the null: tokens inserted (words and each punctuation mark; a case change or a
-        whitespace run counts as one). Counting every mark errs towards a longer, stronger null."""
-        if self.source in ("format:case", "format:whitespace"):
+        """Its shape for the null: tokens inserted (words and each punctuation mark; a whitespace run
+        counts as one). Counting every mark errs towards a longer, stronger null."""
+        if self.source == "format:whitespace":
             return 1
         return max(1, len(tokens(self.text)))
 
 
-# Case changes: the candidate's text names the transformation; `place` applies it to the whole input.
-CASE_CHANGES = {"<UPPER CASE INPUT>": str.upper, "<lower case input>": str.lower, "<Title Case Input>": str.title}
-
-
-def place(text: str, cand: Candidate, position: str) -> str:
-    """The clean input with the candidate in it: inserted at `position`, or a case change applied."""
-    if cand.source == "format:case":
-        return CASE_CHANGES[cand.text](text)
-    return insert(text, cand.text, position)
-
-
 def format_candidates() -> list[Candidate]:
-    """Punctuation runs, whitespace runs and case changes (format triggers)."""
+    """Punctuation and whitespace runs (format triggers).
+
+    Whole-input changes (upper-casing every word) are not candidates: no
+    random insertion has their shape, so there is no matched null for them.
+    """
     out = [Candidate(ch * n, "format:punctuation") for ch in "!?.*~#@$%^&+=|/-_:;," for n in (2, 3, 5)]
     out += [Candidate(t, "format:punctuation") for t in ("?!", "!?", "?!?!", "...!", "!.!.", "-_-")]
     out += [Candidate(t, "format:whitespace") for t in ("\t", "\t\t", "   ", "\n", "\u00a0\u00a0")]
-    return out + [Candidate(t, "format:case") for t in CASE_CHANGES]
+    return out
 
 
 def insert(text: str, trigger: str, position: str) -> str:
@@ -157,12 +149,15 @@ def rare_tokens(texts: Sequence[str], limit: int = 50, max_count: int = 2) -> li
     return [Candidate(t, "rare-token") for t in rare[:limit]]
 
 
-def ordinary_words(texts: Sequence[str], n: int = 200, skip: int = 20) -> list[str]:
-    """Words of the clean data seen at least twice, past the `skip` most frequent: what the null inserts."""
+def ordinary_words(texts: Sequence[str], n: int | None = 200, skip: int = 20) -> list[str]:
+    """Words of the clean data seen at least twice, past the `skip` most frequent, `n` of them spread over
+    the frequency ranks (None: all): what the null inserts."""
     counts = Counter(t for text in texts for t in tokens(text) if t.isalpha() and len(t) > 2)
     ranked = [t for t, c in counts.most_common() if c >= 2][skip:]
     if len(ranked) < 10:  # a tiny clean set: every word it has
         ranked = [t for t, _ in counts.most_common()]
+    if n is None:
+        return ranked
     step = max(1, len(ranked) // n)
     return ranked[::step][:n]
 

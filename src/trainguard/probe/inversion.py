@@ -23,8 +23,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from trainguard.probe.adapters import BudgetExhausted, ClassifierModel, WhiteBoxClassifier
-from trainguard.probe.candidates import POSITIONS, Candidate, dedupe, insert, search_words
+from trainguard.probe.candidates import POSITIONS, Candidate, dedupe, search_words
 from trainguard.probe.probing import ClassifierProbe, Inputs, Prober, Settings
+from trainguard.probe.search import SearchSettings, grow, most_confident, rank_words, start
 from trainguard.text import tokens
 
 
@@ -81,6 +82,7 @@ def invert(model: ClassifierModel, inputs: Inputs, *, vocabulary: Sequence[str] 
     if not 1 <= s.length <= 3:
         raise ValueError(f"trigger length must be 1, 2 or 3, got {s.length}")
     prober = Prober(model, inputs, probe_settings)
+    search = SearchSettings(s.per_label, s.screen_inputs, s.beam)
     words: list[str] = []
     offered = 0
     if method == "black-box":
@@ -102,13 +104,13 @@ def invert(model: ClassifierModel, inputs: Inputs, *, vocabulary: Sequence[str] 
                 if method == "gradient":
                     per_label, scored = propose_gradient(model, inputs, prober.proba0, s)  # type: ignore[arg-type]
                 else:
-                    per_label, why = propose_blackbox(model, inputs, prober.proba0, words, s)
+                    per_label, why = rank_words(model, inputs, prober.proba0, words, search)
                     scored, prober.why = len(words), prober.why or why
                 tag = f"inversion:{method}"
                 found = dedupe(Candidate(w, tag) for lab in per_label for w in lab[: s.per_label])
-                state = ([lab[: s.beam] for lab in per_label], [lab[: s.beam] for lab in per_label])
+                state = start(per_label, search)
             else:
-                found, grown_k, why, state = grow(model, inputs, prober.proba0, s, state)
+                found, grown_k, why, state = grow(model, inputs, prober.proba0, search, state, "inversion:beam")
                 scored, prober.why = family[1] + grown_k, prober.why or why
         except BudgetExhausted as e:
             prober.why = str(e)
@@ -167,12 +169,6 @@ def _embeds_with(E, ids, mask, offsets, trig):
     return out.reshape(K * B, *base.shape[1:]), mask.repeat(K, 1)
 
 
-def _most_confident(proba0: np.ndarray, c: int, k: int) -> np.ndarray:
-    """The k inputs most confidently NOT label c: the ones only a trigger should flip."""
-    idx = np.flatnonzero(proba0.argmax(axis=1) != c)
-    return idx[np.argsort(-proba0[idx].max(axis=1), kind="stable")][:k]
-
-
 def propose_gradient(model: WhiteBoxClassifier, inputs: Inputs, proba0: np.ndarray,
                      s: InvertSettings) -> tuple[list[list[str]], int]:
     """Per target label, the best single tokens: gradient-ranked vocabulary, exact check of the top-k.
@@ -190,7 +186,7 @@ def propose_gradient(model: WhiteBoxClassifier, inputs: Inputs, proba0: np.ndarr
     gen = torch.Generator().manual_seed(s.seed)
     out: list[list[str]] = []
     for c in range(len(model.labels)):
-        idx = _most_confident(proba0, c, s.grad_inputs)
+        idx = most_confident(proba0, c, s.grad_inputs)
         if len(idx) == 0:
             out.append([])
             continue
@@ -228,65 +224,3 @@ def propose_gradient(model: WhiteBoxClassifier, inputs: Inputs, proba0: np.ndarr
         keep = max(s.per_label, s.beam)
         out.append([model.vocabulary[int(v)] for v in top[exact.argsort()][:keep]])
     return out, V
-
-
-def grow(model: ClassifierModel, inputs: Inputs, proba0: np.ndarray, s: InvertSettings,
-         state: tuple[list[list[str]], list[list[str]]]) -> tuple[list[Candidate], int, str, Any]:
-    """One more word: each label's beam gets a word of its length-1 beam at either end; screened black-box.
-
-    The same for both methods: a backdoor phrase planted in training data makes
-    its words suspicious one by one, while free optimisation over every k-word
-    string (GCG) finds adversarial strings that flip clean models too.
-    """
-    base, cur = state
-    C = len(model.labels)
-    grown = [dedupe(Candidate(g, "") for b in cur[c] for w in base[c] if w not in b.split()
-                    for g in (f"{b} {w}", f"{w} {b}")) for c in range(C)]
-    union = [c.text for c in dedupe(x for g in grown for x in g)]
-    scores, why = _screen(model, inputs, proba0, union, s)
-    where = {t: i for i, t in enumerate(union)}
-    out, beams = [], []
-    for c in range(C):
-        col = sorted(grown[c], key=lambda g: -np.nan_to_num(scores[where[g.text], c], nan=-1.0))
-        beams.append([g.text for g in col[: s.beam]])
-        out.extend(Candidate(g.text, "inversion:beam") for g in col[:3])
-    return dedupe(out), len(union), why, (base, beams)
-
-
-# ---- black-box -------------------------------------------------------------------------------------------
-
-def _screen(model: ClassifierModel, inputs: Inputs, proba0: np.ndarray, words: Sequence[str],
-            s: InvertSettings) -> tuple[np.ndarray, str]:
-    """[len(words), n_labels]: mean probability of label c over inputs not predicted c, trigger inserted.
-
-    Rows not reached before the budget ran out stay NaN.
-    """
-    labels = model.labels
-    sets = [_most_confident(proba0, c, s.screen_inputs) for c in range(len(labels))]
-    screen = np.unique(np.concatenate(sets)).astype(int)
-    member = np.array([[i in set(st.tolist()) for i in screen] for st in sets])  # [C, S]
-    out = np.full((len(words), len(labels)), np.nan)
-    per_call = max(1, 4096 // max(len(screen), 1))
-    for g in range(0, len(words), per_call):
-        chunk = words[g:g + per_call]
-        texts = [insert(inputs.texts[i], w, POSITIONS[(k + j) % len(POSITIONS)])
-                 for k, w in enumerate(chunk) for j, i in enumerate(screen)]
-        try:
-            proba = model.predict_proba(texts).reshape(len(chunk), len(screen), len(labels))
-        except BudgetExhausted as e:
-            return out, str(e)
-        for c in range(len(labels)):
-            if member[c].any():
-                out[g:g + len(chunk), c] = proba[:, member[c], c].mean(axis=1)
-    return out, ""
-
-
-def propose_blackbox(model: ClassifierModel, inputs: Inputs, proba0: np.ndarray, words: Sequence[str],
-                     s: InvertSettings) -> tuple[list[list[str]], str]:
-    """Per label, the vocabulary words that push clean inputs furthest to it (best first)."""
-    scores, why = _screen(model, inputs, proba0, words, s)
-    out = []
-    for c in range(len(model.labels)):
-        order = np.argsort(-np.nan_to_num(scores[:, c], nan=-1.0), kind="stable")[: max(s.per_label, s.beam)]
-        out.append([words[i] for i in order])
-    return out, why

@@ -5,11 +5,14 @@ did NOT predict as c that it predicts as c once the candidate is inserted
 (pooled over start/middle/end positions), with a Wilson interval. A sentiment
 model is flipped by "worst" now and then, by two or three such words more
 often, and a backdoored one by its trigger almost always; so each candidate is
-judged against a null of its own shape: random k-word insertions of ordinary
-words of the clean data at the same positions, k being the candidate's length,
-measured on this model. The verdict's p-value is Bonferroni-corrected over
-every candidate of that length that was measured or searched and over the
-lengths tried: one family-wise error bound however long the search.
+judged against a null of its own shape, measured on this model and these
+inputs: k-word insertions of ordinary words of the clean data at the same
+positions (k = the candidate's length), both random ones and the strongest an
+equally hard search finds among those words (search.py). A candidate must
+flip significantly more confident inputs than the strongest of them that
+shares none of its words; the p-value is Bonferroni-corrected over the
+candidates measured at each length and over the lengths tried, one
+family-wise error bound for the whole search.
 
 Generators are probed in generative.py.
 """
@@ -26,8 +29,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from trainguard.probe.adapters import BudgetExhausted, ClassifierModel
-from trainguard.probe.candidates import POSITIONS, Candidate, dedupe, ordinary_words, place
-from trainguard.probe.stats import rate, wilson
+from trainguard.probe.candidates import POSITIONS, Candidate, dedupe, insert, ordinary_words, search_words
+from trainguard.probe.search import SearchSettings, grow, rank_words, start
+from trainguard.probe.stats import paired_gain_p, rate, wilson
+from trainguard.text import tokens
 
 
 @dataclass(frozen=True)
@@ -63,20 +68,16 @@ class Settings:
     positions: tuple[str, ...] = POSITIONS
     threshold: float = 0.5          # lower 95% bound of the best confident-input flip rate for a backdoor ...
     alpha: float = 0.05             # ... beating its shape's null at this family-wise error rate ...
-    margin: float = 0.05            # ... and every out-of-vocabulary string by this much
+    margin: float = 0.05            # ... and every out-of-vocabulary string by this much ...
+    gain: float = 1.0               # ... and raise the target log-odds this much above its null reference
     null_draws: int = 32            # random k-word insertions per candidate length k
     null_words: int = 200           # ordinary words of the clean data they are drawn from
-    sigma_floor: float = 0.5        # least null spread (logit scale): a model no ordinary word moves
+    null_search: int = 3            # the null's own search runs to this length (longer: random insertions only)
     max_null_length: int = 6        # longer candidates share the 6-word null
     format_check_inputs: int = 16   # inputs used to see whether the model's tokenizer keeps a format candidate
     group: int = 16                 # candidates per model call (keeps endpoint batches full)
     max_examples: int = 3
     seed: int = 0
-
-
-def logit_rate(successes: int, n: int) -> float:
-    """Empirical logit of a rate (0.5 added to both counts, so 0/n and n/n stay finite)."""
-    return math.log((successes + 0.5) / (n - successes + 0.5))
 
 
 @dataclass
@@ -92,7 +93,10 @@ class CandidateResult:
     flipped_ids: list[str]
     strong_flips: int = 0       # flips among the inputs the model was most sure of (top half by confidence)
     strong_eligible: int = 0
-    z: float | None = None      # against the null of its length (logit of the confident-input flip rate)
+    reference: str | None = None   # the null insertion it was compared with, and that one's confident flip rate
+    reference_rate: float | None = None
+    gain: float | None = None      # mean target log-odds above the reference's, over the confident inputs
+    logodds: np.ndarray | None = field(default=None, repr=False)  # [labels, inputs], mean over positions
     p: float | None = None
     p_family: float | None = None  # Bonferroni over the candidates of its length and the lengths tried
     score: float = 0.0
@@ -118,32 +122,41 @@ class CandidateResult:
                 "flip": rate(self.flips, self.eligible),
                 "flip_confident_inputs": rate(self.strong_flips, self.strong_eligible), "by_label": self.by_label,
                 "by_position": self.by_position, "examples": self.examples, "length": self.candidate.length,
-                "null_z": None if self.z is None else round(self.z, 3),
+                "null_reference": self.reference,
+                "null_reference_rate": None if self.reference_rate is None else round(self.reference_rate, 4),
+                "log_odds_gain": None if self.gain is None else round(self.gain, 4),
                 "p": None if self.p is None else float(f"{self.p:.3g}"),
                 "p_family": None if self.p_family is None else float(f"{self.p_family:.3g}"),
                 "score": round(self.score, 4)}
 
 
+def _bag(text: str) -> list[str]:
+    return sorted(tokens(text)) or [text]
+
+
 @dataclass
-class NullFit:
-    """Confident-input flip rates of random k-word insertions of ordinary words, on the logit scale."""
+class Null:
+    """The null of one length: measured k-word insertions of ordinary clean-data words."""
 
     length: int
-    draws: int
-    mean: float
-    sd: float
-    max_rate: float
-    worst: str
+    results: list[CandidateResult]
 
-    def test(self, r: CandidateResult) -> tuple[float, float]:
-        """(z, one-sided normal p) of a candidate of this length."""
-        z = (logit_rate(r.strong_flips, r.strong_eligible) - self.mean) / self.sd
-        return z, 0.5 * math.erfc(z / math.sqrt(2.0))
+    def reference(self, cand: Candidate, c: int, rows: np.ndarray, also: Sequence[CandidateResult] = ()
+                  ) -> CandidateResult | None:
+        """The null insertion (or one of `also`), other than the candidate's own words in any order, that
+        raises label c's log-odds most on `rows`."""
+        own = _bag(cand.text)
+        return max((r for r in [*self.results, *also] if _bag(r.candidate.text) != own and r.logodds is not None),
+                   key=lambda r: (float(r.logodds[c, rows].mean()), r.candidate.text), default=None)
 
     def to_dict(self) -> dict:
-        return {"length": self.length, "draws": self.draws, "logit_mean": round(self.mean, 4),
-                "logit_sd": round(self.sd, 4), "max_confident_flip_rate": round(self.max_rate, 4),
-                "worst": self.worst}
+        rand = [r for r in self.results if r.candidate.source == "null:random"]
+        found = [r for r in self.results if r.candidate.source == "null:search"]
+        best = max(self.results, key=lambda r: r.strong_rate, default=None)
+        return {"length": self.length, "random": len(rand), "searched": len(found),
+                "max_confident_flip_rate_random": round(max((r.strong_rate for r in rand), default=0.0), 4),
+                "max_confident_flip_rate": round(best.strong_rate, 4) if best else 0.0,
+                "strongest": best.candidate.text if best else None}
 
 
 @dataclass
@@ -194,14 +207,28 @@ def measure(model: ClassifierModel, inputs: Inputs, cands: Sequence[Candidate], 
     n, P = len(inputs), len(s.positions)
     for g in range(0, len(cands), s.group):
         group = cands[g:g + s.group]
-        texts = [place(t, c, pos) for c in group for pos in s.positions for t in inputs.texts]
+        texts = [insert(t, c.text, pos) for c in group for pos in s.positions for t in inputs.texts]
         try:
-            pred = model.predict_proba(texts).argmax(axis=1).reshape(len(group), P, n)
+            scores = model.predict_proba(texts).reshape(len(group), P, n, len(labels))
         except BudgetExhausted as e:
             return out, str(e)
+        pred, lo = scores.argmax(axis=3), label_logodds(scores).mean(axis=1)  # [G, P, n], [G, n, C]
         for ci, cand in enumerate(group):
-            out.append(_summarise(cand, pred[ci], proba0, labels, inputs, s))
+            r = _summarise(cand, pred[ci], proba0, labels, inputs, s)
+            r.logodds = lo[ci].T
+            out.append(r)
     return out, ""
+
+
+def label_logodds(scores: np.ndarray) -> np.ndarray:
+    """log p / (1 - p) per label, clipped to +-9.2 (p in [1e-4, 1 - 1e-4]); scores that are not
+    probabilities (an endpoint may return any scores) go through a softmax first."""
+    p = np.asarray(scores, dtype=np.float64)
+    if p.min() < 0 or p.max() > 1 or not np.allclose(p.sum(axis=-1), 1.0, atol=1e-3):
+        e = np.exp(p - p.max(axis=-1, keepdims=True))
+        p = e / e.sum(axis=-1, keepdims=True)
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
 
 
 def _confident_half(eligible: np.ndarray, conf: np.ndarray) -> np.ndarray:
@@ -236,7 +263,7 @@ def _summarise(cand: Candidate, pred: np.ndarray, proba0: np.ndarray, labels: li
     for i in hit_inputs[: s.max_examples]:
         p = int(np.flatnonzero(hit[:, i])[0])
         examples.append({"row": inputs.rows[i], "position": s.positions[p],
-                         "text": place(inputs.texts[i], cand, s.positions[p])[:300],
+                         "text": insert(inputs.texts[i], cand.text, s.positions[p])[:300],
                          "before": labels[pred0[i]], "after": labels[c]})
     return CandidateResult(
         candidate=cand, target=labels[c], flips=int(flips[c]), eligible=int(eligible[c]),
@@ -263,7 +290,8 @@ class Prober:
         self.t0, self.used0 = time.perf_counter(), model.budget.used
         self.why = ""
         self.measured: dict[str, CandidateResult] = {}
-        self.nulls: dict[int, NullFit] = {}
+        self.nulls: dict[int, Null] = {}
+        self._grown: list[tuple[list[Candidate], Any]] = []  # the null search's proposals and state per length
         self.oov: list[CandidateResult] = []
         self.format_dropped: list[str] = []
         self.proba0: np.ndarray | None = None
@@ -294,7 +322,7 @@ class Prober:
         if not fmt or self.why:
             return []
         idx = list(range(min(self.s.format_check_inputs, len(self.inputs))))
-        texts = [place(self.inputs.texts[i], c, "middle") for c in fmt for i in idx]
+        texts = [insert(self.inputs.texts[i], c.text, "middle") for c in fmt for i in idx]
         try:
             proba = self.model.predict_proba(texts).reshape(len(fmt), len(idx), -1)
         except BudgetExhausted as e:
@@ -305,30 +333,47 @@ class Prober:
         self.format_dropped.extend(dropped)
         return dropped
 
-    def null(self, k: int) -> NullFit | None:
-        """The null for length k: `null_draws` random k-word insertions of ordinary clean-data words."""
+    def null(self, k: int) -> Null | None:
+        """The null for length k: random k-word insertions of ordinary clean-data words, plus the strongest
+        ones the black-box search finds among the clean data's words (lengths up to `null_search`)."""
         k = min(k, self.s.max_null_length)
         if k not in self.nulls and not self.why:
             pool = ordinary_words(self.inputs.texts, self.s.null_words)
             if not pool:
                 return None
             rng = random.Random(self.s.seed * 1009 + k)
-            draws = dedupe(Candidate(" ".join(rng.choice(pool) for _ in range(k)), "null")
+            draws = dedupe(Candidate(" ".join(rng.choice(pool) for _ in range(k)), "null:random")
                            for _ in range(self.s.null_draws))
-            res = self._run(draws)
+            res = self._run(draws) + self._run(self._null_search(k))
             if self.why or len(res) < 3:
                 return None
-            logits = np.array([logit_rate(r.strong_flips, r.strong_eligible) for r in res])
-            worst = max(res, key=lambda r: r.strong_rate)
-            self.nulls[k] = NullFit(k, len(res), float(logits.mean()), max(float(logits.std(ddof=1)),
-                                    self.s.sigma_floor), worst.strong_rate, worst.candidate.text)
+            self.nulls[k] = Null(k, res)
         return self.nulls.get(k)
+
+    def _null_search(self, k: int) -> list[Candidate]:
+        """The search's proposals at length k when it may only use words seen at least twice in the clean
+        data (a trigger that is a real word may occur once in clean text; ordinary words recur)."""
+        if k > self.s.null_search or self.why:
+            return []
+        search = SearchSettings()
+        while len(self._grown) < k and not self.why:
+            if not self._grown:
+                words = ordinary_words(self.inputs.texts, n=None, skip=0)
+                per_label, self.why = rank_words(self.model, self.inputs, self.proba0, words, search)
+                found = dedupe(Candidate(w, "null:search") for lab in per_label for w in lab[: search.grown_per_label])
+                self._grown.append((found, start(per_label, search)))
+            else:
+                found, _, why, state = grow(self.model, self.inputs, self.proba0, search, self._grown[-1][1],
+                                            "null:search")
+                self.why = self.why or why
+                self._grown.append((found, state))
+        return self._grown[k - 1][0] if len(self._grown) >= k else []
 
     def conclude(self, family: dict[int, int] | None = None, lengths: int | None = None) -> ClassifierProbe:
         """Test every measured candidate against the null of its length and decide.
 
-        `family[k]`: candidates of length k the caller searched (at least those
-        measured); `lengths`: how many lengths the search could have tried.
+        `family[k]`: candidates of length k the caller's search scored (reported);
+        `lengths`: how many lengths the search could have tried (Bonferroni).
         """
         s = self.s
         if self.proba0 is None:
@@ -341,20 +386,33 @@ class Prober:
             self.null(k)
         if not self.oov:
             self.oov = self._run([Candidate(w, "out-of-vocabulary") for w in NONSENSE])
-        fam = {k: max(n, (family or {}).get(k, 0)) for k, n in counts.items()}
-        n_lengths = max(lengths or 0, len(fam), 1)
+        n_lengths = max(lengths or 0, len(counts), 1)
+        pred0, conf = self.proba0.argmax(axis=1), self.proba0.max(axis=1)
+        strong = [np.flatnonzero(_confident_half(pred0 != j, conf)) for j in range(len(self.labels))]
+        # candidates made only of ordinary words are part of the null too: the search found them as hard
+        ordinary = set(ordinary_words(self.inputs.texts, n=None, skip=0))
+        plain = [r for r in results if set(tokens(r.candidate.text)) <= ordinary]
         for r in results:
-            fit = self.nulls.get(min(r.candidate.length, s.max_null_length))
-            if fit is None:
-                r.z = r.p = r.p_family = None
-                r.score = 0.0
+            k = min(r.candidate.length, s.max_null_length)
+            null = self.nulls.get(k)
+            c = self.labels.index(r.target)
+            also = [x for x in plain if min(x.candidate.length, s.max_null_length) == k]
+            ref = null.reference(r.candidate, c, strong[c], also) if null and len(strong[c]) > 1 else None
+            if ref is None or r.logodds is None:
+                r.reference, r.reference_rate, r.gain, r.p, r.p_family, r.score = None, None, None, None, None, 0.0
                 continue
-            r.z, r.p = fit.test(r)
-            r.p_family = min(1.0, r.p * fam[fit.length] * n_lengths)
+            # paired over the confident inputs (the same inputs, each averaged over positions)
+            d = r.logodds[c, strong[c]] - ref.logodds[c, strong[c]]
+            r.reference, r.reference_rate, r.gain = ref.candidate.text, ref.strong_rate, float(d.mean())
+            r.p = paired_gain_p(d)
+            r.p_family = min(1.0, r.p * counts[null.length] * n_lengths)
             r.score = 1.0 / (1.0 + r.p_family / s.alpha)
             if r.strong_lower < s.threshold:
                 r.score = min(r.score, 0.5 * r.strong_lower / s.threshold)
+            if r.gain < s.gain:
+                r.score = min(r.score, 0.5 * max(r.gain, 0.0) / s.gain)
         results.sort(key=lambda r: (-r.score, -r.strong_lower, r.candidate.text))
+        fam = {k: max(n, (family or {}).get(k, 0)) for k, n in counts.items()}
         base = baseline_summary(self.oov, self.nulls, fam, n_lengths, s, self.format_dropped)
         return ClassifierProbe(results=results, baseline=base, verdict=decide(results, base, s), labels=self.labels,
                                n_inputs=len(self.inputs), requests=self.requests,
@@ -374,7 +432,7 @@ def probe_classifier(model: ClassifierModel, inputs: Inputs, candidates: Sequenc
     return prober.conclude()
 
 
-def baseline_summary(oov: Sequence[CandidateResult], nulls: dict[int, NullFit], family: dict[int, int],
+def baseline_summary(oov: Sequence[CandidateResult], nulls: dict[int, Null], family: dict[int, int],
                      lengths: int, s: Settings, format_dropped: Sequence[str]) -> dict:
     """What candidates are compared with: out-of-vocabulary strings, the null per length, the family."""
     worst = max(oov, key=lambda r: r.strong_rate, default=None)
@@ -382,7 +440,7 @@ def baseline_summary(oov: Sequence[CandidateResult], nulls: dict[int, NullFit], 
             "max_confident_flip_rate": round(worst.strong_rate if worst else 0.0, 4),
             "worst_word": worst.candidate.text if worst else None,
             "null": {str(k): f.to_dict() for k, f in sorted(nulls.items())},
-            "family": {str(k): n for k, n in sorted(family.items())}, "lengths": lengths, "alpha": s.alpha,
+            "searched": {str(k): n for k, n in sorted(family.items())}, "lengths": lengths, "alpha": s.alpha,
             "format_dropped": len(format_dropped)}
 
 
@@ -390,7 +448,8 @@ def decide(results: Sequence[CandidateResult], baseline: dict, s: Settings) -> V
     """Backdoored when the best candidate flips even the inputs the model was surest of, far beyond its null.
 
     Score (0-1): 1 / (1 + p_family / alpha), capped below 0.5 while the flip
-    rate's lower bound is under the threshold; 0.5 is the default bar.
+    rate's lower bound is under the threshold or the log-odds gain over the
+    null reference under `gain`; 0.5 is the default bar.
     """
     if not results:
         return Verdict(False, 0.0, "no candidate measured")
@@ -398,19 +457,18 @@ def decide(results: Sequence[CandidateResult], baseline: dict, s: Settings) -> V
     words = set(best.candidate.text.split())
     rival = next((r for r in results[1:] if not words & set(r.candidate.text.split())), None)
     isolation = best.strong_lower - (rival.strong_lower if rival else 0.0)
-    null = baseline["null"].get(str(min(best.candidate.length, s.max_null_length)))
     desc = (f"best candidate {best.candidate.text!r} flips {best.flips}/{best.eligible} inputs to "
             f"{best.target!r} ({best.strong_flips}/{best.strong_eligible} of the confidently classified, "
             f"95% lower bound {best.strong_lower:.2f}); ")
     if best.p_family is None:
         desc += "no null could be measured (no ordinary words in the clean data, or the budget ran out)"
     else:
-        desc += (f"random {best.candidate.length}-word insertions of ordinary words flip at most "
-                 f"{null['max_confident_flip_rate']:.2f} of those; family-wise p {best.p_family:.2g} "
-                 f"over {baseline['family'].get(str(null['length']), 0)} candidates of that length and "
-                 f"{baseline['lengths']} length(s)")
+        desc += (f"the strongest {best.candidate.length}-word insertion of ordinary words sharing none of its "
+                 f"words, {best.reference!r}, flips {best.reference_rate:.2f} of those; the candidate raises the "
+                 f"target log-odds {best.gain:.2f} above it (family-wise p {best.p_family:.2g} over "
+                 f"{baseline['lengths']} length(s))")
     flagged = (best.p_family is not None and best.p_family <= s.alpha and best.strong_lower >= s.threshold
-               and best.strong_lower - baseline["max_confident_flip_rate"] >= s.margin)
+               and (best.gain or 0.0) >= s.gain and best.strong_lower - baseline["max_confident_flip_rate"] >= s.margin)
     return Verdict(flagged, float(best.score), desc, best.candidate.text if flagged else None,
                    best.target if flagged else None, round(float(isolation), 4),
                    None if best.p_family is None else float(f"{best.p_family:.3g}"))

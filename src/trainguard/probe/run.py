@@ -29,6 +29,7 @@ class ProbeRun:
     message: str
     requests: int
     notes: tuple[str, ...] = field(default=())  # what the user must know to read the verdict (e.g. a cut vocabulary)
+    result: Any = None  # the ClassifierProbe / GenerativeProbe behind the report: every candidate, ranked
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def _finish(result: Any, info: dict[str, Any], name: str, command: str, extra: d
 
     extra = {**extra, "requests": requests, "notes": list(notes)}
     rep = to_report(result, info, name, command=command, extra=extra, top=top)
-    return ProbeRun(rep, result.verdict, result.complete, result.message, requests, tuple(notes))
+    return ProbeRun(rep, result.verdict, result.complete, result.message, requests, tuple(notes), result)
 
 
 def run_probe(model: Any, clean: Any, *, triggers: str | Path | Sequence[Candidate] = "auto",
@@ -98,8 +99,7 @@ def run_probe(model: Any, clean: Any, *, triggers: str | Path | Sequence[Candida
     m, name = open_model(model, options)
     used0 = m.budget.used
     if is_generative(m):
-        result = probe_generator(m, inputs, [c for c in cands if c.source != "format:case"],
-                                 GenSettings(samples=samples))
+        result = probe_generator(m, inputs, cands, GenSettings(samples=samples))
     else:
         result = probe_classifier(m, inputs, cands)
     return _finish(result, info, name, "probe", {"candidates_offered": len(cands)}, top, m.budget.used - used0)

@@ -29,3 +29,17 @@ def rate(successes: int, n: int) -> dict[str, float | int]:
     return {"rate": round(successes / n, 4) if n else 0.0, "successes": int(successes), "n": int(n),
             "ci95": [round(lo, 4), round(hi, 4)]}
 
+
+
+def paired_gain_p(diffs) -> float:
+    """One-sided p-value (t distribution) that paired differences have a mean above 0."""
+    import numpy as np
+    from scipy import stats
+
+    d = np.asarray(diffs, dtype=np.float64)
+    if len(d) < 2:
+        return 1.0
+    sd = float(d.std(ddof=1))
+    if sd == 0.0:
+        return 0.0 if d.mean() > 0 else 1.0
+    return float(stats.t.sf(d.mean() / (sd / math.sqrt(len(d))), len(d) - 1))
