@@ -333,9 +333,11 @@ class Replay:
             self.rep.add(_where(table, key_cols, key), "recorded in the event log but missing from the table")
 
     def _check_leaves(self) -> None:
+        """Chunk layout from lengths first, then one version's leaves in memory at a time."""
         chunks: dict[Any, list[tuple[Any, Any]]] = {}
-        for vid, chunk, data in self.ledger.conn.execute("SELECT version_id, chunk, data FROM leaf_chunks"):
-            chunks.setdefault(vid, []).append((chunk, data))
+        for vid, chunk, kind, size in self.ledger.conn.execute(
+                "SELECT version_id, chunk, typeof(data), length(data) FROM leaf_chunks"):
+            chunks.setdefault(vid, []).append((chunk, size if kind == "blob" else None))
         versions = self.tables["versions"]
         for vid in chunks.keys() - versions.keys():
             self.rep.add(f"leaf_chunks version_id={vid}", "leaves of a version the log never recorded")
@@ -343,16 +345,16 @@ class Replay:
             where = f"leaf_chunks version_id={vid}"
             parts = sorted(chunks.get(vid, []), key=lambda c: (str(type(c[0])), c[0]))
             numbers = [c for c, _ in parts]
-            if numbers != list(range(len(parts))) or not all(isinstance(d, bytes) for _, d in parts):
+            if numbers != list(range(len(parts))) or any(size is None for _, size in parts):
                 self.rep.add(where, f"chunks are numbered {numbers[:5]}..., not 0..{len(parts) - 1} of bytes")
                 continue
-            sizes = {len(d) for _, d in parts[:-1]}
-            if len(sizes) > 1 or any(s % 32 or not s for s in sizes) or (parts and len(parts[-1][1]) % 32):
+            sizes = [size for _, size in parts]
+            if any(size % 32 or not size for size in sizes) or len(set(sizes[:-1])) > 1 \
+                    or (len(sizes) > 1 and sizes[-1] > sizes[0]):
                 self.rep.add(where, "chunk sizes are uneven or not whole leaves")
-            leaves = b"".join(d for _, d in parts)
-            if len(leaves) != 32 * v["records"]:
-                self.rep.add(where, f"{len(leaves) // 32} leaves stored for {v['records']} records")
-            elif merkle.root(leaves).hex() != v["merkle_root"]:
+            if sum(sizes) != 32 * v["records"]:
+                self.rep.add(where, f"{sum(sizes) // 32} leaves stored for {v['records']} records")
+            elif merkle.root(self.ledger.leaves(vid)).hex() != v["merkle_root"]:
                 self.rep.add(where, "stored leaves do not hash to the recorded Merkle root")
 
 
