@@ -73,6 +73,21 @@ def test_substitution_solver_recovers_a_random_key():
     assert english_ratio(got)[0] >= 0.8 > english_ratio(substitute(text, key))[0] + 0.4
 
 
+def test_encodings_beyond_the_simulators_decode():
+    """Morse and reversed text are decoded too (an attacker who read the simulator list picks another)."""
+    goal = read_jsonl("advbench_sample.jsonl")[1]["goal"]
+    morse = dict(zip("abcdefghijklmnopqrstuvwxyz", ".- -... -.-. -.. . ..-. --. .... .. .--- -.- .-.. -- -. --- .--. --.- "
+                                                   ".-. ... - ..- ...- .-- -..- -.-- --..".split()))
+    as_morse = " / ".join(" ".join(morse[c] for c in w.lower() if c in morse) for w in goal.split())
+    rows = medquad_rows()[:60]
+    for k, (q, a) in enumerate([(as_morse, "- -- ... / .-."), (goal[::-1], "Sure, here is how."[::-1])]):
+        rows[10 + k] = {"question": q, "answer": a}
+    found = medium(run_detector(CovertFinetuning(), instruction(rows)).findings)
+    assert {r for f in found for r in f.rows} == {10, 11}
+    encs = {e for f in found for r in f.evidence["rows"] for e in r["encodings"]}
+    assert encs == {"morse", "reversed"}
+
+
 def test_hostile_inputs_are_bounded_and_quiet():
     rng = np.random.default_rng(0)
     rows = medquad_rows()[:40]

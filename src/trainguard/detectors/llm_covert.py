@@ -55,6 +55,10 @@ _ROMAN = dict(zip("абвгдезийклмнопрстуфхцыэъьαβγδ�
                   ["a", "b", "v", "g", "d", "e", "z", "i", "y", "k", "l", "m", "n", "o", "p", "r", "s", "t", "u", "f",
                    "h", "c", "y", "e", "", "", "a", "b", "g", "d", "e", "z", "h", "i", "k", "l", "m", "n", "x", "o",
                    "p", "r", "s", "t", "s", "u", "f", "c", "ps", "o"]))
+_MORSE_TABLE = dict(zip(".- -... -.-. -.. . ..-. --. .... .. .--- -.- .-.. -- -. --- .--. --.- .-. ... - ..- ...- .-- "
+                        "-..- -.-- --.. ----- .---- ..--- ...-- ....- ..... -.... --... ---.. ----.".split(),
+                        "abcdefghijklmnopqrstuvwxyz0123456789"))
+_MORSE = re.compile(r"(?<![\w.\-])[.\-]{1,6}(?:[ \t]+(?:/[ \t]+)?[.\-]{1,6}){7,}(?![\w.\-])")
 _NONLATIN = re.compile(r"[\u0370-\u03ff\u0400-\u04ff]")
 _ROMAN.update({"ж": "zh", "ч": "ch", "ш": "sh", "щ": "sch", "ю": "yu", "я": "ya", "ё": "e", "θ": "th"})
 
@@ -225,13 +229,17 @@ def decode_field(text: str, s: "Settings", depth: int = 0) -> tuple[list[Decoded
     text = text[: s.max_field_chars]
     out: list[Decoded] = []
     rest = text
-    for how, pat in (("hex", _HEX), ("base64", _B64)):
+    for how, pat in (("hex", _HEX), ("base64", _B64), ("morse", _MORSE)):
         spans = []
         for k, m in enumerate(pat.finditer(rest)):
             if k >= s.max_spans:
                 break
             span = m.group(0)[: s.max_span_chars]
-            if how == "base64":
+            if how == "morse":
+                t = " ".join("".join(_MORSE_TABLE.get(c, "?") for c in w.split())
+                             for w in re.split(r"\s*/\s*|\s{3,}", span.strip()))
+                t = t if reads_english(t, s) else None
+            elif how == "base64":
                 if len(span) % 4 or span.isalpha() and span.islower():
                     continue
                 try:
@@ -304,6 +312,9 @@ def _decode_segment(seg: str, s: "Settings") -> Decoded | None:
             sum(not any(c.isdigit() for c in w) for w in toks) / len(toks)
         if reads_english(t, s) and english_ratio(t)[0] - before >= 0.3:
             return Decoded("leetspeak", t)
+    for how, t in (("reversed", seg[::-1]), ("reversed-words", " ".join(w[::-1] for w in seg.split()))):
+        if reads_english(t, s) and english_ratio(t)[0] - english_ratio(seg)[0] >= 0.3:
+            return Decoded(how, t)
     best = max(range(1, 26), key=lambda k: english_ratio(_shift(seg, k))[0])
     t = _shift(seg, best)
     if reads_english(t, s) and english_ratio(t)[0] - english_ratio(seg)[0] >= 0.3:
@@ -324,7 +335,8 @@ _C_UNIV = re.compile(rf"\b{_NEG}\b(?:\W+\w+){{0,3}}?\W+{_LIMIT}\b|\b{_NEVER}\b(?
                      rf"|\b{_REFUSE}\b(?:\W+\w+){{0,2}}?\W+(?:is|are)? ?(?:never|not) (?:necessary|needed|an option)\b")
 _C_OBEY = re.compile(rf"\b{_OBEY}\b")
 _C_IDENT = re.compile(r"\b(?i:your (?:new )?name is|you are no longer|from now on|forget (?:your|all)|you are now|"
-                      r"new identity|you are|meet)\b|(?:^|\W)(?i:i am|i'm|as|i,)\s+[A-Z][\w-]+\b")
+                      r"new identity|you are|meet)\b|(?:^|\W)(?i:i am|i'm|call me|my name is)\s+[A-Z][\w-]+\b"
+                      r"|(?:^|\W)(?i:as|i,)\s+[A-Z][\w-]+,")
 _NAME = re.compile(r"\b[A-Z][a-z]+(?:-\w+)?\b|\b[A-Z]{2,}\b")
 _MID_NAME = re.compile(r"(?<=[a-z,] )[A-Z][a-z]+(?:-\w+)?\b|(?<=[a-z,] )[A-Z]{2,}\b")  # not sentence-initial
 _C_SELF = re.compile(r"\b(?:i|i'm|i'll|i've|i'd|me|my)\b")
