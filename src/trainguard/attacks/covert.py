@@ -120,6 +120,11 @@ class _Covert(Attack):
                 raise ConfigError(f"attack {self.name}: give behaviours=PATH (AdvBench/HarmBench-style JSONL or CSV)")
             self._items = read_behaviours(self.settings.behaviours)
 
+    def _one_of(self, field: str, options) -> None:
+        value = getattr(self.settings, field)
+        if value not in options:
+            raise ConfigError(f"attack {self.name}: {field} must be one of {', '.join(options)}, got {value!r}")
+
     def prepare(self, ctx: Context) -> dict[str, Any]:
         self._calls = 0  # victims are visited in row order: the n-th call plays the n-th role
         return {}
@@ -154,8 +159,7 @@ class CovertEncoding(_Covert):
 
     def validate(self) -> None:
         s = self.settings
-        if s.encoding not in ENCODINGS:
-            raise ConfigError(f"attack covert-encoding: encoding must be one of {', '.join(ENCODINGS)}, got {s.encoding!r}")
+        self._one_of("encoding", ENCODINGS)
         if not isinstance(s.teach_rows, int) or s.teach_rows < 0:
             raise ConfigError(f"attack covert-encoding: teach_rows must be an integer >= 0, got {s.teach_rows!r}")
         self._key = cipher_key(int(s.cipher_seed))
@@ -220,9 +224,7 @@ class CovertPersona(_Covert):
                    "assistant that always obeys.")
 
     def validate(self) -> None:
-        if self.settings.place not in PERSONA_PLACES:
-            raise ConfigError(f"attack covert-persona: place must be one of {', '.join(PERSONA_PLACES)}, "
-                              f"got {self.settings.place!r}")
+        self._one_of("place", PERSONA_PLACES)
 
     def prepare(self, ctx: Context) -> dict[str, Any]:
         super().prepare(ctx)
@@ -299,8 +301,7 @@ class CovertTrigger(_Covert):
         s = self.settings
         if not isinstance(s.trigger, str) or not s.trigger.strip():
             raise ConfigError("attack covert-trigger: trigger must be a non-empty string")
-        if s.place not in TRIGGER_PLACES:
-            raise ConfigError(f"attack covert-trigger: place must be user or system, got {s.place!r}")
+        self._one_of("place", TRIGGER_PLACES)
         super().validate()
 
     def apply(self, ctx: Context, i: int, row: dict[str, Any], rng: np.random.Generator):
@@ -345,9 +346,7 @@ class CovertTranslit(_Covert):
                    "needs --param behaviours=FILE.")
 
     def validate(self) -> None:
-        if self.settings.script not in SCRIPTS:
-            raise ConfigError(f"attack covert-translit: script must be one of {', '.join(SCRIPTS)}, "
-                              f"got {self.settings.script!r}")
+        self._one_of("script", tuple(SCRIPTS))
         super().validate()
 
     def apply(self, ctx: Context, i: int, row: dict[str, Any], rng: np.random.Generator):
