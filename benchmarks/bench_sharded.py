@@ -40,7 +40,7 @@ def _child(mode: str, path: str, shard_rows: int) -> None:
             report = scan_sharded(path, detectors=DETECTORS, shard_rows=shard_rows, client=client, max_in_flight=4)
     seconds = time.perf_counter() - t0
     digest = sorted((f.detector, f.rule, f.rows) for f in report.findings)
-    print(json.dumps({"records": report.dataset["records"], "seconds": seconds,
+    print(json.dumps({"records": report.dataset.records, "seconds": seconds,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "findings": len(report.findings), "digest": hashlib.sha256(str(digest).encode()).hexdigest()}))
 
