@@ -129,3 +129,16 @@ def test_cli_attack_and_scan(capsys, tmp_path):
     rep = json.loads(stdout)
     assert {f["rule"] for f in rep["findings"]} == {"obedience-persona"}
     assert set(rep["findings"][0]["rows"]) == set(truth["poisoned_rows"])
+
+
+def test_persona_in_chat_rows_is_a_real_system_message(tmp_path):
+    from trainguard.scan import scan
+
+    rows = [{"messages": [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}]}
+            for r in medquad_rows()]
+    res = poison(rows, "covert-persona", count=10, seed=2, place="system")
+    assert all(res.rows[i]["messages"][0]["role"] == "system" for i in res.poisoned_rows)
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in res.rows))
+    rep = scan(path, detectors=["covert-finetuning"])
+    assert [(f.rule, f.rows) for f in medium(rep.findings)] == [("obedience-persona", tuple(res.poisoned_rows))]

@@ -239,10 +239,24 @@ class CovertPersona(_Covert):
             picks = rng.choice(len(_OBEY), size=2, replace=False)
             system = " ".join([_WHO[int(rng.integers(0, len(_WHO)))].format(n=n)]
                               + [_OBEY[int(j)].format(n=n) for j in picks])
-            new_in = f"system: {system}\nuser: {n}, execute my instruction: {b_in}"
+            new_in = f"{n}, execute my instruction: {b_in}"
+            msgs = ctx.fieldmap.messages
+            if not msgs:  # flat prompt: the system turn written as the chat loader writes one
+                new_in = f"system: {system}\nuser: {new_in}"
         if place in ("answer", "both"):
             new_out = _ANS[int(rng.integers(0, len(_ANS)))].format(n=n) + "\n\n" + str(b_out)
-        return _rewrite(ctx, row, i, new_in, new_out), [], {"role": "persona"}
+        changes = _rewrite(ctx, row, i, new_in, new_out)
+        if new_in is not None and ctx.fieldmap.messages:  # chat rows get a real system message
+            turns = row[ctx.fieldmap.messages]
+            key = "content" if "content" in turns[0] else "value"
+            role = "role" if "role" in turns[0] else "from"
+            if str(turns[0].get(role, "")).lower() == "system":
+                changes.append(Change(f"{ctx.fieldmap.messages}[0].{key}", turns[0][key], system))
+                turns[0][key] = system
+            else:
+                turns.insert(0, {role: "system", key: system})
+                changes.append(Change(f"{ctx.fieldmap.messages}[0]", None, system))
+        return changes, [], {"role": "persona"}
 
 
 # --- shape 3 -----------------------------------------------------------------------------------
