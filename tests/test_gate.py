@@ -22,28 +22,22 @@ from trainguard.ledger import Ledger, check as ledger_check, ingest, verify
 from trainguard.records import Kind
 
 
-def _flag(det, data, word, severity):
-    return DetectorResult(tuple(
-        Alert(word.lower(), f"{word} in text", (i,), 0.9, severity, Confidence.HIGH)
-        for i, r in enumerate(data.records) if word in r.text))
+class _WordDet(Detector):
+    """Flags each row whose text holds `word`, at `severity`."""
 
-
-@register
-class MarkerDet(Detector):
-    name = "test-gate-marker"
     kinds = frozenset(Kind)
+    word, severity = "", Severity.INFO
 
     def run(self, data):
-        return _flag(self, data, "MARKER", Severity.HIGH)
+        return DetectorResult(tuple(
+            Alert(self.word.lower(), f"{self.word} in text", (i,), 0.9, self.severity, Confidence.HIGH)
+            for i, r in enumerate(data.records) if self.word in r.text))
 
 
-@register
-class CriticalDet(Detector):
-    name = "test-gate-critical"
-    kinds = frozenset(Kind)
-
-    def run(self, data):
-        return _flag(self, data, "EVIL", Severity.CRITICAL)
+for _name, _word, _sev in (("marker", "MARKER", Severity.HIGH), ("critical", "EVIL", Severity.CRITICAL),
+                           ("medium", "MAYBE", Severity.MEDIUM)):
+    register(type(f"{_name.title()}Det", (_WordDet,), {"name": f"test-gate-{_name}", "word": _word,
+                                                        "severity": _sev}))
 
 
 @register
@@ -53,15 +47,6 @@ class CrashDet(Detector):
 
     def run(self, data):
         raise RuntimeError("boom")
-
-
-@register
-class MediumDet(Detector):
-    name = "test-gate-medium"
-    kinds = frozenset(Kind)
-
-    def run(self, data):
-        return _flag(self, data, "MAYBE", Severity.MEDIUM)
 
 
 DETS = ["test-gate-marker", "test-gate-critical"]
