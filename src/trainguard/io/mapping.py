@@ -10,8 +10,8 @@ no `label` is refused rather than read as unlabelled documents: scanned as
 documents, a label-flipping or backdoor poison there would pass with "no
 findings". Map the column (`--field label=stars`) or say `--kind documents`.
 
-Labels (rule, docs/report-schema.md "Labels"): all labels of a file are one JSON
-type: strings, or integers, or booleans. A whole float within +-2**53 (`1.0`)
+The label rule: all labels of a file are one JSON type: strings, or integers,
+or booleans. A whole float within +-2**53 (`1.0`)
 is the integer it spells (`1`), with a note; any other float, or a label of
 another type than the file's (decided by the first rows), is an error naming the
 file, line, row and field. Nothing is coerced silently: `True` next to `1`, or
