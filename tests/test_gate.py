@@ -430,3 +430,36 @@ def test_medquad_harmful_rows_are_not_let_through_by_a_narrow_policy(env):
     assert res.verdict == "fail" and res.quarantined == []
     assert {d["name"] for d in res.disabled} == {"safety-bypass", "polarity-trigger"}
     assert any("safety-bypass applies to this data but is turned off" in r for r in res.reasons)
+
+
+def test_one_verdict_rules_in_order():
+    """trainguard.verdict.judge: what `scan`'s exit code and the gate both use."""
+    from trainguard.findings import DetectorRun, DetectorStatus, Finding
+    from trainguard.report.model import DatasetInfo, Report
+    from trainguard.scan import exit_code
+    from trainguard.verdict import judge
+
+    def run(name, status):
+        return DetectorRun(name, "1", status, {})
+
+    def finding(sev, row):
+        return Finding("d", "r", "t", (row,), (f"id{row}",), 0.5, sev, Confidence.HIGH, ())
+
+    def report(runs, findings=()):
+        return Report(dataset=DatasetInfo("p", "classification", 3), detectors=runs, findings=list(findings))
+
+    ok = run("a", DetectorStatus.OK)
+    high, medium = finding(Severity.HIGH, 1), finding(Severity.MEDIUM, 2)
+    assert judge(report([ok, run("b", DetectorStatus.FAILED)]), fail_at=None).outcome == "fail"
+    nothing = report([run("a", DetectorStatus.SKIPPED)])
+    assert judge(nothing, fail_at=None).reasons == ("scan: no detector ran on this dataset; nothing was checked",)
+    assert exit_code(nothing, None) == 1  # before: 0
+    off = report([ok, run("c", DetectorStatus.DISABLED)])
+    assert judge(off, fail_at=None).outcome == "pass"  # scan: the user chose --detectors
+    assert judge(off, fail_at=None, allow_disabled=()).outcome == "fail"
+    assert judge(off, fail_at=None, allow_disabled=("c",)).outcome == "pass"
+    v = judge(report([ok], [high, medium]), fail_at=Severity.CRITICAL, quarantine_at=Severity.HIGH)
+    assert (v.outcome, v.held, v.below_bar) == ("quarantine", (high,), (medium,))
+    assert v.below_bar_summary()["by_severity"]["medium"] == 1
+    assert judge(report([ok], [high]), fail_at=Severity.HIGH).outcome == "fail"
+    assert exit_code(report([ok], [medium]), "high") == 0 and exit_code(report([ok], [medium]), "medium") == 1
