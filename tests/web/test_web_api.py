@@ -301,3 +301,21 @@ def test_a_decision_carried_to_a_later_gate_run_says_where_it_was_made(client_fo
     html = alice.get("/queue?run=2&status=rejected").text
     assert "carried over from gate run 1" in html and "cf trigger forces the label" in html
     assert "carried over" not in alice.get("/queue?run=1&status=rejected").text  # the original is alice's own
+
+
+def test_a_newer_gate_run_of_the_same_content_closes_the_older_queue(client_for, gated, monkeypatch):
+    """Issue 13 point 12 on the page: after a second run each record waits once, under the newest run."""
+    from trainguard.gate.policy import load as load_policy
+    from trainguard.gate.run import gate
+
+    pending = queued_rows(gated)
+    monkeypatch.chdir(gated)
+    with Ledger.open(ledger_path(gated)) as led:
+        assert gate(led, "data.jsonl", load_policy(None), by="ci").run_id == 2
+    vic = client_for("vic")
+    page = vic.get("/queue?per_page=200").text
+    assert f"{len(pending)} row(s)" in page and 'data-run="1"' not in page
+    old = vic.get("/queue?run=1&status=superseded&per_page=200").text
+    assert old.count('class="item"') == len(pending) and "superseded by gate run 2" in old
+    trail = vic.get("/audit").text
+    assert f"{len(pending)} pending row(s) of gate run 1 closed: superseded by gate run 2" in trail

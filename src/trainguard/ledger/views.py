@@ -20,8 +20,8 @@ from trainguard.ledger.store import Ledger
 MAX_ID = 2**63 - 1  # SQLite INTEGER range: a larger id can name nothing
 PER_PAGE = 25
 MAX_PER_PAGE = 200
-QUEUE_STATUSES = ("pending", "approved", "rejected", "all")
-AUDIT_KINDS = ("review", "release", "gate", "user")
+QUEUE_STATUSES = ("pending", "approved", "rejected", "superseded", "all")
+AUDIT_KINDS = ("review", "supersede", "release", "gate", "user")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +106,8 @@ class AuditPage:
 
 
 def audit_events(ledger: Ledger, page: int, per_page: int) -> AuditPage:
-    """Events people care about (reviews, releases, gate runs, accounts), newest first, one page."""
+    """Events people care about (reviews, rows a newer gate run closed, releases, gate runs, accounts), newest
+    first, one page."""
     marks = ", ".join("?" * len(AUDIT_KINDS))
     total = int(ledger.conn.execute(f"SELECT COUNT(*) FROM events WHERE kind IN ({marks})", AUDIT_KINDS).fetchone()[0])
     rows = ledger.conn.execute(
