@@ -1,9 +1,17 @@
 """The detector contract and the registry.
 
 A detector declares its name, version, the dataset kinds it serves, what it
-needs (labels, embeddings, a model) and a frozen settings dataclass; it returns
-findings plus a per-row score. The engine, not the detector, isolates failures.
-Built-ins register by decorator; third-party packages through the
+needs (one of `NEEDS`: labels, embeddings, a model) and a frozen settings
+dataclass. `run(data)` returns a `DetectorResult`: `Alert`s that name
+positions in `data.records` (never file rows), rule, title, severity,
+confidence, a 0-1 score and raw evidence, plus one 0-1 score per record.
+The engine (`trainguard.scan`) owns everything else: it skips a detector
+whose kind or needs do not fit the data (with the reason), isolates failures,
+and stamps each alert into a `Finding` with file rows, record ids, source
+lines, detector name, version and ATLAS ids; positions outside the data fail
+the detector. `trainguard.scan.run_detector(det, data)` runs one detector
+the same way. Built-ins are found by module (`detectors.builtin`) and
+register by decorator; third-party packages through the
 `trainguard.detectors` entry-point group. Nothing read from data picks code.
 """
 
