@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from trainguard.findings import DetectorStatus, Finding, Severity
+from trainguard.findings import Finding, Severity
 from trainguard.report._safe import ATLAS_URL, jsonable, split_visible, visible
 from trainguard.report.model import Report
 
@@ -28,7 +28,6 @@ SEV_COLOR = {
     Severity.LOW: "#0891b2",
     Severity.INFO: "#6b7280",
 }
-STATUSES = tuple(s.value for s in DetectorStatus)
 ROWS_SHOWN = 12
 SKIPPED_LISTED = 1000
 ROWS_LISTED = 2000
@@ -207,7 +206,7 @@ def _detectors(report: Report) -> str:
         settings = json.dumps(jsonable(d.settings), ensure_ascii=False, sort_keys=True, indent=1)
         rows.append(
             f'<tr><td class="mono">{esc(d.name)}</td><td>{esc(d.version)}</td>'
-            f'<td class="status-{d.status if d.status in STATUSES else "failed"}">{esc(d.status)}</td>'
+            f'<td class="status-{d.status.value}">{esc(d.status.value)}</td>'
             f'<td class="num">{d.seconds:.2f}</td>'
             f"<td>{esc(d.message) or '<span class=muted>-</span>'}"
             f"<details><summary>settings</summary><pre>{esc(settings, keep_newlines=True)}</pre></details></td></tr>"
