@@ -231,3 +231,19 @@ def test_every_command_that_reads_data_has_the_option_bundle():
                for name, c in commands.items()}
     missing = {k: v for k, v in missing.items() if v and k != "check-attestation"}  # reads bytes, not records
     assert not missing, f"commands without the data options: {missing}"
+
+
+def test_commands_that_only_hash_say_how_the_data_would_be_read(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRAINGUARD_LEDGER", raising=False)
+    good = tmp_path / "d.jsonl"
+    good.write_text("".join(json.dumps({"text": f"t{i}", "label": i % 2}) + "\n" for i in range(10)))
+    code, _, err = cli(capsys, "ingest", good, "--by", "a")
+    assert code == 0 and f"{good}: classification (detected from the field names" in err
+    stars = tmp_path / "r.csv"
+    stars.write_text("text,stars\nok,5\nbad,1\n")
+    code, _, err = cli(capsys, "ingest", stars, "--by", "a")  # the ledger records any file; it warns
+    assert code == 0 and "warning:" in err and "--field label=stars" in err
+    code, _, err = cli(capsys, "verify", stars, "--field", "label=stars")
+    assert code == 0 and f"{stars}: classification" in err
+    assert cli(capsys, "ingest", good, "--on-error", "ignore")[0] == 2
