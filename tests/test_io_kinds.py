@@ -326,3 +326,13 @@ def test_ids_ignore_row_and_source_but_not_content(tmp_path: Path) -> None:
 
 def test_field_map_used_omits_unused_roles() -> None:
     assert FieldMap(text="t", label="l").used() == {"text": "t", "label": "l"}
+
+
+def test_a_huge_numeric_id_is_refused_not_rounded(tmp_path: Path) -> None:
+    # The JSON parser reads 10**20 + 1 as the float 1e20: as an id it would silently become "100000000000000000000".
+    path = tmp_path / "ids.jsonl"
+    path.write_text('{"id": 100000000000000000001, "text": "a"}\n')
+    with pytest.raises(DataError, match=r"line 1, row 0, field 'id': 1e\+20 is a whole number beyond 2\*\*53"):
+        load(path)
+    path.write_text('{"id": 12345678901234567, "text": "a"}\n')
+    assert load(path).records[0].doc_id == "12345678901234567"

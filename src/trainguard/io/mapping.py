@@ -231,6 +231,9 @@ class RecordBuilder:
         value = raw[name]
         if isinstance(value, str):
             return value
+        if isinstance(value, float) and value.is_integer() and abs(value) > EXACT_INT:
+            raise self._err(f"{value!r} is a whole number beyond 2**53 written as a float, so its exact value "
+                            "is lost; write it as a string", row, line, name)
         text = _scalar_text(value)
         if text is None:
             raise self._err(f"expected a string, got {_typename(value)}", row, line, name)
