@@ -62,9 +62,13 @@ def test_dask_cluster_matches_in_memory_scan(demo_path, whole):
         np.testing.assert_array_equal(sharded.row_scores[name], whole.row_scores[name])
 
 
-def test_unsharded_detector_asked_by_name_is_refused(demo_path):
-    with pytest.raises(ConfigError, match="trigger-association"):
-        scan_sharded(demo_path, detectors=["trigger-association"], shard_rows=500)
+def test_unsharded_detector_asked_by_name_fails_the_scan(demo_path):
+    report = scan_sharded(demo_path, detectors=["trigger-association", "invisible-characters"], shard_rows=500)
+    status = {r.name: (r.status, r.message) for r in report.detectors}
+    assert status["invisible-characters"][0] is DetectorStatus.OK and report.findings  # the rest still ran
+    assert status["trigger-association"][0] is DetectorStatus.FAILED
+    assert "no per-shard summary yet" in status["trigger-association"][1]
+    assert "run without --shard-rows" in status["trigger-association"][1]
 
 
 def test_default_run_fails_the_detectors_it_could_not_shard(demo_path):
@@ -112,8 +116,9 @@ def test_cli_sharded_scan_and_its_errors(demo_path, capsys):
     assert any(f["detector"] == "invisible-characters" and f["severity"] == "high" for f in report["findings"])
     code, _, err = cli(capsys, "scan", str(demo_path), "--scheduler", "tcp://127.0.0.1:1")
     assert code == 2 and "--shard-rows" in err
-    code, _, err = cli(capsys, "scan", str(demo_path), "--shard-rows", "500", "--detectors", "trigger-association")
-    assert code == 2 and "no per-shard summary" in err
+    code, out, _ = cli(capsys, "scan", str(demo_path), "--shard-rows", "500", "--detectors", "trigger-association",
+                       "--format", "json", "-q")
+    assert code == 1 and json.loads(out)["summary"]["failed_detectors"] == ["trigger-association"]
 
 
 def test_bad_row_in_a_later_shard_names_file_and_line(tmp_path, capsys):

@@ -7,10 +7,10 @@ shards are summarised on the workers (at most `max_in_flight` outstanding)
 and the summaries are merged there in a tree that keeps shard order, so row
 scores stay positional. Summaries speak of positions only; the engine keeps
 each shard's rows and record ids (`RecordIndex`, numpy arrays) and stamps the
-findings. A detector without a per-shard summary is refused up front when
-named, and recorded as FAILED when it is a default that applies to the data
-(it did not check it), so the scan and any gate on it fail closed instead of
-passing with a gap.
+findings. A requested or default detector without a per-shard summary that
+applies to the data's kind is recorded as FAILED (it did not check the data),
+so the scan and any gate on it fail closed instead of passing with a gap; the
+detectors that do shard still run and report.
 """
 
 from __future__ import annotations
@@ -57,10 +57,6 @@ def scan_sharded(
     chosen = build_detectors(detectors, settings)
     shardable = [d for d in chosen if isinstance(d, ShardedDetector)]
     others = [d for d in chosen if not isinstance(d, ShardedDetector)]
-    if detectors is not None and others:  # asked for by name: refuse before reading a big file
-        names = ", ".join(d.name for d in others)
-        raise ConfigError(f"no per-shard summary yet for: {names}; run without --shard-rows "
-                          f"(detectors that shard: {', '.join(sharded_detector_names())})")
     skipped: list[DataError] = []
     indexes: list[RecordIndex] = []
     fieldmap: dict[str, Any] = {}
