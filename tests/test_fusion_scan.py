@@ -69,3 +69,22 @@ def test_cli_fuse_option_and_its_errors(flipped, tmp_path, capsys):
     assert code == 2 and "threshold" in err
     code, _, err = cli(capsys, "scan", path, "--fuse", "0.5", "--shard-rows", "100")
     assert code == 2 and "--shard-rows" in err
+
+
+def test_fused_finding_names_file_rows_ids_and_lines(tmp_path):
+    """Fusion is engine-built: with a skipped first line its rows are file rows, with their ids and lines."""
+    from importlib import resources
+
+    from trainguard.io import load
+
+    path = tmp_path / "demo.jsonl"
+    demo = (resources.files("trainguard") / "data" / "demo" / "sst2_poisoned.jsonl").read_text(encoding="utf-8")
+    path.write_text("{broken\n" + demo, encoding="utf-8")
+    report = scan(path, on_error="skip", fuse_threshold=0.5,
+                  detectors=["trigger-association", "invisible-characters", "near-duplicates"])
+    (f,) = [f for f in report.findings if f.detector == "fusion"]
+    records = {r.row: r for r in load(path, on_error="skip")}
+    assert min(records) == 1 and f.rows
+    assert list(f.record_ids) == [records[r].id for r in f.rows]
+    assert list(f.lines) == [records[r].line for r in f.rows] == [r + 1 for r in f.rows]
+    assert all(t["row"] in records for t in f.evidence["top"])

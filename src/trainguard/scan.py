@@ -93,7 +93,8 @@ def scan(
     if fuse_threshold is not None:
         from trainguard.detectors.fusion import fused_finding
 
-        fused_f, fused = fused_finding(row_scores, index.rows.tolist(), index.id_list(), fuse_threshold)
+        fused_f, fused = fused_finding(row_scores, index.rows.tolist(), index.id_list(), fuse_threshold,
+                                       lines=[index.line(p) for p in range(len(index))])
         if fused is not None:
             row_scores["fusion"] = fused
         if fused_f is not None:

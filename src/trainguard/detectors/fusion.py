@@ -122,8 +122,11 @@ def flagged(fused: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarr
 
 def fused_finding(row_scores: Mapping[str, np.ndarray], rows: list[int], record_ids: list[str],
                   threshold: float = DEFAULT_THRESHOLD,
-                  max_examples: int = 50) -> tuple[Finding | None, np.ndarray | None]:
+                  max_examples: int = 50,
+                  lines: list[int | None] | None = None) -> tuple[Finding | None, np.ndarray | None]:
     """One finding for the rows whose fused score reaches `threshold`, each with the detector that carries it.
+
+    Built by the engine from every record's file row, id and source line (`lines`), like any stamped finding.
 
     None when fewer than two detectors scored rows (nothing to fuse) or no row reaches it.
     """
@@ -147,6 +150,7 @@ def fused_finding(row_scores: Mapping[str, np.ndarray], rows: list[int], record_
         title=f"{len(hit)} rows at or above the fused threshold {threshold:g} "
               f"(carried by {', '.join(f'{k} {v}' for k, v in sorted(by_detector.items(), key=lambda kv: -kv[1]))})",
         rows=tuple(int(rows[i]) for i in keep), record_ids=tuple(record_ids[i] for i in keep),
+        lines=tuple(lines[i] for i in keep) if lines and any(x is not None for x in lines) else (),
         score=float(fused[hit].max()), severity=Severity.MEDIUM, confidence=Confidence.MEDIUM,
         atlas=(ATLAS_POISON_TRAINING_DATA,),
         evidence={"threshold": threshold, "by_detector": by_detector,
