@@ -267,3 +267,4 @@ class LabelFlip(Attack):
         cands = np.flatnonzero(self._keys != ctx.keys[i])
         return int(cands[int(rng.integers(0, len(cands)))])
 from trainguard.attacks import covert  # noqa: E402,F401  (registers the covert fine-tuning attacks)
+from trainguard.attacks import adaptive  # noqa: E402,F401  (registers the adaptive attacks, issue 12)
