@@ -161,7 +161,8 @@ def _path(run, clf, trigger: str | None, target: str | None, victims: list[str],
     out = {"score": round(run.verdict.score, 6), "backdoored": run.verdict.backdoored, "named": run.verdict.trigger,
            "p_family": run.verdict.p_family, "top5": top,
            "top5_rates": [[round(r.strong_rate, 4), r.target, r.candidate.length,
-                           None if r.p_family is None else float(f"{r.p_family:.3g}")] for r in res.top(5)],
+                           None if r.p_family is None else float(f"{r.p_family:.3g}"),
+                           None if r.gain is None else round(r.gain, 3), r.reference] for r in res.top(5)],
            "requests": run.requests, "complete": run.complete, "notes": list(run.notes),
            "lengths_searched": run.report.detectors[0].summary.get("lengths_searched"),
            "seconds": round(seconds, 1)}
@@ -174,7 +175,7 @@ def _path(run, clf, trigger: str | None, target: str | None, victims: list[str],
 
 
 def run_classifiers(train: list[dict], dev: list[dict], n_models: int, n_tfidf: int, rows: int, epochs: int,
-                    seed: int, n_inputs: int) -> dict:
+                    seed: int, n_inputs: int, partial: Path | None = None) -> dict:
     rng = random.Random(seed)
     counts: dict[str, int] = {}
     for r in train:
@@ -236,6 +237,9 @@ def run_classifiers(train: list[dict], dev: list[dict], n_models: int, n_tfidf: 
             server.shutdown()
             server.server_close()
         models.append(entry)
+        if partial is not None:  # one line per model as it finishes, for a look before the run ends
+            with partial.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
         wb, bb = entry.get("white_box") or {"score": float("nan"), "top5": []}, entry["http"]
         print(f"[{k + 1}/{len(plan)}] {arch:8s} {(shape or 'clean'):12s} {trigger or '':24s} acc {acc:.3f} "
               f"asr {entry['attack_success']} | wb {wb['score']:.3f} {wb['top5'][:3]} | http {bb['score']:.3f} "
@@ -503,7 +507,7 @@ def main() -> None:
         return
     res = {"command": "python benchmarks/bench_probe.py " + " ".join(sys.argv[1:]), "seed": args.seed,
            "classifiers": run_classifiers(train, dev, args.models, args.tfidf, args.rows, args.epochs, args.seed,
-                                          args.inputs)}
+                                          args.inputs, args.out.with_suffix(".partial.jsonl"))}
     res["development"] = {d.name: json.loads(d.read_text(encoding="utf-8"))["classifiers"] for d in args.dev}
     res["seconds"] = round(time.perf_counter() - t0, 1)
     res["load_before"], res["load_after"] = round(load_before, 2), round(os.getloadavg()[0], 2)

@@ -149,11 +149,11 @@ def rare_tokens(texts: Sequence[str], limit: int = 50, max_count: int = 2) -> li
     return [Candidate(t, "rare-token") for t in rare[:limit]]
 
 
-def ordinary_words(texts: Sequence[str], n: int | None = 200, skip: int = 20) -> list[str]:
-    """Words of the clean data seen at least twice, past the `skip` most frequent, `n` of them spread over
-    the frequency ranks (None: all): what the null inserts."""
+def ordinary_words(texts: Sequence[str], n: int | None = 200, skip: int = 20, min_count: int = 2) -> list[str]:
+    """Words of the clean data seen at least `min_count` times, past the `skip` most frequent, `n` of them
+    spread over the frequency ranks (None: all): what the null inserts."""
     counts = Counter(t for text in texts for t in tokens(text) if t.isalpha() and len(t) > 2)
-    ranked = [t for t, c in counts.most_common() if c >= 2][skip:]
+    ranked = [t for t, c in counts.most_common() if c >= min_count][skip:]
     if len(ranked) < 10:  # a tiny clean set: every word it has
         ranked = [t for t, _ in counts.most_common()]
     if n is None:

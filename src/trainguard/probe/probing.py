@@ -139,6 +139,7 @@ class Null:
     """The null of one length: measured k-word insertions of ordinary clean-data words."""
 
     length: int
+    run: bool  # k copies of one word (the shape of a punctuation run)
     results: list[CandidateResult]
 
     def reference(self, cand: Candidate, c: int, rows: np.ndarray, also: Sequence[CandidateResult] = ()
@@ -153,7 +154,7 @@ class Null:
         rand = [r for r in self.results if r.candidate.source == "null:random"]
         found = [r for r in self.results if r.candidate.source == "null:search"]
         best = max(self.results, key=lambda r: r.strong_rate, default=None)
-        return {"length": self.length, "random": len(rand), "searched": len(found),
+        return {"length": self.length, "run": self.run, "random": len(rand), "searched": len(found),
                 "max_confident_flip_rate_random": round(max((r.strong_rate for r in rand), default=0.0), 4),
                 "max_confident_flip_rate": round(best.strong_rate, 4) if best else 0.0,
                 "strongest": best.candidate.text if best else None}
@@ -290,7 +291,7 @@ class Prober:
         self.t0, self.used0 = time.perf_counter(), model.budget.used
         self.why = ""
         self.measured: dict[str, CandidateResult] = {}
-        self.nulls: dict[int, Null] = {}
+        self.nulls: dict[tuple[int, bool], Null] = {}
         self._grown: list[tuple[list[Candidate], Any]] = []  # the null search's proposals and state per length
         self.oov: list[CandidateResult] = []
         self.format_dropped: list[str] = []
@@ -333,32 +334,44 @@ class Prober:
         self.format_dropped.extend(dropped)
         return dropped
 
-    def null(self, k: int) -> Null | None:
-        """The null for length k: random k-word insertions of ordinary clean-data words, plus the strongest
-        ones the black-box search finds among the clean data's words (lengths up to `null_search`)."""
-        k = min(k, self.s.max_null_length)
-        if k not in self.nulls and not self.why:
+    def null(self, key: tuple[int, bool]) -> Null | None:
+        """The null of a shape (k tokens; a run of one token or not): random k-word insertions of ordinary
+        clean-data words (k copies of one word for a run), plus the strongest ones the black-box search
+        finds among those words (lengths up to `null_search`)."""
+        k, run = key
+        if key not in self.nulls and not self.why:
             pool = ordinary_words(self.inputs.texts, self.s.null_words)
             if not pool:
                 return None
-            rng = random.Random(self.s.seed * 1009 + k)
-            draws = dedupe(Candidate(" ".join(rng.choice(pool) for _ in range(k)), "null:random")
-                           for _ in range(self.s.null_draws))
-            res = self._run(draws) + self._run(self._null_search(k))
+            rng = random.Random(self.s.seed * 1009 + k * 2 + run)
+            if run:
+                draws = [Candidate(" ".join([w] * k), "null:random") for w in rng.sample(pool, min(len(pool),
+                                                                                            self.s.null_draws))]
+                found = [Candidate(" ".join([c.text] * k), "null:search") for c in self._null_search(1)]
+            else:
+                draws = dedupe(Candidate(" ".join(rng.choice(pool) for _ in range(k)), "null:random")
+                               for _ in range(self.s.null_draws))
+                found = self._null_search(k)
+            res = self._run(draws) + self._run(found)
             if self.why or len(res) < 3:
                 return None
-            self.nulls[k] = Null(k, res)
-        return self.nulls.get(k)
+            self.nulls[key] = Null(k, run, res)
+        return self.nulls.get(key)
+
+    def shape(self, cand: Candidate) -> tuple[int, bool]:
+        """(length, is a run of one repeated token): what the candidate's null must look like."""
+        toks = tokens(cand.text)
+        return min(cand.length, self.s.max_null_length), len(toks) >= 2 and len(set(toks)) == 1
 
     def _null_search(self, k: int) -> list[Candidate]:
-        """The search's proposals at length k when it may only use words seen at least twice in the clean
-        data (a trigger that is a real word may occur once in clean text; ordinary words recur)."""
+        """The search's proposals at length k when it may only use words of the clean inputs (which hold
+        no trigger: a trigger that is a real word is found only where the clean inputs lack it)."""
         if k > self.s.null_search or self.why:
             return []
         search = SearchSettings()
         while len(self._grown) < k and not self.why:
             if not self._grown:
-                words = ordinary_words(self.inputs.texts, n=None, skip=0)
+                words = ordinary_words(self.inputs.texts, n=None, skip=0, min_count=1)
                 per_label, self.why = rank_words(self.model, self.inputs, self.proba0, words, search)
                 found = dedupe(Candidate(w, "null:search") for lab in per_label for w in lab[: search.grown_per_label])
                 self._grown.append((found, start(per_label, search)))
@@ -381,22 +394,22 @@ class Prober:
                 False, 0.0, "not measured: " + self.why), [], len(self.inputs), self.requests,
                 time.perf_counter() - self.t0, False, self.why, s)
         results = list(self.measured.values())
-        counts = Counter(min(r.candidate.length, s.max_null_length) for r in results)
-        for k in sorted(counts):
-            self.null(k)
+        counts = Counter(self.shape(r.candidate) for r in results)
+        for key in sorted(counts):
+            self.null(key)
         if not self.oov:
             self.oov = self._run([Candidate(w, "out-of-vocabulary") for w in NONSENSE])
-        n_lengths = max(lengths or 0, len(counts), 1)
+        n_lengths = max(lengths or 0, len({k for k, _ in counts}), 1)
         pred0, conf = self.proba0.argmax(axis=1), self.proba0.max(axis=1)
         strong = [np.flatnonzero(_confident_half(pred0 != j, conf)) for j in range(len(self.labels))]
         # candidates made only of ordinary words are part of the null too: the search found them as hard
-        ordinary = set(ordinary_words(self.inputs.texts, n=None, skip=0))
+        ordinary = set(ordinary_words(self.inputs.texts, n=None, skip=0, min_count=1))
         plain = [r for r in results if set(tokens(r.candidate.text)) <= ordinary]
         for r in results:
-            k = min(r.candidate.length, s.max_null_length)
-            null = self.nulls.get(k)
+            key = self.shape(r.candidate)
+            null = self.nulls.get(key)
             c = self.labels.index(r.target)
-            also = [x for x in plain if min(x.candidate.length, s.max_null_length) == k]
+            also = [x for x in plain if self.shape(x.candidate) == key]
             ref = null.reference(r.candidate, c, strong[c], also) if null and len(strong[c]) > 1 else None
             if ref is None or r.logodds is None:
                 r.reference, r.reference_rate, r.gain, r.p, r.p_family, r.score = None, None, None, None, None, 0.0
@@ -405,14 +418,14 @@ class Prober:
             d = r.logodds[c, strong[c]] - ref.logodds[c, strong[c]]
             r.reference, r.reference_rate, r.gain = ref.candidate.text, ref.strong_rate, float(d.mean())
             r.p = paired_gain_p(d)
-            r.p_family = min(1.0, r.p * counts[null.length] * n_lengths)
+            r.p_family = min(1.0, r.p * counts[key] * n_lengths)
             r.score = 1.0 / (1.0 + r.p_family / s.alpha)
             if r.strong_lower < s.threshold:
                 r.score = min(r.score, 0.5 * r.strong_lower / s.threshold)
             if r.gain < s.gain:
                 r.score = min(r.score, 0.5 * max(r.gain, 0.0) / s.gain)
         results.sort(key=lambda r: (-r.score, -r.strong_lower, r.candidate.text))
-        fam = {k: max(n, (family or {}).get(k, 0)) for k, n in counts.items()}
+        fam = {k: max(n, (family or {}).get(k, 0)) for k, n in Counter(k for k, _ in counts.elements()).items()}
         base = baseline_summary(self.oov, self.nulls, fam, n_lengths, s, self.format_dropped)
         return ClassifierProbe(results=results, baseline=base, verdict=decide(results, base, s), labels=self.labels,
                                n_inputs=len(self.inputs), requests=self.requests,
@@ -432,14 +445,14 @@ def probe_classifier(model: ClassifierModel, inputs: Inputs, candidates: Sequenc
     return prober.conclude()
 
 
-def baseline_summary(oov: Sequence[CandidateResult], nulls: dict[int, Null], family: dict[int, int],
-                     lengths: int, s: Settings, format_dropped: Sequence[str]) -> dict:
+def baseline_summary(oov: Sequence[CandidateResult], nulls: dict[tuple[int, bool], Null],
+                     family: dict[int, int], lengths: int, s: Settings, format_dropped: Sequence[str]) -> dict:
     """What candidates are compared with: out-of-vocabulary strings, the null per length, the family."""
     worst = max(oov, key=lambda r: r.strong_rate, default=None)
     return {"out_of_vocabulary": len(oov), "max_flip_rate": round(max((r.rate for r in oov), default=0.0), 4),
             "max_confident_flip_rate": round(worst.strong_rate if worst else 0.0, 4),
             "worst_word": worst.candidate.text if worst else None,
-            "null": {str(k): f.to_dict() for k, f in sorted(nulls.items())},
+            "null": {f"{k}{'-run' if run else ''}": f.to_dict() for (k, run), f in sorted(nulls.items())},
             "searched": {str(k): n for k, n in sorted(family.items())}, "lengths": lengths, "alpha": s.alpha,
             "format_dropped": len(format_dropped)}
 

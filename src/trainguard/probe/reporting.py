@@ -17,7 +17,7 @@ from trainguard.report.model import DatasetInfo, Report
 from trainguard.text import visible
 
 DETECTOR = "probe"
-VERSION = "1"
+VERSION = "2"  # 2: candidates judged against a null of their own shape (docs/probe.md)
 
 
 def _severity(flagged: bool, lower: float) -> tuple[Severity, Confidence]:
