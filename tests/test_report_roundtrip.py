@@ -62,6 +62,7 @@ def test_round_trip_keeps_what_a_gate_reads(real_reports):
     assert [f.lines for f in again.findings] == [f.lines for f in report.findings]
     assert again.dataset == report.dataset and again.dataset.skipped[0]["line"] == 1
     assert again.flagged_rows() == report.flagged_rows() and again.failed == report.failed
+    assert "detected from the field names" in again.dataset.kind_reason  # how the kind was resolved, kept
     sharded = Report.from_dict(real_reports["demo-sharded"].to_dict())
     assert sharded.dataset.shard_rows == 700
 
@@ -94,7 +95,8 @@ infos = st.builds(DatasetInfo, path=TEXT, kind=st.sampled_from(["classification"
                   skipped=st.lists(st.fixed_dictionaries({"path": TEXT, "row": st.integers(0, 99), "line": st.none(),
                                                           "field": st.none(), "message": TEXT}), max_size=2)
                   .map(tuple),
-                  shard_rows=st.one_of(st.none(), st.integers(1, 10**6)), model=st.one_of(st.none(), TEXT))
+                  shard_rows=st.one_of(st.none(), st.integers(1, 10**6)), model=st.one_of(st.none(), TEXT),
+                  kind_reason=TEXT, notes=st.lists(TEXT, max_size=2).map(tuple))
 
 
 @settings(max_examples=150, deadline=None)

@@ -41,6 +41,9 @@ def test_local_shards_match_in_memory_scan(demo_path, whole, shard_rows):
     for name in SHARDED:
         np.testing.assert_array_equal(sharded.row_scores[name], whole.row_scores[name])
     assert sharded.dataset.records == whole.dataset.records
+    for same in ("sha256", "kind", "fields", "kind_reason", "notes"):
+        assert getattr(sharded.dataset, same) == getattr(whole.dataset, same), same
+    assert sharded.dataset.kind_reason
 
 
 def test_one_row_shards_on_a_small_file(tmp_path):

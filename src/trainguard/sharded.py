@@ -33,14 +33,19 @@ ProgressFn = Callable[[int], None]
 
 
 def iter_shards(path: str | Path, shard_rows: int, skipped: list[DataError] | None = None,
-                **load_options: Any) -> Iterator[Dataset]:
-    """Consecutive shards of a file; rows keep their file row numbers."""
+                resolved: dict[str, Any] | None = None, **load_options: Any) -> Iterator[Dataset]:
+    """Consecutive shards of a file; rows keep their file row numbers.
+
+    `resolved`, when given, receives what the reader resolved (kind, field map,
+    why that kind; once the file is read through, its sha256 and notes).
+    """
     if shard_rows < 1:
         raise ConfigError(f"--shard-rows must be at least 1, got {shard_rows}")
-    resolved: dict[str, Any] = {}
+    resolved = {} if resolved is None else resolved
     records = iter_records(path, skipped=skipped, resolved=resolved, **load_options)
     while batch := list(islice(records, shard_rows)):
-        yield Dataset(records=batch, kind=resolved["kind"], path=str(path), fieldmap=resolved["fieldmap"])
+        yield Dataset(records=batch, kind=resolved["kind"], path=str(path), fieldmap=resolved["fieldmap"],
+                      kind_reason=str(resolved.get("reason") or ""))
 
 
 def scan_sharded(
@@ -59,8 +64,8 @@ def scan_sharded(
     others = [d for d in chosen if not isinstance(d, ShardedDetector)]
     skipped: list[DataError] = []
     indexes: list[RecordIndex] = []
-    fieldmap: dict[str, Any] = {}
-    shards = _indexed(iter_shards(path, shard_rows, skipped=skipped, **load_options), indexes, fieldmap)
+    resolved: dict[str, Any] = {}
+    shards = _indexed(iter_shards(path, shard_rows, skipped=skipped, resolved=resolved, **load_options), indexes)
     t0 = time.perf_counter()
     if client is None:
         summaries, kind, n = _summarize_locally(shardable, shards, progress)
@@ -86,8 +91,10 @@ def scan_sharded(
         findings.extend(stamped)
         if result.row_scores is not None:
             row_scores[det.name] = np.asarray(result.row_scores)
-    info = DatasetInfo(path=str(path), kind=kind.value, records=n, fields=fieldmap, sha256=file_sha256(path),
-                       skipped=tuple(e.to_dict() for e in skipped), shard_rows=shard_rows)
+    info = DatasetInfo(path=str(path), kind=kind.value, records=n, fields=dict(resolved["fieldmap"].used()),
+                       sha256=resolved.get("sha256") or file_sha256(path),  # hashed while read, when the reader can
+                       skipped=tuple(e.to_dict() for e in skipped), shard_rows=shard_rows,
+                       kind_reason=str(resolved.get("reason") or ""), notes=tuple(resolved.get("notes") or ()))
     return Report(dataset=info, detectors=runs, findings=sort_findings(findings), row_scores=row_scores)
 
 
@@ -102,12 +109,10 @@ def _unshardable(det: Any, kind: Any) -> DetectorRun:
                                f"{', '.join(sharded_detector_names())})")
 
 
-def _indexed(shards: Iterator[Dataset], indexes: list[RecordIndex], fieldmap: dict[str, Any]) -> Iterator[Dataset]:
+def _indexed(shards: Iterator[Dataset], indexes: list[RecordIndex]) -> Iterator[Dataset]:
     """Pass shards through, keeping each one's rows and ids for stamping (the texts go with the shard)."""
     for shard in shards:
         indexes.append(RecordIndex.of(shard.records))
-        if not fieldmap:
-            fieldmap.update(shard.fieldmap.used())
         yield shard
 
 

@@ -19,8 +19,10 @@ class DatasetInfo:
     """What was scanned: path, kind, size, the fields used, the bytes' sha256 and every skipped row.
 
     `skipped` holds each skipped row as its report dict (path, row, line,
-    field, message); `shard_rows` is set by sharded scans only, `model` by
-    probe reports (the model probed).
+    field, message); `kind_reason` says how the kind was resolved and `notes`
+    what the reader normalised; `shard_rows` is set by sharded scans only,
+    `model` by probe reports (the model probed). Optional fields are written
+    only when set, so older reports read back byte for byte.
     """
 
     path: str
@@ -31,13 +33,17 @@ class DatasetInfo:
     skipped: tuple[Mapping[str, Any], ...] = ()
     shard_rows: int | None = None
     model: str | None = None
+    kind_reason: str = ""
+    notes: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, data: Any, shard_rows: int | None = None) -> "DatasetInfo":
         """From a loaded `Dataset` (or anything with its attributes)."""
         return cls(path=str(data.path), kind=data.kind.value, records=len(data.records),
                    fields=dict(data.fieldmap.used()), sha256=data.file_sha256,
-                   skipped=tuple(e.to_dict() for e in data.skipped), shard_rows=shard_rows)
+                   skipped=tuple(e.to_dict() for e in data.skipped), shard_rows=shard_rows,
+                   kind_reason=str(getattr(data, "kind_reason", "") or ""),
+                   notes=tuple(str(n) for n in getattr(data, "notes", ()) or ()))
 
     def to_dict(self) -> dict[str, Any]:
         out = {"path": self.path, "kind": self.kind, "records": self.records, "fields": dict(self.fields),
@@ -46,6 +52,10 @@ class DatasetInfo:
             out["shard_rows"] = self.shard_rows
         if self.model is not None:
             out["model"] = self.model
+        if self.kind_reason:
+            out["kind_reason"] = self.kind_reason
+        if self.notes:
+            out["notes"] = list(self.notes)
         return out
 
     @classmethod
@@ -55,7 +65,8 @@ class DatasetInfo:
                        fields={str(k): str(v) for k, v in (d.get("fields") or {}).items()},
                        sha256=d.get("sha256"), skipped=tuple(dict(e) for e in d.get("skipped") or ()),
                        shard_rows=None if d.get("shard_rows") is None else int(d["shard_rows"]),
-                       model=None if d.get("model") is None else str(d["model"]))
+                       model=None if d.get("model") is None else str(d["model"]),
+                       kind_reason=str(d.get("kind_reason") or ""), notes=tuple(str(n) for n in d.get("notes") or ()))
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"not a trainguard dataset description: {type(e).__name__} {e}") from None
 
