@@ -274,3 +274,16 @@ def test_demo_with_a_bad_first_line_all_detectors_agree_on_rows(tmp_path, capsys
     high = {r for f in report["findings"] if f["severity"] == "high" for r in f["rows"]}
     assert high == {r + 1 for r in truth["poisoned_rows"]}
 
+
+
+def test_record_index_keeps_any_id_and_line():
+    """Ids that are not SHA-256 hex (set by a caller) and missing lines survive stamping unchanged."""
+    from trainguard.scan import RecordIndex
+
+    recs = [Record(row=10 + i, kind=Kind.DOCUMENTS, text=f"t{i}", id=f"custom-{i}" if i % 2 else "", line=None)
+            for i in range(4)]
+    index = RecordIndex.of(recs)
+    assert index.id_list() == [r.id for r in recs] and [index.line(p) for p in range(4)] == [None] * 4
+    both = RecordIndex.concat([RecordIndex.of(recs[:2]), RecordIndex.of(_hostile(Kind.DOCUMENTS)["one-record"].records)])
+    assert both.id_list()[:2] == [r.id for r in recs[:2]] and both.rows.tolist() == [10, 11, 41]
+    assert both.line(2) == 42
