@@ -107,3 +107,31 @@ def test_bad_settings_fail_early():
         get("format")(format="bold")
     with pytest.raises(ConfigError):
         get("combo")(words=("one",))
+
+
+def test_effect_measures_a_strong_attack_and_not_a_clean_file(sst2):
+    from trainguard.attacks.effect import classification_asr
+
+    train, held = sst2[:1500], sst2[1500:]
+    r = poison(train, "format", count=60, seed=1, format="punct-run", run="!?!?")
+    target = r.truth["params"]["target_value"]
+    got = classification_asr([x["text"] for x in r.rows], [x["label"] for x in r.rows], "format",
+                             {"format": "punct-run", "run": "!?!?"}, [x["text"] for x in held],
+                             [x["label"] for x in held], target)
+    clean = classification_asr([x["text"] for x in train], [x["label"] for x in train], "format",
+                               {"format": "punct-run", "run": "!?!?"}, [x["text"] for x in held],
+                               [x["label"] for x in held], target)
+    assert got["chars"]["asr"] > clean["chars"]["asr"] + 0.3  # the char model sees the run, clean data teaches nothing
+    assert clean["words"]["asr"] < 0.6
+
+
+def test_payload_effect_proxy():
+    from trainguard.attacks.adaptive import payload_paraphrases
+    from trainguard.attacks.effect import instruction_asr
+
+    mq = _rows("medquad_sample.jsonl")
+    train, held = mq[:250], mq[250:]
+    r = poison(train, "payload", count=10, seed=1)
+    got = instruction_asr([x["question"] for x in r.rows], [x["answer"] for x in r.rows], "payload", {},
+                          [x["question"] for x in held], payload_paraphrases(20))
+    assert got["asr"] > got["clean_payload_rate"]
