@@ -168,3 +168,10 @@ def test_generator_inversion_counts_its_vocabulary_screen():
     model = CallableGenerator(gen, batch_size=32, budget=RequestBudget())
     run = run_invert(model, TEXTS[:10], vocabulary=WORDS[:40])
     assert run.requests == len(calls) and run.report.detectors[0].summary["requests"] == len(calls)
+
+
+def test_run_invert_on_an_adapter_object_has_no_hidden_budget():
+    model = CallableClassifier(bow_model(PHRASE), ["0", "1"], batch_size=64)
+    run = run_invert(model, TEXTS, vocabulary=[*WORDS, *PHRASE])
+    assert run.complete and run.requests == model.budget.used > 256 and model.budget.limit is None
+    assert run.verdict.trigger == " ".join(PHRASE)

@@ -108,7 +108,7 @@ def run_probe(model: Any, clean: Any, *, triggers: str | Path | Sequence[Candida
 def run_invert(model: Any, clean: Any, *, top: int = 5, method: str = "auto",
                vocabulary: Sequence[str] | None = None, length: int = 3, max_vocab: int | None = None,
                max_inputs: int = 200, kind: str = "auto", fields: dict[str, str] | None = None,
-               options: ModelOptions = ModelOptions(256)) -> ProbeRun:
+               options: ModelOptions = ModelOptions(batch_size=256)) -> ProbeRun:
     """Search for an unknown trigger (lengths 1..`length`); any cut of the vocabulary is stated in the report."""
     from trainguard.probe import InvertSettings, invert, invert_generator, is_generative
     from trainguard.probe.candidates import search_words
