@@ -13,8 +13,12 @@ Canonical record bytes:
 - CSV/TSV, JSON array, Parquet: the row as the dataset reader yields it (every
   column, not only the mapped ones), encoded with `orjson` sorted keys.
 
-Large plain JSONL files are hashed by worker processes, one byte-range shard
-each (threads do not help: the per-record loop holds the GIL).
+Plain JSONL is read once, in ~8 MB blocks of whole lines: the main process
+updates the file's SHA-256 from each block and, for large files, hands the
+blocks to worker processes that return their packed leaves and the roots of
+each 65,536-leaf subtree (threads do not help: the per-record loop holds the
+GIL). Memory is the leaves (32 bytes a record, in 2 MiB pieces) plus a few
+blocks in flight; no Python object is made per record outside a block.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -36,30 +41,48 @@ from trainguard.ledger import merkle
 LEAF_PREFIX = b"\x00"
 LEAF_SIZE = 32
 BLOCK = 8 << 20
+CHUNK_LEAVES = merkle.BLOCK_LEAVES  # leaves per piece: one aligned subtree, one ledger row
 PARALLEL_MIN_BYTES = 64 << 20  # below this, forking costs more than it saves
 
 
 @dataclass(frozen=True)
 class FileLeaves:
-    """The leaves of one file, packed 32 bytes each in row order."""
+    """The leaves of one file, 32 bytes each in row order, held as CHUNK-leaf pieces.
+
+    Pieces, not one buffer: at 10^7 rows the leaves are 320 MB, and joining them would
+    double that; the ledger stores them in the same pieces.
+    """
 
     path: str
     fmt: str
-    leaves: bytes
+    chunks: tuple[bytes, ...]
     file_sha256: str
     file_bytes: int
-    root: bytes | None = None  # set when computed alongside the leaves
+    root: bytes | None = None  # set when worker processes built it alongside the leaves
+
+    @property
+    def leaves(self) -> bytes:
+        """All leaves in one buffer (a copy: small files, diffs and tests)."""
+        return b"".join(self.chunks)
 
     @property
     def merkle_root(self) -> str:
-        return (self.root if self.root is not None else merkle.root(self.leaves)).hex()
+        if self.root is None:
+            # Streamed over the pieces: each is an aligned power-of-two subtree.
+            object.__setattr__(self, "root", merkle.block_roots_root([merkle.root(c) for c in self.chunks]))
+        return self.root.hex()  # type: ignore[union-attr]
 
     @property
     def count(self) -> int:
-        return len(self.leaves) // LEAF_SIZE
+        return sum(len(c) for c in self.chunks) // LEAF_SIZE
 
     def leaf(self, row: int) -> bytes:
-        return self.leaves[row * LEAF_SIZE:(row + 1) * LEAF_SIZE]
+        if row < 0:
+            return b""
+        c, i = divmod(row, CHUNK_LEAVES)
+        if c >= len(self.chunks):
+            return b""
+        return self.chunks[c][i * LEAF_SIZE:(i + 1) * LEAF_SIZE]
 
 
 def leaf_hash(canonical: bytes) -> bytes:
@@ -75,7 +98,11 @@ def is_plain_jsonl(path: Path, fmt: str) -> bool:
 
 def hash_file(path: str | Path, fmt: str | None = None, workers: int | None = None,
               max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, known_sha256: str | None = None) -> FileLeaves:
-    """Leaves of every record in `path`, plus the whole file's SHA-256 (unless already `known_sha256`)."""
+    """Leaves of every record in `path`, plus the whole file's SHA-256 (unless already `known_sha256`).
+
+    JSONL (plain or gzip) is read once: the file digest is updated from the same blocks the
+    records are split from.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(str(path), "file not found")
@@ -85,26 +112,40 @@ def hash_file(path: str | Path, fmt: str | None = None, workers: int | None = No
     if size == 0:
         raise DataError(str(path), "file is empty")
     fmt = fmt or detect_format(path)
-    file_digest: dict[str, str] = {"sha": known_sha256} if known_sha256 else {}
-    # The whole-file digest runs beside the record hashing: hashlib releases the GIL.
-    t = threading.Thread(target=lambda: file_digest.setdefault("sha", _file_sha256(path)), daemon=True)
-    if not known_sha256:
-        t.start()
-    try:
-        root = None
-        if is_plain_jsonl(path, fmt):
-            leaves, root = _jsonl_leaves(path, size, workers, max_record_bytes)
-        elif fmt == "jsonl":
-            with _open_binary(path) as f:
-                leaves = _stream_leaves(str(path), f, max_record_bytes)
-        else:
-            leaves = b"".join(leaf_hash(canonical_row(v)) for v in _raw_rows(path, fmt, max_record_bytes))
-    finally:
-        if t.is_alive():
-            t.join()
-    if not leaves:
+    sha = None if known_sha256 else hashlib.sha256()
+    root = None
+    if is_plain_jsonl(path, fmt):
+        chunks, root = _jsonl_leaves(path, size, workers, max_record_bytes, sha)
+    elif fmt == "jsonl":
+        sink = _Sink(None)
+        with _open_binary(path, sha) as f:
+            _stream_leaves(str(path), f, max_record_bytes, sink)
+        chunks = sink.finish()[0]
+    else:
+        # Other formats are parsed by the dataset reader; the digest reads the file beside it
+        # (hashlib releases the GIL).
+        digest: dict[str, str] = {}
+        t = threading.Thread(target=lambda: digest.setdefault("sha", _file_sha256(path)), daemon=True)
+        if sha is not None:
+            t.start()
+        try:
+            sink = _Sink(None)
+            batch: list[bytes] = []
+            for v in _raw_rows(path, fmt, max_record_bytes):
+                batch.append(leaf_hash(canonical_row(v)))
+                if len(batch) == 4096:
+                    sink.add(b"".join(batch))
+                    batch = []
+            sink.add(b"".join(batch))
+            chunks = sink.finish()[0]
+        finally:
+            if t.is_alive():
+                t.join()
+        if sha is not None:
+            known_sha256 = digest["sha"]
+    if not chunks:
         raise DataError(str(path), "file has no records (only blank lines)")
-    return FileLeaves(str(path), fmt, leaves, file_digest["sha"], size, root)
+    return FileLeaves(str(path), fmt, tuple(chunks), known_sha256 or sha.hexdigest(), size, root)  # type: ignore[union-attr]
 
 
 def canonical_row(value: dict[str, Any]) -> bytes:
@@ -149,67 +190,124 @@ def _hash_lines(lines: list[bytes], out: list[bytes], has_cr: bool) -> None:
         append(c.digest())
 
 
+def _hash_unit(args: tuple[bytes, int]) -> tuple[bytes, int, int]:
+    """(packed leaves, index of the first line over the limit or -1, its length) of whole lines."""
+    unit, limit = args
+    lines = unit.split(b"\n")
+    if lines and max(map(len, lines)) > limit:
+        i = next(i for i, x in enumerate(lines) if len(x) > limit)
+        return b"", i, len(lines[i])
+    out: list[bytes] = []
+    _hash_lines(lines, out, b"\r" in unit)
+    return b"".join(out), -1, 0
+
+
 def _hash_range(args: tuple[str, int, int, int]) -> bytes:
     """Leaves of the complete lines in [start, end); `start` is a line start."""
     path, start, end, limit = args
     out: list[bytes] = []
-    carry = b""
-    pos = start
     with open(path, "rb") as f:
         f.seek(start)
-        while pos < end:
-            block = f.read(min(BLOCK, end - pos))
-            if not block:
-                break
-            pos += len(block)
-            has_cr = b"\r" in block or b"\r" in carry
-            lines = (carry + block).split(b"\n") if carry else block.split(b"\n")
-            carry = lines.pop()
-            if len(carry) > limit:
-                raise _Oversized(pos - len(carry), len(carry))
-            if lines and max(map(len, lines)) > limit:
-                line = next(x for x in lines if len(x) > limit)
-                raise _Oversized(_offset_of(path, start, line), len(line))
-            _hash_lines(lines, out, has_cr)
-    if carry:
-        _hash_lines([carry], out, True)
+        for unit in _units(f, end - start, limit, None):
+            leaves, bad, size = _hash_unit((unit[0], limit))
+            if bad >= 0:
+                raise _Oversized(start, size)
+            out.append(leaves)
     return b"".join(out)
 
 
-def _offset_of(path: str, start: int, line: bytes) -> int:
-    with open(path, "rb") as f:
-        f.seek(start)
-        off = start
-        for raw in f:
-            if raw.rstrip(b"\n") == line:
-                return off
-            off += len(raw)
-    return start
+def _units(f: Any, size: int | None, limit: int, sha: Any) -> Iterator[tuple[bytes, int]]:
+    """(whole lines, physical lines before them) in blocks of about BLOCK bytes, feeding `sha`.
 
-
-def _stream_leaves(spath: str, f: Any, limit: int) -> bytes:
-    out: list[bytes] = []
+    Raises _Oversized(line number, bytes) for a line over `limit` that spans blocks.
+    """
     carry = b""
-    lineno = 0
-    while True:
+    lines_before = 0
+    left = size
+    while left is None or left > 0:
         try:
-            block = f.read(BLOCK)
+            block = f.read(BLOCK if left is None else min(BLOCK, left))
         except (OSError, EOFError) as e:
-            raise DataError(spath, f"cannot decompress: {e}") from None
+            raise DataError(getattr(f, "name", "?"), f"cannot decompress: {e}") from None
         if not block:
             break
-        lines = (carry + block).split(b"\n")
-        carry = lines.pop()
-        for i, line in enumerate(lines):
-            if len(line) > limit:
-                raise DataError(spath, f"record is {len(line):,} bytes, over the {limit:,}-byte limit", line=lineno + i + 1)
+        if left is not None:
+            left -= len(block)
+        if sha is not None:
+            sha.update(block)
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            carry += block
+            if len(carry) > limit:
+                raise _Oversized(lines_before + 1, len(carry))
+            continue
+        unit = carry + block[:cut + 1] if carry else block[:cut + 1]
+        carry = block[cut + 1:]
+        yield unit, lines_before
+        lines_before += unit.count(b"\n")
         if len(carry) > limit:
-            raise DataError(spath, f"record over the {limit:,}-byte limit", line=lineno + len(lines) + 1)
-        lineno += len(lines)
-        _hash_lines(lines, out, True)
+            raise _Oversized(lines_before + 1, len(carry))
     if carry:
-        _hash_lines([carry], out, True)
-    return b"".join(out)
+        yield carry, lines_before
+
+
+class _Sink:
+    """Collects leaves into CHUNK_LEAVES pieces and (with a pool) their subtree roots, in order."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.chunks: list[bytes] = []
+        self.roots: list[Any] = []
+        self._buf = bytearray()
+        self._step = CHUNK_LEAVES * LEAF_SIZE
+
+    def add(self, leaves: bytes) -> None:
+        self._buf += leaves
+        while len(self._buf) >= self._step:
+            self._close(bytes(self._buf[:self._step]))
+            del self._buf[:self._step]
+
+    def _close(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        if self.pool is not None:
+            self.roots.append(self.pool.apply_async(merkle.root, (chunk,)))
+
+    def finish(self) -> tuple[list[bytes], bytes | None]:
+        if self._buf:
+            self._close(bytes(self._buf))
+            self._buf = bytearray()
+        if self.pool is None:
+            return self.chunks, None
+        return self.chunks, merkle.block_roots_root([r.get() for r in self.roots])
+
+
+def _stream_leaves(spath: str, f: Any, limit: int, sink: _Sink, pool: Any = None, sha: Any = None,
+                   window: int = 4) -> None:
+    """Hash the JSONL records of binary file `f` into `sink`; with `pool`, blocks go to its workers.
+
+    At most `window` blocks are in flight, so memory stays at a few blocks whatever the file size.
+    """
+    pending: deque[tuple[Any, int]] = deque()
+
+    def take() -> None:
+        res, before = pending.popleft()
+        leaves, bad, size = res.get() if pool is not None else res
+        if bad >= 0:
+            raise DataError(spath, f"record is {size:,} bytes, over the {limit:,}-byte limit", line=before + bad + 1)
+        sink.add(leaves)
+
+    try:
+        for unit, before in _units(f, None, limit, sha):
+            if pool is None:
+                pending.append((_hash_unit((unit, limit)), before))
+            else:
+                pending.append((pool.apply_async(_hash_unit, ((unit, limit),)), before))
+            while len(pending) > (window if pool is not None else 0):
+                take()
+        while pending:
+            take()
+    except _Oversized as e:
+        raise DataError(spath, f"record is {e.size:,} bytes, over the {limit:,}-byte limit", line=e.offset) from None
 
 
 def _shards(path: Path, size: int, n: int) -> list[tuple[int, int]]:
@@ -225,43 +323,27 @@ def _shards(path: Path, size: int, n: int) -> list[tuple[int, int]]:
     return list(zip(cuts[:-1], cuts[1:]))
 
 
-def _block_root(chunk: bytes) -> bytes:
-    return merkle.root(chunk)
+def _jsonl_leaves(path: Path, size: int, workers: int | None, limit: int,
+                  sha: Any) -> tuple[list[bytes], bytes | None]:
+    """Leaf pieces, and (when worker processes are used) the Merkle root built by them too.
 
-
-def _jsonl_leaves(path: Path, size: int, workers: int | None, limit: int) -> tuple[bytes, bytes | None]:
-    """Leaves, and (when worker processes are used) the Merkle root built by them too."""
+    The main process reads the file once, updating `sha`, and hands whole-line blocks to the
+    workers (a block is one pickle of ~8 MB, not one per record); it keeps only the leaves.
+    """
     if workers is None:
         workers = (os.cpu_count() or 1) if size >= PARALLEL_MIN_BYTES else 1
-    shards = _shards(path, size, max(1, workers))
-    tasks = [(str(path), a, b, limit) for a, b in shards]
-    try:
-        if len(tasks) == 1:
-            return _hash_range(tasks[0]), None
+    with open(path, "rb") as f:
+        if workers <= 1:
+            sink = _Sink(None)
+            _stream_leaves(str(path), f, limit, sink, sha=sha)
+            return sink.finish()
         import multiprocessing as mp
 
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(len(tasks)) as pool:
-            leaves = b"".join(pool.map(_hash_range, tasks))
-            step = merkle.BLOCK_LEAVES * LEAF_SIZE
-            blocks = pool.map(_block_root, [leaves[i:i + step] for i in range(0, len(leaves), step)])
-        return leaves, merkle.block_roots_root(blocks)
-    except _Oversized as e:
-        line = _line_number(path, e.offset)
-        raise DataError(str(path), f"record is {e.size:,} bytes, over the {limit:,}-byte limit", line=line) from None
-
-
-def _line_number(path: Path, offset: int) -> int:
-    count = 0
-    with open(path, "rb") as f:
-        remaining = offset
-        while remaining > 0:
-            block = f.read(min(BLOCK, remaining))
-            if not block:
-                break
-            count += block.count(b"\n")
-            remaining -= len(block)
-    return count + 1
+        with ctx.Pool(workers) as pool:
+            sink = _Sink(pool)
+            _stream_leaves(str(path), f, limit, sink, pool=pool, sha=sha, window=2 * workers)
+            return sink.finish()
 
 
 # --- reading records back (release, review show) -----------------------------------------------

@@ -50,7 +50,7 @@ def ingest(ledger: Ledger, path: str | Path, *, name: str | None = None, source:
         if latest and latest["merkle_root"] == root and latest["file_sha256"] == fl.file_sha256 \
                 and (source_id is None or latest["source_id"] == source_id):
             return IngestResult(latest, False)
-        version = ledger.add_version(ds, str(path), fl.fmt, fl.leaves, root, fl.file_sha256, fl.file_bytes, actor,
+        version = ledger.add_version(ds, str(path), fl.fmt, fl.chunks, root, fl.file_sha256, fl.file_bytes, actor,
                                      source_id=source_id, derived_from=derived_from)
     return IngestResult(version, True)
 

@@ -19,7 +19,7 @@ import os
 import shutil
 import sqlite3
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from trainguard.errors import ConfigError, TrainguardError
 
@@ -322,14 +322,16 @@ class Ledger:
 
     _VERSION_SQL = ("SELECT v.*, d.name AS dataset FROM versions v JOIN datasets d ON d.id = v.dataset_id ")
 
-    def add_version(self, dataset: str, path: str, fmt: str, leaves: bytes, merkle_root: str, file_sha256: str,
-                    file_bytes: int, actor: str, source_id: int | None = None,
+    def add_version(self, dataset: str, path: str, fmt: str, leaves: bytes | Sequence[bytes], merkle_root: str,
+                    file_sha256: str, file_bytes: int, actor: str, source_id: int | None = None,
                     derived_from: int | None = None) -> dict[str, Any]:
-        """Record a version; call inside `transaction()`."""
+        """Record a version; call inside `transaction()`. `leaves` is one buffer or CHUNK_LEAVES pieces
+        (what `hash_file` returns: 10^7 leaves are never joined into one buffer)."""
+        pieces = leaf_pieces(leaves)
         ds = self._dataset_id(dataset)
         number = self.conn.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE dataset_id = ?",
                                    (ds,)).fetchone()[0]
-        records = len(leaves) // 32
+        records = sum(len(c) for c in pieces) // 32
         src = self.source(source_id)
         payload = {
             "dataset": dataset, "version": number, "path": path, "format": fmt, "records": records,
@@ -343,10 +345,8 @@ class Ledger:
             " source_id, ingested_by, ingested_at, derived_from, event_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (ds, number, path, fmt, records, merkle_root, file_sha256, file_bytes, source_id, actor, ts,
              derived_from, seq)).lastrowid)
-        step = CHUNK_LEAVES * 32
-        for i, start in enumerate(range(0, len(leaves), step)):
-            self.conn.execute("INSERT INTO leaf_chunks(version_id, chunk, data) VALUES (?,?,?)",
-                              (vid, i, leaves[start:start + step]))
+        for i, piece in enumerate(pieces):
+            self.conn.execute("INSERT INTO leaf_chunks(version_id, chunk, data) VALUES (?,?,?)", (vid, i, piece))
             if _chunk_hook is not None:
                 _chunk_hook(i)
         return self.version_by_id(vid)  # type: ignore[return-value]
@@ -630,6 +630,16 @@ class Ledger:
 
     def trainings(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM trainings ORDER BY id")]
+
+
+def leaf_pieces(leaves: bytes | Sequence[bytes]) -> Sequence[bytes]:
+    """Leaves as CHUNK_LEAVES-leaf pieces (the last may be short), the shape `leaf_chunks` stores."""
+    step = CHUNK_LEAVES * 32
+    if isinstance(leaves, (bytes, bytearray, memoryview)):
+        return [bytes(leaves[i:i + step]) for i in range(0, len(leaves), step)]
+    if all(len(c) == step for c in leaves[:-1]) and (not leaves or 0 < len(leaves[-1]) <= step):
+        return leaves
+    return leaf_pieces(b"".join(leaves))
 
 
 def sha256_text(text: str) -> str:
