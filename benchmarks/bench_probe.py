@@ -474,6 +474,16 @@ def write_markdown(res: dict, path: Path) -> None:
     path.write_text("\n".join(L) + "\n", encoding="utf-8")
 
 
+def development(path: Path) -> dict:
+    """A development run's aggregates: a results JSON, or a .jsonl of its models (one per line)."""
+    if path.suffix == ".jsonl":
+        models = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        wb = [m for m in models if "white_box" in m and m["white_box"]["complete"]]
+        return {"models": models, "white_box": _aggregate(wb, "white_box"), "http": _aggregate(models, "http"),
+                "http_trainguard": _aggregate([m for m in models if m["family"] == "trainguard"], "http")}
+    return json.loads(path.read_text(encoding="utf-8"))["classifiers"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path, help="../shared/data")
@@ -508,7 +518,7 @@ def main() -> None:
     res = {"command": "python benchmarks/bench_probe.py " + " ".join(sys.argv[1:]), "seed": args.seed,
            "classifiers": run_classifiers(train, dev, args.models, args.tfidf, args.rows, args.epochs, args.seed,
                                           args.inputs, args.out.with_suffix(".partial.jsonl"))}
-    res["development"] = {d.name: json.loads(d.read_text(encoding="utf-8"))["classifiers"] for d in args.dev}
+    res["development"] = {d.name: development(d) for d in args.dev}
     res["seconds"] = round(time.perf_counter() - t0, 1)
     res["load_before"], res["load_after"] = round(load_before, 2), round(os.getloadavg()[0], 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
