@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import html
 import json
 from typing import Any
 
+from trainguard.attest import AttestationError, read_unverified
 from trainguard.gate.release import attestation_path
 from trainguard.report.model import Report
 from trainguard.web.records import RecordReader
@@ -38,13 +38,11 @@ def attestation_summary(release: dict[str, Any], reader: RecordReader) -> dict[s
     if hashlib.sha256(data).hexdigest() != release["attestation_sha256"]:
         return {"status": f"{att} differs from the attestation recorded in the ledger", "path": str(att)}
     try:
-        env = json.loads(data)
-        stmt = json.loads(base64.b64decode(env["payload"]))
-        pred = stmt.get("predicate") or {}
-    except (ValueError, KeyError, TypeError) as e:
+        env, stmt = read_unverified(data)
+    except AttestationError as e:
         return {"status": f"{att} is not a readable DSSE envelope ({e})", "path": str(att)}
-    return {"status": "ok", "path": str(att), "payload_type": env.get("payloadType"),
-            "keyids": [s.get("keyid") for s in env.get("signatures") or []],
+    pred = stmt["predicate"]
+    return {"status": "ok", "path": str(att), "payload_type": env.payload_type, "keyids": env.keyids,
             "predicate_type": stmt.get("predicateType"), "subject": stmt.get("subject"),
             "gate": pred.get("gate"), "output": {k: v for k, v in (pred.get("output") or {}).items()
                                                  if k != "excluded_rows"},
