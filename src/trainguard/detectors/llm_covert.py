@@ -275,6 +275,16 @@ def decode_field(text: str, s: "Settings", depth: int = 0) -> tuple[list[Decoded
     return out, foreign
 
 
+_PROSE_WORD = re.compile(r"^[\"'(]?[A-Za-z][a-z']*[,.;:!?\"')]*$")
+
+
+def _cipher_like(seg: str) -> bool:
+    """Shaped like prose (lower-case or capitalised words, no digits, codes or URLs) yet not English."""
+    words = seg.split()
+    return len(words) >= 4 and sum(bool(_PROSE_WORD.match(w)) for w in words) >= 0.8 * len(words) and \
+        english_ratio(seg)[0] <= 0.2
+
+
 def reads_english(text: str, s: "Settings") -> bool:
     """Decoded text counts only with enough words of 3+ letters, most of them known English."""
     ratio, n = english_ratio(text, 3)
@@ -440,7 +450,8 @@ class CovertFinetuning(Detector):
             teach_rows = sorted({owners[k] for k in used})
             left = foreign
             for attempt in range(3):
-                pool = " ".join(seg for _, _, seg in left[:: max(1, len(left) // 60)])[: s.solver_chars]
+                like = [seg for _, _, seg in left if _cipher_like(seg)]  # prose-shaped, not codes or URLs
+                pool = " ".join(like[:: max(1, len(like) // 60)])[: s.solver_chars]
                 if not left or (key is None and sum(c.isalpha() for c in pool) < 60):
                     break
                 key = solve_substitution(pool, seed=attempt, start=key)  # a taught key is the first start
