@@ -385,3 +385,206 @@ def _read_parquet(path: Path) -> Iterator[RawItem]:
 def _typename(v: Any) -> str:
     names = {dict: "object", list: "array", type(None): "null", bool: "boolean", str: "string"}
     return names.get(type(v), type(v).__name__)
+
+
+# --- Shards read by byte range (sharded and distributed scans) -------------------------------------
+# A driver finds where every shard starts in one streaming pass (`shard_starts`, keeping only those
+# offsets); each worker then opens the file itself and parses its range (`read_range`) with the same
+# parsing code as `read`, so rows, lines and errors are the ones a whole-file read gives.
+
+
+@dataclass(frozen=True, slots=True)
+class ShardStart:
+    """Where a shard begins: a byte offset into the records (decompressed for .gz), or the
+    first row for Parquet and JSON arrays; plus its file row and source line."""
+
+    offset: int
+    row: int
+    line: int | None
+
+
+def shard_starts(path: Path, shard_rows: int, fmt: str | None = None,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+                 hasher: Any = None) -> tuple[str, list[str] | None, list[ShardStart], int]:
+    """(format, CSV header, the start of every `shard_rows`-th row, rows) from one streaming pass.
+
+    Rows count as `read` counts them (a bad row is a row, a blank line is not). CSV is split at
+    record boundaries found by the csv parser itself, so quoted newlines never split a record.
+    """
+    path = Path(path)
+    if fmt is not None and fmt not in FORMATS:
+        raise DataError(str(path), f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
+    _check_file(path)
+    fmt = fmt or detect_format(path)
+    if fmt == "jsonl":
+        return fmt, None, *_jsonl_starts(path, max_record_bytes, shard_rows, hasher)
+    if fmt in ("csv", "tsv"):
+        return fmt, *_delimited_starts(path, "\t" if fmt == "tsv" else ",", max_record_bytes, shard_rows, hasher)
+    if fmt == "json":
+        n = sum(1 for _ in _read_json_array(path, max_record_bytes, hasher))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            n = pq.ParquetFile(path).metadata.num_rows
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(str(path), f"not a readable Parquet file: {e}") from None
+        if n == 0:
+            raise DataError(str(path), "file has no records")
+        if hasher is not None:
+            _hash_whole(path, hasher)
+    return fmt, None, [ShardStart(r, r, None) for r in range(0, n, shard_rows)], n
+
+
+def read_range(path: Path, fmt: str, start: ShardStart, rows: int, header: list[str] | None = None,
+               max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Iterator[RawItem]:
+    """The RawItems of `rows` rows from `start` (as found by `shard_starts`), reading only that range
+    (a .gz file is decompressed up to it; a JSON array is parsed whole, as `read` does)."""
+    path = Path(path)
+    if fmt == "jsonl":
+        yield from _jsonl_range(path, max_record_bytes, start, rows)
+    elif fmt in ("csv", "tsv"):
+        yield from _delimited_range(path, "\t" if fmt == "tsv" else ",", max_record_bytes, header or [], start, rows)
+    elif fmt == "json":
+        for item in _read_json_array(path, max_record_bytes):
+            if item.row >= start.row + rows:
+                return
+            if item.row >= start.row:
+                yield item
+    else:
+        yield from _parquet_range(path, start.row, rows)
+
+
+def _lines_from(f: BinaryIO, spath: str, limit: int, lineno: int) -> Iterator[tuple[int, bytes | None, int]]:
+    """`_lines` from the middle of a file: numbering goes on from `lineno`."""
+    try:
+        while True:
+            chunk, size = _read_line(f, limit)
+            if not size:
+                return
+            lineno += 1
+            if lineno == 1 and chunk is not None:
+                chunk = chunk.removeprefix(_BOM)
+            yield lineno, chunk, size
+    except _READ_ERRORS as e:
+        raise DataError(spath, f"cannot read (truncated or corrupt?): {e}", line=lineno + 1) from None
+
+
+def _jsonl_starts(path: Path, limit: int, shard_rows: int, hasher: Any) -> tuple[list[ShardStart], int]:
+    spath, starts, row, pos = str(path), [], 0, 0
+    with _open_binary(path, hasher) as f:
+        for lineno, chunk, size in _lines(f, spath, limit):
+            if chunk is None or chunk.strip():
+                if row % shard_rows == 0:
+                    starts.append(ShardStart(pos, row, lineno))
+                row += 1
+            pos += size
+    if row == 0:
+        raise DataError(spath, "file has no records (only blank lines)")
+    return starts, row
+
+
+def _jsonl_range(path: Path, limit: int, start: ShardStart, rows: int) -> Iterator[RawItem]:
+    spath, row, end = str(path), start.row, start.row + rows
+    with _open_binary(path) as f:
+        f.seek(start.offset)
+        for lineno, chunk, size in _lines_from(f, spath, limit, (start.line or 1) - 1):
+            if row >= end:
+                return
+            if chunk is None:
+                yield RawItem(row, lineno, None, _too_big(spath, size, limit, row, lineno))
+            elif not chunk.strip():
+                continue
+            else:
+                yield _parse_json_line(spath, chunk, row, lineno)
+            row += 1
+
+
+def _counting(lines: Iterator[tuple[int, bytes | None, int]], total: list[int]) -> Iterator[tuple[int, bytes | None, int]]:
+    for item in lines:
+        total[0] += item[2]
+        yield item
+
+
+def _delimited_starts(path: Path, delimiter: str, limit: int, shard_rows: int,
+                      hasher: Any) -> tuple[list[str], list[ShardStart], int]:
+    """Record starts from the csv parser's own record boundaries (it never reads ahead a line)."""
+    spath, starts, row, fed = str(path), [], 0, [0]
+    csv.field_size_limit(max(limit, csv.field_size_limit()))
+    with _open_binary(path, hasher) as fb:
+        feed = _CsvFeed(_counting(_lines(fb, spath, limit), fed), limit)
+        reader = csv.reader(feed, delimiter=delimiter, strict=True)
+        header = _header(spath, reader, feed, limit)
+        while True:
+            pos, line, feed.used = fed[0], feed.lineno + 1, 0
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except (_Oversized, csv.Error):
+                cells = None
+            if cells is not None and (not cells or (len(header) > 1 and len(cells) == 1 and not cells[0].strip())):
+                continue  # blank line
+            if row % shard_rows == 0:
+                starts.append(ShardStart(pos, row, line))
+            row += 1
+    if row == 0:
+        raise DataError(spath, "file has a header but no records")
+    return header, starts, row
+
+
+def _delimited_range(path: Path, delimiter: str, limit: int, header: list[str], start: ShardStart,
+                     rows: int) -> Iterator[RawItem]:
+    spath, row, end = str(path), start.row, start.row + rows
+    csv.field_size_limit(max(limit, csv.field_size_limit()))
+    with _open_binary(path) as fb:
+        fb.seek(start.offset)
+        feed = _CsvFeed(_lines_from(fb, spath, limit, (start.line or 1) - 1), limit)
+        feed.lineno = (start.line or 1) - 1
+        reader = csv.reader(feed, delimiter=delimiter, strict=True)
+        while row < end:
+            start_line, feed.used = feed.lineno + 1, 0
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except _Oversized as e:
+                yield RawItem(row, start_line, None, _too_big(spath, e.args[0], limit, row, start_line))
+            except csv.Error as e:
+                yield RawItem(row, start_line, None, DataError(spath, f"malformed row: {e}", row=row, line=start_line))
+            else:
+                if not cells or (len(header) > 1 and len(cells) == 1 and not cells[0].strip()):
+                    continue  # blank line
+                yield _delimited_item(spath, header, cells, row, start_line)
+            row += 1
+
+
+def _parquet_range(path: Path, first: int, rows: int) -> Iterator[RawItem]:
+    """Rows `first`.. of a Parquet file, starting at the row group that holds `first`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spath = str(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(spath, f"not a readable Parquet file: {e}") from None
+    with pf:
+        md, group, row = pf.metadata, 0, 0
+        while group < md.num_row_groups - 1 and row + md.row_group(group).num_rows <= first:
+            row += md.row_group(group).num_rows
+            group += 1
+        batches = pf.iter_batches(batch_size=8192, row_groups=list(range(group, md.num_row_groups)))
+        while row < first + rows:
+            try:
+                batch = next(batches, None)
+            except (pa.ArrowException, OSError) as e:
+                raise DataError(spath, f"corrupt Parquet data: {e}", row=row) from None
+            if batch is None:
+                break
+            lo, hi = max(first - row, 0), min(first + rows - row, batch.num_rows)
+            if lo < hi:
+                for i, value in enumerate(batch.slice(lo, hi - lo).to_pylist()):
+                    yield RawItem(row + lo + i, None, value)
+            row += batch.num_rows
