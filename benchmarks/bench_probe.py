@@ -500,7 +500,19 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "probe.json")
     ap.add_argument("--md", type=Path, default=DOCS / "_bench_probe.md")
     ap.add_argument("--render-only", action="store_true", help="re-write the markdown from an existing --out JSON")
+    ap.add_argument("--from-partial", action="store_true",
+                    help="write --out and the markdown from the models finished so far (--out's .partial.jsonl)")
     args = ap.parse_args()
+    if args.from_partial:
+        part = development(args.out.with_suffix(".partial.jsonl"))
+        res = {"command": "python benchmarks/bench_probe.py " + " ".join(a for a in sys.argv[1:] if a != "--from-partial")
+               + f"  (stopped after {len(part['models'])} models; the rest did not run)",
+               "seed": args.seed, "seconds": float("nan"), "load_before": "n/a", "load_after": "n/a",
+               "classifiers": {**part, "inputs": args.inputs, "rows_per_model": args.rows, "epochs": args.epochs},
+               "development": {d.name: development(d) for d in args.dev}}
+        args.out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+        write_markdown(res, args.md)
+        return
     if args.render_only:
         write_markdown(json.loads(args.out.read_text(encoding="utf-8")), args.md)
         return
