@@ -17,19 +17,21 @@ Plain JSONL is read once, in ~8 MB blocks of whole lines: the main process
 updates the file's SHA-256 from each block and, for large files, hands the
 blocks to worker processes that return their packed leaves and the roots of
 each 65,536-leaf subtree (threads do not help: the per-record loop holds the
-GIL). Memory is the leaves (32 bytes a record, in 2 MiB pieces) plus a few
-blocks in flight; no Python object is made per record outside a block.
+GIL). Memory is a few blocks in flight: the leaves (32 bytes a record) go to
+an unlinked temporary file in 2 MiB pieces, and no Python object is made per
+record outside a block.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import threading
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence, overload
 
 import orjson
 
@@ -43,19 +45,21 @@ LEAF_SIZE = 32
 BLOCK = 8 << 20
 CHUNK_LEAVES = merkle.BLOCK_LEAVES  # leaves per piece: one aligned subtree, one ledger row
 PARALLEL_MIN_BYTES = 64 << 20  # below this, forking costs more than it saves
+PARALLEL_MIN_CPUS = 4  # below this, one process is faster (measured: see auto_workers)
 
 
 @dataclass(frozen=True)
 class FileLeaves:
-    """The leaves of one file, 32 bytes each in row order, held as CHUNK-leaf pieces.
+    """The leaves of one file, 32 bytes each in row order, held as CHUNK_LEAVES-leaf pieces.
 
-    Pieces, not one buffer: at 10^7 rows the leaves are 320 MB, and joining them would
-    double that; the ledger stores them in the same pieces.
+    Pieces, not one buffer, spilled to a temporary file (`LeafPieces`): at 10^7 rows the
+    leaves are 320 MB, which would otherwise be most of the memory bar; the ledger stores
+    them in the same pieces.
     """
 
     path: str
     fmt: str
-    chunks: tuple[bytes, ...]
+    chunks: Sequence[bytes]
     file_sha256: str
     file_bytes: int
     root: bytes | None = None  # set when worker processes built it alongside the leaves
@@ -74,15 +78,63 @@ class FileLeaves:
 
     @property
     def count(self) -> int:
-        return sum(len(c) for c in self.chunks) // LEAF_SIZE
+        nbytes = getattr(self.chunks, "nbytes", None)
+        return (nbytes if nbytes is not None else sum(len(c) for c in self.chunks)) // LEAF_SIZE
 
     def leaf(self, row: int) -> bytes:
         if row < 0:
             return b""
+        if isinstance(self.chunks, LeafPieces):
+            return self.chunks.leaf(row)
         c, i = divmod(row, CHUNK_LEAVES)
         if c >= len(self.chunks):
             return b""
         return self.chunks[c][i * LEAF_SIZE:(i + 1) * LEAF_SIZE]
+
+
+class LeafPieces(Sequence[bytes]):
+    """Leaf pieces in an unlinked temporary file: 10^7 leaves take 320 MB of disk and page
+    cache, not of the process's memory; a piece or a leaf is read back on demand."""
+
+    def __init__(self, piece_bytes: int) -> None:
+        self.piece_bytes = piece_bytes
+        self.nbytes = 0
+        self._count = 0
+        self._f = tempfile.TemporaryFile(prefix="trainguard-leaves-")
+
+    def append(self, piece: bytes) -> None:
+        if self._count and self.nbytes != self._count * self.piece_bytes:
+            raise ValueError("only the last piece may be short")
+        self._f.seek(self.nbytes)
+        self._f.write(piece)
+        self.nbytes += len(piece)
+        self._count += 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[bytes]: ...
+
+    def __getitem__(self, i: int | slice) -> bytes | list[bytes]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._count))]
+        if i < 0:
+            i += self._count
+        if not 0 <= i < self._count:
+            raise IndexError(i)
+        start = i * self.piece_bytes
+        return self._read(start, min(self.piece_bytes, self.nbytes - start))
+
+    def leaf(self, row: int) -> bytes:
+        return self._read(row * LEAF_SIZE, LEAF_SIZE) if 0 <= row * LEAF_SIZE < self.nbytes else b""
+
+    def _read(self, start: int, size: int) -> bytes:
+        self._f.seek(start)
+        return self._f.read(size)
 
 
 def leaf_hash(canonical: bytes) -> bytes:
@@ -145,7 +197,7 @@ def hash_file(path: str | Path, fmt: str | None = None, workers: int | None = No
             known_sha256 = digest["sha"]
     if not chunks:
         raise DataError(str(path), "file has no records (only blank lines)")
-    return FileLeaves(str(path), fmt, tuple(chunks), known_sha256 or sha.hexdigest(), size, root)  # type: ignore[union-attr]
+    return FileLeaves(str(path), fmt, chunks, known_sha256 or sha.hexdigest(), size, root)  # type: ignore[union-attr]
 
 
 def canonical_row(value: dict[str, Any]) -> bytes:
@@ -256,7 +308,7 @@ class _Sink:
 
     def __init__(self, pool: Any) -> None:
         self.pool = pool
-        self.chunks: list[bytes] = []
+        self.chunks = LeafPieces(CHUNK_LEAVES * LEAF_SIZE)
         self.roots: list[Any] = []
         self._buf = bytearray()
         self._step = CHUNK_LEAVES * LEAF_SIZE
@@ -272,7 +324,7 @@ class _Sink:
         if self.pool is not None:
             self.roots.append(self.pool.apply_async(merkle.root, (chunk,)))
 
-    def finish(self) -> tuple[list[bytes], bytes | None]:
+    def finish(self) -> tuple[LeafPieces, bytes | None]:
         if self._buf:
             self._close(bytes(self._buf))
             self._buf = bytearray()
@@ -323,15 +375,27 @@ def _shards(path: Path, size: int, n: int) -> list[tuple[int, int]]:
     return list(zip(cuts[:-1], cuts[1:]))
 
 
+def auto_workers(size: int) -> int:
+    """Hashing processes for a file of `size` bytes: one below PARALLEL_MIN_CPUS CPUs.
+
+    Measured on 2 shared cores (docs/_bench_provenance.md): 2 processes took 3x longer than one
+    at 10^7 rows; the main process's reading, digest and piece handling contend with both.
+    """
+    cpus = os.cpu_count() or 1
+    if size < PARALLEL_MIN_BYTES or cpus < PARALLEL_MIN_CPUS:
+        return 1
+    return min(cpus - 1, 8)
+
+
 def _jsonl_leaves(path: Path, size: int, workers: int | None, limit: int,
-                  sha: Any) -> tuple[list[bytes], bytes | None]:
+                  sha: Any) -> tuple[LeafPieces, bytes | None]:
     """Leaf pieces, and (when worker processes are used) the Merkle root built by them too.
 
     The main process reads the file once, updating `sha`, and hands whole-line blocks to the
     workers (a block is one pickle of ~8 MB, not one per record); it keeps only the leaves.
     """
     if workers is None:
-        workers = (os.cpu_count() or 1) if size >= PARALLEL_MIN_BYTES else 1
+        workers = auto_workers(size)
     with open(path, "rb") as f:
         if workers <= 1:
             sink = _Sink(None)

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from trainguard.errors import ConfigError
 from trainguard.ledger import merkle
-from trainguard.ledger.diff import Diff, diff
+from trainguard.ledger.diff import Diff, as_words, diff
 from trainguard.ledger.hashing import FileLeaves, _file_sha256, hash_file
 from trainguard.ledger.store import Ledger
 
@@ -108,8 +110,56 @@ def verify(ledger: Ledger, path: str | Path, *, name: str | None = None, number:
     fl = hash_file(path, fmt=fmt, workers=workers, known_sha256=digest)
     v = resolve_version(ledger, path, name, number, fl)
     root = fl.merkle_root
-    d = Diff() if root == v["merkle_root"] else diff(ledger.leaves(v["id"]), fl.leaves)
+    d = Diff() if root == v["merkle_root"] else (_streamed_edits(ledger, v, fl)
+                                                  or diff(ledger.leaves(v["id"]), fl.leaves))
     return VerifyResult(v, d, fl.count, root, fl.file_sha256)
+
+
+def _streamed_edits(ledger: Ledger, v: dict[str, Any], fl: FileLeaves) -> Diff | None:
+    """The diff when records were only edited in place, found piece by piece (bounded memory).
+
+    Applies exactly when `diff`'s own shortcut does (same count; few differing rows; none of
+    their leaves, by first 64 bits, elsewhere in the other side's changed span) and gives the
+    same answer; otherwise None and the caller runs the full diff over all leaves.
+    """
+    if fl.count != v["records"] or not fl.count:
+        return None
+    rows: list[np.ndarray] = []
+    old_w0: list[np.ndarray] = []
+    new_w0: list[np.ndarray] = []
+    base = 0
+    for old, new in zip(ledger.leaf_chunks(v["id"]), fl.chunks):
+        if len(old) != len(new):
+            return None
+        a, b = as_words(old), as_words(new)
+        hit = np.flatnonzero(np.any(a != b, axis=1))
+        rows.append(hit + base)
+        old_w0.append(a[hit, 0])
+        new_w0.append(b[hit, 0])
+        base += len(a)
+        if sum(map(len, rows)) > MAX_STREAMED_EDITS:
+            return None
+    if base != fl.count:
+        return None
+    r = np.concatenate(rows)
+    if not len(r):
+        return None
+    first, last = int(r[0]), int(r[-1])
+    if len(r) > max(64, (last - first + 1) // 100):
+        return None
+    probes_old, probes_new = np.concatenate(old_w0), np.concatenate(new_w0)
+    base = 0
+    for old, new in zip(ledger.leaf_chunks(v["id"]), fl.chunks):
+        lo, hi = max(first - base, 0), min(last + 1 - base, len(old) // 32)
+        if lo < hi and (np.isin(as_words(old)[lo:hi, 0], probes_new).any()
+                        or np.isin(as_words(new)[lo:hi, 0], probes_old).any()):
+            return None  # a leaf reappears elsewhere: it may have moved
+        base += len(old) // 32
+    out = r.tolist()
+    return Diff(modified=out, modified_from=out)
+
+
+MAX_STREAMED_EDITS = 1_000_000
 
 
 def prove(ledger: Ledger, dataset: str, row: int, number: int | None = None) -> dict[str, Any]:

@@ -331,7 +331,8 @@ class Ledger:
         ds = self._dataset_id(dataset)
         number = self.conn.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE dataset_id = ?",
                                    (ds,)).fetchone()[0]
-        records = sum(len(c) for c in pieces) // 32
+        nbytes = getattr(pieces, "nbytes", None)
+        records = (nbytes if nbytes is not None else sum(len(c) for c in pieces)) // 32
         src = self.source(source_id)
         payload = {
             "dataset": dataset, "version": number, "path": path, "format": fmt, "records": records,
@@ -345,7 +346,10 @@ class Ledger:
             " source_id, ingested_by, ingested_at, derived_from, event_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (ds, number, path, fmt, records, merkle_root, file_sha256, file_bytes, source_id, actor, ts,
              derived_from, seq)).lastrowid)
+        last = len(pieces) - 1
         for i, piece in enumerate(pieces):
+            if (len(piece) != CHUNK_LEAVES * 32 and i != last) or not piece or len(piece) % 32:
+                raise ValueError(f"leaf piece {i} holds {len(piece)} bytes")  # a caller bug; the transaction rolls back
             self.conn.execute("INSERT INTO leaf_chunks(version_id, chunk, data) VALUES (?,?,?)", (vid, i, piece))
             if _chunk_hook is not None:
                 _chunk_hook(i)
@@ -374,6 +378,12 @@ class Ledger:
     def versions_by_root(self, merkle_root: str) -> list[dict[str, Any]]:
         rows = self.conn.execute(self._VERSION_SQL + "WHERE v.merkle_root = ? ORDER BY v.id DESC", (merkle_root,))
         return [dict(r) for r in rows]
+
+    def leaf_chunks(self, version_id: int) -> Iterator[bytes]:
+        """The stored leaf pieces in order, one at a time (10^7 leaves are never joined)."""
+        rows = self.conn.execute("SELECT data FROM leaf_chunks WHERE version_id = ? ORDER BY chunk", (version_id,))
+        for (data,) in rows:
+            yield data
 
     def leaves(self, version_id: int) -> bytes:
         rows = self.conn.execute("SELECT data FROM leaf_chunks WHERE version_id = ? ORDER BY chunk", (version_id,))
@@ -633,10 +643,16 @@ class Ledger:
 
 
 def leaf_pieces(leaves: bytes | Sequence[bytes]) -> Sequence[bytes]:
-    """Leaves as CHUNK_LEAVES-leaf pieces (the last may be short), the shape `leaf_chunks` stores."""
+    """Leaves as CHUNK_LEAVES-leaf pieces (the last may be short), the shape `leaf_chunks` stores.
+
+    A sequence that states its `piece_bytes` (hashing's spilled pieces) is taken as it is and its
+    piece sizes checked as they are written; any other sequence is checked here.
+    """
     step = CHUNK_LEAVES * 32
     if isinstance(leaves, (bytes, bytearray, memoryview)):
         return [bytes(leaves[i:i + step]) for i in range(0, len(leaves), step)]
+    if getattr(leaves, "piece_bytes", None) == step:
+        return leaves
     if all(len(c) == step for c in leaves[:-1]) and (not leaves or 0 < len(leaves[-1]) <= step):
         return leaves
     return leaf_pieces(b"".join(leaves))
