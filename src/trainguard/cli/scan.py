@@ -78,13 +78,13 @@ def scan_command(
     with _progress(quiet) as progress:
         task = progress.add_task(f"loading {path.name}", total=None)
         data = load(path, opts)
+        announce(data)  # before the scan: which kind, and why, is the first thing to check
         progress.update(task, description=f"scanning {len(data):,} records", total=1, completed=0)
 
         def on_progress(name: str, i: int, n: int) -> None:
             progress.update(task, description=f"{name}", total=n, completed=i)
 
         result = scan(data, detectors=names, settings=settings, progress=on_progress, fuse_threshold=fuse)
-    announce(data)
     if names is not None:
         add_disabled(result, disabled_runs(data, names, DEFAULT_DETECTORS, "not selected with --detectors"))
     off = [r.name for r in result.detectors if r.status == "disabled"]
