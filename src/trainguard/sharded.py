@@ -1,21 +1,31 @@
-"""Sharded scans: the same detectors, streamed here or mapped over a Dask cluster.
+"""Sharded scans: the same detectors, over shards read where they are summarised.
 
 A `ShardedDetector` is map (summarize a shard) + reduce (merge summaries) +
-finalize. Here the file is streamed in shards of `shard_rows` records, so
-memory is one shard plus the summaries; with a `distributed.Client` the
-shards are summarised on the workers (at most `max_in_flight` outstanding)
-and the summaries are merged there in a tree that keeps shard order, so row
-scores stay positional. Summaries speak of positions only; the engine keeps
-each shard's rows and record ids (`RecordIndex`, numpy arrays) and stamps the
-findings. A requested or default detector without a per-shard summary that
-applies to the data's kind is recorded as FAILED (it did not check the data),
-so the scan and any gate on it fail closed instead of passing with a gap; the
-detectors that do shard still run and report.
+finalize. The driver reads the file once, streaming, and keeps only where
+each shard starts (byte offset, file row and line: `readers.shard_starts`,
+which also hashes the file) plus the kind and field map it resolved from the
+head. Each shard is then read and summarised by whoever runs it, here or on a
+Dask worker that opens the same path (shared storage): only shard
+descriptors go out and small summaries come back, never rows. Summaries are
+merged in an order-preserving tree (on the workers, with a cluster) and
+finalised there; findings name positions, which the engine resolves to file
+rows, record ids and lines by re-reading only the shards they fall in, so no
+per-row index is kept. Bad rows are skipped or fail the scan exactly as the
+whole-file reader does (the first bad row in file order names file and line).
+
+A requested or default detector without a per-shard summary that applies to
+the data's kind is recorded as FAILED (it did not check the data), so the scan
+and any gate on it fail closed; the detectors that do shard still run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
+import traceback
+from bisect import bisect_right
+from collections import Counter
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -24,10 +34,14 @@ import numpy as np
 
 from trainguard.detectors.base import ShardedDetector, Summary
 from trainguard.errors import ConfigError, DataError
-from trainguard.findings import DetectorRun, DetectorStatus
-from trainguard.io.dataset import Dataset, file_sha256, iter_records
+from trainguard.findings import DetectorResult, DetectorRun, DetectorStatus
+from trainguard.io.dataset import Dataset, _builder, _head, _mixed_labels, iter_records
+from trainguard.io.mapping import FieldMap, LabelTypeError, RecordBuilder, label_family
+from trainguard.io.options import LoadOptions
+from trainguard.io.readers import ShardStart, read, read_range, shard_starts
+from trainguard.records import Kind, Record
 from trainguard.report.model import DatasetInfo, Report
-from trainguard.scan import DEFAULT_DETECTORS, RecordIndex, build_detectors, failed_run, sort_findings, stamp
+from trainguard.scan import DEFAULT_DETECTORS, RecordIndex, build_detectors, sort_findings, stamp
 
 ProgressFn = Callable[[int], None]
 
@@ -48,6 +62,136 @@ def iter_shards(path: str | Path, shard_rows: int, skipped: list[DataError] | No
                       kind_reason=str(resolved.get("reason") or ""))
 
 
+@dataclass(frozen=True)
+class Reading:
+    """How every shard of one file is read: what the driver resolved from the file's head."""
+
+    path: str
+    fmt: str
+    header: tuple[str, ...] | None
+    kind: Kind
+    fieldmap: FieldMap
+    label_family: str | None
+    fail: bool
+    max_record_bytes: int
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A shard descriptor: all a worker is sent (plus the detectors and the `Reading`)."""
+
+    index: int
+    start: ShardStart
+    rows: int  # file rows, bad ones included
+
+
+@dataclass
+class ShardMeta:
+    """What reading one shard found besides its records; errors as dicts (DataError does not pickle)."""
+
+    records: int = 0
+    skipped: list[dict] = field(default_factory=list)
+    fatal: dict | None = None  # the first bad row under --on-error fail
+    label_errors: list[dict] = field(default_factory=list)  # under fail, reported together at the end
+    families: Counter = field(default_factory=Counter)
+    whole_floats: int = 0
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A detector that raised on a shard or in finalize: recorded FAILED, never dropped."""
+
+    message: str
+
+    def merge(self, other: Any) -> "Failed":
+        return self
+
+
+def plan(path: str | Path, shard_rows: int, options: LoadOptions) -> tuple[Reading, list[Shard], str, str]:
+    """(Reading, shard descriptors, the file's sha256, why this kind) from the head and one offsets pass."""
+    if shard_rows < 1:
+        raise ConfigError(f"--shard-rows must be at least 1, got {shard_rows}")
+    spath, fail = str(path), options.on_error == "fail"
+    items = read(Path(path), fmt=options.fmt, max_record_bytes=options.max_record_bytes)
+    head = _head(items, stop_at_error=fail)
+    items.close()
+    if not any(i.error is None for i in head):
+        for _ in iter_records(path, options):  # raises the whole-file reader's own error for this file
+            break
+        raise DataError(spath, "no readable records among the first rows")
+    builder, reason = _builder(spath, options, head)
+    hasher = hashlib.sha256()
+    fmt, header, starts, n_rows = shard_starts(Path(path), shard_rows, options.fmt, options.max_record_bytes, hasher)
+    reading = Reading(spath, fmt, tuple(header) if header is not None else None, builder.kind, builder.fm,
+                      builder.label_family, fail, options.max_record_bytes)
+    ends = [s.row for s in starts[1:]] + [n_rows]
+    shards = [Shard(i, s, e - s.row) for i, (s, e) in enumerate(zip(starts, ends))]
+    return reading, shards, hasher.hexdigest(), reason
+
+
+def read_shard(reading: Reading, shard: Shard, meta: ShardMeta | None = None) -> list[Record]:
+    """The shard's records, built as `iter_records` builds them; bad rows go to `meta`."""
+    meta = ShardMeta() if meta is None else meta
+    builder = RecordBuilder(reading.path, reading.kind, reading.fieldmap, label_family=reading.label_family)
+    label_col = reading.fieldmap.label if reading.kind is Kind.CLASSIFICATION else None
+    records = []
+    items = read_range(Path(reading.path), reading.fmt, shard.start, shard.rows,
+                       list(reading.header) if reading.header is not None else None, reading.max_record_bytes)
+    for item in items:
+        error = item.error
+        if error is None:
+            if label_col is not None and item.value.get(label_col) is not None:
+                meta.families[label_family(item.value[label_col])[0]] += 1
+            try:
+                records.append(builder.build(item.value, item.row, item.line))
+                continue
+            except LabelTypeError as e:
+                if reading.fail:
+                    meta.label_errors.append(e.to_dict())
+                    continue
+                error = e
+            except DataError as e:
+                error = e
+        if reading.fail:
+            meta.fatal = error.to_dict()
+            break
+        meta.skipped.append(error.to_dict())
+    meta.records, meta.whole_floats = len(records), builder.whole_floats
+    return records
+
+
+def summarize_shard(dets: Sequence[ShardedDetector], reading: Reading, shard: Shard) -> tuple[list, ShardMeta]:
+    """Map step, run where the shard is read: (one summary or Failed per detector, what reading found)."""
+    meta = ShardMeta()
+    data = Dataset(records=read_shard(reading, shard, meta), kind=reading.kind, path=reading.path,
+                   fieldmap=reading.fieldmap)
+    return [_guard(lambda d=d: d.summarize(data)) for d in dets], meta
+
+
+def _guard(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - isolated per detector; the scan records it FAILED
+        return Failed(traceback.format_exception_only(type(e), e)[-1].strip())
+
+
+def _merge_lists(a: list[Summary | Failed], b: list[Summary | Failed]) -> list[Summary | Failed]:
+    return [y if isinstance(y, Failed) and not isinstance(x, Failed) else x.merge(y) for x, y in zip(a, b)]
+
+
+def _finalize_all(dets: Sequence[ShardedDetector], summaries: list, kind: Kind) -> list[DetectorResult | Failed]:
+    return [s if isinstance(s, Failed) else _guard(lambda d=d, s=s: d.finalize(s, kind))
+            for d, s in zip(dets, summaries)]
+
+
+def _first(pair: tuple) -> Any:
+    return pair[0]
+
+
+def _second(pair: tuple) -> Any:
+    return pair[1]
+
+
 def scan_sharded(
     path: str | Path,
     detectors: Sequence[str] | None = None,
@@ -58,47 +202,196 @@ def scan_sharded(
     progress: ProgressFn | None = None,
     **load_options: Any,
 ) -> Report:
-    """Scan `path` shard by shard; `client` is an optional `distributed.Client`."""
+    """Scan `path` shard by shard; `client` is an optional `distributed.Client` whose workers read `path`.
+
+    `max_in_flight` is kept for callers; shards are tiny descriptors, so all are submitted at once.
+    """
     chosen = build_detectors(detectors, settings)
-    shardable = [d for d in chosen if isinstance(d, ShardedDetector)]
-    others = [d for d in chosen if not isinstance(d, ShardedDetector)]
-    skipped: list[DataError] = []
-    indexes: list[RecordIndex] = []
-    resolved: dict[str, Any] = {}
-    shards = _indexed(iter_shards(path, shard_rows, skipped=skipped, resolved=resolved, **load_options), indexes)
+    options = LoadOptions.of(None, **load_options)
+    if client is not None:
+        path = Path(path).resolve()  # workers open it themselves: the same absolute path on shared storage
+    reading, shards, sha256, reason = plan(path, shard_rows, options)
+    kind = reading.kind
+    dets = [d for d in chosen if isinstance(d, ShardedDetector) and kind in d.kinds]
     t0 = time.perf_counter()
-    if client is None:
-        summaries, kind, n = _summarize_locally(shardable, shards, progress)
-    else:
-        summaries, kind, n = _summarize_on_cluster(client, shardable, shards, max_in_flight, progress)
-    index = RecordIndex.concat(indexes)
-    runs = [_unshardable(d, kind) for d in others]
-    findings, row_scores = [], {}
-    for det, summary in zip(shardable, summaries):
-        if kind not in det.kinds:
-            runs.append(DetectorRun(det.name, det.version, DetectorStatus.SKIPPED, det.settings_dict(),
-                                    message=f"does not handle {kind.value} data"))
+    run_here = _Local(progress) if client is None else _Cluster(client, progress)
+    results, metas = run_here.summarize(dets, reading, shards)
+    meta = _combined(reading, metas)
+    counts = [m.records for m in metas]
+    runs, findings, row_scores = [], [], {}
+    wanted = [r for r in results if isinstance(r, DetectorResult)]
+    index = _Resolved.of(run_here.lookup(reading, shards, counts, _positions(wanted)), meta.records)
+    by_det = dict(zip((d.name for d in dets), results))
+    for det in chosen:
+        if det.name not in by_det:
+            runs.append(_not_run(det, kind))
             continue
-        try:
-            result = det.finalize(summary, kind)
-            stamped = stamp(det, result, index)
-        except Exception as e:  # noqa: BLE001 - isolate and record, the gate fails closed
-            runs.append(failed_run(det, e, time.perf_counter() - t0))
+        result = by_det[det.name]
+        if not isinstance(result, Failed):
+            try:
+                stamped = stamp(det, result, index)
+            except Exception as e:  # noqa: BLE001 - isolate and record, the gate fails closed
+                result = Failed(traceback.format_exception_only(type(e), e)[-1].strip())
+        if isinstance(result, Failed):
+            runs.append(DetectorRun(det.name, det.version, DetectorStatus.FAILED, det.settings_dict(),
+                                    time.perf_counter() - t0, message=result.message))
             continue
         runs.append(DetectorRun(det.name, det.version, DetectorStatus.OK, det.settings_dict(),
-                                time.perf_counter() - t0,
-                                summary={**dict(result.summary), "shards": _shard_count(n, shard_rows)}))
+                                time.perf_counter() - t0, summary={**dict(result.summary), "shards": len(shards)}))
         findings.extend(stamped)
         if result.row_scores is not None:
             row_scores[det.name] = np.asarray(result.row_scores)
-    info = DatasetInfo(path=str(path), kind=kind.value, records=n, fields=dict(resolved["fieldmap"].used()),
-                       sha256=resolved.get("sha256") or file_sha256(path),  # hashed while read, when the reader can
-                       skipped=tuple(e.to_dict() for e in skipped), shard_rows=shard_rows,
-                       kind_reason=str(resolved.get("reason") or ""), notes=tuple(resolved.get("notes") or ()))
+    notes = ((f"{meta.whole_floats} label(s) written as whole floats (e.g. 1.0) were read as the integers they "
+              "spell (1)",) if meta.whole_floats else ())
+    info = DatasetInfo(path=str(path), kind=kind.value, records=meta.records, fields=dict(reading.fieldmap.used()),
+                       sha256=sha256, skipped=tuple(meta.skipped), shard_rows=shard_rows, kind_reason=reason,
+                       notes=notes)
     return Report(dataset=info, detectors=runs, findings=sort_findings(findings), row_scores=row_scores)
 
 
-def _unshardable(det: Any, kind: Any) -> DetectorRun:
+def _combined(reading: Reading, metas: Sequence[ShardMeta]) -> ShardMeta:
+    """The shards' reading outcomes as one whole-file read would give them (errors in file order)."""
+    out = ShardMeta()
+    for m in metas:
+        if m.fatal is not None:
+            raise DataError(**m.fatal)
+        out.records += m.records
+        out.skipped += m.skipped
+        out.label_errors += m.label_errors
+        out.families.update(m.families)
+        out.whole_floats += m.whole_floats
+    if out.label_errors:
+        raise _mixed_labels([DataError(**e) for e in out.label_errors], out.families)  # type: ignore[arg-type]
+    if not out.records:
+        first = f"; the first: {DataError(**out.skipped[0])}" if out.skipped else ""
+        raise DataError(reading.path, f"no readable records (every row was skipped){first}")
+    return out
+
+
+def _positions(results: Sequence[DetectorResult]) -> set[int]:
+    """Every position a finding names (alerts and their evidence): the only rows the engine resolves."""
+    out: set[int] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                if k == "positions" and isinstance(v, (list, tuple)):
+                    out.update(int(p) for p in v)
+                else:
+                    walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+
+    for r in results:
+        for a in r.alerts:
+            out.update(int(p) for p in a.positions)
+            walk(a.evidence)
+    return out
+
+
+def _lookups(shards: Sequence[Shard], counts: Sequence[int], positions: set[int]) -> list[tuple[Shard, int, list[int]]]:
+    """(shard, its first position, the local positions wanted in it), for shards holding any."""
+    firsts = np.concatenate([[0], np.cumsum(counts)]).tolist()
+    by_shard: dict[int, list[int]] = {}
+    for p in sorted(positions):
+        if 0 <= p < firsts[-1]:
+            i = bisect_right(firsts, p) - 1
+            by_shard.setdefault(i, []).append(p - firsts[i])
+    return [(shards[i], firsts[i], local) for i, local in sorted(by_shard.items())]
+
+
+def lookup_rows(reading: Reading, shard: Shard, local: Sequence[int]) -> list[tuple[int, str, int | None]]:
+    """(file row, record id, line) of the given positions of one shard, re-read from the file."""
+    records = read_shard(reading, shard)
+    return [(records[p].row, records[p].id, records[p].line) for p in local]
+
+
+@dataclass(frozen=True)
+class _Resolved(RecordIndex):
+    """A `RecordIndex` holding only the positions findings name (dicts), for `stamp`."""
+
+    n: int = 0
+
+    @classmethod
+    def of(cls, found: Mapping[int, tuple[int, str, int | None]], n: int) -> "_Resolved":  # type: ignore[override]
+        return cls({p: v[0] for p, v in found.items()}, {p: v[1] for p, v in found.items()},
+                   {p: v[2] for p, v in found.items()}, n)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def record_id(self, p: int) -> str:
+        return self.ids[p]
+
+    def line(self, p: int) -> int | None:
+        return self.lines[p]
+
+
+class _Local:
+    """Shards read and summarised in this process, one at a time."""
+
+    def __init__(self, progress: ProgressFn | None):
+        self.progress = progress
+
+    def summarize(self, dets, reading, shards):
+        parts, metas, n = [], [], 0
+        for shard in shards:
+            part, meta = summarize_shard(dets, reading, shard)
+            parts.append(part)
+            metas.append(meta)
+            n += meta.records
+            if self.progress:
+                self.progress(n)
+            if meta.fatal is not None:
+                break  # the rest is not needed: the first bad row fails the scan
+        merged = _tree(parts, _merge_lists)
+        return _finalize_all(dets, merged, reading.kind), metas
+
+    def lookup(self, reading, shards, counts, positions):
+        found = {}
+        for shard, first, local in _lookups(shards, counts, positions):
+            found.update({first + p: v for p, v in zip(local, lookup_rows(reading, shard, local))})
+        return found
+
+
+class _Cluster:
+    """Shards read and summarised on Dask workers; summaries merged and finalised there.
+
+    Only descriptors go out and only reading outcomes, findings and row scores
+    come back (gathered straight from the workers, not through the scheduler).
+    """
+
+    def __init__(self, client: Any, progress: ProgressFn | None):
+        self.client, self.progress = client, progress
+
+    def summarize(self, dets, reading, shards):
+        from distributed import as_completed
+
+        c = self.client
+        mapped = [c.submit(summarize_shard, dets, reading, s, pure=False) for s in shards]
+        meta_f = [c.submit(_second, f, pure=False) for f in mapped]
+        parts = [c.submit(_first, f, pure=False) for f in mapped]
+        if self.progress:
+            n = 0
+            for f in as_completed(meta_f):
+                n += f.result().records
+                self.progress(n)
+        merged = _tree(parts, lambda a, b: c.submit(_merge_lists, a, b, pure=False))
+        final = c.submit(_finalize_all, dets, merged, reading.kind, pure=False)
+        metas, results = c.gather([meta_f, final], direct=True)
+        return results, metas
+
+    def lookup(self, reading, shards, counts, positions):
+        jobs = _lookups(shards, counts, positions)
+        futures = [self.client.submit(lookup_rows, reading, shard, local, pure=False) for shard, _, local in jobs]
+        found = {}
+        for (shard, first, local), rows in zip(jobs, self.client.gather(futures, direct=True)):
+            found.update({first + p: v for p, v in zip(local, rows)})
+        return found
+
+
+def _not_run(det: Any, kind: Kind) -> DetectorRun:
     """A detector that cannot run sharded: SKIPPED if it would not apply anyway, else FAILED (fail closed)."""
     if kind not in det.kinds:
         return DetectorRun(det.name, det.version, DetectorStatus.SKIPPED, det.settings_dict(),
@@ -107,13 +400,6 @@ def _unshardable(det: Any, kind: Any) -> DetectorRun:
                        message=f"{det.name} has no per-shard summary yet, so a sharded scan cannot run it: "
                                f"run without --shard-rows (detectors that shard: "
                                f"{', '.join(sharded_detector_names())})")
-
-
-def _indexed(shards: Iterator[Dataset], indexes: list[RecordIndex]) -> Iterator[Dataset]:
-    """Pass shards through, keeping each one's rows and ids for stamping (the texts go with the shard)."""
-    for shard in shards:
-        indexes.append(RecordIndex.of(shard.records))
-        yield shard
 
 
 def sharded_detector_names() -> list[str]:
@@ -126,40 +412,6 @@ def default_sharded_detectors() -> list[str]:
     return [n for n in DEFAULT_DETECTORS if n in set(sharded_detector_names())]
 
 
-def _summarize_shard(dets: Sequence[ShardedDetector], shard: Dataset) -> list[Summary | None]:
-    return [d.summarize(shard) if shard.kind in d.kinds else None for d in dets]
-
-
-def _merge_lists(a: list[Summary | None], b: list[Summary | None]) -> list[Summary | None]:
-    return [x.merge(y) if x is not None and y is not None else None for x, y in zip(a, b)]
-
-
-def _summarize_locally(dets, shards, progress):
-    parts, kind, n = [], None, 0
-    for shard in shards:
-        kind, n = shard.kind, n + len(shard)
-        parts.append(_summarize_shard(dets, shard))
-        if progress:
-            progress(n)
-    return _tree(parts, _merge_lists), kind, n
-
-
-def _summarize_on_cluster(client, dets, shards, max_in_flight, progress):
-    from distributed import wait
-
-    futures, kind, n = [], None, 0
-    for shard in shards:
-        kind, n = shard.kind, n + len(shard)
-        futures.append(client.submit(_summarize_shard, dets, shard, pure=False))
-        pending = [f for f in futures if not f.done()]
-        if len(pending) >= max_in_flight:
-            wait(pending, return_when="FIRST_COMPLETED")
-        if progress:
-            progress(n)
-    merged = _tree(futures, lambda a, b: client.submit(_merge_lists, a, b, pure=False))
-    return merged.result(), kind, n
-
-
 def _tree(items: list, merge: Callable[[Any, Any], Any]) -> Any:
     """Pairwise, order-preserving reduction: depth log2(shards), not a long left fold."""
     if not items:
@@ -167,8 +419,3 @@ def _tree(items: list, merge: Callable[[Any, Any], Any]) -> Any:
     while len(items) > 1:
         items = [merge(items[i], items[i + 1]) if i + 1 < len(items) else items[i] for i in range(0, len(items), 2)]
     return items[0]
-
-
-def _shard_count(n: int, shard_rows: int) -> int:
-    return -(-n // shard_rows)
-
