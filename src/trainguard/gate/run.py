@@ -119,6 +119,7 @@ def gate(ledger: Ledger, path: str | Path, policy: Policy, *, name: str | None =
     """
     opts = LoadOptions.of(options, kind=kind, fields=fields)
     actor = by or default_actor()
+    data = load(path, opts)  # first: a file that cannot be read as a dataset fails before it is hashed
     fl = hash_file(path, fmt=opts.fmt, max_record_bytes=opts.max_record_bytes)
     root = fl.merkle_root
     fails: list[str] = []
@@ -139,7 +140,6 @@ def gate(ledger: Ledger, path: str | Path, policy: Policy, *, name: str | None =
             missing = [f for f in wanted if not src.get(f)]
             if missing:
                 fails.append(f"provenance: source {src['name']!r} lacks {', '.join(missing)} (required by policy)")
-    data = load(path, opts)
     chosen = detectors if detectors is not None else policy["detectors"]
     report = scan(data, detectors=chosen, settings=policy["settings"] if detectors is None else None)
     why = "the policy's detectors leave it out" if detectors is None else "not among the detectors asked for"
