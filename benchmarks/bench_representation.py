@@ -21,6 +21,12 @@ A separate speed run times the whole representation set end to end through
     python benchmarks/bench_representation.py --rows 20000 --datasets sst2 --out benchmarks/results/representation_sst2.json
     python benchmarks/bench_representation.py --render-only --out benchmarks/results/representation_sst2.json \
         benchmarks/results/representation_medquad.json     # one markdown from several result files
+    python benchmarks/bench_representation.py --ann 100000 [--ann-big 1000000]   # kNN at scale: exact vs HNSW
+
+`--ann` compares exact kNN with HNSW indexes (usearch, faiss-cpu) on wordllama embeddings of
+make_synthetic.py rows (recall@15, build + query time), then runs the six representation
+detectors on a BadNets 1 % copy with exact and with approximate kNN (fused AUROC); `--ann-big`
+adds the approximate path alone at that size. It rewrites only its own section of --markdown.
 """
 
 from __future__ import annotations
@@ -428,6 +434,184 @@ def markdown(results: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+# -- kNN at scale: exact vs HNSW ----------------------------------------------------------------
+ANN_HEADING = "## Nearest neighbours at scale: exact kNN vs HNSW"
+
+
+def synthetic_rows(n: int, seed: int) -> list[dict]:
+    """n unique SST-2 pair rows from benchmarks/make_synthetic.py (no trigger: the attack is planted here)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from make_synthetic import DEFAULT_SST2, load_sentences, rows
+
+    sentences, labels = load_sentences(DEFAULT_SST2, seed, "cf")
+    return [{"text": t, "label": y} for t, y in rows(n, sentences, labels, seed, 0.0, "cf", 1, {})]
+
+
+def rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def faiss_knn(X: np.ndarray, k: int, m: int, ef_search: int) -> tuple[tuple[np.ndarray, np.ndarray], float, float]:
+    import faiss
+
+    faiss.omp_set_num_threads(min(4, os.cpu_count() or 1))
+    t0 = time.perf_counter()
+    index = faiss.IndexHNSWFlat(X.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 128
+    index.add(X)
+    build = time.perf_counter() - t0
+    index.hnsw.efSearch = ef_search
+    t0 = time.perf_counter()
+    D, I = index.search(X, k + 1)
+    query = time.perf_counter() - t0
+    from trainguard.detectors._ann import _drop_self
+
+    n = len(X)
+    idx, sim = _drop_self(I.astype(np.int64), D.astype(np.float32), (I >= 0).sum(1), k,
+                          np.zeros((n, k), np.int64), np.zeros((n, k), np.float32))
+    return (idx, sim), build, query
+
+
+def usearch_knn(X: np.ndarray, k: int, ef_search: int) -> tuple[tuple[np.ndarray, np.ndarray], float, float]:
+    """The product path (detectors/_ann.py), timed as build and query separately."""
+    from usearch.index import Index
+
+    from trainguard.detectors import _ann
+
+    t0 = time.perf_counter()
+    index = Index(ndim=X.shape[1], metric="ip", dtype="f32", connectivity=_ann.CONNECTIVITY,
+                  expansion_add=_ann.EXPANSION_ADD, expansion_search=ef_search)
+    index.add(np.arange(len(X), dtype=np.uint64), X, threads=1)
+    build = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    found = index.search(X, k + 1, threads=min(4, os.cpu_count() or 1))
+    query = time.perf_counter() - t0
+    n = len(X)
+    out = _ann._drop_self(np.asarray(found.keys).astype(np.int64).reshape(n, -1),
+                          1.0 - np.asarray(found.distances, np.float32).reshape(n, -1),
+                          np.asarray(found.counts).reshape(n), k, np.zeros((n, k), np.int64),
+                          np.zeros((n, k), np.float32))
+    return out, build, query
+
+
+def recall_at(approx: np.ndarray, exact: np.ndarray) -> float:
+    hits = sum(len(np.intersect1d(a, e, assume_unique=True)) for a, e in zip(approx, exact))
+    return hits / exact.size
+
+
+def representation_set(rows: list[dict], X: np.ndarray, truth: np.ndarray, exact: bool) -> dict:
+    """The six representation detectors + fusion on one embedding matrix, kNN exact or HNSW."""
+    from trainguard.detectors import _repr
+
+    data = to_dataset(rows)
+    data.artefact("embeddings:wordllama", lambda: X)
+    saved = _repr.ANN_MIN_ROWS
+    _repr.ANN_MIN_ROWS = 1 << 62 if exact else 0
+    try:
+        scores, secs = {}, {}
+        for cls in OURS:
+            res, secs[cls.name] = timed(lambda: run_detector(cls(), data))  # raises if the detector fails
+            scores[cls.name] = res.row_scores
+    finally:
+        _repr.ANN_MIN_ROWS = saved
+    fused = fusion.fuse(scores)
+    out = {"knn": "exact" if exact else "hnsw", "seconds": round(sum(secs.values()), 2),
+           "per_detector_seconds": {k: round(v, 2) for k, v in secs.items()},
+           "fused": detection(set(fusion.flagged(fused).tolist()), truth, fused).to_dict(),
+           "auroc": {k: detection(set(), truth, v).auroc for k, v in scores.items()}, "peak_rss_mb": round(rss_mb())}
+    print(f"  representation set, {out['knn']}: {out['seconds']} s, fused AUROC {out['fused']['auroc']:.4f}",
+          file=sys.stderr, flush=True)
+    return out
+
+
+def ann_bench(n: int, big: int | None, seed: int, embedder: str) -> dict:
+    from trainguard.embeddings import embed_texts
+
+    k = 15
+    load = [round(x, 2) for x in os.getloadavg()]
+    base = synthetic_rows(max(n, big or 0), seed)
+    res = poison(base[:n], "badnets", rate=0.01, seed=seed)
+    truth = np.zeros(len(res.rows), bool)
+    truth[res.poisoned_rows] = True
+    X, t_embed = timed(lambda: embed_texts([r["text"] for r in res.rows], embedder, cache="off"))
+    print(f"{n:,} rows embedded in {t_embed:.1f} s (dim {X.shape[1]})", file=sys.stderr, flush=True)
+    from trainguard.detectors._repr import exact_knn
+
+    (ei, _), t_exact = timed(lambda: exact_knn(X, k))
+    print(f"exact kNN: {t_exact:.1f} s", file=sys.stderr, flush=True)
+    indexes = [{"index": "exact (chunked matmul, 4 threads)", "build_s": 0.0, "query_s": round(t_exact, 2),
+                "recall": 1.0}]
+    for ef in (64, 96, 128):
+        (ai, _), b, q = usearch_knn(X, k, ef)
+        indexes.append({"index": f"usearch HNSW M=16 efC=128 ef={ef} (1-thread build)", "build_s": round(b, 2),
+                        "query_s": round(q, 2), "recall": round(recall_at(ai, ei), 4)})
+        print(indexes[-1], file=sys.stderr, flush=True)
+    for m, ef in ((16, 64), (16, 128), (32, 96)):
+        (ai, _), b, q = faiss_knn(X, k, m, ef)
+        indexes.append({"index": f"faiss HNSWFlat M={m} efC=128 ef={ef} (4-thread build)", "build_s": round(b, 2),
+                        "query_s": round(q, 2), "recall": round(recall_at(ai, ei), 4)})
+        print(indexes[-1], file=sys.stderr, flush=True)
+    del ei
+    runs = [representation_set(res.rows, X, truth, exact=True), representation_set(res.rows, X, truth, exact=False)]
+    out = {"rows": n, "embedder": embedder, "dim": int(X.shape[1]), "k": k, "embed_seconds": round(t_embed, 2),
+           "poisoned": int(truth.sum()), "attack": "badnets 1%", "indexes": indexes, "runs": runs,
+           "load_average_before": load}
+    if big:
+        res = poison(base[:big], "badnets", rate=0.01, seed=seed)
+        del base
+        truth = np.zeros(len(res.rows), bool)
+        truth[res.poisoned_rows] = True
+        Xb, tb = timed(lambda: embed_texts([r["text"] for r in res.rows], embedder, cache="off"))
+        print(f"{big:,} rows embedded in {tb:.1f} s", file=sys.stderr, flush=True)
+        run = representation_set(res.rows, Xb, truth, exact=False)
+        out["big"] = {"rows": big, "embed_seconds": round(tb, 2), "poisoned": int(truth.sum()), **run}
+    out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    return out
+
+
+def ann_markdown(r: dict, commit: str, command: str) -> str:
+    ex, hn = r["runs"]
+    md = [ANN_HEADING, "",
+          f"Commit `{commit}`; {os.cpu_count()} CPUs shared with other jobs (load average "
+          f"{r['load_average_before'][0]} before, {r['load_average_after'][0]} after); {r['rows']:,} unique SST-2 "
+          f"pair rows (`benchmarks/make_synthetic.py`), {r['embedder']} embeddings (dim {r['dim']}, "
+          f"{r['embed_seconds']} s for all rows), k = {r['k']}. Recall@{r['k']} against exact kNN, self excluded.", "",
+          "| index | build s | query s (all rows) | recall@15 |", "|---|---|---|---|"]
+    for i in r["indexes"]:
+        md.append(f"| {i['index']} | {i['build_s']} | {i['query_s']} | {i['recall']:.4f} |")
+    md += ["", f"Representation set (six detectors + fusion) on a BadNets 1 % copy ({r['poisoned']:,} poisoned rows), "
+           "one embedding matrix for both runs:", "",
+           "| rows | kNN | detectors s | fused AUROC | embedding-clusters AUROC | feature-collision AUROC | "
+           "peak RSS MB |", "|---|---|---|---|---|---|---|"]
+    rows = [(r["rows"], ex), (r["rows"], hn)] + ([(r["big"]["rows"], r["big"])] if "big" in r else [])
+    for n, x in rows:
+        md.append(f"| {n:,} | {x['knn']} | {x['seconds']} | {x['fused']['auroc']:.4f} | "
+                  f"{x['auroc']['embedding-clusters']:.4f} | {x['auroc']['feature-collision']:.4f} | "
+                  f"{x['peak_rss_mb']} |")
+    gap = abs(ex["fused"]["auroc"] - hn["fused"]["auroc"])
+    md += ["", f"Fused AUROC, HNSW vs exact at {r['rows']:,} rows: difference {gap:.4f} (bar: within 0.01: "
+           f"{'met' if gap <= 0.01 else '**not met**'}). Peak RSS is the process's high-water mark so far "
+           "(the exact run comes first).", "", f"Command: `{command}`", ""]
+    return "\n".join(md)
+
+
+def write_section(path: Path, heading: str, body: str) -> None:
+    """Replace (or append) one `## ` section of a markdown file, keeping the rest."""
+    text = path.read_text() if path.exists() else ""
+    head, found, tail = text.partition(heading)
+    rest = tail.split("\n## ", 1)[1] if found and "\n## " in tail else ""
+    out = (head.rstrip("\n") + "\n\n" if head.strip() else "") + body.rstrip("\n") + "\n"
+    path.write_text(out + ("\n## " + rest if rest else ""))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=20000)
@@ -443,14 +627,36 @@ def main() -> None:
                     help="result file to write; with --render-only, one or more to read and merge")
     ap.add_argument("--markdown", default="docs/_bench_representation.md")
     ap.add_argument("--render-only", action="store_true", help="only rewrite --markdown from existing --out files")
+    ap.add_argument("--ann", type=int, metavar="ROWS", help="kNN at scale: exact vs HNSW at ROWS rows")
+    ap.add_argument("--ann-big", type=int, metavar="ROWS", help="with --ann: also the HNSW path alone at ROWS")
     args = ap.parse_args()
+    if args.ann:
+        import subprocess
+
+        r = ann_bench(args.ann, args.ann_big, args.seed, args.embedder)
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip() or "unknown"
+        out = Path(args.out[0] if args.out[0] != "benchmarks/results/representation.json"
+                   else "benchmarks/results/representation_ann.json")
+        out.write_text(json.dumps({"commit": commit, **r}, indent=2))
+        command = "python benchmarks/bench_representation.py --ann " + str(args.ann) + (
+            f" --ann-big {args.ann_big}" if args.ann_big else "")
+        if args.markdown:
+            write_section(Path(args.markdown), ANN_HEADING, ann_markdown(r, commit, command))
+        print(ann_markdown(r, commit, command))
+        return
     if args.render_only:
         results = merge([json.loads(Path(p).read_text()) for p in args.out])
     else:
         args.out = args.out[0]
         results = run(args)
     if args.markdown:
+        # The --ann section is written by its own mode; keep it when the rest is re-rendered.
+        old = Path(args.markdown).read_text() if Path(args.markdown).exists() else ""
+        kept = old.partition(ANN_HEADING)
         Path(args.markdown).write_text(markdown(results))
+        if kept[1]:
+            write_section(Path(args.markdown), ANN_HEADING, ANN_HEADING + kept[2].split("\n## ", 1)[0])
 
 
 if __name__ == "__main__":
