@@ -12,18 +12,7 @@ from trainguard.errors import DataError
 from trainguard.ledger import hashing, merkle
 from trainguard.ledger.hashing import hash_file, leaf_hash
 
-
-def rfc_root(leaves: list[bytes]) -> bytes:
-    """RFC 6962 section 2.1 MTH, written from the RFC: split at the largest power of two < n."""
-    n = len(leaves)
-    if n == 0:
-        return hashlib.sha256(b"").digest()
-    if n == 1:
-        return leaves[0]
-    k = 1
-    while k * 2 < n:
-        k *= 2
-    return hashlib.sha256(b"\x01" + rfc_root(leaves[:k]) + rfc_root(leaves[k:])).digest()
+from tests.test_ledger import ref_root as rfc_root  # RFC 6962 MTH by its recursive definition
 
 
 EDGE_COUNTS = sorted({0, 1, 2, 3} | {(1 << p) + d for p in range(1, 8) for d in (-1, 0, 1)})
