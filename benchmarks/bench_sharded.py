@@ -1,20 +1,24 @@
-"""Sharded vs in-memory scan: same findings, bounded memory, throughput.
+"""Sharded scans: in memory vs in-process shards vs a real Dask cluster of 1 and 2 worker processes.
 
-Each configuration runs in a fresh process so peak RSS is its own. The input
-is SST-2 train repeated `--copies` times (row text suffixed with the copy
-number so rows stay distinct), written once to a temporary JSONL file.
+Each configuration runs its driver in a fresh process so peak RSS is its own. Dask modes start a
+real `dask scheduler` and N `dask worker --no-nanny --nthreads 1` processes on 127.0.0.1 (torn
+down after), and report the bytes the scheduler process read and wrote during the scan (its
+/proc/PID/io rchar + wchar: every message through it, task descriptors and results included) and
+every process's peak RSS (VmHWM). The input is `benchmarks/make_synthetic.py` output (unique rows,
+a planted trigger), written under /tmp and deleted after, or a given --file.
 
-    python benchmarks/bench_sharded.py ../shared/data --copies 5 --out benchmarks/results/sharded.json
+    python benchmarks/bench_sharded.py --rows 1000000 --shard-rows 100000 --out benchmarks/results/sharded.json
+    python benchmarks/bench_sharded.py --rows 1000000 --modes shards,dask1,dask2   # skip the in-memory run
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import os
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,10 +26,13 @@ import time
 from pathlib import Path
 
 DETECTORS = ["invisible-characters", "near-duplicates"]
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
 
 
-def _child(mode: str, path: str, shard_rows: int) -> None:
+def _child(mode: str, path: str, shard_rows: int, address: str) -> None:
     from trainguard.scan import scan
+    from trainguard.findings import Severity
     from trainguard.sharded import scan_sharded
 
     t0 = time.perf_counter()
@@ -36,46 +43,125 @@ def _child(mode: str, path: str, shard_rows: int) -> None:
     else:
         from distributed import Client
 
-        with Client(processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None) as client:
-            report = scan_sharded(path, detectors=DETECTORS, shard_rows=shard_rows, client=client, max_in_flight=4)
+        with Client(address, timeout="30s") as client:
+            report = scan_sharded(path, detectors=DETECTORS, shard_rows=shard_rows, client=client)
     seconds = time.perf_counter() - t0
-    digest = sorted((f.detector, f.rule, f.rows) for f in report.findings)
-    print(json.dumps({"records": report.dataset.records, "seconds": seconds,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "findings": len(report.findings), "digest": hashlib.sha256(str(digest).encode()).hexdigest()}))
+    digest = sorted((f.detector, f.rule, f.rows, f.record_ids, f.lines) for f in report.findings)
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    flagged = sorted({r for f in report.findings if f.severity >= Severity.HIGH for r in f.rows})
+    print(json.dumps({"records": report.dataset.records, "seconds": seconds, "cpu_s": use.ru_utime + use.ru_stime,
+                      "peak_rss_mb": use.ru_maxrss / 1024, "findings": len(report.findings),
+                      "flagged_high": flagged[:1000], "failed": [r.name for r in report.failed],
+                      "digest": hashlib.sha256(str(digest).encode()).hexdigest()}))
+
+
+def _proc(pid: int) -> dict:
+    """rchar+wchar bytes, peak RSS and CPU seconds of a live process, from /proc."""
+    io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return {"io_bytes": int(io["rchar"]) + int(io["wchar"]), "peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024,
+            "cpu_s": (int(stat[11]) + int(stat[12])) / tick}
+
+
+def _warm() -> None:
+    import trainguard.detectors.builtin  # noqa: F401
+    import trainguard.sharded  # noqa: F401
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cluster_run(mode: str, path: Path, shard_rows: int, workers: int, logs: Path) -> dict:
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    cmds = [[str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]]
+    cmds += [[str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+              "--host", "127.0.0.1", "--memory-limit", "0"] for _ in range(workers)]
+    procs = [subprocess.Popen(c, stdout=open(logs / f"{mode}-{i}.log", "w"), stderr=subprocess.STDOUT)
+             for i, c in enumerate(cmds)]
+    try:
+        from distributed import Client
+
+        with Client(address, timeout="60s") as probe:
+            probe.wait_for_workers(workers, timeout=120)
+            probe.run(_warm)  # imports done before timing, as on a long-lived cluster
+        before = _proc(procs[0].pid)
+        worker_before = [_proc(p.pid)["cpu_s"] for p in procs[1:]]
+        out = subprocess.run([sys.executable, __file__, "--child", mode, str(path), str(shard_rows), address],
+                             capture_output=True, text=True)
+        if out.returncode:
+            raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        after = _proc(procs[0].pid)
+        ws = [_proc(p.pid) for p in procs[1:]]
+        result.update(scheduler_bytes=after["io_bytes"] - before["io_bytes"],
+                      scheduler_peak_rss_mb=after["peak_rss_mb"],
+                      worker_peak_rss_mb=[w["peak_rss_mb"] for w in ws],
+                      worker_cpu_s=[w["cpu_s"] - b for w, b in zip(ws, worker_before)])
+        return result
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("data", type=Path)
-    ap.add_argument("--copies", type=int, default=5)
-    ap.add_argument("--shard-rows", type=int, default=20_000)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--file", type=Path, help="scan this file instead of generating one")
+    ap.add_argument("--shard-rows", type=int, default=100_000)
+    ap.add_argument("--modes", default="memory,shards,dask1,dask2")
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--child", nargs=3)
+    ap.add_argument("--child", nargs=4)
     args = ap.parse_args()
     if args.child:
-        _child(args.child[0], args.child[1], int(args.child[2]))
+        _child(args.child[0], args.child[1], int(args.child[2]), args.child[3])
         return
-    with gzip.open(args.data / "sst2" / "train.jsonl.gz", "rt") as f:
-        rows = [json.loads(line) for line in f]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "sst2_x.jsonl"
-        with open(path, "w") as f:
-            for c in range(args.copies):
-                for r in rows:
-                    f.write(json.dumps({"text": f"{r['text']} {c}", "label": r["label"]}) + "\n")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=HERE).stdout.strip()
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        path = args.file
+        if path is None:
+            path = Path(tmp) / f"syn-{args.rows}.jsonl"
+            subprocess.run([sys.executable, str(HERE / "make_synthetic.py"), "--rows", str(args.rows),
+                            "--out", str(path)], check=True)
+        truth = Path(str(path) + ".truth.json")
+        planted = [p["row"] for p in json.loads(truth.read_text())["poisoned"]] if truth.exists() else None
         results = {}
-        for mode in ("memory", "shards", "dask"):
-            out = subprocess.run([sys.executable, __file__, str(args.data), "--child", mode, str(path),
-                                  str(args.shard_rows)], capture_output=True, text=True, check=True)
-            results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-            r = results[mode]
-            print(f"{mode:7s} {r['records']:,} rows  {r['records'] / r['seconds']:,.0f} rows/s  "
-                  f"peak {r['peak_rss_mb']:,.0f} MB  findings {r['findings']}", flush=True)
+        for mode in args.modes.split(","):
+            load = os.getloadavg()
+            if mode.startswith("dask"):
+                r = _cluster_run(mode, path, args.shard_rows, int(mode[4:]), Path(tmp))
+            else:
+                out = subprocess.run([sys.executable, __file__, "--child", mode, str(path), str(args.shard_rows),
+                                      "-"], capture_output=True, text=True, check=True)
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+            r["load_average_before"] = load
+            r["planted_found"] = None if planted is None else len(set(planted) & set(r.pop("flagged_high")))
+            results[mode] = r
+            extra = ""
+            if mode.startswith("dask"):
+                extra = (f"  scheduler {r['scheduler_bytes'] / 1e6:,.1f} MB through, peak {r['scheduler_peak_rss_mb']:,.0f} MB;"
+                         f" workers peak {', '.join(f'{m:,.0f}' for m in r['worker_peak_rss_mb'])} MB")
+            print(f"{mode:7s} {r['records']:,} rows  {r['seconds']:,.1f} s  {r['records'] / r['seconds']:,.0f} rows/s  "
+                  f"driver peak {r['peak_rss_mb']:,.0f} MB  findings {r['findings']}  planted found "
+                  f"{r['planted_found']}{extra}  (load {load[0]:.1f})", flush=True)
     same = len({r["digest"] for r in results.values()}) == 1
-    print(f"identical findings across modes: {same}")
-    summary = {"copies": args.copies, "shard_rows": args.shard_rows, "identical_findings": same,
-               "load_average": os.getloadavg(), "results": results}
+    print(f"identical findings (rows, ids, lines) across modes: {same}")
+    if "dask1" in results and "dask2" in results:
+        print(f"dask speed-up 2 vs 1 workers: {results['dask1']['seconds'] / results['dask2']['seconds']:.2f}x")
+    summary = {"commit": commit, "rows": args.rows, "shard_rows": args.shard_rows, "identical_findings": same,
+               "planted": None if planted is None else len(planted), "load_average_after": os.getloadavg(),
+               "results": results}
     if args.out:
         args.out.write_text(json.dumps(summary, indent=2))
 
