@@ -95,7 +95,7 @@ def disabled_runs(data: "Dataset", chosen: Iterable[str], defaults: Iterable[str
     A detector that does not apply (another kind, one label) is not disabled:
     nothing was lost by not running it.
     """
-    from trainguard.detectors.base import get
+    from trainguard.detectors.base import get, skip_reason
 
     picked = set(chosen)
     out = []
@@ -103,7 +103,7 @@ def disabled_runs(data: "Dataset", chosen: Iterable[str], defaults: Iterable[str
         if name in picked:
             continue
         det = get(name)()
-        if det.applies_to(data) is None:
+        if skip_reason(det, data) is None:
             out.append(DetectorRun(name, det.version, DetectorStatus.DISABLED, det.settings_dict(),
                                    message=f"a default detector that applies to {data.kind.value} data; {why}"))
     return out

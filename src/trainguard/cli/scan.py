@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Optional
@@ -35,7 +36,8 @@ def register(app: typer.Typer) -> None:
 
 
 def scan_command(
-    path: Path = typer.Argument(..., help="Dataset file: JSONL(.gz), JSON array, CSV/TSV or Parquet."),
+    path: Path = typer.Argument(..., help="Dataset file: JSONL(.gz), JSON array, CSV/TSV, Parquet, "
+                                          "or a Hugging Face datasets save_to_disk folder."),
     kind: KindOpt = "auto",
     field: FieldOpt = None,
     fmt: str = typer.Option("table", "--format", "-f", help="table, json, sarif or html."),
@@ -52,6 +54,7 @@ def scan_command(
         None, help="Stream the file in shards of this many records (detectors with per-shard summaries)."),
     scheduler: Optional[str] = typer.Option(
         None, help="Dask scheduler address (tcp://HOST:PORT): summarise shards on the cluster; needs --shard-rows."),
+    split: Optional[str] = typer.Option(None, "--split", help="The split of a saved datasets DatasetDict folder."),
 ) -> None:
     """Scan a dataset for poisoning; exit 0 clean, 1 findings at --fail-on or above, 2 bad input."""
     if fmt not in FORMATS:
@@ -62,7 +65,9 @@ def scan_command(
         raise fail(f"--fail-on: {e}") from None
     names = [d.strip() for d in detectors.split(",") if d.strip()] if detectors else None
     settings = parse_settings(set_ or [])
-    opts = load_options(kind, field, on_error, max_record_bytes)
+    opts = replace(load_options(kind, field, on_error, max_record_bytes), split=split)
+    if split is not None and shard_rows is not None:
+        raise fail("--split reads a datasets folder; it is not available with --shard-rows yet")
     if scheduler and shard_rows is None:
         raise fail("--scheduler needs --shard-rows")
     if fuse is not None and shard_rows is not None:

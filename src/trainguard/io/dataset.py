@@ -22,6 +22,7 @@ from trainguard.io.mapping import (
 )
 from trainguard.io.options import ON_ERROR, LoadOptions
 from trainguard.io.readers import RawItem, read
+from trainguard.io.sources import describe, hf_folder_items, is_hf_folder, object_items
 from trainguard.records import Kind, Record
 
 T = TypeVar("T")
@@ -102,6 +103,7 @@ def iter_records(
     on_error: str | None = None,
     fmt: str | None = None,
     max_record_bytes: int | None = None,
+    split: str | None = None,
     skipped: list[DataError] | None = None,
     resolved: dict[str, Any] | None = None,
 ) -> Iterator[Record]:
@@ -112,11 +114,11 @@ def iter_records(
     exhausted) the file's `sha256` and `notes`.
     """
     opts = LoadOptions.of(options, kind=kind, fields=fields, on_error=on_error, fmt=fmt,
-                          max_record_bytes=max_record_bytes)
-    spath = str(path)
+                          max_record_bytes=max_record_bytes, split=split)
+    spath = source_name(path)
     fail = opts.on_error == "fail"
     hasher = hashlib.sha256()
-    items = read(Path(path), fmt=opts.fmt, max_record_bytes=opts.max_record_bytes, hasher=hasher)
+    items = open_items(path, opts, hasher)
     head = _head(items, stop_at_error=fail)
     builder, reason = _builder(spath, opts, head) if any(i.error is None for i in head) else (None, "")
     if builder is not None and resolved is not None:
@@ -156,10 +158,30 @@ def iter_records(
         first = f"; the first: {first_bad}" if first_bad else ""
         raise DataError(spath, f"no readable records (every row was skipped){first}")
     if resolved is not None:
-        resolved["sha256"] = hasher.hexdigest()
+        resolved["sha256"] = hasher.hexdigest() if isinstance(path, (str, Path)) else None
         n = builder.whole_floats if builder is not None else 0
         resolved["notes"] = [f"{n} label(s) written as whole floats (e.g. 1.0) were read as the integers they "
                              "spell (1)"] if n else []
+
+
+def source_name(source: Any) -> str:
+    """What errors and reports call the data: the path, or `<pandas.DataFrame>` for a table in memory."""
+    return str(source) if isinstance(source, (str, Path)) else describe(source)
+
+
+def open_items(source: Any, opts: LoadOptions, hasher: Any = None) -> Iterator[RawItem]:
+    """RawItems from a file, a `datasets` save_to_disk folder, or an in-memory table (`io.sources`)."""
+    if not isinstance(source, (str, Path)):
+        return object_items(source, opts.split)
+    path = Path(source)
+    if path.is_dir():
+        if not is_hf_folder(path):
+            raise DataError(str(path), "is a directory, not a data file (nor a datasets save_to_disk folder: "
+                                       "no state.json or dataset_dict.json)")
+        return hf_folder_items(path, opts.split, hasher)
+    if opts.split is not None:
+        raise ConfigError(f"--split {opts.split} is for a datasets folder or DatasetDict; {path.name} is a file")
+    return read(path, fmt=opts.fmt, max_record_bytes=opts.max_record_bytes, hasher=hasher)
 
 
 def _mixed_labels(errors: list[LabelTypeError], families: Counter[str]) -> DataError:
@@ -220,18 +242,18 @@ def resolve(path: str | Path, options: LoadOptions | None = None) -> tuple[Kind,
     (`ingest`, `verify`, `release`), so they can say how the data will be read.
     """
     opts = options or LoadOptions()
-    items = read(Path(path), fmt=opts.fmt, max_record_bytes=opts.max_record_bytes)
+    items = open_items(path, opts)
     head = _head(items, stop_at_error=False)
-    items.close()
+    getattr(items, "close", lambda: None)()
     if not any(i.error is None for i in head):
         first = next(i.error for i in head if i.error is not None)
-        raise DataError(str(path), f"no readable record among the first rows; the first: {first}")
-    builder, reason = _builder(str(path), opts, head)
+        raise DataError(source_name(path), f"no readable record among the first rows; the first: {first}")
+    builder, reason = _builder(source_name(path), opts, head)
     return builder.kind, builder.fm, reason
 
 
 def load(
-    path: str | Path,
+    path: Any,
     options: LoadOptions | None = None,
     *,
     kind: str | Kind | None = None,
@@ -239,16 +261,23 @@ def load(
     on_error: str | None = None,
     fmt: str | None = None,
     max_record_bytes: int | None = None,
+    split: str | None = None,
 ) -> Dataset:
-    """Read a whole file into a Dataset (one pass: records and the file's SHA-256 together)."""
+    """Read a whole file into a Dataset (one pass: records and the file's SHA-256 together).
+
+    `path` may also be a `datasets` save_to_disk folder, or a table in memory: a list of
+    dicts, a pandas or polars DataFrame, a pyarrow Table, a `datasets.Dataset` or (with
+    `split`) `DatasetDict` (`io.sources`); those have no file digest.
+    """
     skipped: list[DataError] = []
     resolved: dict[str, Any] = {}
     records = list(iter_records(path, options, kind=kind, fields=fields, on_error=on_error, fmt=fmt,
-                                max_record_bytes=max_record_bytes, skipped=skipped, resolved=resolved))
+                                max_record_bytes=max_record_bytes, split=split, skipped=skipped,
+                                resolved=resolved))
     return Dataset(
         records=records,
         kind=resolved["kind"],
-        path=str(path),
+        path=source_name(path),
         fieldmap=resolved["fieldmap"],
         skipped=skipped,
         file_sha256=resolved["sha256"],

@@ -27,6 +27,7 @@ class LoadOptions:
     on_error: str = "fail"
     fmt: str | None = None
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    split: str | None = None  # a split of a datasets DatasetDict (object or save_to_disk folder)
 
     def __post_init__(self) -> None:
         kind = self.kind.value if isinstance(self.kind, Kind) else ("auto" if self.kind is None else self.kind)
