@@ -84,3 +84,32 @@ def test_ci_examples_call_the_tested_script(recipe):
     if recipe.startswith("github"):
         steps = doc["jobs"]["gate"]["steps"]
         assert any(s.get("uses", "").startswith("github/codeql-action/upload-sarif") for s in steps)
+
+
+def test_version_and_grouped_help(capsys):
+    from conftest import cli
+
+    from trainguard import __version__
+
+    code, out, _ = cli(capsys, "--version")
+    assert code == 0 and out.strip() == f"trainguard {__version__}"
+    code, out, _ = cli(capsys, "--help")
+    for panel in ("Scan", "Provenance and release", "Review", "Model", "Red team"):
+        assert f"─ {panel} " in out
+
+
+def test_readable_at_80_columns(capsys, monkeypatch):
+    # `trainguard detectors` cut names users must type (`availability…`); the findings table split
+    # "trigger-association" over 4 lines.
+    from conftest import cli
+
+    from trainguard.detectors.base import registry
+
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = cli(capsys, "detectors")
+    assert code == 0 and max(map(len, out.splitlines())) <= 80
+    for name in registry():
+        assert any(line.startswith(f"{name}  v") for line in out.splitlines()), name
+    code, out, _ = cli(capsys, "scan", DEMO, "-q")
+    assert code == 1 and max(map(len, out.splitlines())) <= 80
+    assert "trigger-association / forced-output" in out and "invisible-characters / zero-width" in out

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import textwrap
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -13,7 +15,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from trainguard import report as report_fmt
 from trainguard.report import FORMATS
@@ -147,11 +148,22 @@ def list_detectors(fmt: str = typer.Option("table", "--format", "-f", help="tabl
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table("detector", "kinds", "needs", "ATLAS", "description")
+    typer.echo(_detector_blocks(rows, shutil.get_terminal_size((100, 24)).columns))
+
+
+def _detector_blocks(rows: list[dict], width: int) -> str:
+    """One block per detector, its name whole on its own line: a table cut the names users must type
+    (`availability…`) at 80 columns."""
+    width = max(width, 40)
+    out = []
     for r in rows:
-        table.add_row(r["name"], ", ".join(r["kinds"]), ", ".join(r["needs"]), ", ".join(r["atlas"]),
-                      r["description"])
-    Console(markup=False, emoji=False).print(table)
+        head = f"{r['name']}  v{r['version']}" + ("  (default)" if r["default"] else "")
+        facts = f"kinds: {', '.join(r['kinds'])}" + (f"; needs: {', '.join(r['needs'])}" if r["needs"] else "") \
+            + (f"; ATLAS: {', '.join(r['atlas'])}" if r["atlas"] else "")
+        body = [facts, r["description"]] if r["description"] else [facts]
+        out.append("\n".join([head, *(textwrap.fill(b, width, initial_indent="  ", subsequent_indent="  ")
+                                      for b in body)]))
+    return "\n\n".join(out) + "\n"
 
 
 def demo(

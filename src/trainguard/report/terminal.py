@@ -42,10 +42,16 @@ def _t(value: object, style: str = "", limit: int | None = None) -> Text:
     return Text(short(s, limit) if limit else s, style=style)
 
 
-def build(report: Report) -> Group:
+NARROW = 110  # below this many columns, findings are stacked: the 8-column table split names over 4 lines
+
+
+def build(report: Report, width: int | None = None) -> Group:
     """The report as rich renderables, for callers that print to their own Console."""
     parts: list = [_header(report), _detectors(report)]
-    parts.append(_findings(report) if report.findings else Text("No findings.", style="green"))
+    if not report.findings:
+        parts.append(Text("No findings.", style="green"))
+    else:
+        parts.append(_findings_stacked(report) if width is not None and width < NARROW else _findings(report))
     skipped = report.dataset.skipped
     if skipped:
         parts.append(_skipped(skipped))
@@ -107,6 +113,29 @@ def _findings(report: Report) -> Table:
     return table
 
 
+def _findings_stacked(report: Report) -> Table:
+    """Findings for a narrow terminal: detector and rule whole on one line, the rest below them."""
+    table = Table(title=f"Findings ({len(report.findings)})", title_justify="left", box=box.SIMPLE_HEAD,
+                  show_lines=True, expand=True)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("severity", no_wrap=True)
+    table.add_column("finding", overflow="fold")
+    for i, f in enumerate(report.findings[:MAX_FINDINGS], 1):
+        body = Text(f"{visible(f.detector)} / {visible(f.rule)}", style="bold")
+        body.append(f"  conf. {f.confidence}, score {f.score:.2f}\n", style="dim")
+        body.append_text(_t(f.title, limit=200))
+        if f.evidence:
+            body.append("\n")
+            body.append(evidence_summary(f.evidence, limit=140), style="dim")
+        body.append(f"\nrows {rows_preview(f.rows)}")
+        if f.atlas:
+            body.append(f"\nATLAS {', '.join(visible(a) for a in f.atlas)}", style="dim")
+        table.add_row(str(i), Text(str(f.severity), style=SEVERITY_STYLE[f.severity]), body)
+    if len(report.findings) > MAX_FINDINGS:
+        table.caption = f"{len(report.findings) - MAX_FINDINGS} more findings: see --format json or html"
+    return table
+
+
 def _skipped(skipped: list[dict]) -> Table:
     table = Table(title=f"Skipped input rows ({len(skipped)}), not scanned", title_justify="left",
                   title_style="bold yellow", box=box.SIMPLE_HEAD)
@@ -140,9 +169,9 @@ def render(report: Report, color: bool | None = None, width: int | None = None) 
     if color is None:
         color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
     if width is None:
-        width = shutil.get_terminal_size((140, 24)).columns if sys.stdout.isatty() else 140
+        width = shutil.get_terminal_size((140, 24)).columns  # $COLUMNS, the terminal, else 140 (a pipe)
     buf = io.StringIO()
     console = Console(file=buf, width=width, force_terminal=color, no_color=not color, highlight=False,
                       emoji=False, markup=False, color_system="standard" if color else None)
-    console.print(build(report))
+    console.print(build(report, width))
     return buf.getvalue()
