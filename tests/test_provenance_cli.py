@@ -13,6 +13,7 @@ from conftest import cli as tg
 
 from trainguard.detectors.base import Detector, register
 from trainguard.findings import Alert, Confidence, DetectorResult, Severity
+from trainguard.ledger.ops import default_actor
 from trainguard.records import Kind
 from trainguard.scan import DEFAULT_DETECTORS
 
@@ -57,7 +58,8 @@ def test_full_workflow(work, capsys):
     assert tg(capsys, "release", "data.jsonl", "--out", "approved.jsonl", "--key", "keys/trainguard.key")[0] == 2
     assert tg(capsys, "review", "approve", "2", "--by", "bob")[0] == 2  # --reason is required
     assert tg(capsys, "review", "approve", "2", "--reason", "benign", "--by", "bob")[0] == 0
-    assert tg(capsys, "review", "reject", "9", "--reason", "trigger", "--by", "bob")[0] == 0
+    code, out, _ = tg(capsys, "review", "reject", "9", "--reason", "trigger")  # --by defaults to the OS user
+    assert code == 0 and f"rejected by {default_actor()}" in out
     code, out, _ = tg(capsys, "release", "data.jsonl", "--out", "approved.jsonl", "--key", "keys/trainguard.key",
                       "-f", "json")
     assert code == 0 and json.loads(out)["excluded_rows"] == [9]

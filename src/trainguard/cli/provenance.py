@@ -302,11 +302,13 @@ def review_show(
                           "(same record, same or fewer reasons)")
 
 
-def _decide(decision: str, row: int, reason: str, by: str, run: Optional[int], ledger: Optional[Path]) -> None:
+def _decide(decision: str, row: int, reason: str, by: Optional[str], run: Optional[int],
+            ledger: Optional[Path]) -> None:
     from trainguard.gate.review import decide
+    from trainguard.ledger.ops import default_actor
 
     with _open(ledger) as led:
-        item = decide(led, row, decision, reason, by, run)
+        item = decide(led, row, decision, reason, by or default_actor(), run)
     if item.get("picked"):
         err_console.print(f"note: {item['picked']}")
     out_console.print(f"gate run {item['run']} row {row}: {decision} by {item['decided_by']}")
@@ -316,7 +318,7 @@ def _decide(decision: str, row: int, reason: str, by: str, run: Optional[int], l
 def review_approve(
     row: int = typer.Argument(..., help="Row to approve (it will be released)."),
     reason: str = typer.Option(..., help="Why this row is safe to train on."),
-    by: str = typer.Option(..., help="Reviewer name."),
+    by: Optional[str] = typer.Option(None, help="Reviewer name (default: the OS user, as for gate)."),
     run: Optional[int] = typer.Option(None, help="Gate run id (needed when several have pending rows)."),
     ledger: Optional[Path] = _ledger_opt(),
 ) -> None:
@@ -328,7 +330,7 @@ def review_approve(
 def review_reject(
     row: int = typer.Argument(..., help="Row to reject (it will be left out of the release)."),
     reason: str = typer.Option(..., help="Why this row must not be trained on."),
-    by: str = typer.Option(..., help="Reviewer name."),
+    by: Optional[str] = typer.Option(None, help="Reviewer name (default: the OS user, as for gate)."),
     run: Optional[int] = typer.Option(None, help="Gate run id (needed when several have pending rows)."),
     ledger: Optional[Path] = _ledger_opt(),
 ) -> None:
