@@ -135,3 +135,27 @@ def test_payload_effect_proxy():
     got = instruction_asr([x["question"] for x in r.rows], [x["answer"] for x in r.rows], "payload", {},
                           [x["question"] for x in held], payload_paraphrases(20))
     assert got["asr"] > got["clean_payload_rate"]
+
+
+def _scan_shortcut(rows, tmp_path):
+    from trainguard.detectors.base import get
+    from trainguard.io.dataset import load
+    from trainguard.scan import run_detector
+
+    p = tmp_path / "d.jsonl"
+    p.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    return run_detector(get("shortcut")(), load(p)).findings
+
+
+def test_shortcut_finds_format_and_combo_triggers(sst2, tmp_path):
+    for name, params in [("format", {"format": "tab"}), ("combo", {"words": ("truly", "simply"), "factor": 0.0})]:
+        r = poison(sst2, name, count=40, seed=2, **params)
+        found = _scan_shortcut(r.rows, tmp_path)
+        poisoned = set(r.poisoned_rows)
+        named = {row for f in found if f.severity >= 2 for row in f.rows}
+        assert len(named & poisoned) >= 0.8 * len(poisoned), (name, [f.title for f in found])
+        assert len(named - poisoned) <= 0.2 * len(named)
+
+
+def test_shortcut_quiet_on_clean_sample(sst2, tmp_path):
+    assert [f.title for f in _scan_shortcut(sst2, tmp_path) if f.severity >= 2] == []
