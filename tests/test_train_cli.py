@@ -42,6 +42,18 @@ def test_train_table_without_dp(tmp_path, capsys):
                             tmp_path / "m", "--no-progress")
     assert code == 0, err
     assert "train accuracy:" in stdout and "DP-SGD: off" in stdout and "epsilon = inf" in stdout
+    # Without --eval a seeded 10 % of each label is held out, so the accuracy shown is not the training one.
+    assert "held-out accuracy:" in stdout and "20 rows held out" in stdout
+    assert "on 180 rows" in stdout
+
+
+def test_train_holdout_zero_says_accuracy_is_unmeasured(tmp_path, capsys):
+    train = _slice(tmp_path, "train.jsonl", 0, 60)
+    code, stdout, err = cli(capsys, "train", train, "--model", "linear", "--epochs", "1", "--out",
+                            tmp_path / "m", "--no-progress", "--holdout", "0")
+    assert code == 0, err
+    assert "on 60 rows" in stdout and "held-out accuracy: not measured" in stdout
+    assert cli(capsys, "train", train, "--out", tmp_path / "m2", "--holdout", "0.7")[0] == 2
 
 
 def test_train_bad_row_names_file_line_and_field(tmp_path, capsys):

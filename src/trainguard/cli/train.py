@@ -41,6 +41,9 @@ def train_command(
     max_grad_norm: float = typer.Option(1.0, help="--dp: per-example gradient clipping bound."),
     accountant: str = typer.Option("prv", help="--dp: privacy accountant, prv (tighter) or rdp (faster)."),
     eval_path: Optional[Path] = typer.Option(None, "--eval", help="Held-out classification data for accuracy."),
+    holdout: float = typer.Option(
+        0.1, help="Without --eval: share of each label's rows held out (by --seed) to report held-out accuracy; "
+                  "0 trains on every row and reports training accuracy only."),
     kind: KindOpt = "classification",
     field: FieldOpt = None,
     on_error: OnErrorOpt = "fail",
@@ -63,10 +66,19 @@ def train_command(
         raise fail(f"--format must be table or json, got {fmt!r}")
     if not dp and (epsilon is not None or noise_multiplier is not None):
         raise fail("--epsilon and --noise-multiplier need --dp")
+    if not 0 <= holdout < 0.5:
+        raise fail(f"--holdout must be in [0, 0.5), got {holdout}")
     _check_out(out)
     data = load_announced(path, opts)
     texts, labels = [r.text for r in data], [r.label for r in data]
     eval_texts = eval_labels = None
+    eval_name = str(eval_path) if eval_path else None
+    if eval_path is None and holdout > 0:
+        keep, held_out = _holdout_split(labels, holdout, seed)
+        if held_out:
+            eval_texts, eval_labels = [texts[i] for i in held_out], [labels[i] for i in held_out]
+            texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+            eval_name = f"{len(held_out):,} rows held out of {path} (--holdout {holdout:g})"
     if eval_path is not None:
         held = load_announced(eval_path, opts)
         known = set(labels)
@@ -87,12 +99,28 @@ def train_command(
                               eval_texts=eval_texts, eval_labels=eval_labels)
     result.classifier.save(out)
     train_acc = result.classifier.accuracy(texts, labels)
-    summary = {**result.to_dict(), "data": str(path), "eval": str(eval_path) if eval_path else None,
+    summary = {**result.to_dict(), "data": str(path), "eval": eval_name,
                "train_accuracy": train_acc, "out": str(out)}
     if fmt == "json":
         typer.echo(json.dumps(summary, indent=2))
         return
     typer.echo(_table(summary, result.classifier.labels, dp_config))
+
+
+def _holdout_split(labels: list, share: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded per-label split: `share` of each label's rows held out, at least one row of each label kept."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    by_label: dict = {}
+    for i, y in enumerate(labels):
+        by_label.setdefault(y, []).append(i)
+    held: list[int] = []
+    for rows in by_label.values():
+        k = min(int(round(share * len(rows))), len(rows) - 1)
+        held.extend(rng.permutation(rows)[:k].tolist())
+    held_set = set(held)
+    return [i for i in range(len(labels)) if i not in held_set], sorted(held)
 
 
 def _model_options(model: str, dp: bool, embed_dim: int | None) -> dict:
@@ -116,7 +144,9 @@ def _table(s: dict, labels: list[str], dp) -> str:
              f"{s['settings']['epochs']} epochs, {s['seconds']:.1f} s",
              f"train accuracy: {s['train_accuracy']:.4f}"]
     if s["eval"]:
-        lines.append(f"eval accuracy:  {s['eval_accuracy']:.4f} ({s['eval']})")
+        lines.append(f"held-out accuracy: {s['eval_accuracy']:.4f} ({s['eval']})")
+    else:
+        lines.append("held-out accuracy: not measured (--holdout 0 and no --eval); training accuracy overstates it")
     if dp is None:
         lines.append("DP-SGD: off (no privacy guarantee; epsilon = inf)")
     else:
