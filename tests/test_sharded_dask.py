@@ -203,3 +203,20 @@ def test_cli_scheduler_option_on_the_real_cluster(cluster, attacked, capsys):
     assert code == 1, err
     assert report["dataset"]["shard_rows"] == 400
     assert any(f["detector"] == "invisible-characters" and f["severity"] == "high" for f in report["findings"])
+
+
+def test_only_shards_holding_findings_are_reread(tmp_path, monkeypatch):
+    """No per-row index: positions named by findings are resolved by re-reading just their shards."""
+    import trainguard.sharded as sh
+
+    rows = [{"text": f"an ordinary review number {i}", "label": i % 2} for i in range(100)]
+    rows[57]["text"] += "\u200b"
+    p = write_jsonl(tmp_path / "one.jsonl", rows)
+    reread = []
+    real = sh.lookup_rows
+    monkeypatch.setattr(sh, "lookup_rows", lambda reading, shard, local: reread.append((shard.index, list(local)))
+                        or real(reading, shard, local))
+    report = scan_sharded(p, detectors=["invisible-characters"], shard_rows=10)
+    assert reread == [(5, [7])]
+    (f,) = report.findings
+    assert f.rows == (57,) and f.lines == (58,) and f.record_ids == scan(p, detectors=["invisible-characters"]).findings[0].record_ids
