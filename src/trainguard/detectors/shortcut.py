@@ -350,29 +350,47 @@ def _own_words(feature: str) -> list[str]:
 
 def _context_weights(link, rows: np.ndarray, feature: str = "", norm: list[str] | None = None
                      ) -> tuple[np.ndarray, int]:
-    """1/size of each row's context group among `rows`, and the number of groups."""
-    if len(rows) == 0:
+    """1/size of each row's context group among `rows`, and the number of groups.
+
+    Rows sharing a rare 2-3-gram (not one containing the feature's own words) are one context; so is a
+    row contained in another (phrase treebanks such as SST-2 list one sentence as nested phrases).
+    """
+    k = len(rows)
+    if k == 0:
         return np.ones(0), 0
     M, by_word = link
-    sub = M[rows]
     drop = [by_word[w] for w in _own_words(feature) if w in by_word]
-    if drop:
-        keep = np.ones(M.shape[1], bool)
-        keep[np.concatenate(drop)] = False
-        sub = sub[:, np.flatnonzero(keep)]
-    co = (sub @ sub.T).tocoo()
-    r_, c_ = [co.row], [co.col]
-    if norm is not None and len(rows) <= 400:
-        # Phrase treebanks (SST-2) list one sentence as nested phrases: a row inside another is the same context.
-        t = [norm[i] for i in rows]
-        order = sorted(range(len(t)), key=lambda i: len(t[i]))
+    banned = set(np.concatenate(drop).tolist()) if drop else set()
+    parent = list(range(k))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    def union(a: int, b: int) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[ra] = rb
+
+    first: dict[int, int] = {}
+    indptr, indices = M.indptr, M.indices
+    for x, r in enumerate(rows.tolist()):
+        for col in indices[indptr[r]:indptr[r + 1]].tolist():
+            if col in banned:
+                continue
+            if col in first:
+                union(x, first[col])
+            else:
+                first[col] = x
+    if norm is not None and k <= 400:
+        t = [norm[i] for i in rows.tolist()]
+        order = sorted(range(k), key=lambda i: len(t[i]))
         for x, i in enumerate(order):
             for j in order[x + 1:]:
                 if t[i] in t[j]:
-                    r_.append(np.array([i]))
-                    c_.append(np.array([j]))
-    g = sparse.csr_matrix((np.ones(sum(len(v) for v in r_)), (np.concatenate(r_), np.concatenate(c_))),
-                          shape=(len(rows), len(rows)))
-    k, lab = sparse.csgraph.connected_components(g, directed=False)
-    size = np.bincount(lab)
-    return 1.0 / size[lab], int(k)
+                    union(i, j)
+    roots = np.fromiter((find(i) for i in range(k)), np.int64, k)
+    _, lab, size = np.unique(roots, return_inverse=True, return_counts=True)
+    return 1.0 / size[lab], int(len(size))
