@@ -220,3 +220,16 @@ def test_only_shards_holding_findings_are_reread(tmp_path, monkeypatch):
     assert reread == [(5, [7])]
     (f,) = report.findings
     assert f.rows == (57,) and f.lines == (58,) and f.record_ids == scan(p, detectors=["invisible-characters"]).findings[0].record_ids
+
+
+def test_a_worker_that_cannot_see_the_file_fails_the_scan_with_one_clear_line(tmp_path):
+    import dataclasses
+
+    from trainguard.sharded import _combined, summarize_shard
+
+    p = write_jsonl(tmp_path / "here.jsonl", [{"text": f"t {i}", "label": i % 2} for i in range(20)])
+    reading, shards, _, _ = plan(p, 10, LoadOptions())
+    elsewhere = dataclasses.replace(reading, path=str(tmp_path / "not-mounted" / "here.jsonl"))
+    metas = [summarize_shard([], elsewhere, s)[1] for s in shards]
+    with pytest.raises(DataError, match=r"not-mounted/here.jsonl: file not found"):
+        _combined(elsewhere, metas)

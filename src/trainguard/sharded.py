@@ -134,9 +134,19 @@ def read_shard(reading: Reading, shard: Shard, meta: ShardMeta | None = None) ->
     meta = ShardMeta() if meta is None else meta
     builder = RecordBuilder(reading.path, reading.kind, reading.fieldmap, label_family=reading.label_family)
     label_col = reading.fieldmap.label if reading.kind is Kind.CLASSIFICATION else None
-    records = []
+    records: list[Record] = []
     items = read_range(Path(reading.path), reading.fmt, shard.start, shard.rows,
                        list(reading.header) if reading.header is not None else None, reading.max_record_bytes)
+    try:
+        _build(items, builder, label_col, reading.fail, records, meta)
+    except DataError as e:  # a whole-file problem (missing on this worker, truncated): fails the scan
+        meta.fatal = e.to_dict()
+    meta.records, meta.whole_floats = len(records), builder.whole_floats
+    return records
+
+
+def _build(items: Iterator[Any], builder: RecordBuilder, label_col: str | None, fail: bool, records: list[Record],
+           meta: ShardMeta) -> None:
     for item in items:
         error = item.error
         if error is None:
@@ -146,18 +156,16 @@ def read_shard(reading: Reading, shard: Shard, meta: ShardMeta | None = None) ->
                 records.append(builder.build(item.value, item.row, item.line))
                 continue
             except LabelTypeError as e:
-                if reading.fail:
+                if fail:
                     meta.label_errors.append(e.to_dict())
                     continue
                 error = e
             except DataError as e:
                 error = e
-        if reading.fail:
+        if fail:
             meta.fatal = error.to_dict()
-            break
+            return
         meta.skipped.append(error.to_dict())
-    meta.records, meta.whole_floats = len(records), builder.whole_floats
-    return records
 
 
 def summarize_shard(dets: Sequence[ShardedDetector], reading: Reading, shard: Shard) -> tuple[list, ShardMeta]:
