@@ -121,6 +121,7 @@ def main() -> None:
     ap.add_argument("--shard-rows", type=int, default=100_000)
     ap.add_argument("--modes", default="memory,shards,dask1,dask2")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--md", type=Path, help="also write the docs table here")
     ap.add_argument("--child", nargs=4)
     args = ap.parse_args()
     if args.child:
@@ -164,6 +165,27 @@ def main() -> None:
                "results": results}
     if args.out:
         args.out.write_text(json.dumps(summary, indent=2))
+    if args.md:
+        args.md.write_text(markdown(summary))
+
+
+MODES = {"memory": "in memory (`trainguard scan`)", "shards": "in-process shards (`--shard-rows`)",
+         "dask1": "Dask, 1 worker process (`--scheduler`)", "dask2": "Dask, 2 worker processes (`--scheduler`)"}
+
+
+def markdown(summary: dict) -> str:
+    """The docs table for one run, with the commit and loads it was measured at."""
+    rows = ["| mode | wall s | rows/s | driver peak RSS | scheduler: bytes through, peak RSS | worker peak RSS "
+            "| findings identical |", "|---|---|---|---|---|---|---|"]
+    for mode, r in summary["results"].items():
+        sched = (f"{r['scheduler_bytes'] / 1e6:,.1f} MB, {r['scheduler_peak_rss_mb']:,.0f} MB"
+                 if "scheduler_bytes" in r else "-")
+        workers = ", ".join(f"{m:,.0f} MB" for m in r.get("worker_peak_rss_mb", ())) or "-"
+        rows.append(f"| {MODES.get(mode, mode)} | {r['seconds']:,.0f} | {r['records'] / r['seconds']:,.0f} "
+                    f"| {r['peak_rss_mb']:,.0f} MB | {sched} | {workers} | {summary['identical_findings']} |")
+    loads = ", ".join(f"{r['load_average_before'][0]:.1f}" for r in summary["results"].values())
+    return ("\n".join(rows) + f"\n\n{summary['rows']:,} rows, shards of {summary['shard_rows']:,}, commit "
+            f"{summary['commit']}, 1-minute load average before each mode: {loads}.\n")
 
 
 if __name__ == "__main__":
