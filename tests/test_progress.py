@@ -42,9 +42,13 @@ def test_scan_on_a_pipe_prints_a_line_per_detector(capsys):
     # A pipe (CI) used to get nothing at all while a long scan ran.
     from conftest import DATA, cli
 
+    from trainguard.scan import DEFAULT_DETECTORS
+
+    n = len(DEFAULT_DETECTORS)
     code, _, err = cli(capsys, "scan", DATA / "sst2_sample.jsonl", "-f", "json")
     assert code == 0
     lines = [ln for ln in err.splitlines() if ln.startswith("scan: ")]
-    assert lines[0].startswith("scan: detector 1/7: trigger-association (") and lines[-1].startswith("scan: 7 detectors done")
+    assert lines[0].startswith(f"scan: detector 1/{n}: {DEFAULT_DETECTORS[0]} (")
+    assert lines[-1].startswith(f"scan: {n} detectors done") and len(lines) == n + 1
     code, _, err = cli(capsys, "scan", DATA / "sst2_sample.jsonl", "-f", "json", "-q")
     assert not [ln for ln in err.splitlines() if ln.startswith("scan: ")]
