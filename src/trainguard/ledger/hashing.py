@@ -100,11 +100,13 @@ class LeafPieces(Sequence[bytes]):
         self.piece_bytes = piece_bytes
         self.nbytes = 0
         self._count = 0
+        self._cached: tuple[int, bytes] = (-1, b"")
         self._f = tempfile.TemporaryFile(prefix="trainguard-leaves-")
 
     def append(self, piece: bytes) -> None:
         if self._count and self.nbytes != self._count * self.piece_bytes:
             raise ValueError("only the last piece may be short")
+        self._cached = (-1, b"")
         self._f.seek(self.nbytes)
         self._f.write(piece)
         self.nbytes += len(piece)
@@ -130,7 +132,13 @@ class LeafPieces(Sequence[bytes]):
         return self._read(start, min(self.piece_bytes, self.nbytes - start))
 
     def leaf(self, row: int) -> bytes:
-        return self._read(row * LEAF_SIZE, LEAF_SIZE) if 0 <= row * LEAF_SIZE < self.nbytes else b""
+        """One leaf; the piece it sits in is kept, so reading rows in order costs one read a piece."""
+        if not 0 <= row * LEAF_SIZE < self.nbytes:
+            return b""
+        c, i = divmod(row * LEAF_SIZE, self.piece_bytes)
+        if self._cached[0] != c:
+            self._cached = (c, self[c])
+        return self._cached[1][i:i + LEAF_SIZE]
 
     def _read(self, start: int, size: int) -> bytes:
         self._f.seek(start)
