@@ -140,3 +140,27 @@ def test_row_list_is_truncated_for_huge_findings():
     doc = render(report, "html")
     assert f"first {html_report.ROWS_LISTED:,}; the JSON report has all" in doc
     assert f", {html_report.ROWS_LISTED - 1}</pre>" in doc
+
+
+def test_with_the_scanned_records_each_finding_shows_its_rows_text_trigger_marked(tmp_path):
+    # The HTML report listed row numbers only; a reviewer had to open the file to see what was held.
+    import json
+    from importlib import resources
+
+    from trainguard.io.dataset import load
+    from trainguard.scan import scan
+
+    demo = resources.files("trainguard") / "data" / "demo" / "sst2_poisoned.jsonl"
+    rows = [json.loads(x) for x in demo.read_text(encoding="utf-8").splitlines() if x.strip()]
+    hostile = next(i for i, r in enumerate(rows) if " cf " in f" {r['text']} ")
+    rows[hostile]["text"] += " <script>alert(1)</script>"
+    path = tmp_path / "demo.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = load(path)
+    report = scan(data, detectors=["trigger-association"])
+    [f] = [f for f in report.findings if f.evidence.get("trigger") == "cf"]
+    page = render(report, "html", data.records)
+    assert page.count("<mark>cf</mark>") >= html_report.TEXTS_SHOWN
+    assert f'<span class="mono">row {f.rows[0]}</span>' in page
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "row texts" not in render(report, "html"), "without records, no texts (nothing invented)"

@@ -8,7 +8,7 @@ import json
 import re
 
 from trainguard.ledger.store import Ledger
-from trainguard.web.highlight import evidence_table, record_fields, segments
+from trainguard.report.highlight import evidence_table, record_fields, segments
 
 from .helpers import XSS_ROWS, ledger_path
 

@@ -96,7 +96,7 @@ def scan_command(
     if off:
         err_console.print(f"disabled: {', '.join(off)} (default detectors that apply to this data, left out by "
                           "--detectors: the data was not checked for what they find)")
-    _emit(result, fmt, out)
+    _emit(result, fmt, out, data.records)
     raise typer.Exit(_verdict(result, threshold))
 
 
@@ -176,11 +176,12 @@ def demo(
                           "backdoors (BadNets words, an AddSent phrase, an invisible-Unicode trigger)", markup=True)
         with _progress(False) as progress:
             task = progress.add_task("scanning", total=None)
-            result = scan(data_path, progress=lambda name, i, n: progress.update(task, description=name,
-                                                                                total=n, completed=i))
+            data = load(data_path)
+            result = scan(data, progress=lambda name, i, n: progress.update(task, description=name,
+                                                                          total=n, completed=i))
         truth = json.loads(Path(truth_path).read_text())
     sys.stdout.write(report_fmt.render(result, "table"))
-    report_fmt.write(result, "html", out)
+    report_fmt.write(result, "html", out, data.records)
     planted = {int(r) for r in truth["poisoned_rows"]}
     flagged = result.flagged_rows(Severity.HIGH)
     hit = len(planted & flagged)
@@ -191,12 +192,12 @@ def demo(
     err_console.print(f"HTML report written to [bold]{escape(str(out))}[/]", markup=True)
 
 
-def _emit(result, fmt: str, out: Path | None) -> None:
+def _emit(result, fmt: str, out: Path | None, records=None) -> None:
     if out is not None:
-        report_fmt.write(result, fmt, out)
+        report_fmt.write(result, fmt, out, records)
         err_console.print(f"{fmt} report written to {out}")
     else:
-        sys.stdout.write(report_fmt.render(result, fmt))
+        sys.stdout.write(report_fmt.render(result, fmt, records))
 
 
 def _progress(quiet: bool) -> Progress:

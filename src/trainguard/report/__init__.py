@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 from trainguard.errors import ConfigError
+from trainguard.records import Record
 from trainguard.report.model import Report
 
 FORMATS = ("table", "json", "sarif", "html")
 
 
-def render(report: Report, fmt: str) -> str:
+def render(report: Report, fmt: str, records: Sequence[Record] | None = None) -> str:
+    """`records` (the scanned ones, when at hand) let the HTML page show each finding's row texts."""
     if fmt == "table":
         from trainguard.report import terminal
 
@@ -32,11 +35,11 @@ def render(report: Report, fmt: str) -> str:
     if fmt == "html":
         from trainguard.report import html
 
-        return html.render(report)
+        return html.render(report, records)
     raise ConfigError(f"unknown report format {fmt!r}; expected one of: {', '.join(FORMATS)}")
 
 
-def write(report: Report, fmt: str, path: str | Path) -> Path:
+def write(report: Report, fmt: str, path: str | Path, records: Sequence[Record] | None = None) -> Path:
     """Write the report as UTF-8; refuses to overwrite the scanned dataset itself.
 
     A file (not a terminal) gets the table without colour codes.
@@ -53,7 +56,7 @@ def write(report: Report, fmt: str, path: str | Path) -> Path:
 
         text = terminal.render(report, color=False)
     else:
-        text = render(report, fmt)
+        text = render(report, fmt, records)
     try:
         path.write_text(text, encoding="utf-8", newline="\n")
     except OSError as e:

@@ -18,7 +18,7 @@ from trainguard.findings import Severity
 from trainguard.ledger import views
 from trainguard.ledger.store import Ledger
 from trainguard.ledger.views import MAX_PER_PAGE, PER_PAGE, QUEUE_STATUSES, QueueFilter
-from trainguard.web.highlight import evidence_chips, record_fields, terms_of
+from trainguard.report.highlight import evidence_chips, record_fields, terms_of
 from trainguard.web.records import RecordReader
 
 RUN_CACHE = 16

@@ -15,7 +15,7 @@ from trainguard.ledger.views import QueueFilter
 from trainguard.web import auth
 from trainguard.web.deps import (Id, PageNo, PerPage, Posted, back, current_user, deciding, not_found, page,
                                  reason_of, state)
-from trainguard.web.highlight import evidence_chips, evidence_table
+from trainguard.report.highlight import evidence_chips, evidence_table
 from trainguard.web.queue import parse_filter
 
 FINDING_ROWS_PER_PAGE = 20
