@@ -45,7 +45,7 @@ def scan_command(
     fmt: str = typer.Option("table", "--format", "-f", help="table, json, sarif or html."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the report here instead of stdout."),
     fail_on: str = typer.Option("high", help="Exit 1 when a finding is at or above this severity."),
-    detectors: Optional[str] = typer.Option(None, help="Comma-separated detector names (default: all model-free)."),
+    detectors: Optional[str] = typer.Option(None, help="Comma-separated detector names (default: the default set; `trainguard detectors` marks it)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Detector setting: DETECTOR.KEY=VALUE."),
     on_error: OnErrorOpt = "fail",
     max_record_bytes: MaxRecordBytesOpt = DEFAULT_MAX_RECORD_BYTES,
