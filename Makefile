@@ -20,6 +20,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The bundled 2,000-row SST-2 slice by default (works from a fresh clone); the published figures use
+# the full set: make bench BENCH_DATA=../shared/data/sst2/train.jsonl.gz (docs/benchmarks.md).
+BENCH_DATA ?= tests/data/sst2_sample.jsonl
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'
-	$(BIN)/python benchmarks/run_foundation.py
+	$(BIN)/trainguard bench --data $(BENCH_DATA) --rates 0.01,0.05 --out bench.json
