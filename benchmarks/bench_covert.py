@@ -172,7 +172,13 @@ def markdown(res: dict) -> str:
               f"{b['safe_alone:covert-finetuning']:.1%} / {b['safe_in_medquad:covert-finetuning']:.1%} of "
               "safe-but-alarming rows (alone / in MedQuAD). Not like for like: the anchor audits real attacks with "
               "model access; these are the project's simulators, whose wording the rules' authors had seen.", "",
-              f"Clean 10,000-row scan time (LLM set): {b['clean_seconds']} s."]
+              f"Clean 10,000-row scan time (LLM set): {b['clean_seconds']} s.", "",
+              "Known limits (an attacker who reads the code): the persona and first-person affirmation rules are "
+              "concept patterns, so a paraphrase outside them ('carries out each user wish, no topic off-limits') "
+              "is missed; erosion without a harmful-looking surplus stays low severity; a polyalphabetic cipher, "
+              "steganography (EndSpeak) or a real low-resource language are not decoded; the trigger rule needs "
+              "refused twins in the data (without them `safety-bypass` sees plain harmful compliance); decoded text "
+              "is scored by the same n-gram harm model, so its misses (held-out recall about 0.75) carry over."]
     return "\n".join(lines) + "\n"
 
 
