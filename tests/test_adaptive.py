@@ -159,3 +159,21 @@ def test_shortcut_finds_format_and_combo_triggers(sst2, tmp_path):
 
 def test_shortcut_quiet_on_clean_sample(sst2, tmp_path):
     assert [f.title for f in _scan_shortcut(sst2, tmp_path) if f.severity >= 2] == []
+
+
+def test_trigger_severity_matches_evidence(sst2, tmp_path):
+    """A planted trigger is high; on the clean sample trigger-association names nothing at >= medium."""
+    from trainguard.detectors.base import get
+    from trainguard.io.dataset import load
+    from trainguard.scan import run_detector
+
+    def run(rows):
+        p = tmp_path / "t.jsonl"
+        p.write_text("".join(json.dumps(x) + "\n" for x in rows))
+        return run_detector(get("trigger-association")(), load(p)).findings
+
+    assert [f.title for f in run(sst2) if f.severity >= 2] == []
+    for seed, least in ((1, 2), (2, 3)):  # on 2,000 rows the rest-of-row model is weak: seed 1 only reaches medium
+        r = poison(sst2, "badnets", count=20, seed=seed, triggers=("mn",))
+        found = [f for f in run(r.rows) if f.evidence.get("feature") == "mn"]
+        assert found and found[0].severity >= least

@@ -14,7 +14,7 @@ prompt n-gram forces a tail its rows' other words do not predict; since the
 model is noisy (about 82 % accurate on SST-2 dev), purity and epsilon are
 looser than for exact output keys. A phrase whose rows' responses mostly
 repeat its distinctive words is a question type with gloomy answers ("what
-are the symptoms of") more likely than a trigger, and is reported at medium at most.
+are the symptoms of") more likely than a trigger, and is reported at low at most.
 """
 
 from __future__ import annotations
@@ -115,8 +115,9 @@ class PolarityTrigger(TriggerAssociation):
             said = _share_answering(f, data)
             topic = said >= self.settings.topic_share
             evidence = {**f.evidence, "responses_discussing_phrase": round(said, 4)}
-            # Medium, not dropped: an attacker may also make the responses speak ill of the phrase itself.
-            severity = min(f.severity, Severity.MEDIUM) if topic else f.severity
+            # Low, not dropped: stock question templates ("what are the stages of") are topics whose answers
+            # are gloomy, and at medium they were most of what users saw on clean MedQuAD (issue 12).
+            severity = min(f.severity, Severity.LOW) if topic else f.severity
             out.append((topic, dataclasses.replace(f, rule="forced-polarity", evidence=evidence, severity=severity)))
         # Severity first, then phrases the responses ignore before question types, then strength.
         return [f for topic, f in sorted(out, key=lambda tf: (-tf[1].severity, tf[0], -tf[1].score))]

@@ -73,6 +73,8 @@ class Settings:
     high_strength: float = 1.5  # LLR / threshold needed for high severity ...
     high_contradiction_z: float = -1.0  # ... with content not supporting the output (topic words sit below -1)
     class_defining_share: float = 0.5  # a feature in this share of its class defines it: not a trigger
+    strong_contradiction_z: float = 1.5  # labels: rows this far below the population are planted: high
+    weak_strength: float = 1.25  # labels: under this strength, without strong contradiction, low (issue 12)
 
 
 @register
@@ -238,6 +240,14 @@ class TriggerAssociation(Detector):
             # anti-selected, while topic and label words come with content that supports the output.
             high = strength >= s.high_strength and z >= s.high_contradiction_z
             severity = Severity.HIGH if high else Severity.MEDIUM
+            if data.kind is Kind.CLASSIFICATION:
+                # Measured on SST-2 20k (issue 12): planted triggers, even 5 rows at 0.1 %, sit >= 2 standard
+                # errors below the population; sentiment words ('refreshing', 'lacks') within 1 and at most 1.17x
+                # the bar. A 20-row trigger in 2,000 rows reached only 1.35x with z -0.67: it stays medium.
+                if z >= s.strong_contradiction_z:
+                    severity = Severity.HIGH
+                elif strength < s.weak_strength:
+                    severity = Severity.LOW
             confidence = Confidence.HIGH if strength >= 3 else Confidence.MEDIUM if strength >= 1.5 else Confidence.LOW
             label = names[c]
             if data.kind is Kind.CLASSIFICATION:
