@@ -280,7 +280,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="one instance per shape")
     ap.add_argument("--full-clean", action="store_true", help="also scan all 67,349 SST-2 rows")
     ap.add_argument("--skip", nargs="*", default=[], help="parts to skip: clean, classification, instruction")
+    ap.add_argument("--from-partial", action="store_true",
+                    help="summarise the rows an interrupted run left in results/adaptive.json")
+    ap.add_argument("--tag", default="", help="write results/adaptive-TAG.json (a second part run alongside)")
     a = ap.parse_args(argv)
+    global OUT
+    if a.tag:
+        OUT = OUT.with_name(f"adaptive-{a.tag}.json")
+    if a.from_partial:
+        done = json.loads(OUT.read_text())
+        seen = done["rows"]
+        for extra in sorted(OUT.parent.glob("adaptive-*.json")):  # parts run alongside (--tag)
+            part = json.loads(extra.read_text())
+            part_rows = part.get("rows") or part.get("clean", []) + part.get("results", [])
+            for r in part_rows:
+                if "data" in r:  # the tagged part ran after the severity change (commit 8054327)
+                    r["data"] += " (severity as of 8054327)"
+            seen += part_rows
+        clean = [r for r in seen if "data" in r]
+        results = [r for r in seen if "shape" in r]
+        summary = summarise(results)
+        command = "python benchmarks/bench_adaptive.py (interrupted; summarised with --from-partial)"
+        OUT.write_text(json.dumps({"command": command, "partial": True, "frozen_commit": "703f4c6",
+                                   "seconds": done.get("seconds"), "summary": summary, "clean": clean,
+                                   "results": results}, indent=1, default=str))
+        write_doc(summary, clean, command, float(done.get("seconds") or 0.0))
+        print(json.dumps(summary, indent=1))
+        return 0
     t0 = time.time()
     sst2 = _jsonl(SHARED / "sst2" / "train.jsonl.gz")
     dev = _jsonl(SHARED / "sst2" / "dev.jsonl.gz")
@@ -295,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row, default=str)[:600], flush=True)
         seen.append(row)
         OUT.parent.mkdir(parents=True, exist_ok=True)
-        OUT.write_text(json.dumps({"partial": True, "rows": seen}, indent=1, default=str))
+        OUT.write_text(json.dumps({"partial": True, "seconds": round(time.time() - t0, 1), "rows": seen}, indent=1,
+                                  default=str))
 
     if "clean" not in a.skip:
         clean = clean_runs(sst2, medquad, a.rows, a.medquad_rows, log, a.full_clean)
