@@ -214,8 +214,8 @@ def test_only_shards_holding_findings_are_reread(tmp_path, monkeypatch):
     p = write_jsonl(tmp_path / "one.jsonl", rows)
     reread = []
     real = sh.lookup_rows
-    monkeypatch.setattr(sh, "lookup_rows", lambda reading, shard, local: reread.append((shard.index, list(local)))
-                        or real(reading, shard, local))
+    monkeypatch.setattr(sh, "lookup_rows", lambda reading, shard, local, clean=False: reread.append((shard.index, list(local)))
+                        or real(reading, shard, local, clean))
     report = scan_sharded(p, detectors=["invisible-characters"], shard_rows=10)
     assert reread == [(5, [7])]
     (f,) = report.findings

@@ -228,7 +228,8 @@ def scan_sharded(
     counts = [m.records for m in metas]
     runs, findings, row_scores = [], [], {}
     wanted = [r for r in results if isinstance(r, DetectorResult)]
-    index = _Resolved.of(run_here.lookup(reading, shards, counts, _positions(wanted)), meta.records)
+    clean = [m.records == s.rows for m, s in zip(metas, shards)]
+    index = _Resolved.of(run_here.lookup(reading, shards, counts, clean, _positions(wanted)), meta.records)
     by_det = dict(zip((d.name for d in dets), results))
     for det in chosen:
         if det.name not in by_det:
@@ -300,7 +301,7 @@ def _positions(results: Sequence[DetectorResult]) -> set[int]:
 
 def _lookups(shards: Sequence[Shard], counts: Sequence[int], positions: set[int]) -> list[tuple[Shard, int, list[int]]]:
     """(shard, its first position, the local positions wanted in it), for shards holding any."""
-    firsts = np.concatenate([[0], np.cumsum(counts)]).tolist()
+    firsts = [0, *np.cumsum(counts).tolist()]
     by_shard: dict[int, list[int]] = {}
     for p in sorted(positions):
         if 0 <= p < firsts[-1]:
@@ -309,10 +310,27 @@ def _lookups(shards: Sequence[Shard], counts: Sequence[int], positions: set[int]
     return [(shards[i], firsts[i], local) for i, local in sorted(by_shard.items())]
 
 
-def lookup_rows(reading: Reading, shard: Shard, local: Sequence[int]) -> list[tuple[int, str, int | None]]:
-    """(file row, record id, line) of the given positions of one shard, re-read from the file."""
-    records = read_shard(reading, shard)
-    return [(records[p].row, records[p].id, records[p].line) for p in local]
+def lookup_rows(reading: Reading, shard: Shard, local: Sequence[int],
+                clean: bool = False) -> list[tuple[int, str, int | None]]:
+    """(file row, record id, line) of the given positions of one shard, re-read from the file.
+
+    `clean`: the shard had no bad row, so position p is its p-th row and only the wanted rows
+    are built (building and hashing records is most of what a re-read costs).
+    """
+    if not clean:
+        records = read_shard(reading, shard)
+        return [(records[p].row, records[p].id, records[p].line) for p in local]
+    wanted, found = set(local), {}
+    builder = RecordBuilder(reading.path, reading.kind, reading.fieldmap, label_family=reading.label_family)
+    items = read_range(Path(reading.path), reading.fmt, shard.start, shard.rows,
+                       list(reading.header) if reading.header is not None else None, reading.max_record_bytes)
+    for p, item in enumerate(items):
+        if p in wanted:
+            r = builder.build(item.value, item.row, item.line)
+            found[p] = (r.row, r.id, r.line)
+            if len(found) == len(wanted):
+                break
+    return [found[p] for p in local]
 
 
 @dataclass(frozen=True)
@@ -356,10 +374,10 @@ class _Local:
         merged = _tree(parts, _merge_lists)
         return _finalize_all(dets, merged, reading.kind), metas
 
-    def lookup(self, reading, shards, counts, positions):
+    def lookup(self, reading, shards, counts, clean, positions):
         found = {}
         for shard, first, local in _lookups(shards, counts, positions):
-            found.update({first + p: v for p, v in zip(local, lookup_rows(reading, shard, local))})
+            found.update({first + p: v for p, v in zip(local, lookup_rows(reading, shard, local, clean[shard.index]))})
         return found
 
 
@@ -390,9 +408,10 @@ class _Cluster:
         metas, results = c.gather([meta_f, final], direct=True)
         return results, metas
 
-    def lookup(self, reading, shards, counts, positions):
+    def lookup(self, reading, shards, counts, clean, positions):
         jobs = _lookups(shards, counts, positions)
-        futures = [self.client.submit(lookup_rows, reading, shard, local, pure=False) for shard, _, local in jobs]
+        futures = [self.client.submit(lookup_rows, reading, shard, local, clean[shard.index], pure=False)
+                   for shard, _, local in jobs]
         found = {}
         for (shard, first, local), rows in zip(jobs, self.client.gather(futures, direct=True)):
             found.update({first + p: v for p, v in zip(local, rows)})
