@@ -361,17 +361,29 @@ class _Local:
         self.progress = progress
 
     def summarize(self, dets, reading, shards):
-        parts, metas, n = [], [], 0
+        """Merged as they come, equal-sized runs first (a binary counter): the same order-preserving
+        tree as on a cluster, but only log2(shards) partial summaries are alive, never every level."""
+        runs: list[tuple[int, list]] = []
+        metas, n = [], 0
         for shard in shards:
             part, meta = summarize_shard(dets, reading, shard)
-            parts.append(part)
+            runs.append((1, part))
+            del part
+            while len(runs) > 1 and runs[-1][0] == runs[-2][0]:
+                (size, right), (_, left) = runs.pop(), runs.pop()
+                runs.append((2 * size, _merge_lists(left, right)))
+                del left, right
             metas.append(meta)
             n += meta.records
             if self.progress:
                 self.progress(n)
             if meta.fatal is not None:
                 break  # the rest is not needed: the first bad row fails the scan
-        merged = _tree(parts, _merge_lists)
+        if not runs:
+            raise DataError("<shards>", "no records to scan")
+        merged = runs.pop(0)[1]
+        while runs:
+            merged = _merge_lists(merged, runs.pop(0)[1])
         return _finalize_all(dets, merged, reading.kind), metas
 
     def lookup(self, reading, shards, counts, clean, positions):
