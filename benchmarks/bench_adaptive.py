@@ -282,25 +282,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", nargs="*", default=[], help="parts to skip: clean, classification, instruction")
     ap.add_argument("--from-partial", action="store_true",
                     help="summarise the rows an interrupted run left in results/adaptive.json")
+    ap.add_argument("--shapes", nargs="*", default=None, help="classification shapes to run, in this order")
     ap.add_argument("--tag", default="", help="write results/adaptive-TAG.json (a second part run alongside)")
     a = ap.parse_args(argv)
     global OUT
     if a.tag:
         OUT = OUT.with_name(f"adaptive-{a.tag}.json")
     if a.from_partial:
-        done = json.loads(OUT.read_text())
-        seen = done["rows"]
-        for extra in sorted(OUT.parent.glob("adaptive-*.json")):  # parts run alongside (--tag)
-            part = json.loads(extra.read_text())
+        # Parts: results/adaptive-*.json, each written by a (possibly interrupted) run with --tag.
+        # adaptive-main.json ran before the severity change of commit 8054327, the others after it.
+        seen: list[dict] = []
+        seconds = 0.0
+        for part_file in sorted(OUT.parent.glob("adaptive-*.json")):
+            part = json.loads(part_file.read_text())
+            seconds += float(part.get("seconds") or 0.0)
             part_rows = part.get("rows") or part.get("clean", []) + part.get("results", [])
             for r in part_rows:
-                if "data" in r:  # the tagged part ran after the severity change (commit 8054327)
+                if "data" in r and part_file.name != "adaptive-main.json":
                     r["data"] += " (severity as of 8054327)"
             seen += part_rows
+        done = {"seconds": seconds}
         clean = [r for r in seen if "data" in r]
         results = [r for r in seen if "shape" in r]
         summary = summarise(results)
-        command = "python benchmarks/bench_adaptive.py (interrupted; summarised with --from-partial)"
+        command = ("parts: `bench_adaptive.py --tag main` (stopped after combo and dilution), "
+                   "`--skip classification --tag instruction`, `--skip clean instruction --tag cls2 --shapes format "
+                   "syntactic rare-words reinforcement`; then `--from-partial`")
         OUT.write_text(json.dumps({"command": command, "partial": True, "frozen_commit": "703f4c6",
                                    "seconds": done.get("seconds"), "summary": summary, "clean": clean,
                                    "results": results}, indent=1, default=str))
@@ -312,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     dev = _jsonl(SHARED / "sst2" / "dev.jsonl.gz")
     medquad = _jsonl(SHARED / "medquad" / "medquad.jsonl.gz")
     shapes = {k: v[:1] for k, v in SHAPES.items()} if a.quick else SHAPES
+    if a.shapes:
+        shapes = {k: shapes[k] for k in a.shapes}
     payloads = PAYLOADS[:1] if a.quick else PAYLOADS
     results: list[dict] = []
     clean: list[dict] = []
