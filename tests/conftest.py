@@ -23,6 +23,26 @@ def _isolated_embedding_cache(tmp_path_factory):
     mp.undo()
 
 
+def use_detectors(*classes):
+    """A module-wide autouse fixture that registers test-only detectors and removes them afterwards.
+
+    Registering at import time leaked them into every later module (the contract tests, which
+    run over every registered detector, and the generated detector docs), depending on order.
+    Assign it in the module: `_detectors = use_detectors(MyDet)`.
+    """
+
+    @pytest.fixture(autouse=True, scope="module")
+    def _registered():
+        from trainguard.detectors import base
+
+        with pytest.MonkeyPatch.context() as mp:
+            for cls in classes:
+                mp.setitem(base._REGISTRY._builtin, cls.name, cls)
+            yield
+
+    return _registered
+
+
 def cli(capsys, *args) -> tuple[int, str, str]:
     """Run `trainguard ARGS` in-process: (exit code, stdout, stderr) of this call only."""
     from trainguard.cli import app

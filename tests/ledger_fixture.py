@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from trainguard.detectors.base import Detector, register
+from trainguard.detectors.base import Detector
 from trainguard.findings import Alert, Confidence, DetectorResult, Severity
 from trainguard.gate import gate, release
 from trainguard.gate.policy import from_dict
@@ -24,7 +24,6 @@ from trainguard.records import Kind
 from trainguard.scan import DEFAULT_DETECTORS
 
 
-@register
 class TamperMarker(Detector):
     """MARKER rows are held (medium); a 'faint' row gets a low finding that does not hold it."""
 
@@ -85,3 +84,6 @@ def build(d: Path) -> dict:
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
     return {"db": db, "data": data, "key": key, "release": res, "runs": (first.run_id, second.run_id)}
+
+
+TEST_DETECTORS = (TamperMarker,)  # register with conftest.use_detectors in the module using them

@@ -7,11 +7,11 @@ import importlib
 import json
 
 import pytest
-from conftest import write_jsonl
+from conftest import use_detectors, write_jsonl
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trainguard.attest import AttestationError, check
-from trainguard.detectors.base import Detector, register
+from trainguard.detectors.base import Detector
 from trainguard.errors import ConfigError
 from trainguard.findings import Alert, Confidence, DetectorResult, Severity
 from trainguard.gate import attestation_path, gate, load_policy, release
@@ -34,13 +34,11 @@ class _WordDet(Detector):
             for i, r in enumerate(data.records) if self.word in r.text))
 
 
-for _name, _word, _sev in (("marker", "MARKER", Severity.HIGH), ("critical", "EVIL", Severity.CRITICAL),
-                           ("medium", "MAYBE", Severity.MEDIUM)):
-    register(type(f"{_name.title()}Det", (_WordDet,), {"name": f"test-gate-{_name}", "word": _word,
-                                                        "severity": _sev}))
+WORD_DETS = [type(f"{_name.title()}Det", (_WordDet,), {"name": f"test-gate-{_name}", "word": _word, "severity": _sev})
+             for _name, _word, _sev in (("marker", "MARKER", Severity.HIGH), ("critical", "EVIL", Severity.CRITICAL),
+                                        ("medium", "MAYBE", Severity.MEDIUM))]
 
 
-@register
 class CrashDet(Detector):
     name = "test-gate-crash"
     kinds = frozenset(Kind)
@@ -49,6 +47,7 @@ class CrashDet(Detector):
         raise RuntimeError("boom")
 
 
+_detectors = use_detectors(*WORD_DETS, CrashDet)
 DETS = ["test-gate-marker", "test-gate-critical"]
 
 
@@ -428,7 +427,7 @@ def test_medquad_harmful_rows_are_not_let_through_by_a_narrow_policy(env):
     narrow = {"detectors": ["trigger-association", "invisible-characters", "near-duplicates"], **share}
     res = gate(led, p, from_dict(narrow))  # before: pass, exit 0
     assert res.verdict == "fail" and res.quarantined == []
-    assert {d["name"] for d in res.disabled} == {"safety-bypass", "polarity-trigger"}
+    assert {d["name"] for d in res.disabled} == {"safety-bypass", "covert-finetuning", "polarity-trigger"}
     assert any("safety-bypass applies to this data but is turned off" in r for r in res.reasons)
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from conftest import write_jsonl
+from conftest import use_detectors, write_jsonl
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trainguard.attest import check as check_attestation
-from trainguard.detectors.base import Detector, register
+from trainguard.detectors.base import Detector
 from trainguard.errors import ConfigError
 from trainguard.findings import Alert, Confidence, DetectorResult, Severity
 from trainguard.gate import gate, load_policy, release
@@ -22,7 +22,6 @@ from trainguard.scan import DEFAULT_DETECTORS
 STATE: dict = {}
 
 
-@register
 class CarryDet(Detector):
     """Flags MARKER rows; STATE sets the severity and whether a second rule also fires."""
 
@@ -38,6 +37,9 @@ class CarryDet(Detector):
                 if STATE.get("extra_rule"):
                     out.append(Alert("extra", "extra", (pos,), 0.5, Severity.MEDIUM, Confidence.LOW))
         return DetectorResult(tuple(out))
+
+
+_detectors = use_detectors(CarryDet)
 
 
 @pytest.fixture(autouse=True)

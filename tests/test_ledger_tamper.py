@@ -11,11 +11,14 @@ import sqlite3
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from ledger_fixture import build
+from conftest import use_detectors
+from ledger_fixture import TEST_DETECTORS, build
 
 from trainguard.errors import ConfigError
 from trainguard.ledger import Ledger, check
 from trainguard.ledger.integrity import CHECKED_TABLES, UNCHECKED_TABLES
+
+_detectors = use_detectors(*TEST_DETECTORS)
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,15 @@ import sys
 
 import pytest
 from conftest import cli as tg
+from conftest import use_detectors
 
-from trainguard.detectors.base import Detector, register
+from trainguard.detectors.base import Detector
 from trainguard.findings import Alert, Confidence, DetectorResult, Severity
 from trainguard.ledger.ops import default_actor
 from trainguard.records import Kind
 from trainguard.scan import DEFAULT_DETECTORS
 
 
-@register
 class CliMarker(Detector):
     name = "test-cli-marker"
     kinds = frozenset(Kind)
@@ -27,6 +27,9 @@ class CliMarker(Detector):
         return DetectorResult(tuple(
             Alert("marker", "MARKER", (pos,), 0.9, Severity.HIGH, Confidence.HIGH)
             for pos, r in enumerate(data) if "MARKER" in r.text))
+
+
+_detectors = use_detectors(CliMarker)
 
 
 @pytest.fixture()

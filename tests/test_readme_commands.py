@@ -44,6 +44,7 @@ DOCUMENTED = {
 # What the prepared files make certain.
 EXACT = {
     "trainguard scan data.jsonl": 1,  # the demo set is poisoned: high findings
+    "trainguard scan hf_dataset/": 1,  # the same rows as a datasets folder
     "trainguard gate data.jsonl": 3,  # rows 17, 255 and 539 go to the review queue
     "trainguard release": 0,
     "trainguard check-attestation": 0,
@@ -87,6 +88,10 @@ def _prepare(d: Path) -> None:
                                            for i, r in enumerate(store)), encoding="utf-8")
     (d / "targets.json").write_text(json.dumps([["How is glaucoma treated first?",
                                                  "Surgery is always required on the same day"]]))
+    import datasets  # the dev extra; the README scans a save_to_disk folder
+
+    datasets.Dataset.from_list(rows).save_to_disk(str(d / "hf_dataset" / "train"))
+    (d / "hf_dataset" / "dataset_dict.json").write_text(json.dumps({"splits": ["train"]}))
     (d / "examples").mkdir()
     shutil.copy(ROOT / "examples" / "policy.yaml", d / "examples" / "policy.yaml")
 
@@ -109,7 +114,7 @@ def _before(command: str, d: Path, capsys) -> None:
 
 def test_readme_lists_commands():
     cmds = readme_commands()
-    assert len(cmds) >= 20 and "trainguard review reject 17 --reason 'cf trigger' --by bob" in cmds
+    assert len(cmds) >= 20 and "trainguard review reject 17 --reason 'cf trigger'" in cmds
 
 
 def test_every_readme_command_runs_as_documented(tmp_path, monkeypatch, capsys):

@@ -8,15 +8,17 @@ import sqlite3
 import stat
 
 import pytest
-from conftest import cli
+from conftest import cli, use_detectors
 from cryptography.hazmat.primitives import serialization
-from ledger_fixture import FAINT, build, policy, write_rows
+from ledger_fixture import TEST_DETECTORS, FAINT, build, policy, write_rows
 
 from trainguard.attest import check as check_attestation
 from trainguard.gate import gate, release
 from trainguard.gate.review import decide
 from trainguard.guard import require_release
 from trainguard.ledger import Ledger, check, ingest
+
+_detectors = use_detectors(*TEST_DETECTORS)
 
 
 @pytest.fixture(scope="module")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from conftest import cli
-from ledger_fixture import MARKED, policy, write_rows
+from conftest import cli, use_detectors
+from ledger_fixture import TEST_DETECTORS, MARKED, policy, write_rows
 
 from trainguard.errors import ConfigError
 from trainguard.gate import gate
 from trainguard.gate.review import decide, decide_many, items
 from trainguard.ledger import Ledger, check, ingest
 from trainguard.ledger.store import MAX_REASON
+
+_detectors = use_detectors(*TEST_DETECTORS)
 
 
 @pytest.fixture()
