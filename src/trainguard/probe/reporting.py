@@ -37,7 +37,7 @@ def classifier_findings(probe: ClassifierProbe, top: int = 5) -> list[Finding]:
             detector=DETECTOR, detector_version=VERSION, rule="trigger-flip" if flagged else "candidate-flip",
             title=(f"{what} {visible(r.candidate.text)!r} flips {r.rate:.0%} of clean inputs to "
                    f"{r.target!r} ({r.flips}/{r.eligible})"),
-            rows=tuple(r.flipped_rows), record_ids=tuple(r.flipped_ids), score=float(max(0.0, min(1.0, r.lower))),
+            rows=tuple(r.flipped_rows), record_ids=tuple(r.flipped_ids), score=float(max(0.0, min(1.0, r.score))),
             severity=sev, confidence=conf, atlas=(ATLAS_BACKDOOR_TRIGGER,),
             evidence={**r.to_dict(), "trigger": r.candidate.text,
                       "baseline_max_flip_rate": probe.baseline["max_flip_rate"]},
