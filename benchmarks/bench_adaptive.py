@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         clean = [r for r in seen if "data" in r]
         results = [r for r in seen if "shape" in r]
         summary = summarise(results)
-        command = ("parts: `bench_adaptive.py --tag main` (stopped after combo and dilution), "
+        command = ("parts: `bench_adaptive.py` (stopped after combo and dilution; kept as adaptive-main.json), "
                    "`--skip classification --tag instruction`, `--skip clean instruction --tag cls2 --shapes format "
                    "syntactic rare-words reinforcement`; then `--from-partial`")
         OUT.write_text(json.dumps({"command": command, "partial": True, "frozen_commit": "703f4c6",
