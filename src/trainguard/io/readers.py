@@ -296,24 +296,33 @@ def _read_delimited(path: Path, delimiter: str, limit: int, hasher: Any = None) 
         feed = _CsvFeed(_lines(fb, spath, limit), limit)
         reader = csv.reader(feed, delimiter=delimiter, strict=True)
         header = _header(spath, reader, feed, limit)
-        row = 0
-        while True:
-            start_line, feed.used = feed.lineno + 1, 0
-            try:
-                cells = next(reader)
-            except StopIteration:
-                break
-            except _Oversized as e:
-                yield RawItem(row, start_line, None, _too_big(spath, e.args[0], limit, row, start_line))
-            except csv.Error as e:
-                yield RawItem(row, start_line, None, DataError(spath, f"malformed row: {e}", row=row, line=start_line))
-            else:
-                if not cells or (len(header) > 1 and len(cells) == 1 and not cells[0].strip()):
-                    continue  # blank line
-                yield _delimited_item(spath, header, cells, row, start_line)
-            row += 1
-    if row == 0:
+        counted = [0]
+        yield from _delimited_rows(spath, reader, feed, header, limit, 0, None, counted)
+    if counted[0] == 0:
         raise DataError(spath, "file has a header but no records")
+
+
+def _delimited_rows(spath: str, reader: Iterator[list[str]], feed: "_CsvFeed", header: list[str], limit: int,
+                    row: int, end: int | None, counted: list[int] | None = None) -> Iterator[RawItem]:
+    """Records `row`.. (up to `end`) of a csv reader: one loop for whole files and shard ranges."""
+    first = row
+    while end is None or row < end:
+        start_line, feed.used = feed.lineno + 1, 0
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except _Oversized as e:
+            yield RawItem(row, start_line, None, _too_big(spath, e.args[0], limit, row, start_line))
+        except csv.Error as e:
+            yield RawItem(row, start_line, None, DataError(spath, f"malformed row: {e}", row=row, line=start_line))
+        else:
+            if not cells or (len(header) > 1 and len(cells) == 1 and not cells[0].strip()):
+                continue  # blank line
+            yield _delimited_item(spath, header, cells, row, start_line)
+        row += 1
+        if counted is not None:
+            counted[0] = row - first
 
 
 def _header(spath: str, reader: Iterator[list[str]], feed: _CsvFeed, limit: int) -> list[str]:
@@ -543,21 +552,7 @@ def _delimited_range(path: Path, delimiter: str, limit: int, header: list[str], 
         feed = _CsvFeed(_lines_from(fb, spath, limit, (start.line or 1) - 1), limit)
         feed.lineno = (start.line or 1) - 1
         reader = csv.reader(feed, delimiter=delimiter, strict=True)
-        while row < end:
-            start_line, feed.used = feed.lineno + 1, 0
-            try:
-                cells = next(reader)
-            except StopIteration:
-                break
-            except _Oversized as e:
-                yield RawItem(row, start_line, None, _too_big(spath, e.args[0], limit, row, start_line))
-            except csv.Error as e:
-                yield RawItem(row, start_line, None, DataError(spath, f"malformed row: {e}", row=row, line=start_line))
-            else:
-                if not cells or (len(header) > 1 and len(cells) == 1 and not cells[0].strip()):
-                    continue  # blank line
-                yield _delimited_item(spath, header, cells, row, start_line)
-            row += 1
+        yield from _delimited_rows(spath, reader, feed, header, limit, row, end)
 
 
 def _parquet_range(path: Path, first: int, rows: int) -> Iterator[RawItem]:
