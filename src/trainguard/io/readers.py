@@ -161,9 +161,9 @@ def _hash_whole(path: Path, hasher: Any) -> None:
         raise DataError(str(path), f"cannot read: {e.strerror}") from None
 
 
-def _lines(f: BinaryIO, spath: str, limit: int) -> Iterator[tuple[int, bytes | None, int]]:
-    """(line number, line or None when over `limit`, size in bytes)."""
-    lineno = 0
+def _lines(f: BinaryIO, spath: str, limit: int, lineno: int = 0) -> Iterator[tuple[int, bytes | None, int]]:
+    """(line number, line or None when over `limit`, size in bytes); numbering goes on from `lineno`
+    (a shard range read from the middle of a file)."""
     try:
         while True:
             chunk, size = _read_line(f, limit)
@@ -465,21 +465,6 @@ def read_range(path: Path, fmt: str, start: ShardStart, rows: int, header: list[
         yield from _parquet_range(path, start.row, rows)
 
 
-def _lines_from(f: BinaryIO, spath: str, limit: int, lineno: int) -> Iterator[tuple[int, bytes | None, int]]:
-    """`_lines` from the middle of a file: numbering goes on from `lineno`."""
-    try:
-        while True:
-            chunk, size = _read_line(f, limit)
-            if not size:
-                return
-            lineno += 1
-            if lineno == 1 and chunk is not None:
-                chunk = chunk.removeprefix(_BOM)
-            yield lineno, chunk, size
-    except _READ_ERRORS as e:
-        raise DataError(spath, f"cannot read (truncated or corrupt?): {e}", line=lineno + 1) from None
-
-
 def _jsonl_starts(path: Path, limit: int, shard_rows: int, hasher: Any) -> tuple[list[ShardStart], int]:
     spath, starts, row, pos = str(path), [], 0, 0
     with _open_binary(path, hasher) as f:
@@ -498,7 +483,7 @@ def _jsonl_range(path: Path, limit: int, start: ShardStart, rows: int) -> Iterat
     spath, row, end = str(path), start.row, start.row + rows
     with _open_binary(path) as f:
         f.seek(start.offset)
-        for lineno, chunk, size in _lines_from(f, spath, limit, (start.line or 1) - 1):
+        for lineno, chunk, size in _lines(f, spath, limit, (start.line or 1) - 1):
             if row >= end:
                 return
             if chunk is None:
@@ -549,7 +534,7 @@ def _delimited_range(path: Path, delimiter: str, limit: int, header: list[str], 
     csv.field_size_limit(max(limit, csv.field_size_limit()))
     with _open_binary(path) as fb:
         fb.seek(start.offset)
-        feed = _CsvFeed(_lines_from(fb, spath, limit, (start.line or 1) - 1), limit)
+        feed = _CsvFeed(_lines(fb, spath, limit, (start.line or 1) - 1), limit)
         feed.lineno = (start.line or 1) - 1
         reader = csv.reader(feed, delimiter=delimiter, strict=True)
         yield from _delimited_rows(spath, reader, feed, header, limit, row, end)
