@@ -204,18 +204,28 @@ def _too_big(spath: str, size: int, limit: int, row: int, line: int) -> DataErro
 
 def _read_jsonl(path: Path, limit: int, hasher: Any = None) -> Iterator[RawItem]:
     spath = str(path)
-    row = 0
+    seen = False
     with _open_binary(path, hasher) as f:
-        for lineno, chunk, size in _lines(f, spath, limit):
-            if chunk is None:
-                yield RawItem(row, lineno, None, _too_big(spath, size, limit, row, lineno))
-            elif not chunk.strip():
-                continue
-            else:
-                yield _parse_json_line(spath, chunk, row, lineno)
-            row += 1
-    if row == 0:
+        for item in _jsonl_items(spath, _lines(f, spath, limit), limit, 0, None):
+            seen = True
+            yield item
+    if not seen:
         raise DataError(spath, "file has no records (only blank lines)")
+
+
+def _jsonl_items(spath: str, lines: Iterator[tuple[int, bytes | None, int]], limit: int, row: int,
+                 end: int | None) -> Iterator[RawItem]:
+    """Records `row`.. (up to `end`) from JSONL lines: one loop for whole files and shard ranges."""
+    for lineno, chunk, size in lines:
+        if end is not None and row >= end:
+            return
+        if chunk is None:
+            yield RawItem(row, lineno, None, _too_big(spath, size, limit, row, lineno))
+        elif not chunk.strip():
+            continue
+        else:
+            yield _parse_json_line(spath, chunk, row, lineno)
+        row += 1
 
 
 def _parse_json_line(spath: str, chunk: bytes, row: int, lineno: int) -> RawItem:
@@ -483,16 +493,7 @@ def _jsonl_range(path: Path, limit: int, start: ShardStart, rows: int) -> Iterat
     spath, row, end = str(path), start.row, start.row + rows
     with _open_binary(path) as f:
         f.seek(start.offset)
-        for lineno, chunk, size in _lines(f, spath, limit, (start.line or 1) - 1):
-            if row >= end:
-                return
-            if chunk is None:
-                yield RawItem(row, lineno, None, _too_big(spath, size, limit, row, lineno))
-            elif not chunk.strip():
-                continue
-            else:
-                yield _parse_json_line(spath, chunk, row, lineno)
-            row += 1
+        yield from _jsonl_items(spath, _lines(f, spath, limit, (start.line or 1) - 1), limit, row, end)
 
 
 def _counting(lines: Iterator[tuple[int, bytes | None, int]], total: list[int]) -> Iterator[tuple[int, bytes | None, int]]:
