@@ -375,16 +375,21 @@ def _delimited_item(spath: str, header: list[str], cells: list[str], row: int, l
     return RawItem(row, line, dict(zip(header, cells)))
 
 
-def _read_parquet(path: Path) -> Iterator[RawItem]:
+def _open_parquet(path: Path) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    spath = str(path)
     try:
-        pf = pq.ParquetFile(path)
+        return pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as e:
-        raise DataError(spath, f"not a readable Parquet file: {e}") from None
-    with pf:
+        raise DataError(str(path), f"not a readable Parquet file: {e}") from None
+
+
+def _read_parquet(path: Path) -> Iterator[RawItem]:
+    import pyarrow as pa
+
+    spath = str(path)
+    with _open_parquet(path) as pf:
         if pf.metadata.num_rows == 0:
             raise DataError(spath, "file has no records")
         row = 0
@@ -544,14 +549,9 @@ def _delimited_range(path: Path, delimiter: str, limit: int, header: list[str], 
 def _parquet_range(path: Path, first: int, rows: int) -> Iterator[RawItem]:
     """Rows `first`.. of a Parquet file, starting at the row group that holds `first`."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     spath = str(path)
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as e:
-        raise DataError(spath, f"not a readable Parquet file: {e}") from None
-    with pf:
+    with _open_parquet(path) as pf:
         md, group, row = pf.metadata, 0, 0
         while group < md.num_row_groups - 1 and row + md.row_group(group).num_rows <= first:
             row += md.row_group(group).num_rows
