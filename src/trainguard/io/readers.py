@@ -386,24 +386,30 @@ def _open_parquet(path: Path) -> Any:
 
 
 def _read_parquet(path: Path) -> Iterator[RawItem]:
-    import pyarrow as pa
-
     spath = str(path)
     with _open_parquet(path) as pf:
         if pf.metadata.num_rows == 0:
             raise DataError(spath, "file has no records")
-        row = 0
-        batches = pf.iter_batches(batch_size=8192)
-        while True:
-            try:
-                batch = next(batches, None)
-            except (pa.ArrowException, OSError) as e:
-                raise DataError(spath, f"corrupt Parquet data: {e}", row=row) from None
-            if batch is None:
-                break
-            for value in batch.to_pylist():
-                yield RawItem(row, None, value)
-                row += 1
+        for row, batch in _parquet_batches(pf, spath, 0):
+            for i, value in enumerate(batch.to_pylist()):
+                yield RawItem(row + i, None, value)
+
+
+def _parquet_batches(pf: Any, spath: str, row: int, row_groups: list[int] | None = None) -> Iterator[tuple[int, Any]]:
+    """(first row, batch) for each record batch of `pf`, numbering from `row`; a read error is a
+    `DataError` naming the row it stopped at."""
+    import pyarrow as pa
+
+    batches = pf.iter_batches(batch_size=8192, row_groups=row_groups)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(spath, f"corrupt Parquet data: {e}", row=row) from None
+        if batch is None:
+            return
+        yield row, batch
+        row += batch.num_rows
 
 
 def _typename(v: Any) -> str:
@@ -548,24 +554,16 @@ def _delimited_range(path: Path, delimiter: str, limit: int, header: list[str], 
 
 def _parquet_range(path: Path, first: int, rows: int) -> Iterator[RawItem]:
     """Rows `first`.. of a Parquet file, starting at the row group that holds `first`."""
-    import pyarrow as pa
-
     spath = str(path)
     with _open_parquet(path) as pf:
         md, group, row = pf.metadata, 0, 0
         while group < md.num_row_groups - 1 and row + md.row_group(group).num_rows <= first:
             row += md.row_group(group).num_rows
             group += 1
-        batches = pf.iter_batches(batch_size=8192, row_groups=list(range(group, md.num_row_groups)))
-        while row < first + rows:
-            try:
-                batch = next(batches, None)
-            except (pa.ArrowException, OSError) as e:
-                raise DataError(spath, f"corrupt Parquet data: {e}", row=row) from None
-            if batch is None:
-                break
+        for row, batch in _parquet_batches(pf, spath, row, list(range(group, md.num_row_groups))):
             lo, hi = max(first - row, 0), min(first + rows - row, batch.num_rows)
             if lo < hi:
                 for i, value in enumerate(batch.slice(lo, hi - lo).to_pylist()):
                     yield RawItem(row + lo + i, None, value)
-            row += batch.num_rows
+            if row + batch.num_rows >= first + rows:
+                break  # no read past the range: a later batch's damage belongs to another shard
