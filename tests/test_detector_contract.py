@@ -287,3 +287,11 @@ def test_record_index_keeps_any_id_and_line():
     both = RecordIndex.concat([RecordIndex.of(recs[:2]), RecordIndex.of(_hostile(Kind.DOCUMENTS)["one-record"].records)])
     assert both.id_list()[:2] == [r.id for r in recs[:2]] and both.rows.tolist() == [10, 11, 41]
     assert both.line(2) == 42
+
+
+def test_record_index_keeps_upper_case_hex_ids():
+    """A caller's id of 64 upper-case hex digits is kept as written, not packed and read back lower-case."""
+    from trainguard.scan import RecordIndex
+
+    recs = [Record(row=i, kind=Kind.DOCUMENTS, text=f"t{i}", id=("AB" if i else "ab") * 32) for i in range(2)]
+    assert RecordIndex.of(recs).id_list() == [r.id for r in recs]
