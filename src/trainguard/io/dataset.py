@@ -284,11 +284,3 @@ def load(
         kind_reason=resolved["reason"],
         notes=resolved["notes"],
     )
-
-
-def _parse_kind(kind: str | Kind) -> Kind:
-    try:
-        return Kind(kind)
-    except ValueError:
-        names = ", ".join(["auto", *(k.value for k in Kind)])
-        raise ConfigError(f"unknown kind {kind!r}; expected one of: {names}") from None
