@@ -47,11 +47,6 @@ def is_suspicious(ch: str) -> bool:
     return bool(SUSPICIOUS.fullmatch(ch))
 
 
-def unseen_chars(s: str) -> list[str]:
-    """The code points of `s` a screen would not show (plain spaces excepted)."""
-    return [m.group() for m in UNSEEN.finditer(s) if m.group() != " "]
-
-
 def visible(s: str) -> str:
     """Every unseen code point as `<U+XXXX>`, plain spaces kept: for renderers and one-line titles."""
     if s.isascii() and s.isprintable():

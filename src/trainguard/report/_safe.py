@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 
 from trainguard.findings import Severity
-from trainguard.text import UNSEEN, split_visible, unseen_chars, visible  # noqa: F401 - renderers import them here
+from trainguard.text import UNSEEN, split_visible, visible  # noqa: F401 - renderers import them here
 
 # Which code points hide is defined once, in trainguard.text; renderers use these names.
 _HIDDEN = UNSEEN
-hidden_chars = unseen_chars
 
 
 def jsonable(obj: Any) -> Any:
