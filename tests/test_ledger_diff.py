@@ -28,6 +28,10 @@ def leaves_of(tmp_path, lines: list[bytes], name: str) -> bytes:
     return hash_file(p).leaves
 
 
+def diff_lines(tmp_path, old: list[bytes], new: list[bytes]):
+    return diff(leaves_of(tmp_path, old, "a.jsonl"), leaves_of(tmp_path, new, "b.jsonl"))
+
+
 def _pos(data, n):
     return data.draw(st.integers(0, n - 1))
 
@@ -39,7 +43,7 @@ def test_single_modification_is_reported_as_modified(tmp_path, n, seed, data):
     i = _pos(data, n)
     new = list(old)
     new[i] = new[i][:-1] + b' , "edited": true}'
-    d = diff(leaves_of(tmp_path, old, "a.jsonl"), leaves_of(tmp_path, new, "b.jsonl"))
+    d = diff_lines(tmp_path, old, new)
     assert (d.modified, d.modified_from, d.inserted, d.deleted, d.moved) == ([i], [i], [], [], [])
     assert not d.ok and not d.reordered
 
@@ -50,7 +54,7 @@ def test_single_insertion(tmp_path, n, seed, data):
     old = lines_for(n, seed)
     i = data.draw(st.integers(0, n))
     new = old[:i] + [b'{"text": "planted row", "label": 1}'] + old[i:]
-    d = diff(leaves_of(tmp_path, old, "a.jsonl"), leaves_of(tmp_path, new, "b.jsonl"))
+    d = diff_lines(tmp_path, old, new)
     assert (d.inserted, d.modified, d.deleted, d.moved) == ([i], [], [], [])
 
 
@@ -62,10 +66,10 @@ def test_single_deletion(tmp_path, n, seed, data):
     new = old[:i] + old[i + 1:]
     if not new:
         new = [b'{"text": "other", "label": 0}']  # a file needs a record; this is then a modification
-        d = diff(leaves_of(tmp_path, old, "a.jsonl"), leaves_of(tmp_path, new, "b.jsonl"))
+        d = diff_lines(tmp_path, old, new)
         assert d.modified == [0]
         return
-    d = diff(leaves_of(tmp_path, old, "a.jsonl"), leaves_of(tmp_path, new, "b.jsonl"))
+    d = diff_lines(tmp_path, old, new)
     assert (d.deleted, d.inserted, d.modified, d.moved) == ([i], [], [], [])
 
 
@@ -77,7 +81,7 @@ def test_swap_reports_exactly_the_two_rows(tmp_path, n, seed, data):
     j = data.draw(st.integers(0, n - 1).filter(lambda x: x != i))
     new = list(old)
     new[i], new[j] = new[j], new[i]
-    d = diff(leaves_of(tmp_path, old, "a.jsonl"), leaves_of(tmp_path, new, "b.jsonl"))
+    d = diff_lines(tmp_path, old, new)
     lo, hi = sorted((i, j))
     assert d.reordered
     assert (d.moved, d.moved_from) == ([lo, hi], [hi, lo])

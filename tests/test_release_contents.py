@@ -67,15 +67,20 @@ def test_the_release_summary_names_them_too(built, tmp_path, capsys):
 
 # --- item 8: the attested head covers the release itself ---------------------------------------
 
+def approve_all(led, data):
+    """Ingest `data`, gate it and approve every row the gate held."""
+    ingest(led, data, source="s", licence="MIT", by="alice")
+    run = gate(led, data, policy(), by="ci")
+    for row in run.quarantined:
+        decide(led, row, "approved", "ok", "bob", run.run_id)
+
+
 def small_release(tmp_path):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     db, data = tmp_path / "l.db", write_rows(tmp_path / "d.jsonl")
     with Ledger.open(db) as led:
-        ingest(led, data, source="s", licence="MIT", by="alice")
-        run = gate(led, data, policy(), by="ci")
-        for row in run.quarantined:
-            decide(led, row, "approved", "ok", "bob", run.run_id)
+        approve_all(led, data)
         res = release(led, data, tmp_path / "out.jsonl", [Ed25519PrivateKey.generate()], by="carol")
     return db, res
 
@@ -156,10 +161,7 @@ def test_a_release_refuses_to_sign_a_tampered_ledger(tmp_path):
 
     db, data = tmp_path / "l.db", write_rows(tmp_path / "d.jsonl")
     with Ledger.open(db) as led:
-        ingest(led, data, source="s", licence="MIT", by="alice")
-        run = gate(led, data, policy(), by="ci")
-        for row in run.quarantined:
-            decide(led, row, "approved", "ok", "bob", run.run_id)
+        approve_all(led, data)
     con = sqlite3.connect(db)
     con.execute("UPDATE gate_runs SET by = 'mallory', at = '2020-01-01T00:00:00+00:00'")
     con.commit()
