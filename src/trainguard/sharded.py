@@ -47,15 +47,11 @@ ProgressFn = Callable[[int], None]
 
 
 def iter_shards(path: str | Path, shard_rows: int, skipped: list[DataError] | None = None,
-                resolved: dict[str, Any] | None = None, **load_options: Any) -> Iterator[Dataset]:
-    """Consecutive shards of a file; rows keep their file row numbers.
-
-    `resolved`, when given, receives what the reader resolved (kind, field map,
-    why that kind; once the file is read through, its sha256 and notes).
-    """
+                **load_options: Any) -> Iterator[Dataset]:
+    """Consecutive shards of a file; rows keep their file row numbers."""
     if shard_rows < 1:
         raise ConfigError(f"--shard-rows must be at least 1, got {shard_rows}")
-    resolved = {} if resolved is None else resolved
+    resolved: dict[str, Any] = {}
     records = iter_records(path, skipped=skipped, resolved=resolved, **load_options)
     while batch := list(islice(records, shard_rows)):
         yield Dataset(records=batch, kind=resolved["kind"], path=str(path), fieldmap=resolved["fieldmap"],
