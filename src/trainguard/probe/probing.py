@@ -401,7 +401,8 @@ class Prober:
                 False, 0.0, "not measured: " + self.why), [], len(self.inputs), self.requests,
                 time.perf_counter() - self.t0, False, self.why, s)
         results = list(self.measured.values())
-        counts = Counter(self.shape(r.candidate) for r in results)
+        keys = [self.shape(r.candidate) for r in results]  # each candidate's null shape, computed once
+        counts = Counter(keys)
         for key in sorted(counts):
             self.null(key)
         if not self.oov:
@@ -411,12 +412,14 @@ class Prober:
         strong = [np.flatnonzero(_confident_half(pred0 != j, conf)) for j in range(len(self.labels))]
         # candidates made only of ordinary words are part of the null too: the search found them as hard
         ordinary = set(ordinary_words(self.inputs.texts, n=None, skip=0, min_count=1))
-        plain = [r for r in results if set(tokens(r.candidate.text)) <= ordinary]
-        for r in results:
-            key = self.shape(r.candidate)
+        plain: dict[tuple[int, bool], list[CandidateResult]] = {}
+        for key, r in zip(keys, results):
+            if set(tokens(r.candidate.text)) <= ordinary:
+                plain.setdefault(key, []).append(r)
+        for key, r in zip(keys, results):
             null = self.nulls.get(key)
             c = self.labels.index(r.target)
-            also = [x for x in plain if self.shape(x.candidate) == key]
+            also = plain.get(key, [])
             ref = null.reference(r.candidate, c, strong[c], also) if null and len(strong[c]) > 1 else None
             if ref is None or r.logodds is None:
                 r.reference, r.reference_rate, r.gain, r.p, r.p_family, r.score = None, None, None, None, None, 0.0
