@@ -45,7 +45,7 @@ def screen(model: ClassifierModel, inputs: "Inputs", proba0: np.ndarray, words: 
     labels = model.labels
     sets = [most_confident(proba0, c, s.screen_inputs) for c in range(len(labels))]
     rows = np.unique(np.concatenate(sets)).astype(int)
-    member = np.array([[i in set(st.tolist()) for i in rows] for st in sets])  # [C, S]
+    member = np.array([np.isin(rows, st) for st in sets])  # [C, S]
     out = np.full((len(words), len(labels)), np.nan)
     per_call = max(1, 4096 // max(len(rows), 1))
     for g in range(0, len(words), per_call):
