@@ -128,17 +128,23 @@ def plan(path: str | Path, shard_rows: int, options: LoadOptions) -> tuple[Readi
 def read_shard(reading: Reading, shard: Shard, meta: ShardMeta | None = None) -> list[Record]:
     """The shard's records, built as `iter_records` builds them; bad rows go to `meta`."""
     meta = ShardMeta() if meta is None else meta
-    builder = RecordBuilder(reading.path, reading.kind, reading.fieldmap, label_family=reading.label_family)
+    builder, items = _open_shard(reading, shard)
     label_col = reading.fieldmap.label if reading.kind is Kind.CLASSIFICATION else None
     records: list[Record] = []
-    items = read_range(Path(reading.path), reading.fmt, shard.start, shard.rows,
-                       list(reading.header) if reading.header is not None else None, reading.max_record_bytes)
     try:
         _build(items, builder, label_col, reading.fail, records, meta)
     except DataError as e:  # a whole-file problem (missing on this worker, truncated): fails the scan
         meta.fatal = e.to_dict()
     meta.records, meta.whole_floats = len(records), builder.whole_floats
     return records
+
+
+def _open_shard(reading: Reading, shard: Shard) -> tuple[RecordBuilder, Iterator[Any]]:
+    """A record builder for the file and the shard's raw items, read from its byte range."""
+    builder = RecordBuilder(reading.path, reading.kind, reading.fieldmap, label_family=reading.label_family)
+    items = read_range(Path(reading.path), reading.fmt, shard.start, shard.rows,
+                       list(reading.header) if reading.header is not None else None, reading.max_record_bytes)
+    return builder, items
 
 
 def _build(items: Iterator[Any], builder: RecordBuilder, label_col: str | None, fail: bool, records: list[Record],
@@ -317,9 +323,7 @@ def lookup_rows(reading: Reading, shard: Shard, local: Sequence[int],
         records = read_shard(reading, shard)
         return [(records[p].row, records[p].id, records[p].line) for p in local]
     wanted, found = set(local), {}
-    builder = RecordBuilder(reading.path, reading.kind, reading.fieldmap, label_family=reading.label_family)
-    items = read_range(Path(reading.path), reading.fmt, shard.start, shard.rows,
-                       list(reading.header) if reading.header is not None else None, reading.max_record_bytes)
+    builder, items = _open_shard(reading, shard)
     for p, item in enumerate(items):
         if p in wanted:
             r = builder.build(item.value, item.row, item.line)
