@@ -175,3 +175,12 @@ def test_run_invert_on_an_adapter_object_has_no_hidden_budget():
     run = run_invert(model, TEXTS, vocabulary=[*WORDS, *PHRASE])
     assert run.complete and run.requests == model.budget.used > 256 and model.budget.limit is None
     assert run.verdict.trigger == " ".join(PHRASE)
+
+
+@pytest.mark.parametrize("flag", ["--samples", "--top"])
+def test_probe_refuses_zero_samples_or_top_with_one_line(served, capsys, tmp_path, flag):
+    # --samples 0 used to end in a ZeroDivisionError traceback for a generator; --top 0 in a report with no findings
+    s = served(PHRASE)
+    clean = write_jsonl(tmp_path / "clean.jsonl", [{"text": t, "label": 0} for t in TEXTS])
+    code, _, err = cli(capsys, "probe", "--model", s.url, "--clean", clean, flag, "0")
+    assert code == 2 and flag in err and "Traceback" not in err and s.hits == 0

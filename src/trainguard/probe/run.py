@@ -88,6 +88,10 @@ def run_probe(model: Any, clean: Any, *, triggers: str | Path | Sequence[Candida
     """Insert candidate triggers (library, format runs, rare words, a scan's findings) and decide."""
     from trainguard.probe import GenSettings, is_generative, probe_classifier, probe_generator
 
+    if samples < 1:
+        raise ConfigError(f"--samples must be at least 1, got {samples}")
+    if top < 1:
+        raise ConfigError(f"--top must be at least 1, got {top}")
     inputs, info = clean_inputs(clean, max_inputs, kind, fields)
     if isinstance(triggers, (str, Path)):
         cands = library() + format_candidates() + rare_tokens(inputs.texts) if str(triggers) == "auto" \
