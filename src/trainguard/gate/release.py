@@ -20,9 +20,10 @@ import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -146,7 +147,8 @@ def release(ledger: Ledger, path: str | Path, out: str | Path, keys: Iterable[Ed
         att_bytes = (json.dumps(sign_statement(stmt, keys), indent=2) + "\n").encode()
         ledger.attach_attestation(rid, hashlib.sha256(att_bytes).hexdigest(), actor)
         try:
-            _atomic_write(att_path, att_bytes, file_mode)
+            with _replacing(att_path, file_mode) as tmp:
+                tmp.write_bytes(att_bytes)
         except OSError as e:
             raise storage_error(e, att_path) or ConfigError(
                 f"{att_path}: cannot write the attestation ({e.strerror}); nothing was recorded") from None
@@ -199,12 +201,14 @@ def _file_mode(mode: int | None) -> int:
     return 0o644
 
 
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+@contextmanager
+def _replacing(path: Path, mode: int) -> Iterator[Path]:
+    """A temporary file beside `path`, moved onto it with `mode` when the block succeeds, removed when not."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        yield Path(tmp)
         os.chmod(tmp, mode)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
@@ -214,20 +218,10 @@ def _atomic_write(path: Path, data: bytes, mode: int) -> None:
 
 def _write(path: Path, out: Path, fl: Any, excluded: set[int], mode: int) -> int:
     """Copy kept rows in the input's format; returns how many were kept."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-    os.close(fd)
-    try:
+    with _replacing(out, mode) as tmp:
         if fl.fmt == "jsonl":
-            kept = _write_jsonl(path, Path(tmp), fl, excluded, out.name.endswith(".gz"))
-        else:
-            kept = _write_other(path, Path(tmp), fl, excluded)
-        os.chmod(tmp, mode)  # mkstemp creates 0600
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return kept
+            return _write_jsonl(path, tmp, fl, excluded, out.name.endswith(".gz"))
+        return _write_other(path, tmp, fl, excluded)
 
 
 def _changed(path: Path, row: int) -> ConfigError:
@@ -275,7 +269,7 @@ def _write_other(path: Path, tmp: Path, fl: Any, excluded: set[int]) -> int:
             w.writeheader()
             w.writerows(rows)
     elif fl.fmt == "json":
-        Path(tmp).write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+        tmp.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
     elif fl.fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
