@@ -89,12 +89,11 @@ def hf_folder_items(path: str | Path, split: str | None = None, hasher: Any = No
 
     def batches() -> Iterator[list[dict[str, Any]]]:
         for f in files:
-            if hasher is not None:
-                with open(f, "rb") as fh:
-                    while chunk := fh.read(1 << 20):
-                        hasher.update(chunk)
             try:
                 with pa.memory_map(str(f)) as source:
+                    if hasher is not None:  # hashed from the same mapping the batches are read from: one pass
+                        hasher.update(source.read_buffer())
+                        source.seek(0)
                     for batch in pa.ipc.open_stream(source):
                         yield batch.to_pylist()
             except (pa.ArrowInvalid, OSError) as e:
