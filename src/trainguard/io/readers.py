@@ -306,16 +306,17 @@ def _read_delimited(path: Path, delimiter: str, limit: int, hasher: Any = None) 
         feed = _CsvFeed(_lines(fb, spath, limit), limit)
         reader = csv.reader(feed, delimiter=delimiter, strict=True)
         header = _header(spath, reader, feed, limit)
-        counted = [0]
-        yield from _delimited_rows(spath, reader, feed, header, limit, 0, None, counted)
-    if counted[0] == 0:
+        seen = False
+        for item in _delimited_rows(spath, reader, feed, header, limit, 0, None):
+            seen = True
+            yield item
+    if not seen:
         raise DataError(spath, "file has a header but no records")
 
 
 def _delimited_rows(spath: str, reader: Iterator[list[str]], feed: "_CsvFeed", header: list[str], limit: int,
-                    row: int, end: int | None, counted: list[int] | None = None) -> Iterator[RawItem]:
+                    row: int, end: int | None) -> Iterator[RawItem]:
     """Records `row`.. (up to `end`) of a csv reader: one loop for whole files and shard ranges."""
-    first = row
     while end is None or row < end:
         start_line, feed.used = feed.lineno + 1, 0
         try:
@@ -331,8 +332,6 @@ def _delimited_rows(spath: str, reader: Iterator[list[str]], feed: "_CsvFeed", h
                 continue  # blank line
             yield _delimited_item(spath, header, cells, row, start_line)
         row += 1
-        if counted is not None:
-            counted[0] = row - first
 
 
 def _header(spath: str, reader: Iterator[list[str]], feed: _CsvFeed, limit: int) -> list[str]:
