@@ -452,13 +452,8 @@ def shard_starts(path: Path, shard_rows: int, fmt: str | None = None,
     if fmt == "json":
         n = sum(1 for _ in _read_json_array(path, max_record_bytes, hasher))
     else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            n = pq.ParquetFile(path).metadata.num_rows
-        except (pa.ArrowException, OSError) as e:
-            raise DataError(str(path), f"not a readable Parquet file: {e}") from None
+        with _open_parquet(path) as pf:
+            n = pf.metadata.num_rows
         if n == 0:
             raise DataError(str(path), "file has no records")
         if hasher is not None:
