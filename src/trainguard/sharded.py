@@ -35,7 +35,7 @@ import numpy as np
 from trainguard.detectors.base import ShardedDetector, Summary
 from trainguard.errors import ConfigError, DataError
 from trainguard.findings import DetectorResult, DetectorRun, DetectorStatus
-from trainguard.io.dataset import Dataset, _builder, _head, _mixed_labels, iter_records
+from trainguard.io.dataset import Dataset, _builder, _head, _mixed_labels, iter_records, whole_float_notes
 from trainguard.io.mapping import FieldMap, LabelTypeError, RecordBuilder, label_family
 from trainguard.io.options import LoadOptions
 from trainguard.io.readers import ShardStart, read, read_range, shard_starts
@@ -252,8 +252,7 @@ def scan_sharded(
         findings.extend(stamped)
         if result.row_scores is not None:
             row_scores[det.name] = np.asarray(result.row_scores)
-    notes = ((f"{meta.whole_floats} label(s) written as whole floats (e.g. 1.0) were read as the integers they "
-              "spell (1)",) if meta.whole_floats else ())
+    notes = tuple(whole_float_notes(meta.whole_floats))
     info = DatasetInfo(path=str(path), kind=kind.value, records=meta.records, fields=dict(reading.fieldmap.used()),
                        sha256=sha256, skipped=tuple(meta.skipped), shard_rows=shard_rows, kind_reason=reason,
                        notes=notes)

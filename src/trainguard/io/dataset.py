@@ -159,9 +159,12 @@ def iter_records(
         raise DataError(spath, f"no readable records (every row was skipped){first}")
     if resolved is not None:
         resolved["sha256"] = hasher.hexdigest() if isinstance(path, (str, Path)) else None
-        n = builder.whole_floats if builder is not None else 0
-        resolved["notes"] = [f"{n} label(s) written as whole floats (e.g. 1.0) were read as the integers they "
-                             "spell (1)"] if n else []
+        resolved["notes"] = whole_float_notes(builder.whole_floats if builder is not None else 0)
+
+
+def whole_float_notes(n: int) -> list[str]:
+    """The note for `n` labels written as whole floats (1.0) and read as integers; none when n is 0."""
+    return [f"{n} label(s) written as whole floats (e.g. 1.0) were read as the integers they spell (1)"] if n else []
 
 
 def source_name(source: Any) -> str:
