@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
-from scipy.special import logsumexp
 from sklearn.feature_extraction.text import CountVectorizer
 
 from trainguard.detectors._features import ridge_loo
