@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from trainguard.errors import ConfigError, TrainguardError
+from trainguard.ledger import merkle
 
 DEFAULT_PATH = Path(".trainguard") / "ledger.db"
 ENV_VAR = "TRAINGUARD_LEDGER"
 GENESIS = "0" * 64
-CHUNK_LEAVES = 65536  # 2 MiB of leaves per row in leaf_chunks
+CHUNK_LEAVES = merkle.BLOCK_LEAVES  # 2 MiB of leaves per row in leaf_chunks (hashing uses the same)
 
 # Called after each leaf chunk is written inside the ingest transaction; tests use
 # it to SIGKILL a process mid-write. Never set in normal use.
@@ -259,8 +260,8 @@ class Ledger:
         row = self.conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
-    def append_event(self, kind: str, actor: str, payload: dict[str, Any]) -> int:
-        """Append one event; call inside `transaction()`."""
+    def append_event(self, kind: str, actor: str, payload: dict[str, Any]) -> tuple[int, str]:
+        """Append one event; call inside `transaction()`. Returns its sequence number and timestamp."""
         seq, prev = self.head()
         seq += 1
         ts = now()
@@ -269,7 +270,7 @@ class Ledger:
         self.conn.execute(
             "INSERT INTO events(seq, ts, kind, actor, payload, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
             (seq, ts, kind, actor, body, prev, h))
-        return seq
+        return seq, ts
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT seq, ts, kind, actor, payload, hash FROM events"
@@ -290,7 +291,7 @@ class Ledger:
                 return int(row["id"])
         else:
             merged = fields
-        seq = self.append_event("source", actor, {"name": name, **merged})
+        seq, _ = self.append_event("source", actor, {"name": name, **merged})
         if row is None:
             cur = self.conn.execute(
                 "INSERT INTO sources(name, licence, origin, owner, event_seq) VALUES (?,?,?,?,?)",
@@ -339,8 +340,7 @@ class Ledger:
             "merkle_root": merkle_root, "file_sha256": file_sha256, "file_bytes": file_bytes,
             "source": src["name"] if src else None, "derived_from": derived_from,
         }
-        seq = self.append_event("ingest", actor, payload)
-        ts = self.conn.execute("SELECT ts FROM events WHERE seq = ?", (seq,)).fetchone()[0]
+        seq, ts = self.append_event("ingest", actor, payload)
         vid = int(self.conn.execute(
             "INSERT INTO versions(dataset_id, number, path, format, records, merkle_root, file_sha256, file_bytes,"
             " source_id, ingested_by, ingested_at, derived_from, event_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -386,8 +386,7 @@ class Ledger:
             yield data
 
     def leaves(self, version_id: int) -> bytes:
-        rows = self.conn.execute("SELECT data FROM leaf_chunks WHERE version_id = ? ORDER BY chunk", (version_id,))
-        return b"".join(r[0] for r in rows)
+        return b"".join(self.leaf_chunks(version_id))
 
     # --- gate runs and reviews -------------------------------------------------------------------
 
@@ -403,8 +402,7 @@ class Ledger:
             "queue_sha256": queue_digest((r, leaf) for r, leaf, _ in queue),
             "queue_findings_sha256": findings_digest((r, canonical_json(f)) for r, _, f in queue),
         }
-        seq = self.append_event("gate", actor, payload)
-        ts = self.conn.execute("SELECT ts FROM events WHERE seq = ?", (seq,)).fetchone()[0]
+        seq, ts = self.append_event("gate", actor, payload)
         run_id = int(self.conn.execute(
             "INSERT INTO gate_runs(version_id, path, merkle_root, verdict, reasons, policy, policy_sha256, report,"
             " report_sha256, queued, records, by, at, event_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -431,8 +429,7 @@ class Ledger:
         for (old,) in older:
             rows = [r[0] for r in self.conn.execute(
                 "SELECT row FROM reviews WHERE gate_run_id = ? AND status = 'pending' ORDER BY row", (old,))]
-            seq = self.append_event("supersede", "gate", {"gate_run": old, "superseded_by": run_id, "rows": rows})
-            ts = self.conn.execute("SELECT ts FROM events WHERE seq = ?", (seq,)).fetchone()[0]
+            seq, ts = self.append_event("supersede", "gate", {"gate_run": old, "superseded_by": run_id, "rows": rows})
             self.conn.execute(
                 "UPDATE reviews SET status='superseded', decided_by='gate', reason=?, decided_at=?, event_seq=?"
                 " WHERE gate_run_id = ? AND status = 'pending'", (superseded_reason(run_id), ts, seq, old))
@@ -503,7 +500,7 @@ class Ledger:
                               f"{origin['gate_run_id']} row {origin['row']}")
         source = {"gate_run": origin["gate_run_id"], "row": origin["row"], "decided_by": origin["decided_by"],
                   "decided_at": origin["decided_at"], "event_seq": origin["event_seq"]}
-        seq = self.append_event("review", "gate", {"gate_run": run_id, "row": row, "leaf": item["leaf"],
+        seq, _ = self.append_event("review", "gate", {"gate_run": run_id, "row": row, "leaf": item["leaf"],
                                                    "decision": origin["status"], "reason": origin["reason"],
                                                    "previous": "pending", "carried_from": source})
         self.conn.execute(
@@ -526,10 +523,9 @@ class Ledger:
             raise ConfigError(f"the reason is {len(reason):,} characters; at most {MAX_REASON:,} are kept")
         if only_pending and item["status"] != "pending":
             raise AlreadyDecided(run_id, row, item["status"], item["decided_by"], item["decided_at"])
-        seq = self.append_event("review", actor, {"gate_run": run_id, "row": row, "leaf": item["leaf"],
+        seq, ts = self.append_event("review", actor, {"gate_run": run_id, "row": row, "leaf": item["leaf"],
                                                   "decision": decision, "reason": reason,
                                                   "previous": item["status"]})
-        ts = self.conn.execute("SELECT ts FROM events WHERE seq = ?", (seq,)).fetchone()[0]
         cur = self.conn.execute(
             "UPDATE reviews SET status=?, decided_by=?, reason=?, decided_at=?, event_seq=? WHERE gate_run_id=? AND row=?"
             + (" AND status = 'pending'" if only_pending else ""),
@@ -549,9 +545,8 @@ class Ledger:
         The event carries a digest of the stored (salted) password hash, never the hash, so
         `ledger verify` can tell an account edited behind the log's back.
         """
-        seq = self.append_event("user", actor, {"name": name, "role": role, "action": "add",
+        seq, ts = self.append_event("user", actor, {"name": name, "role": role, "action": "add",
                                                 "password_sha256": sha256_text(password_hash)})
-        ts = self.conn.execute("SELECT ts FROM events WHERE seq = ?", (seq,)).fetchone()[0]
         return int(self.conn.execute(
             "INSERT INTO users(name, role, password, created_at, event_seq) VALUES (?,?,?,?,?)",
             (name, role, password_hash, ts, seq)).lastrowid)
@@ -565,7 +560,7 @@ class Ledger:
         changes = {"role": role, "password_sha256": sha256_text(password_hash) if password_hash else None,
                    "disabled": disabled}
         payload = {"name": name, "action": "update", **{k: v for k, v in changes.items() if v is not None}}
-        seq = self.append_event("user", actor, payload)
+        seq, _ = self.append_event("user", actor, payload)
         self.conn.execute(
             "UPDATE users SET role = COALESCE(?, role), password = COALESCE(?, password),"
             " disabled = COALESCE(?, disabled), event_seq = ? WHERE id = ?",
@@ -608,8 +603,7 @@ class Ledger:
         payload = {"version_id": version_id, "gate_run": gate_run_id, "out_path": out_path,
                    "out_sha256": out_sha256, "out_version_id": out_version_id,
                    "attestation_sha256": attestation_sha256, "forced": forced, **(extra or {})}
-        seq = self.append_event("release", actor, payload)
-        ts = self.conn.execute("SELECT ts FROM events WHERE seq = ?", (seq,)).fetchone()[0]
+        seq, ts = self.append_event("release", actor, payload)
         return int(self.conn.execute(
             "INSERT INTO releases(version_id, gate_run_id, out_path, out_sha256, out_version_id, attestation_sha256,"
             " forced, by, at, event_seq) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -618,7 +612,7 @@ class Ledger:
 
     def attach_attestation(self, release_id: int, attestation_sha256: str, actor: str) -> int:
         """Record the digest of a release's attestation; call inside the release's transaction."""
-        seq = self.append_event("attestation", actor, {"release": release_id,
+        seq, _ = self.append_event("attestation", actor, {"release": release_id,
                                                        "attestation_sha256": attestation_sha256})
         self.conn.execute("UPDATE releases SET attestation_sha256 = ? WHERE id = ?", (attestation_sha256, release_id))
         return seq
@@ -632,8 +626,7 @@ class Ledger:
 
     def add_training(self, *, file_sha256: str, attestation_sha256: str, path: str, actor: str) -> int:
         payload = {"file_sha256": file_sha256, "attestation_sha256": attestation_sha256, "path": path}
-        seq = self.append_event("train", actor, payload)
-        ts = self.conn.execute("SELECT ts FROM events WHERE seq = ?", (seq,)).fetchone()[0]
+        seq, ts = self.append_event("train", actor, payload)
         return int(self.conn.execute(
             "INSERT INTO trainings(file_sha256, attestation_sha256, path, by, at, event_seq) VALUES (?,?,?,?,?,?)",
             (file_sha256, attestation_sha256, path, actor, ts, seq)).lastrowid)
