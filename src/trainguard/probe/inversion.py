@@ -96,6 +96,7 @@ def invert(model: ClassifierModel, inputs: Inputs, *, vocabulary: Sequence[str] 
     proposals: list[Candidate] = []
     lengths: list[int] = []
     state: Any = None
+    probe: ClassifierProbe | None = None  # a verdict that stopped the search early, reused below
     for k in range(1, s.length + 1):
         if prober.why:
             break
@@ -119,9 +120,12 @@ def invert(model: ClassifierModel, inputs: Inputs, *, vocabulary: Sequence[str] 
         family[k] = family.get(k, 0) + scored
         proposals.extend(found)
         prober.measure(found)
-        if k < s.length and prober.conclude(family, s.length).verdict.backdoored:
-            break
-    probe = prober.conclude(family, s.length)
+        if k < s.length:
+            probe = prober.conclude(family, s.length)
+            if probe.verdict.backdoored:
+                break
+    if probe is None or not probe.verdict.backdoored:
+        probe = prober.conclude(family, s.length)
     searched = len(words) if method == "black-box" else int(model.embedding_matrix().shape[0])  # type: ignore[attr-defined]
     return Inversion(probe, method, dedupe(proposals), searched, model.budget.used - used0,
                      time.perf_counter() - t0, not prober.why, prober.why, s, offered or searched, lengths, family)
