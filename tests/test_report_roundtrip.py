@@ -133,6 +133,14 @@ def test_a_wrong_shape_is_a_value_error_never_a_guess(real_reports, mutate, matc
         Report.from_dict(d)
 
 
+def test_a_bad_finding_is_named_by_its_index(real_reports):
+    """A stored report's bad finding says which one it is, also when the value (not the key) is wrong."""
+    d = json.loads(render(real_reports["demo-fused"], "json"))
+    d["findings"][-1]["score"] = "high"
+    with pytest.raises(ValueError, match=rf"findings\[{len(d['findings']) - 1}\]"):
+        Report.from_dict(d)
+
+
 def test_web_report_page_reads_through_the_library(real_reports):
     from trainguard.web.reports import report_from_dict, report_html
 

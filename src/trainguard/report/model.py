@@ -138,7 +138,15 @@ class Report:
         try:
             return cls(dataset=DatasetInfo.from_dict(d["dataset"]),
                        detectors=[DetectorRun.from_dict(x) for x in d["detectors"]],
-                       findings=[Finding.from_dict(f) for f in d["findings"]],
+                       findings=[_finding(i, f) for i, f in enumerate(d["findings"])],
                        tool_version=str(d["tool"]["version"]), created=str(d["created"]))
         except (KeyError, TypeError) as e:
             raise ValueError(f"not a trainguard report: missing or wrong {e}") from None
+
+
+def _finding(i: int, d: Any) -> Finding:
+    """findings[i] of a stored report; a bad one names its index (a float("x") error names no field)."""
+    try:
+        return Finding.from_dict(d)
+    except ValueError as e:
+        raise ValueError(f"report findings[{i}]: {e}") from None
