@@ -210,14 +210,17 @@ def scan_sharded(
     client: Any = None,
     max_in_flight: int = 8,
     progress: ProgressFn | None = None,
+    options: LoadOptions | None = None,
     **load_options: Any,
 ) -> Report:
     """Scan `path` shard by shard; `client` is an optional `distributed.Client` whose workers read `path`.
 
+    `options` says how to read the file (or give its settings as keywords, not both).
+
     `max_in_flight` is kept for callers; shards are tiny descriptors, so all are submitted at once.
     """
     chosen = build_detectors(detectors, settings)
-    options = LoadOptions.of(None, **load_options)
+    options = LoadOptions.of(options, **load_options)
     if client is not None:
         path = Path(path).resolve()  # workers open it themselves: the same absolute path on shared storage
     reading, shards, sha256, reason = plan(path, shard_rows, options)

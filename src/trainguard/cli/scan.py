@@ -74,8 +74,7 @@ def scan_command(
     if fuse is not None and shard_rows is not None:
         raise fail("--fuse needs the whole dataset's row scores; it is not available with --shard-rows yet")
     if shard_rows is not None:
-        result = _scan_sharded(path, names, settings, shard_rows, scheduler, quiet, kind=opts.kind,
-                               fields=opts.field_map, on_error=opts.on_error, max_record_bytes=opts.max_record_bytes)
+        result = _scan_sharded(path, names, settings, shard_rows, scheduler, quiet, opts)
         info = result.dataset
         err_console.print(f"{info.get('path')}: {info.get('kind_reason') or info.get('kind')}, "
                           f"{info.get('records') or 0:,} records")
@@ -109,7 +108,7 @@ def _verdict(result, threshold: Severity | None) -> int:
     return code
 
 
-def _scan_sharded(path, names, settings, shard_rows, scheduler, quiet, **load_options):
+def _scan_sharded(path, names, settings, shard_rows, scheduler, quiet, opts):
     from trainguard.sharded import scan_sharded
 
     client = None
@@ -127,7 +126,7 @@ def _scan_sharded(path, names, settings, shard_rows, scheduler, quiet, **load_op
             task = progress.add_task(f"scanning {path.name} in shards of {shard_rows:,}", total=None)
             return scan_sharded(path, names, settings, shard_rows=shard_rows, client=client,
                                 progress=lambda n: progress.update(task, description=f"{n:,} records summarised"),
-                                **load_options)
+                                options=opts)
     finally:
         if client is not None:
             client.close()
