@@ -48,7 +48,7 @@ def create_app(ledger_path: str | Path, *, secure_cookies: bool = False, allowed
     env = Environment(loader=PackageLoader("trainguard.web", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
     app = FastAPI(title="trainguard review", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.tg = WebState(conns=conns, queue=Queue(RecordReader([base.parent, base])), flash=Flash(), env=env,
+    app.state.tg = WebState(conns=conns, queue=Queue(RecordReader([base.parent, base])), flash=Flash(),
                             templates=Jinja2Templates(env=env), limiter=LoginLimiter(login_limits),
                             secure_cookies=secure_cookies)
     app.mount("/static", StaticFiles(packages=[("trainguard.web", "static")]), name="static")

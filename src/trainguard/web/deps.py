@@ -17,7 +17,6 @@ from typing import Annotated, Any, Callable
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
-from jinja2 import Environment
 from starlette.templating import Jinja2Templates
 
 from trainguard.ledger.store import Ledger
@@ -92,7 +91,6 @@ class WebState:
     conns: Connections
     queue: Queue
     flash: Flash
-    env: Environment
     templates: Jinja2Templates
     limiter: LoginLimiter
     secure_cookies: bool
