@@ -132,3 +132,23 @@ def test_bad_row_in_a_later_shard_names_file_and_line(tmp_path, capsys):
     code, _, err = cli(capsys, "scan", p, "--shard-rows", "10", "--detectors", "invisible-characters", "-q")
     assert code == 2 and "bad.jsonl" in err and "25" in err, err
     assert p.read_text().count("\n") == 30  # input untouched
+
+
+def test_file_changed_before_rows_are_resolved_is_a_data_error(tmp_path, monkeypatch):
+    """A finding's row that the re-read no longer finds (file changed mid-scan) is a DataError naming
+    the file, not a KeyError/IndexError traceback."""
+    from trainguard import sharded
+    from trainguard.errors import DataError
+
+    path = tmp_path / "d.jsonl"
+    write_jsonl(path, [{"text": f"row {i} with a hidden\u200b mark", "label": i % 2} for i in range(40)])
+    real = sharded.lookup_rows
+
+    def shrunk(reading, shard, local, clean=False):
+        path.write_text('{"text": "a", "label": 0}\n')  # the file is replaced after it was summarised
+        return real(reading, shard, local, clean)
+
+    monkeypatch.setattr(sharded, "lookup_rows", shrunk)
+    with pytest.raises(DataError, match="changed while it was being scanned") as e:
+        scan_sharded(path, detectors=["invisible-characters"], shard_rows=10)
+    assert str(path) in str(e.value)

@@ -234,7 +234,11 @@ def scan_sharded(
     runs, findings, row_scores = [], [], {}
     wanted = [r for r in results if isinstance(r, DetectorResult)]
     clean = [m.records == s.rows for m, s in zip(metas, shards)]
-    index = _Resolved.of(run_here.lookup(reading, shards, counts, clean, _positions(wanted)), meta.records)
+    found = run_here.lookup(reading, shards, counts, clean, _positions(wanted))
+    if any(v is None for v in found.values()):
+        raise DataError(reading.path, "the file changed while it was being scanned (a finding's row is no longer "
+                                      "where the scan read it); scan it again")
+    index = _Resolved.of(found, meta.records)
     by_det = dict(zip((d.name for d in dets), results))
     for det in chosen:
         if det.name not in by_det:
@@ -315,24 +319,25 @@ def _lookups(shards: Sequence[Shard], counts: Sequence[int], positions: set[int]
 
 
 def lookup_rows(reading: Reading, shard: Shard, local: Sequence[int],
-                clean: bool = False) -> list[tuple[int, str, int | None]]:
-    """(file row, record id, line) of the given positions of one shard, re-read from the file.
+                clean: bool = False) -> list[tuple[int, str, int | None] | None]:
+    """(file row, record id, line) of the given positions of one shard, re-read from the file; None
+    for a position the re-read no longer finds (the file changed since it was summarised).
 
     `clean`: the shard had no bad row, so position p is its p-th row and only the wanted rows
     are built (building and hashing records is most of what a re-read costs).
     """
     if not clean:
         records = read_shard(reading, shard)
-        return [(records[p].row, records[p].id, records[p].line) for p in local]
+        return [(records[p].row, records[p].id, records[p].line) if p < len(records) else None for p in local]
     wanted, found = set(local), {}
     builder, items = _open_shard(reading, shard)
     for p, item in enumerate(items):
-        if p in wanted:
+        if p in wanted and item.error is None:
             r = builder.build(item.value, item.row, item.line)
             found[p] = (r.row, r.id, r.line)
             if len(found) == len(wanted):
                 break
-    return [found[p] for p in local]
+    return [found.get(p) for p in local]
 
 
 @dataclass(frozen=True)
