@@ -159,7 +159,7 @@ class RecordIndex:
         try:
             raw = b"".join(bytes.fromhex(r.id) for r in records)
             # Packed only when it reads back exactly (lower-case hex digests): "AB..." or "ab cd" stay strings.
-            ok = len(raw) == 32 * len(records) and raw.hex() == "".join(r.id for r in records)
+            ok = len(raw) == 32 * len(records) and all(len(r.id) == 64 and r.id == r.id.lower() for r in records)
         except ValueError:
             ok = False
         ids = np.frombuffer(raw, np.uint8).reshape(-1, 32) if ok else np.array([r.id for r in records], object)
