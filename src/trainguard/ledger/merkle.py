@@ -13,30 +13,7 @@ NODE_PREFIX = b"\x01"
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 
-def _split(leaves: bytes) -> list[bytes]:
-    return [leaves[i:i + 32] for i in range(0, len(leaves), 32)]
-
-
-def _root_of(level: list[bytes]) -> bytes:
-    if not level:
-        return EMPTY_ROOT
-    h1 = hashlib.sha256(NODE_PREFIX)
-    while len(level) > 1:
-        it = iter(level)
-        nxt = []
-        append = nxt.append
-        for left, right in zip(it, it):
-            c = h1.copy()
-            c.update(left)
-            c.update(right)
-            append(c.digest())
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
-    return level[0]
-
-
-def _next_level(level: bytes | bytearray) -> bytes:
+def _next_level(level: bytes | bytearray | memoryview) -> bytes:
     """One level up, over packed 32-byte nodes (no Python object kept per node)."""
     h1 = hashlib.sha256(NODE_PREFIX)
     mv = memoryview(level)
@@ -52,7 +29,7 @@ def _next_level(level: bytes | bytearray) -> bytes:
     return b"".join(out)
 
 
-def root(leaves: bytes | bytearray) -> bytes:
+def root(leaves: bytes | bytearray | memoryview) -> bytes:
     """Merkle tree head of packed leaves (32 bytes each)."""
     if len(leaves) % 32:
         raise ValueError(f"{len(leaves)} bytes is not a whole number of 32-byte leaves")
@@ -73,7 +50,7 @@ def block_roots_root(block_roots: list[bytes]) -> bytes:
     Aligned power-of-two blocks are subtrees of the level-by-level tree, so the
     blocks can be hashed in parallel and combined here.
     """
-    return _root_of(list(block_roots)) if block_roots else EMPTY_ROOT
+    return root(b"".join(block_roots))
 
 
 class StreamingRoot:
@@ -118,8 +95,8 @@ def _largest_pow2_below(n: int) -> int:
 
 def inclusion_proof(leaves: bytes, index: int) -> list[bytes]:
     """Audit path for leaf `index` (RFC 6962 PATH), leaf-level sibling first."""
-    level = _split(leaves)
-    n = len(level)
+    mv = memoryview(leaves)
+    n = len(leaves) // 32
     if not 0 <= index < n:
         raise IndexError(f"row {index} is outside a tree of {n} leaves")
     path: list[bytes] = []
@@ -127,10 +104,10 @@ def inclusion_proof(leaves: bytes, index: int) -> list[bytes]:
     while hi - lo > 1:
         k = _largest_pow2_below(hi - lo)
         if m < k:
-            path.append(_root_of(level[lo + k:hi]))
+            path.append(root(mv[(lo + k) * 32:hi * 32]))
             hi = lo + k
         else:
-            path.append(_root_of(level[lo:lo + k]))
+            path.append(root(mv[lo * 32:(lo + k) * 32]))
             lo, m = lo + k, m - k
     path.reverse()
     return path
