@@ -82,10 +82,10 @@ def judge(
             reasons.append(f"scan: {len(severe)} finding(s) at or above {fail_at} "
                            f"({', '.join(sorted({f.detector for f in severe}))}) on {len(rows)} row(s)")
     bar = quarantine_at if quarantine_at is not None else fail_at
-    held = tuple(report.at_or_above(bar)) if bar is not None else ()
+    held = tuple(report.at_or_above(quarantine_at)) if quarantine_at is not None else ()
     below = tuple(f for f in report.findings if bar is None or f.severity < bar)
-    outcome = FAIL if reasons else QUARANTINE if held and quarantine_at is not None else PASS
-    return Verdict(outcome, tuple(reasons), held if quarantine_at is not None else (), below, disabled)
+    outcome = FAIL if reasons else QUARANTINE if held else PASS
+    return Verdict(outcome, tuple(reasons), held, below, disabled)
 
 
 def disabled_runs(data: "Dataset", chosen: Iterable[str], defaults: Iterable[str],
