@@ -268,7 +268,7 @@ def _hash_range(args: tuple[str, int, int, int]) -> bytes:
     out: list[bytes] = []
     with open(path, "rb") as f:
         f.seek(start)
-        for unit in _units(f, end - start, limit, None):
+        for unit in _units(path, f, end - start, limit, None):
             leaves, bad, size = _hash_unit((unit[0], limit))
             if bad >= 0:
                 raise _Oversized(start, size)
@@ -276,8 +276,8 @@ def _hash_range(args: tuple[str, int, int, int]) -> bytes:
     return b"".join(out)
 
 
-def _units(f: Any, size: int | None, limit: int, sha: Any) -> Iterator[tuple[bytes, int]]:
-    """(whole lines, physical lines before them) in blocks of about BLOCK bytes, feeding `sha`.
+def _units(spath: str, f: Any, size: int | None, limit: int, sha: Any) -> Iterator[tuple[bytes, int]]:
+    """(whole lines, physical lines before them) of file `spath` in blocks of about BLOCK bytes, feeding `sha`.
 
     Raises _Oversized(line number, bytes) for a line over `limit` that spans blocks.
     """
@@ -288,7 +288,7 @@ def _units(f: Any, size: int | None, limit: int, sha: Any) -> Iterator[tuple[byt
         try:
             block = f.read(BLOCK if left is None else min(BLOCK, left))
         except (OSError, EOFError) as e:
-            raise DataError(getattr(f, "name", "?"), f"cannot decompress: {e}") from None
+            raise DataError(spath, f"cannot decompress: {e}") from None
         if not block:
             break
         if left is not None:
@@ -357,7 +357,7 @@ def _stream_leaves(spath: str, f: Any, limit: int, sink: _Sink, pool: Any = None
         sink.add(leaves)
 
     try:
-        for unit, before in _units(f, None, limit, sha):
+        for unit, before in _units(spath, f, None, limit, sha):
             if pool is None:
                 pending.append((_hash_unit((unit, limit)), before))
             else:
