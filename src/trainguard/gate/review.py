@@ -105,8 +105,7 @@ def decide_many(ledger: Ledger, run_id: int, rows: list[int], decision: str, rea
                 by: str) -> tuple[list[int], list[AlreadyDecided]]:
     """Decide every still-pending row in one transaction: (decided rows, rows someone else had decided)."""
     _check_decision(decision, reason, by)
-    if ledger.gate_run(run_id) is None:
-        raise ConfigError(f"no gate run {run_id} in {ledger.path}")
+    resolve_run(ledger, run_id)  # refuses a run that does not exist
     done: list[int] = []
     lost: list[AlreadyDecided] = []
     with ledger.transaction():
@@ -182,10 +181,10 @@ def carried_decisions(ledger: Ledger,
 def show(ledger: Ledger, row: int, run_id: int | None = None) -> dict[str, Any]:
     """The queued item plus the record itself, read from the gated file if it is unchanged."""
     run = resolve_run(ledger, run_id, row)
-    found = [i for i in items(ledger, run["id"], None) if i["row"] == row]
-    if not found:
+    q = ledger.review_item(run["id"], row)
+    if q is None:
         raise ConfigError(f"row {row} is not in the review queue of gate run {run['id']}")
-    item = found[0]
+    item = _item(run, q)
     item["record"], item["record_status"] = _read_row(Path(run["path"]), row, item["leaf"])
     return item
 
