@@ -247,3 +247,7 @@ def test_commands_that_only_hash_say_how_the_data_would_be_read(capsys, tmp_path
     code, _, err = cli(capsys, "verify", stars, "--field", "label=stars")
     assert code == 0 and f"{stars}: classification" in err
     assert cli(capsys, "ingest", good, "--on-error", "ignore")[0] == 2
+    # Accepted but ignored before: ingest/verify/release record every line, so skip is refused.
+    for command in ("ingest", "verify"):
+        code, _, err = cli(capsys, command, good, "--on-error", "skip")
+        assert code == 2 and "--on-error skip does not apply here" in err

@@ -89,6 +89,11 @@ def describe(path: object, options: "LoadOptions") -> None:
     from trainguard.errors import DataError
     from trainguard.io.dataset import resolve
 
+    if options.on_error != "fail":
+        # These commands hash and record every line as written; skipping a row here would be a
+        # promise they do not keep, so the option is refused rather than silently ignored.
+        raise fail("--on-error skip does not apply here: every record of the file is hashed and recorded "
+                   "as written (skip unreadable rows in scan or gate)")
     try:
         _, _, reason = resolve(path, options)  # type: ignore[arg-type]
     except DataError as e:
