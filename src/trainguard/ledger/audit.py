@@ -30,18 +30,21 @@ def _perm_findings(path: Path, what: str, dataset: str | None) -> list[dict[str,
         return out
     mode = st.st_mode
     kind = "directory" if stat.S_ISDIR(mode) else "file"
-    sticky_dir = kind == "directory" and mode & stat.S_ISVTX
-    if mode & stat.S_IWOTH and not sticky_dir:
-        out.append({"question": Q2, "severity": "high", "dataset": dataset, "path": str(path),
-                    "message": f"{what} {kind} {path} is world-writable (mode {stat.filemode(mode)})"})
-    elif mode & stat.S_IWGRP and not sticky_dir:
-        out.append({"question": Q2, "severity": "medium", "dataset": dataset, "path": str(path),
-                    "message": f"{what} {kind} {path} is group-writable (mode {stat.filemode(mode)})"})
+    if kind == "directory" and mode & stat.S_ISVTX:
+        return out
+    if mode & stat.S_IWOTH:
+        severity, who = "high", "world"
+    elif mode & stat.S_IWGRP:
+        severity, who = "medium", "group"
+    else:
+        return out
+    out.append({"question": Q2, "severity": severity, "dataset": dataset, "path": str(path),
+                "message": f"{what} {kind} {path} is {who}-writable (mode {stat.filemode(mode)})"})
     return out
 
 
 def _paths_to_check(path: Path) -> list[Path]:
-    return [path, path.parent if str(path.parent) else Path(".")]
+    return [path, path.parent]  # Path("x").parent is Path(".")
 
 
 def audit(ledger: Ledger) -> dict[str, Any]:
@@ -111,7 +114,8 @@ def audit(ledger: Ledger) -> dict[str, Any]:
                              "message": f"{label} was released to {r['out_path']} without a gate pass "
                                         f"(--allow-ungated, by {r['by']} at {r['at']})"})
     released = {r["out_sha256"]: r for r in releases}
-    for t in ledger.trainings():
+    trainings = ledger.trainings()
+    for t in trainings:
         r = released.get(t["file_sha256"])
         if r is None:
             findings.append({"question": Q3, "severity": "high", "dataset": None,
@@ -121,10 +125,10 @@ def audit(ledger: Ledger) -> dict[str, Any]:
             findings.append({"question": Q3, "severity": "high", "dataset": None,
                              "message": f"training run by {t['by']} at {t['at']} used an ungated release"})
     lp = ledger.path
-    for p in [lp, Path(f"{lp}-wal"), Path(f"{lp}-shm"), lp.parent if str(lp.parent) else Path(".")]:
+    for p in [*_paths_to_check(lp), Path(f"{lp}-wal"), Path(f"{lp}-shm")]:
         findings += _perm_findings(p, "ledger", None)
     order = {"high": 0, "medium": 1, "low": 2}
     findings.sort(key=lambda f: (f["question"], order.get(f["severity"], 3), f["message"]))
     return {"ok": not findings, "ledger": str(lp), "datasets": datasets, "findings": findings,
-            "trainings": len(ledger.trainings()), "releases": len(releases)}
+            "trainings": len(trainings), "releases": len(releases)}
 
