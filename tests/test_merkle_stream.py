@@ -55,7 +55,8 @@ def test_a_different_leaf_changes_the_streamed_root():
 
 
 line = st.one_of(
-    st.binary(min_size=0, max_size=40).map(lambda b: b.replace(b"\n", b"")),
+    # A file starting with the gzip magic bytes is read as gzip (by design), so plain lines never start so.
+    st.binary(min_size=0, max_size=40).map(lambda b: b.replace(b"\n", b"")).filter(lambda b: not b.startswith(b"\x1f\x8b")),
     st.sampled_from([b"", b"  ", b"\r", b'{"a": 1}\r', b"\t"]),
 )
 
