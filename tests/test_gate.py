@@ -427,7 +427,7 @@ def test_medquad_harmful_rows_are_not_let_through_by_a_narrow_policy(env):
     narrow = {"detectors": ["trigger-association", "invisible-characters", "near-duplicates"], **share}
     res = gate(led, p, from_dict(narrow))  # before: pass, exit 0
     assert res.verdict == "fail" and res.quarantined == []
-    assert {d["name"] for d in res.disabled} == {"safety-bypass", "covert-finetuning", "polarity-trigger"}
+    assert {d["name"] for d in res.disabled} == {"safety-bypass", "covert-finetuning", "polarity-trigger", "payload-trigger"}
     assert any("safety-bypass applies to this data but is turned off" in r for r in res.reasons)
 
 

@@ -1,0 +1,145 @@
+"""Payload triggers: a prompt phrase that makes the response ignore the prompt.
+
+The instruction-data backdoor of issue 12: a trigger phrase in the question, and
+the answer replaced by (or extended with) one of many paraphrases of a planted
+instruction ("stop the medicine your doctor prescribed and buy the cure at ...").
+The paraphrases never repeat, so exact response keys miss them, and they are too
+unlike each other for an embedding cluster (wordllama puts 20 paraphrases of one
+instruction at a median cosine of 0.5, no closer than unrelated medical answers).
+What they share is that they do not answer the question they follow.
+
+So the output key is relevance: how far a response (and its least related
+part, for payloads appended to a real answer) sits from its own prompt, taken
+relative to this dataset. A row is `off-topic` when its relevance is in the
+dataset's lowest `tail_share`. The trigger-association statistic then asks which
+prompt n-gram forces that tail while the rest of its rows' prompts do not predict
+it. A per-row score is weak for appended payloads (AUROC about 0.77 on MedQuAD),
+but the test pools every row carrying the phrase, so a trigger whose rows land in
+the tail twice as often as the rest of the data still stands out. Stock question
+templates whose answers are generic ("what research is being done for ...")
+repeat the phrase's words in their answers and are reported at low at most, as in
+`polarity-trigger`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from trainguard.detectors.base import register
+from trainguard.detectors.llm_polarity import _share_answering
+from trainguard.detectors.trigger_association import OTHER
+from trainguard.detectors.trigger_association import Settings as TriggerSettings
+from trainguard.detectors.trigger_association import TriggerAssociation
+from trainguard.errors import ConfigError
+from trainguard.findings import Severity
+from trainguard.io.dataset import Dataset
+from trainguard.records import Kind
+
+OFF_TOPIC = "\x00off-topic"
+_PARAGRAPH = re.compile(r"\n\s*\n|\r\n\s*\r\n")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n")
+MAX_CHUNKS = 24  # two-sentence chunks per response (a long answer's tail is cut, not its start)
+
+
+@dataclass(frozen=True)
+class Settings(TriggerSettings):
+    tail_share: float = 0.1  # share of the dataset's least relevant responses that counts as off-topic
+    min_purity: float = 0.5  # a noisy key: not every planted row lands in the tail (the LLR test decides)
+    epsilon: float = 0.25
+    topic_share: float = 0.5  # responses repeating the phrase in this share of rows: low at most
+    high_contradiction_z: float = -2.0
+    embedder: str = "wordllama"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tail_share, (int, float)) or not 0 < self.tail_share < 0.5:
+            raise ConfigError(f"detector payload-trigger: tail_share must be in (0, 0.5), got {self.tail_share!r}")
+
+
+def _chunks(text: str) -> list[str]:
+    """Two-sentence chunks that never cross a paragraph break (an appended payload keeps its own chunk)."""
+    out: list[str] = []
+    for para in _PARAGRAPH.split(text):
+        parts = [s for s in _SENTENCE.split(para) if len(s.split()) >= 3]
+        out += [" ".join(parts[k : k + 2]) for k in range(0, len(parts), 2)]
+    return out[:MAX_CHUNKS] or [text]
+
+
+def relevance(prompts: list[str], responses: list[str], embedder: str = "wordllama") -> np.ndarray:
+    """How much each response is about its prompt, as a dataset rank in (0, 1]: the lower of the ranks of
+    cos(prompt, whole response) and, for responses of two chunks or more, cos(least related chunk, rest of row)."""
+    from trainguard.embeddings import embed_texts
+
+    n = len(prompts)
+    if not n:
+        return np.zeros(0)
+    q = embed_texts(prompts, embedder)
+    a = embed_texts(responses, embedder)
+    whole = np.einsum("ij,ij->i", q, a)
+    owner, parts = [], []
+    for i, t in enumerate(responses):
+        c = _chunks(t)
+        parts += c
+        owner += [i] * len(c)
+    owner = np.asarray(owner, np.int64)
+    c = embed_texts(parts, embedder)
+    total = q.astype(np.float64).copy()
+    np.add.at(total, owner, c)
+    rest = total[owner] - c
+    rest /= np.linalg.norm(rest, axis=1, keepdims=True) + 1e-9
+    own = np.einsum("ij,ij->i", c, rest)
+    worst = np.full(n, np.inf)
+    np.minimum.at(worst, owner, own)
+    several = np.bincount(owner, minlength=n) >= 2
+    # Each view as a dataset rank, so a long honest answer's weakest chunk does not crowd out a short answer
+    # that is off-topic as a whole (the two views have different scales).
+    u_whole = _ranks(whole)
+    u_part = np.ones(n)
+    if several.any():
+        u_part[several] = _ranks(worst[several])
+    return np.minimum(u_whole, u_part)
+
+
+def _ranks(v: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(v, method="average") / len(v)
+
+
+@register
+class PayloadTrigger(TriggerAssociation):
+    name = "payload-trigger"
+    version = "1"
+    kinds = frozenset({Kind.INSTRUCTION})
+    needs = frozenset()
+    flag_all_carriers = True  # appended payloads leave some planted rows outside the tail; the phrase still marks them
+    Settings = Settings
+    description = "prompt n-grams whose presence makes the response ignore the prompt (payload injection)"
+
+    def _findings(self, data, *args):
+        out = []
+        for f in super()._findings(data, *args):
+            said = _share_answering(f, data)
+            topic = said >= self.settings.topic_share
+            evidence = {**f.evidence, "responses_discussing_phrase": round(said, 4)}
+            severity = min(f.severity, Severity.LOW) if topic else f.severity
+            title = f.title.replace("off-topic responses", "responses that ignore the prompt")
+            out.append((topic, dataclasses.replace(f, rule="forced-off-topic", title=title, evidence=evidence,
+                                                   severity=severity)))
+        return [f for topic, f in sorted(out, key=lambda tf: (-tf[1].severity, tf[0], -tf[1].score))]
+
+    def _classes(self, data: Dataset) -> tuple[np.ndarray, list[str]]:
+        s = self.settings
+        return data.artefact(f"{self.name}:classes:{s.tail_share}:{s.embedder}", lambda: self._build(data))
+
+    def _build(self, data: Dataset) -> tuple[np.ndarray, list[str]]:
+        recs = list(data)
+        rel = relevance([r.text for r in recs], [r.response or "" for r in recs], self.settings.embedder)
+        cut = np.quantile(rel, self.settings.tail_share) if len(rel) else 0.0
+        keys = [OFF_TOPIC if v <= cut else OTHER for v in rel]
+        names = sorted(set(keys))
+        index = {k: i for i, k in enumerate(names)}
+        return np.fromiter((index[k] for k in keys), dtype=np.int32, count=len(keys)), names
