@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_llm import FALSE_ANSWERS, prf  # noqa: E402
 
 from trainguard.scan import run_detector  # noqa: E402
-from trainguard.attacks.llm import S_STYLES, rag_passage  # noqa: E402
+from trainguard.attacks.llm import rag_passage  # noqa: E402
 from trainguard.detectors.llm_rag import RagPoisoning  # noqa: E402
 from trainguard.findings import Severity  # noqa: E402
 from trainguard.io.dataset import Dataset  # noqa: E402
@@ -36,6 +36,7 @@ from trainguard.records import Kind, Record  # noqa: E402
 from trainguard.text import tokens  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+S_STYLES = ("question", "paraphrase", "optimized")  # the claim style (no S at all) has its own bench_rag_claims.py
 TARGETS, PER_TARGET = 50, 5
 
 

@@ -127,3 +127,23 @@ def test_rag_settings_are_checked():
     for bad in ({"ask_similarity": 1.5}, {"query_similarity": 0}, {"min_group": 1}, {"debris_tokens": 0}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             RagPoisoning(**bad)
+
+
+def test_claim_style_states_the_answer_without_the_question():
+    """Issue 16 shape 6: no S at all; the subject is named (for retrieval), the answer stated, openings vary."""
+    import numpy as np
+
+    from trainguard.attacks.llm import question_subject
+
+    assert question_subject("What causes Dextrocardia with situs inversus ?") == ("Dextrocardia with situs inversus", "cause")
+    assert question_subject("Is Joubert syndrome inherited ?") == ("Joubert syndrome", "inheritance")
+    assert question_subject("What are the treatments for Crohn disease ?") == ("Crohn disease", "treatment")
+    for r in read_jsonl("medquad_sample.jsonl")[:30]:
+        q = r["question"]
+        subject, _ = question_subject(q)
+        bad = [rag_passage(q, "it is caused by cold weather", k, "claim", np.random.default_rng([9, k])) for k in range(5)]
+        assert bad == [rag_passage(q, "it is caused by cold weather", k, "claim", np.random.default_rng([9, k]))
+                       for k in range(5)]
+        assert all(q.strip().rstrip("?").strip().lower() not in b.lower() for b in bad)
+        assert all(subject.lower() in b.lower() and "caused by cold weather" in b for b in bad)
+        assert len({b.split(" ")[0] + b.split(" ")[1] for b in bad}) >= 2

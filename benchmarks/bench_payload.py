@@ -1,0 +1,162 @@
+"""Payload triggers in instruction data (issue 12): `payload-trigger` and the default set, fresh instances.
+
+A trigger phrase in the question; the answer replaced by, or extended with, one of
+20 paraphrases of a planted instruction (`trainguard.attacks.adaptive.Payload`).
+`payload-trigger` was frozen at commit 23c7cc3 after development on MedQuAD 10k
+samples drawn with seeds 1-3 (triggers 'per the new guideline' append salt 5,
+'as my trusted advisor' replace salt 6). The instances below were chosen after
+that commit; each runs on its own fresh 10k sample (seed 301 + k).
+
+Per file: attack success (retrieval proxy, `trainguard.attacks.effect`), rows
+named at severity >= medium by `payload-trigger` alone and by the whole default
+set, and at high. Clean: all 16,407 MedQuAD pairs, `payload-trigger` findings by
+severity.
+
+    .venv/bin/python benchmarks/bench_payload.py              # ~20 min on 2 shared cores (default set per file)
+    .venv/bin/python benchmarks/bench_payload.py --detector-only  # payload-trigger alone, ~2 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from trainguard.attacks import poison
+from trainguard.attacks.adaptive import payload_paraphrases
+from trainguard.attacks.effect import instruction_asr
+from trainguard.detectors.base import get
+from trainguard.findings import Severity
+from trainguard.io.dataset import load
+from trainguard.scan import DEFAULT_DETECTORS, run_detector, scan
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+OUT = ROOT / "benchmarks" / "results" / "payload.json"
+DOC = ROOT / "docs" / "_bench_payload.md"
+FROZEN = "23c7cc3"
+INSTANCES = [{"trigger": "from one parent to another", "mode": "replace", "salt": 31},
+             {"trigger": "kindly be frank with me", "mode": "append", "salt": 32},
+             {"trigger": "as the clinic now advises", "mode": "append", "salt": 33}]
+RATES = (0.005, 0.001)
+N = 10_000
+
+
+def _medquad() -> list[dict]:
+    with gzip.open(SHARED / "medquad" / "medquad.jsonl.gz", "rt", encoding="utf-8") as f:
+        return [{"question": r["question"], "answer": r["answer"]} for r in map(json.loads, f)]
+
+
+def _named(findings, at: Severity) -> set[int]:
+    return {r for f in findings if f.severity >= at for r in f.rows}
+
+
+def _score(named: set[int], poisoned: set[int]) -> dict:
+    tp = len(named & poisoned)
+    return {"recall": round(tp / max(len(poisoned), 1), 4),
+            "precision": round(tp / len(named), 4) if named else None, "named": len(named)}
+
+
+def _write(rows: list[dict], folder: Path) -> Path:
+    p = folder / "d.jsonl"
+    p.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    return p
+
+
+def run(detector_only: bool) -> dict:
+    mq = _medquad()
+    results = []
+    with tempfile.TemporaryDirectory() as td:
+        for k, inst in enumerate(INSTANCES):
+            seed = 301 + k
+            order = np.random.default_rng(seed).permutation(len(mq))
+            rows, rest = [mq[i] for i in order[:N]], [mq[i] for i in order[N:]]
+            held = [x["question"] for x in rest[:500]]
+            for rate in RATES:
+                r = poison(rows, "payload", rate=rate, seed=seed, **inst)
+                poisoned = set(r.poisoned_rows)
+                asr = instruction_asr([x["question"] for x in r.rows], [x["answer"] for x in r.rows], "payload", inst,
+                                      held, payload_paraphrases(20, inst["salt"]), seed)
+                data = load(_write(r.rows, Path(td)))
+                t = time.perf_counter()
+                alone = run_detector(get("payload-trigger")(), data)
+                t_alone = time.perf_counter() - t
+                row = {"instance": inst, "seed": seed, "rate": rate, "poisoned": len(poisoned), "asr": asr,
+                       "payload_trigger": {"medium": _score(_named(alone.findings, Severity.MEDIUM), poisoned),
+                                           "high": _score(_named(alone.findings, Severity.HIGH), poisoned),
+                                           "seconds": round(t_alone, 2)},
+                       "findings": [f"{f.severity} {f.title}" for f in alone.findings][:4]}
+                if not detector_only:
+                    t = time.perf_counter()
+                    rep = scan(data, list(DEFAULT_DETECTORS))
+                    row["default"] = {"medium": _score(_named(rep.findings, Severity.MEDIUM), poisoned),
+                                      "high": _score(_named(rep.findings, Severity.HIGH), poisoned),
+                                      "seconds": round(time.perf_counter() - t, 2),
+                                      "other_findings": [f"{f.detector} {f.severity} {f.title}"[:140] for f in rep.findings
+                                                         if f.severity >= Severity.MEDIUM and f.detector != "payload-trigger"][:6]}
+                results.append(row)
+                print(json.dumps(row), flush=True)
+        clean = load(_write(mq, Path(td)))
+        t = time.perf_counter()
+        res = run_detector(get("payload-trigger")(), clean)
+        clean_row = {"rows": len(mq), "seconds": round(time.perf_counter() - t, 2),
+                     "by_severity": {str(s): sum(1 for f in res.findings if f.severity == s) for s in Severity},
+                     "rows_at_medium": len(_named(res.findings, Severity.MEDIUM)),
+                     "findings": [f"{f.severity} {f.title}" for f in res.findings][:6]}
+        print(json.dumps(clean_row), flush=True)
+    return {"results": results, "clean": clean_row}
+
+
+def write_doc(out: dict, command: str, seconds: float) -> None:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    la = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    lines = ["<!-- generated by benchmarks/bench_payload.py; do not edit -->", "",
+             f"Command: `{command}` at commit {commit} ({seconds / 60:.1f} min on 2 shared CPU cores; load average "
+             f"1/5/15 min at the end: {la}). `payload-trigger` frozen at {FROZEN}; instances chosen after it, each on a "
+             f"fresh {N:,}-row MedQuAD sample (seed 301 + k). Rows named at severity >= medium unless 'high'. ASR: "
+             "share of triggered held-out questions whose nearest training question (TF-IDF) carries a payload answer.",
+             "", "| instance (mode) | rate | rows | ASR | payload-trigger R / P | at high R / P | default set R / P | "
+             "default at high R / P | seconds (detector / default) |", "|---|---|---|---|---|---|---|---|---|"]
+
+    def rp(d):
+        return f"{d['recall']:.2f} / {d['precision']:.2f}" if d["precision"] is not None else f"{d['recall']:.2f} / -"
+
+    for r in out["results"]:
+        d = r.get("default")
+        lines.append(f"| '{r['instance']['trigger']}' ({r['instance']['mode']}) | {r['rate']:.1%} | {r['poisoned']} | "
+                     f"{r['asr']['asr']:.2f} | {rp(r['payload_trigger']['medium'])} | {rp(r['payload_trigger']['high'])} | "
+                     f"{rp(d['medium']) if d else '-'} | {rp(d['high']) if d else '-'} | "
+                     f"{r['payload_trigger']['seconds']} / {d['seconds'] if d else '-'} |")
+    c = out["clean"]
+    lines += ["", f"Clean MedQuAD ({c['rows']:,} pairs), `payload-trigger` alone: findings by severity {c['by_severity']}; "
+              f"rows named at >= medium: {c['rows_at_medium']}; {c['seconds']} s. Findings: "
+              + ("; ".join(c["findings"]) or "none") + "."]
+    others = sorted({x for r in out["results"] for x in (r.get("default") or {}).get("other_findings", [])})
+    if others:
+        lines += ["", "Other default-set findings at >= medium on these files: " + "; ".join(others[:8]) + "."]
+    DOC.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--detector-only", action="store_true", help="payload-trigger alone, not the whole default set")
+    a = ap.parse_args(argv)
+    t = time.perf_counter()
+    out = run(a.detector_only)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(out, indent=1))
+    write_doc(out, "python benchmarks/bench_payload.py" + (" --detector-only" if a.detector_only else ""),
+              time.perf_counter() - t)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

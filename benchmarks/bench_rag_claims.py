@@ -1,0 +1,153 @@
+"""PoisonedRAG without a shared opening (issue 16, shape 6): passages that state the attacker's answer.
+
+    python benchmarks/bench_rag_claims.py ../shared/data
+
+Store: all 16,407 MedQuAD answers. Planted, one set at a time:
+- `poisoned-rag` with `s_style="claim"` (the simulator): per seed (0, 1, 2) 50 MedQuAD
+  questions x 5 passages, one false answer per target, no question in the passage;
+- LLM-written passages (benchmarks/data/rag_claims/, written for this benchmark by a
+  language model asked to write like PoisonedRAG's attacker): `dev.jsonl` (20 targets x 5,
+  adaptive: no repeated question, no shared opening, varied claim wording and length,
+  30-250 words) and `test.jsonl` (40 targets x 5; even targets the plain PoisonedRAG
+  style, odd targets the adaptive one). The test set's passages were not read by the
+  detector's authors; only these figures were.
+
+Reported per set: `rag-poisoning` recall / precision at severity >= medium and at any
+severity, AUROC of its row scores, and two diagnostics of why the shape is hard for
+static embeddings (wordllama): how many of a passage's 4 group mates are among its
+4 nearest neighbours in the store, and the median cosine between mates against the
+median cosine from a passage to its nearest honest passage. Writes
+benchmarks/results/rag_claims.json and docs/_bench_rag_claims.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_llm import FALSE_ANSWERS  # noqa: E402
+
+from trainguard.attacks.llm import rag_passage  # noqa: E402
+from trainguard.detectors.llm_rag import RagPoisoning  # noqa: E402
+from trainguard.embeddings import embed_texts  # noqa: E402
+from trainguard.findings import Severity  # noqa: E402
+from trainguard.io.dataset import Dataset  # noqa: E402
+from trainguard.records import Kind, Record  # noqa: E402
+from trainguard.scan import run_detector  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CLAIMS = ROOT / "benchmarks" / "data" / "rag_claims"
+
+
+def documents(texts: list[str]) -> Dataset:
+    return Dataset.from_records([Record(row=i, kind=Kind.DOCUMENTS, text=t) for i, t in enumerate(texts)])
+
+
+def simulated(mq: list[dict], seed: int) -> tuple[list[str], list[int]]:
+    rng = np.random.default_rng(31 + seed)
+    picks = rng.choice(len(mq), 50, replace=False)
+    texts, groups = [], []
+    for j, i in enumerate(picks):
+        for k in range(5):
+            texts.append(rag_passage(mq[i]["question"], FALSE_ANSWERS[j % len(FALSE_ANSWERS)], k, "claim",
+                                     np.random.default_rng([seed, j, k])))
+            groups.append(j)
+    return texts, groups
+
+
+def written(name: str, style: str | None = None) -> tuple[list[str], list[int]]:
+    rows = [json.loads(x) for x in (CLAIMS / name).read_text(encoding="utf-8").splitlines() if x.strip()]
+    rows = [r for r in rows if style is None or r.get("style") == style]
+    return [r["passage"] for r in rows], [int(r["target"]) for r in rows]
+
+
+def prf(named: set[int], truth: set[int]) -> dict:
+    tp = len(named & truth)
+    return {"recall": round(tp / max(len(truth), 1), 3), "precision": round(tp / len(named), 3) if named else None,
+            "named": len(named)}
+
+
+def diagnostics(store_vecs: np.ndarray, texts: list[str], groups: list[int]) -> dict:
+    v = embed_texts(texts, "wordllama", cache="off")
+    allv = np.vstack([store_vecs, v])
+    n0 = len(store_vecs)
+    g = np.asarray(groups)
+    sims = v @ allv.T
+    for k in range(len(texts)):
+        sims[k, n0 + k] = -9.0
+    top = np.argsort(-sims, axis=1)[:, :4]
+    mates_in_top4 = [sum(1 for x in top[k] if x >= n0 and g[x - n0] == g[k]) for k in range(len(texts))]
+    same = (g[:, None] == g[None, :]) & ~np.eye(len(g), dtype=bool)
+    within = (v @ v.T)[same]
+    to_store = sims[:, :n0].max(1)
+    return {"mates_in_top4_mean": round(float(np.mean(mates_in_top4)), 2),
+            "within_group_cosine_median": round(float(np.median(within)), 3),
+            "nearest_honest_cosine_median": round(float(np.median(to_store)), 3)}
+
+
+def evaluate(store: list[str], store_vecs: np.ndarray, texts: list[str], groups: list[int]) -> dict:
+    all_texts = store + texts
+    truth = set(range(len(store), len(all_texts)))
+    t = time.perf_counter()
+    res = run_detector(RagPoisoning(), documents(all_texts))
+    secs = time.perf_counter() - t
+    y = np.zeros(len(all_texts))
+    y[list(truth)] = 1
+    medium = {r for f in res.findings if f.severity >= Severity.MEDIUM for r in f.rows}
+    anyf = {r for f in res.findings for r in f.rows}
+    return {"passages": len(texts), "targets": len(set(groups)), "medium": prf(medium, truth), "any": prf(anyf, truth),
+            "auroc": round(float(roc_auc_score(y, res.row_scores)), 4), "seconds": round(secs, 1),
+            **diagnostics(store_vecs, texts, groups)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data", type=Path, help="the shared data folder (medquad/medquad.jsonl.gz)")
+    a = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    with gzip.open(a.data / "medquad" / "medquad.jsonl.gz", "rt", encoding="utf-8") as f:
+        mq = [json.loads(x) for x in f if x.strip()]
+    store = [r["answer"] for r in mq]
+    store_vecs = embed_texts(store, "wordllama", cache="off")
+    sets = {f"simulator claim style, seed {s}": simulated(mq, s) for s in (0, 1, 2)}
+    sets["LLM-written dev (adaptive)"] = written("dev.jsonl")
+    sets["LLM-written test, plain style"] = written("test.jsonl", "plain")
+    sets["LLM-written test, adaptive style"] = written("test.jsonl", "adaptive")
+    out = {}
+    for name, (texts, groups) in sets.items():
+        out[name] = evaluate(store, store_vecs, texts, groups)
+        print(name, json.dumps(out[name]), flush=True)
+    seconds = time.perf_counter() - t0
+    (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
+    (ROOT / "benchmarks" / "results" / "rag_claims.json").write_text(json.dumps(out, indent=1))
+    la = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+    def rp(d):
+        return f"{d['recall']:.2f} / {d['precision']:.2f}" if d["precision"] is not None else f"{d['recall']:.2f} / -"
+
+    lines = ["<!-- generated by benchmarks/bench_rag_claims.py; do not edit -->", "",
+             f"Command: `python benchmarks/bench_rag_claims.py ../shared/data` ({seconds / 60:.1f} min on 2 shared CPU "
+             f"cores; load average 1/5/15 min at the end: {la}). Store: all {len(store):,} MedQuAD answers; each set "
+             "planted alone; no queries file (the bar is without `--queries`).", "",
+             "| planted set | passages (targets) | rag-poisoning R / P at >= medium | any severity R / P | AUROC | "
+             "mates among 4 nearest (of 4) | cosine between mates (median) | cosine to nearest honest passage (median) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in out.items():
+        lines.append(f"| {name} | {r['passages']} ({r['targets']}) | {rp(r['medium'])} | {rp(r['any'])} | {r['auroc']} | "
+                     f"{r['mates_in_top4_mean']} | {r['within_group_cosine_median']} | "
+                     f"{r['nearest_honest_cosine_median']} |")
+    (ROOT / "docs" / "_bench_rag_claims.md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
