@@ -15,9 +15,9 @@ AddSent phrase, invisible Unicode (dirty label: rows of the other label get the 
 and `cleanlabel` (BadNets words inserted only into rows already labelled `0`), at 0.1 %, 1 % and 5 %.
 
 Seeds. Development (looked at while choosing the rule and its threshold): attack seeds 1, 2; sample seeds
-101-103 (20k) and 201-204 (3k and 10k); the demo; the full clean SST-2 and MedQuAD sets (the issue's bars,
-seen before and during the change). Fresh (first run after the rule was frozen): attack seeds 11, 12;
-sample seeds 301-303 (20k) and 401-410 (3k).
+101-103 (20k), 201-204 (3k and 10k) and 205-212 (3k and 5k), with 0.5-5 % planted in them too; the demo;
+the full clean SST-2 and MedQuAD sets (the issue's bars, seen before and during the change). Fresh (first
+run after the rule was frozen): attack seeds 11, 12; sample seeds 301-303 (20k) and 401-410 (3k).
 
     # the code before the change, from an extracted copy of its src/ (git archive BASE src | tar -x -C DIR)
     PYTHONPATH=DIR/src python benchmarks/bench_severity.py --tag before
