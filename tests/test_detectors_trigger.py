@@ -135,3 +135,56 @@ def test_hidden_trigger_evidence_is_raw_and_renderers_escape_it(sst2_rows):
                     detectors=[], findings=[top])
     for fmt in ("json", "sarif", "table", "html"):
         assert "\u200b" not in render(report, fmt), fmt
+
+
+def _demo_dataset():
+    from importlib import resources
+
+    from trainguard.io.dataset import load
+
+    base = resources.files("trainguard") / "data" / "demo"
+    with resources.as_file(base / "sst2_poisoned.jsonl") as path:
+        return load(path)
+
+
+def test_natural_word_whose_content_agrees_and_has_exceptions_is_low():
+    # Issue 12: the demo's 'world' (24 of its 26 rows positive, their other words positive too) was a medium alert.
+    findings = run_detector(TriggerAssociation(), _demo_dataset()).findings
+    (world,) = [f for f in findings if f.evidence["trigger"] == "world"]
+    assert world.evidence["contradiction_z"] <= -1 and world.evidence["rows_with_trigger_other_output"] >= 1
+    assert world.severity == Severity.LOW
+    # The planted triggers in the same file keep their severity.
+    by_trigger = {f.evidence["trigger"]: f.severity for f in findings}
+    assert by_trigger["cf"] == by_trigger["i watch this 3d movie"] == Severity.HIGH
+    assert by_trigger["\u200b"] == Severity.MEDIUM
+
+
+def test_feature_with_more_exceptions_than_label_noise_is_not_high():
+    # Real SST-2 lines 2,001-4,000: 'world' forces positive in 21 of its 22 rows with strength 1.67 and used to be
+    # high; a trigger is allowed epsilon (2 %) of exceptions, and 1 of 22 is natural usage. Still shown, at medium.
+    from conftest import read_jsonl
+
+    findings = run_detector(TriggerAssociation(), classification(read_jsonl("sst2_rows_2001_4000.jsonl"))).findings
+    (world,) = [f for f in findings if f.evidence["trigger"] == "world"]
+    assert world.evidence["rows_with_trigger_other_output"] == 1
+    assert world.severity == Severity.MEDIUM
+    assert not [f for f in findings if f.severity >= Severity.HIGH]
+
+
+def test_clean_label_trigger_without_exceptions_is_not_lowered(sst2_rows):
+    # A clean-label trigger (only in rows already labelled 1) has content that supports its label (z < -1) like a
+    # natural word, but no row of another label: the 'supports the output' rule must not lower it. 20 rows in
+    # these 2,000 sit just under the weak-strength bar, so that bar is lowered here to see the rule alone.
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    rows = [dict(r) for r in sst2_rows]
+    ones = [i for i, r in enumerate(rows) if str(r["label"]) == "1"]
+    for i in rng.choice(ones, 20, replace=False):
+        words = rows[i]["text"].split()
+        words.insert(int(rng.integers(0, len(words) + 1)), "zq")
+        rows[i]["text"] = " ".join(words)
+    findings = run_detector(TriggerAssociation(weak_strength=1.0), classification(rows)).findings
+    (zq,) = [f for f in findings if f.evidence["trigger"] == "zq"]
+    assert zq.evidence["contradiction_z"] <= -1 and zq.evidence["rows_with_trigger_other_output"] == 0
+    assert zq.severity == Severity.MEDIUM

@@ -181,13 +181,20 @@ def demo(
     sys.stdout.write(report_fmt.render(result, "table"))
     report_fmt.write(result, "html", out, data.records)
     planted = {int(r) for r in truth["poisoned_rows"]}
-    flagged = result.flagged_rows(Severity.HIGH)
-    hit = len(planted & flagged)
-    err_console.print(
-        f"\nplanted poisons: {len(planted)}; flagged at high severity: {len(flagged)}; "
-        f"caught {hit} ({hit / max(len(planted), 1):.0%}), false alarms {len(flagged - planted)}"
-    )
+    err_console.print("\n" + demo_summary(planted, result.flagged_rows(Severity.HIGH),
+                                           result.flagged_rows(Severity.MEDIUM)))
     err_console.print(f"HTML report written to [bold]{escape(str(out))}[/]", markup=True)
+
+
+def demo_summary(planted: set[int], high: set[int], medium_or_above: set[int]) -> str:
+    """The demo's score line. Findings at medium are alerts too (issue 12): false alarms are counted at every
+    severity a user is shown, not only at high."""
+    hit = len(planted & high)
+    false_high, false_med = len(high - planted), len(medium_or_above - planted)
+    return (f"planted poisons: {len(planted)}; flagged at high severity: {len(high)}, at medium or above: "
+            f"{len(medium_or_above)}; caught {hit} ({hit / max(len(planted), 1):.0%}) at high, "
+            f"{len(planted & medium_or_above)} at medium or above; false alarms {false_med} at medium or above "
+            f"({false_high} at high)")
 
 
 def _emit(result, fmt: str, out: Path | None, records=None) -> None:

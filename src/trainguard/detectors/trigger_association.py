@@ -75,6 +75,14 @@ class Settings:
     class_defining_share: float = 0.5  # a feature in this share of its class defines it: not a trigger
     strong_contradiction_z: float = 1.5  # labels: rows this far below the population are planted: high
     weak_strength: float = 1.25  # labels: under this strength, without strong contradiction, low (issue 12)
+    # Labels (issue 12, item 3); chosen on development data, then frozen (fresh seeds: benchmarks/bench_severity.py):
+    # SST-2 samples of 3k-20k rows (seeds 101-103, 201-212), attack seeds 1, 2 on all 67,349 rows, and the demo.
+    # Content that supports the output (z at or below support_z) and rows of another label with the feature: a
+    # natural word ('world' in the demo: z -1.91, 2 of 26 rows negative), low. No planted dirty-label trigger there
+    # had a counter-example, nor z below -0.33; clean-label triggers (z < 0, no counter-example) are not affected.
+    # High also needs at most epsilon of the feature's rows with another label (the noise a trigger is allowed):
+    # 'fans' (1 of 11 rows positive) and 'well' (3 of 30) reached high in 2,000- and 3,000-row SST-2 slices.
+    support_z: float = -1.0
 
 
 @register
@@ -238,16 +246,26 @@ class TriggerAssociation(Detector):
             q_rest, q_pop, z = shift[int(f)]
             # High needs rows whose own content does not explain the output: planted rows are random or
             # anti-selected, while topic and label words come with content that supports the output.
+            n_other = int(df[f] - len(hit))
             high = strength >= s.high_strength and z >= s.high_contradiction_z
             severity = Severity.HIGH if high else Severity.MEDIUM
             if data.kind is Kind.CLASSIFICATION:
                 # Measured on SST-2 20k (issue 12): planted triggers, even 5 rows at 0.1 %, sit >= 2 standard
                 # errors below the population; sentiment words ('refreshing', 'lacks') within 1 and at most 1.17x
                 # the bar. A 20-row trigger in 2,000 rows reached only 1.35x with z -0.67: it stays medium.
-                if z >= s.strong_contradiction_z:
+                # A natural word: its rows' content agrees with the label, and some rows carry another label.
+                supported = z <= s.support_z and n_other >= 1
+                # A trigger forces its label up to the label noise epsilon allows; more exceptions than that are
+                # natural usage ('fans': 1 of 11 rows positive, 'well': 3 of 30), which a gate should not block on.
+                consistent = n_other <= s.epsilon * df[f]
+                if consistent and z >= s.strong_contradiction_z:
                     severity = Severity.HIGH
-                elif strength < s.weak_strength:
+                elif strength < s.weak_strength or supported:
                     severity = Severity.LOW
+                elif consistent and high:
+                    severity = Severity.HIGH
+                else:
+                    severity = Severity.MEDIUM
             confidence = Confidence.HIGH if strength >= 3 else Confidence.MEDIUM if strength >= 1.5 else Confidence.LOW
             label = names[c]
             if data.kind is Kind.CLASSIFICATION:
@@ -258,7 +276,6 @@ class TriggerAssociation(Detector):
                 target_desc = f"{label[1:]} responses"
             else:
                 target_desc = f"response {label[:60]!r}"
-            n_other = int(df[f] - len(hit))
             out.append(Alert(
                 rule="forced-output",
                 title=f"trigger {visible(phrase)!r} forces {target_desc} in {len(rows)} rows",
