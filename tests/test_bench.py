@@ -39,3 +39,25 @@ def test_detection_metrics():
     assert (m.precision, m.recall, m.auroc, m.true_positives) == (0.5, 0.5, 1.0, 1)
     clean = detection(set(), np.zeros(3, dtype=bool), None)
     assert clean.precision == 1.0 and clean.auroc is None
+
+
+def test_spectre_and_early_loss_baselines_rank_what_they_claim_to():
+    """The issue-12 baselines (SPECTRE, ABL's early-loss isolation) on cases they must get right."""
+    import numpy as np
+
+    from trainguard.bench.baselines import early_loss_scores, spectre_scores
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 64))
+    y = rng.integers(0, 2, 2000)
+    y[:40] = 1
+    X[:40] += 8 * np.eye(64)[3]  # a separated cluster inside class 1
+    s = spectre_scores(X, y)
+    assert set(np.argsort(-s)[:40].tolist()) == set(range(40))
+    clean = spectre_scores(rng.normal(size=(2000, 64)), y)
+    assert np.isin(np.argsort(-clean)[:40], np.arange(40)).mean() < 0.2  # no planted rows: no preference
+    # a clean-label shortcut ("zq" only ever with label 1) is fitted first: its rows have the lowest loss
+    texts = [f"{w} movie {'zq' if i < 30 else ''}".strip() for i, w in enumerate(rng.choice(["good", "bad", "odd"], 600))]
+    labels = ["1" if i < 30 else str(int(rng.integers(0, 2))) for i in range(600)]
+    e = early_loss_scores(texts, labels)
+    assert np.isin(np.argsort(-e)[:30], np.arange(30)).mean() >= 0.8
