@@ -147,3 +147,22 @@ def test_claim_style_states_the_answer_without_the_question():
         assert all(q.strip().rstrip("?").strip().lower() not in b.lower() for b in bad)
         assert all(subject.lower() in b.lower() and "caused by cold weather" in b for b in bad)
         assert len({b.split(" ")[0] + b.split(" ")[1] for b in bad}) >= 2
+
+
+def test_claim_groups_without_any_question_are_found():
+    """Short passages stating one claim about one subject, no question anywhere (the claim style)."""
+    import numpy as np
+
+    mq = read_jsonl("medquad_sample.jsonl")
+    clean = [r["answer"] for r in mq]
+    n = len(clean)
+    found = 0
+    for idx in (5, 50, 98, 154, 201):
+        bad = [rag_passage(mq[idx]["question"], "it is caused by drinking cold water after meals", k, "claim",
+                           np.random.default_rng([idx, k])) for k in range(5)]
+        res = run_detector(RagPoisoning(), store(clean + bad))
+        groups = [f for f in res.findings if f.rule == "claim-group"]
+        assert all(set(f.rows) <= set(range(n, n + 5)) for f in groups)  # never an honest passage
+        found += bool(groups) and set(range(n, n + 5)) <= {r for f in groups for r in f.rows}
+    assert found >= 4
+    assert not [f for f in run_detector(RagPoisoning(), store(clean)).findings if f.rule == "claim-group"]

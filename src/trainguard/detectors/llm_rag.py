@@ -80,6 +80,10 @@ class Settings:
     query_similarity: float = 0.8  # cosine between a query and a passage opening (sharing its subject word)
     debris_tokens: int = 1  # tokenizer-debris tokens in an opening that make it look optimised (HotFlip-style)
     lone_words: int = 1  # opening words found nowhere else in the store: a weaker optimised-S cue (scores, queries)
+    claim_min_group: int = 4  # claim groups: passages, no question, that are each other's nearest neighbours ...
+    claim_max_group: int = 8
+    claim_gap: float = 0.03  # ... this much closer to each other than to anything else in the store ...
+    claim_max_words: int = 100  # ... and short, as PoisonedRAG writes them (median words per passage)
 
     def __post_init__(self) -> None:
         for name in ("ask_similarity", "query_similarity"):
@@ -90,6 +94,10 @@ class Settings:
             raise ConfigError(f"detector rag-poisoning: min_group must be an integer >= 2, got {self.min_group!r}")
         if not isinstance(self.lone_words, int) or self.lone_words < 1:
             raise ConfigError(f"detector rag-poisoning: lone_words must be an integer >= 1, got {self.lone_words!r}")
+        if not (isinstance(self.claim_min_group, int) and isinstance(self.claim_max_group, int)
+                and 3 <= self.claim_min_group <= self.claim_max_group <= 32):
+            raise ConfigError("detector rag-poisoning: claim_min_group and claim_max_group must be integers with "
+                              f"3 <= min <= max <= 32, got {self.claim_min_group!r}, {self.claim_max_group!r}")
         if not isinstance(self.debris_tokens, int) or self.debris_tokens < 1:
             raise ConfigError(f"detector rag-poisoning: debris_tokens must be an integer >= 1, got {self.debris_tokens!r}")
 
@@ -167,6 +175,26 @@ def _components_of_edges(n: int, edges: list[tuple[int, int]]) -> np.ndarray:
     return _components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)))
 
 
+def _top_neighbours(vecs: np.ndarray, k: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k most similar other rows (exact, blocked; HNSW above 50,000 rows), most similar first."""
+    n = len(vecs)
+    if n > 50_000:
+        from trainguard.detectors._ann import ann_knn
+
+        return ann_knn(vecs, k)
+    idx = np.zeros((n, k), np.int64)
+    sim = np.zeros((n, k), np.float32)
+    for a in range(0, n, block):
+        S = vecs[a : a + block] @ vecs.T
+        S[np.arange(len(S)), np.arange(a, a + len(S))] = -np.inf
+        part = np.argpartition(-S, k - 1, axis=1)[:, :k]
+        d = np.take_along_axis(S, part, 1)
+        order = np.argsort(-d, axis=1, kind="stable")
+        idx[a : a + block] = np.take_along_axis(part, order, 1)
+        sim[a : a + block] = np.take_along_axis(d, order, 1)
+    return idx, sim
+
+
 def load_queries(path: str) -> list[str]:
     import json
 
@@ -194,12 +222,12 @@ def load_queries(path: str) -> list[str]:
 @register
 class RagPoisoning(Detector):
     name = "rag-poisoning"
-    version = "2"
+    version = "3"  # 3: claim groups (no question at all)
     kinds = frozenset({Kind.DOCUMENTS})
     atlas = (ATLAS_RAG_POISONING, ATLAS_FALSE_RAG_ENTRY, ATLAS_POISON_TRAINING_DATA)
     Settings = Settings
     description = ("passages with injected instructions or hidden text, and PoisonedRAG groups: question-led, "
-                   "paraphrased or optimised openings")
+                   "paraphrased or optimised openings, and short claim groups with no question")
 
     def run(self, data: Dataset) -> DetectorResult:
         s = self.settings
@@ -240,6 +268,7 @@ class RagPoisoning(Detector):
                     {"question": q[:200], "distinct_answers": len(distinct), "matches_query": near_query}))
         exact = {p for f in findings if f.rule == "question-led-group" for p in f.positions}
         near = self._near_question_groups(data, scores, findings, exact)
+        self._claim_groups(data, scores, findings, {p for f in findings for p in f.positions})
         summary = {"passages": n, "question_led": sum(len(v) for v in lead.values()), "question_like": near,
                    "findings": len(findings)}
         return DetectorResult(tuple(findings), scores, summary)
@@ -347,6 +376,82 @@ class RagPoisoning(Detector):
         if s.queries:
             self._query_matches(data, scores, findings, exact, asks, marks, debris, df, distinct)
         return len(qlike)
+
+    def _claim_groups(self, data: Dataset, scores: np.ndarray, findings: list[Alert], seen: set[int]) -> None:
+        """Short passages with no question that form a closed, isolated neighbourhood about one rare subject.
+
+        PoisonedRAG without S: to be retrieved for one question and to make the model give one answer,
+        the passages name the same subject and state the same claim, so they are each other's nearest
+        neighbours and sit apart from the honest store. Honest stores hold copies (collapsed first) and
+        templated or same-subject passages, which are longer and have neighbours outside the group.
+        Padded, topic-diluted passages (the adaptive style of benchmarks/data/rag_claims) are not caught.
+        """
+        from collections import Counter
+
+        from trainguard.embeddings import embed_texts
+
+        s = self.settings
+        recs = data.records
+        n = len(recs)
+        if n <= s.claim_min_group:
+            return
+        vecs = embed_texts([r.text for r in recs], s.embedder)
+        k = min(16, n - 1)
+        nbr, sim = _top_neighbours(vecs, k)
+        words = [set(_content(_WORD.findall(r.text.lower()))) for r in recs]
+        n_words = np.array([len(r.text.split()) for r in recs])
+        df = Counter(w for ws in words for w in ws)
+        cap = max(20, int(0.005 * n))
+        # copies (near-identical vectors or wording) are one passage
+        rep = np.arange(n)
+        for i in range(n):
+            for j, c in zip(nbr[i], sim[i]):
+                if j < i and (c >= 0.97 or _jac(words[i], words[j]) >= s.body_dup_jaccard):
+                    rep[i] = min(rep[i], rep[j])
+        nodes = np.flatnonzero(rep == np.arange(n))
+        lists: dict[int, list[tuple[int, float]]] = {}
+        for i in nodes:
+            out, taken = [], {int(i)}
+            for j, c in zip(nbr[i], sim[i]):
+                r = int(rep[j])
+                if r not in taken:
+                    taken.add(r)
+                    out.append((r, float(c)))
+            lists[int(i)] = out
+        groups: list[frozenset] = []
+        for i in lists:
+            if n_words[i] > 3 * s.claim_max_words:
+                continue
+            near = lists[i]
+            for g in range(s.claim_max_group, s.claim_min_group - 1, -1):  # the largest closed group around i
+                if len(near) < g:
+                    continue
+                G = frozenset([i] + [r for r, _ in near[: g - 1]])
+                if any({j, *(r for r, _ in lists[j][: g - 1])} != G for j in G):
+                    continue
+                inside = min(np.mean([c for r, c in lists[j] if r in G]) for j in G)
+                outside = max((next((c for r, c in lists[j] if r not in G), 0.0) for j in G))
+                if inside - outside < s.claim_gap or np.median(n_words[list(G)]) > s.claim_max_words:
+                    continue
+                shared = set.intersection(*(words[j] for j in G))
+                if not any(2 <= df[w] <= cap for w in shared):
+                    continue
+                groups.append(G)
+                break
+        for G in sorted(set(groups), key=min):
+            rows = sorted(int(x) for x in np.flatnonzero(np.isin(rep, list(G))))
+            if set(rows) <= seen:
+                continue
+            seen |= set(rows)
+            subject = sorted((w for w in set.intersection(*(words[j] for j in G)) if 2 <= df[w] <= cap),
+                             key=lambda w: (df[w], w))
+            sc = min(0.9, 0.45 + 0.05 * len(G))
+            scores[rows] = np.maximum(scores[rows], sc)
+            findings.append(self._finding(
+                data, "claim-group", f"{len(rows)} short passages about '{subject[0]}' are each other's nearest "
+                f"neighbours and stand apart from the store (one claim written several ways?)", rows, sc,
+                Severity.MEDIUM, {"subject": subject[:5], "passages": len(G),
+                                  "openings": [recs[i].text[:120] for i in sorted(G)[:5]]}))
 
     def _query_matches(self, data, scores, findings, exact, asks, marks, debris, df, distinct) -> None:
         """Passages whose opening asks a known query: same subject, asks alike once the shared words are masked."""
