@@ -23,19 +23,17 @@ repeat the phrase's words in their answers and are reported at low at most, as i
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from trainguard.detectors.base import register
-from trainguard.detectors.llm_polarity import _share_answering
+from trainguard.detectors.llm_polarity import demote_question_types
 from trainguard.detectors.trigger_association import OTHER
 from trainguard.detectors.trigger_association import Settings as TriggerSettings
 from trainguard.detectors.trigger_association import TriggerAssociation
 from trainguard.errors import ConfigError
-from trainguard.findings import Severity
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
 
@@ -120,16 +118,8 @@ class PayloadTrigger(TriggerAssociation):
     description = "prompt n-grams whose presence makes the response ignore the prompt (payload injection)"
 
     def _findings(self, data, *args):
-        out = []
-        for f in super()._findings(data, *args):
-            said = _share_answering(f, data)
-            topic = said >= self.settings.topic_share
-            evidence = {**f.evidence, "responses_discussing_phrase": round(said, 4)}
-            severity = min(f.severity, Severity.LOW) if topic else f.severity
-            title = f.title.replace("off-topic responses", "responses that ignore the prompt")
-            out.append((topic, dataclasses.replace(f, rule="forced-off-topic", title=title, evidence=evidence,
-                                                   severity=severity)))
-        return [f for topic, f in sorted(out, key=lambda tf: (-tf[1].severity, tf[0], -tf[1].score))]
+        return demote_question_types(super()._findings(data, *args), data, self.settings.topic_share, "forced-off-topic",
+                                     lambda t: t.replace("off-topic responses", "responses that ignore the prompt"))
 
     def _classes(self, data: Dataset) -> tuple[np.ndarray, list[str]]:
         s = self.settings

@@ -99,6 +99,25 @@ def _share_answering(finding, data: Dataset) -> float:
     return said / len(finding.positions)
 
 
+def demote_question_types(findings, data: Dataset, topic_share: float, rule: str, title=None) -> list:
+    """Findings of a derived-output trigger detector, question types at low, ordered for the reader.
+
+    Low, not dropped: stock question templates ("what are the stages of") are topics whose answers
+    share a trait (gloomy, generic), and at medium they were most of what users saw on clean
+    MedQuAD (issue 12). Planted responses ignore the prompt, so they rarely repeat its words.
+    """
+    out = []
+    for f in findings:
+        said = _share_answering(f, data)
+        topic = said >= topic_share
+        evidence = {**f.evidence, "responses_discussing_phrase": round(said, 4)}
+        severity = min(f.severity, Severity.LOW) if topic else f.severity
+        out.append((topic, dataclasses.replace(f, rule=rule, evidence=evidence, severity=severity,
+                                               title=title(f.title) if title else f.title)))
+    # Severity first, then phrases the responses ignore before question types, then strength.
+    return [f for topic, f in sorted(out, key=lambda tf: (-tf[1].severity, tf[0], -tf[1].score))]
+
+
 @register
 class PolarityTrigger(TriggerAssociation):
     name = "polarity-trigger"
@@ -110,17 +129,7 @@ class PolarityTrigger(TriggerAssociation):
     description = "prompt n-grams whose presence forces one response sentiment (polarity poisoning)"
 
     def _findings(self, data, *args):
-        out = []
-        for f in super()._findings(data, *args):
-            said = _share_answering(f, data)
-            topic = said >= self.settings.topic_share
-            evidence = {**f.evidence, "responses_discussing_phrase": round(said, 4)}
-            # Low, not dropped: stock question templates ("what are the stages of") are topics whose answers
-            # are gloomy, and at medium they were most of what users saw on clean MedQuAD (issue 12).
-            severity = min(f.severity, Severity.LOW) if topic else f.severity
-            out.append((topic, dataclasses.replace(f, rule="forced-polarity", evidence=evidence, severity=severity)))
-        # Severity first, then phrases the responses ignore before question types, then strength.
-        return [f for topic, f in sorted(out, key=lambda tf: (-tf[1].severity, tf[0], -tf[1].score))]
+        return demote_question_types(super()._findings(data, *args), data, self.settings.topic_share, "forced-polarity")
 
     def _classes(self, data: Dataset) -> tuple[np.ndarray, list[str]]:
         s = self.settings
