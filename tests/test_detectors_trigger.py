@@ -188,3 +188,14 @@ def test_clean_label_trigger_without_exceptions_is_not_lowered(sst2_rows):
     (zq,) = [f for f in findings if f.evidence["trigger"] == "zq"]
     assert zq.evidence["contradiction_z"] <= -1 and zq.evidence["rows_with_trigger_other_output"] == 0
     assert zq.severity == Severity.MEDIUM
+
+
+def test_a_few_exceptions_do_not_take_a_contradicting_trigger_below_high(sst2_rows):
+    """An attacker who gives 1 in 20 trigger rows the other label must not slip under the gate's high bar."""
+    rows, poisoned = plant(sst2_rows, lambda rng: "cf", rate=0.01, seed=4, target=0)
+    rows = [dict(r) for r in rows]
+    decoy = sorted(poisoned)[0]
+    rows[decoy]["label"] = 1  # the exception
+    found = [f for f in run_detector(TriggerAssociation(), classification(rows)).findings if f.evidence["trigger"] == "cf"]
+    assert found and found[0].evidence["rows_with_trigger_other_output"] == 1
+    assert found[0].severity == Severity.HIGH

@@ -83,6 +83,7 @@ class Settings:
     # High also needs at most epsilon of the feature's rows with another label (the noise a trigger is allowed):
     # 'fans' (1 of 11 rows positive) and 'well' (3 of 30) reached high in 2,000- and 3,000-row SST-2 slices.
     support_z: float = -1.0
+    strong_noise: float = 0.05  # ... but with z >= strong_contradiction_z, up to this share of exceptions stays high
 
 
 @register
@@ -258,7 +259,9 @@ class TriggerAssociation(Detector):
                 # A trigger forces its label up to the label noise epsilon allows; more exceptions than that are
                 # natural usage ('fans': 1 of 11 rows positive, 'well': 3 of 30), which a gate should not block on.
                 consistent = n_other <= s.epsilon * df[f]
-                if consistent and z >= s.strong_contradiction_z:
+                # With content that strongly contradicts the label, a few exceptions are what an attacker adds to
+                # slip under the cap above (or what a second attack overwrote): 1 of 20 'cf' rows stays high.
+                if n_other <= s.strong_noise * df[f] and z >= s.strong_contradiction_z:
                     severity = Severity.HIGH
                 elif strength < s.weak_strength or supported:
                     severity = Severity.LOW
