@@ -166,7 +166,8 @@ def markdown(res: dict, command: str) -> str:
         "is unaffected, but the group is not one target). Verbatim targets missed in the question style are MedQuAD "
         "questions without a question mark ('Do you have information about ...')."]
     if res.get("sweep"):
-        lines += ["", "Trade-off of the paraphrase rule (seed 0; clean rows = rows flagged in clean MedQuAD):", "",
+        note = f" Carried over from an earlier full run: {res['sweep_note']}." if res.get("sweep_note") else ""
+        lines += ["", "Trade-off of the paraphrase rule (seed 0; clean rows = rows flagged in clean MedQuAD)." + note, "",
                   "| settings | clean rows flagged | paraphrase recall | precision | AUROC |", "|---|---|---|---|---|"]
         base = next(r for r in res["runs"] if r["s_style"] == "paraphrase" and r["seed"] == res["seeds"][0])
         lines.append(f"| defaults | {c['rows_flagged']} | {base['detector']['recall']} | {base['detector']['precision']} | "
@@ -205,7 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     res = run(args.data, args.seeds, {})
-    res["sweep"] = [] if args.no_sweep else sweep(args.data)
+    previous = ROOT / "benchmarks" / "results" / "rag_variants.json"
+    if args.no_sweep and previous.exists():  # keep the last measured trade-off, marked as older
+        old = json.loads(previous.read_text())
+        res["sweep"] = old.get("sweep", [])
+        res["sweep_note"] = old.get("sweep_note") or "measured with rag-poisoning v2 (before claim groups), seed 0"
+    else:
+        res["sweep"] = [] if args.no_sweep else sweep(args.data)
     res["total_seconds"] = round(time.perf_counter() - t0, 1)
     res["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
     (ROOT / "benchmarks" / "results" / "rag_variants.json").write_text(json.dumps(res, indent=2) + "\n")
