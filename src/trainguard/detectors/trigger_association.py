@@ -437,10 +437,21 @@ def _fixed_sum(v: np.ndarray) -> list[int]:
     return out
 
 
+def _unique(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sorted distinct values, inverse, first index of each) by one stable sort (numpy 2's np.unique hashes
+    integers, which is ~50x slower on millions of 64-bit values)."""
+    o = np.argsort(x, kind="stable")
+    v = x[o]
+    new = np.ones(len(v), bool)
+    new[1:] = v[1:] != v[:-1]
+    inv = np.empty(len(x), np.int64)
+    inv[o] = np.cumsum(new) - 1
+    return v[new], inv, o[new]
+
+
 def _union(ka: np.ndarray, va: np.ndarray, kb: np.ndarray, vb: np.ndarray):
     """Sorted union of two sorted unique key arrays with their count rows added; inverse positions."""
-    keys, inv = np.unique(np.concatenate([ka, kb]), return_inverse=True)
-    inv = inv.ravel()
+    keys, inv, _ = _unique(np.concatenate([ka, kb]))
     out = np.zeros((len(keys), va.shape[1]), np.int64)
     out[inv[: len(ka)]] += va
     out[inv[len(ka) :]] += vb
@@ -559,7 +570,7 @@ def _count_chunk(toks: list[list[str]], y: np.ndarray, keys: list[str], n_max: i
     words = np.array(list(vocab), dtype=object)
     W = len(words)
     row_of = np.repeat(np.arange(n, dtype=np.int64), lens)
-    pair = np.unique(row_of * max(W, 1) + flat)  # each (row, word) once: counts are rows
+    pair = _unique(row_of * max(W, 1) + flat)[0]  # each (row, word) once: counts are rows
     r, w = pair // max(W, 1), pair % max(W, 1)
     wc = np.bincount(w * K + y[r], minlength=W * K).reshape(W, K).astype(np.int64)
     order = np.argsort(words, kind="stable") if W else np.zeros(0, np.int64)
@@ -717,13 +728,13 @@ class _GatherPass(Pass):
         gat = np.searchsorted(self.cand_grams, h)
         gok = gat < len(self.cand_grams)
         gok[gok] = self.cand_grams[gat[gok]] == h[gok]
-        slots, first = np.unique(gat[gok], return_index=True)
+        slots, _, first = _unique(gat[gok])
         names = {nu + slot: " ".join(self.words[gids[start : start + order]].tolist())
                  for slot, start, order in zip(slots.tolist(), p[gok][first].tolist(), k[gok][first].tolist())}
         m = nu + len(self.cand_grams)
-        code = np.unique(np.concatenate([wr[ok] * m + at[ok], row_of[p[gok]] * m + gat[gok] + nu]))
+        code = _unique(np.concatenate([wr[ok] * m + at[ok], row_of[p[gok]] * m + gat[gok] + nu]))[0]
         prow, pslot = code // max(m, 1), code % max(m, 1)
-        rows = np.unique(prow)
+        rows = _unique(prow)[0]
         keep_tok = np.repeat(np.isin(np.arange(n), rows), lens)
         return _Gathered(
             n, loss, psum, psq, rows, y[rows].astype(np.int32), L[rows], lens[rows], gids[keep_tok].astype(np.int32),
