@@ -635,15 +635,28 @@ class _Gathered:
     names: dict  # candidate slot -> n-gram text (longer n-grams are counted by hash)
 
     def merge(self, other: "_Gathered") -> "_Gathered":
+        return _Gathered.concat([self, other])
+
+    @staticmethod
+    def concat(parts: list["_Gathered"]) -> "_Gathered":
+        """Parts in row order as one: positions and gathered rows shifted, sums added (exact integers)."""
+        first = parts[0]
+        if len(parts) == 1:
+            return first
+        rows_before = np.cumsum([0] + [p.n for p in parts[:-1]])
+        gathered_before = np.cumsum([0] + [len(p.pos) for p in parts[:-1]])
+        names: dict = {}
+        for p in reversed(parts):
+            names.update(p.names)
         return _Gathered(
-            self.n + other.n, [a + b for a, b in zip(self.loss, other.loss)],
-            [[a + b for a, b in zip(x, z)] for x, z in zip(self.psum, other.psum)],
-            [[a + b for a, b in zip(x, z)] for x, z in zip(self.psq, other.psq)],
-            np.concatenate([self.pos, other.pos + self.n]), np.concatenate([self.y, other.y]),
-            np.concatenate([self.L, other.L]), np.concatenate([self.lens, other.lens]),
-            np.concatenate([self.gids, other.gids]),
-            np.concatenate([self.pair_row, other.pair_row + len(self.pos)]),
-            np.concatenate([self.pair_slot, other.pair_slot]), {**other.names, **self.names},
+            sum(p.n for p in parts), [sum(x) for x in zip(*(p.loss for p in parts))],
+            [[sum(x) for x in zip(*cols)] for cols in zip(*(p.psum for p in parts))],
+            [[sum(x) for x in zip(*cols)] for cols in zip(*(p.psq for p in parts))],
+            np.concatenate([p.pos + k for p, k in zip(parts, rows_before)]), np.concatenate([p.y for p in parts]),
+            np.concatenate([p.L for p in parts]), np.concatenate([p.lens for p in parts]),
+            np.concatenate([p.gids for p in parts]),
+            np.concatenate([(p.pair_row + k).astype(np.int32) for p, k in zip(parts, gathered_before)]),
+            np.concatenate([p.pair_slot for p in parts]), names,
         )
 
 
@@ -691,8 +704,13 @@ class _GatherPass(Pass):
         return self.gather(shard.artefact("tokens", lambda: [tokens(r.text) for r in shard]), y)
 
     def gather(self, toks: list[list[str]], y: np.ndarray) -> _Gathered:
+        """The shard's (or, in memory, the data's) gathered rows and sums, a chunk of rows at a time."""
+        index = dict(zip(self.words.tolist(), range(len(self.words))))
+        return _Gathered.concat([self._gather(toks[a : a + _CHUNK], y[a : a + _CHUNK], index)
+                                 for a in range(0, max(len(toks), 1), _CHUNK)])
+
+    def _gather(self, toks: list[list[str]], y: np.ndarray, index: dict[str, int]) -> _Gathered:
         n, C, U = len(toks), len(self.names), len(self.words)
-        index = dict(zip(self.words.tolist(), range(U)))
         gids = np.fromiter((index[t] for row in toks for t in row), dtype=np.int64)
         lens = np.fromiter(map(len, toks), dtype=np.int64, count=n)
         row_of = np.repeat(np.arange(n, dtype=np.int64), lens)
@@ -773,7 +791,8 @@ class _GatherPass(Pass):
         R = len(g.pos)
         S = sparse.csc_matrix((np.ones(len(g.pair_row), np.float32), (g.pair_row, j_of[g.pair_slot])), shape=(R, m))
         S.sort_indices()
-        Xu = sparse.csr_matrix((np.ones(len(g.gids)), (np.repeat(np.arange(R), g.lens), g.gids)), shape=(R, U))
+        Xu = sparse.csr_matrix((np.ones(len(g.gids), np.float32), (np.repeat(np.arange(R), g.lens), g.gids)),
+                               shape=(R, U))
         Xu.sum_duplicates()
         Xu.data[:] = 1.0
         index = dict(zip(self.words.tolist(), range(U)))
@@ -860,7 +879,7 @@ class _GatherPass(Pass):
         return 1.0 / size[labels], int(ngroups)
 
 
-def _removal(S, Xu, own_words: list[list[int]], share: float):
+def _removal(S, Xu, own_words: list[list[int]], share: float, block: int = 4096):
     """Per candidate, the unigrams to drop when asking what the rest of a row says.
 
     Its own words, plus companions: words present in >= `share` of its rows.
@@ -872,10 +891,18 @@ def _removal(S, Xu, own_words: list[list[int]], share: float):
     own_rows = np.repeat(np.arange(m), [len(w) for w in own_words])
     own_cols = np.fromiter((w for ws in own_words for w in ws), dtype=np.int64, count=len(own_rows))
     own = sparse.csr_matrix((np.ones(len(own_rows)), (own_rows, own_cols)), shape=(m, Xu.shape[1]))
-    co = (S.T.tocsr() @ Xu.tocsc()).tocsr()  # rows of each candidate containing each unigram
     size = np.maximum(np.diff(S.indptr), 1)
-    co.data = (co.data >= share * size[np.repeat(np.arange(m), np.diff(co.indptr))]).astype(np.float64)
-    co.eliminate_zeros()
-    M = own + co
+    St = S.T.tocsr()
+    blocks = []
+    for a in range(0, m, block):  # the full co-occurrence matrix is most of the memory: a block of candidates at a time
+        co = (St[a : a + block] @ Xu).tocsr()  # rows of each candidate containing each unigram
+        co.data = (co.data >= share * size[a : a + block][np.repeat(np.arange(co.shape[0]), np.diff(co.indptr))]
+                   ).astype(np.float64)
+        co.eliminate_zeros()
+        blocks.append(co)
+    co = sparse.vstack(blocks, format="csr") if blocks else sparse.csr_matrix((m, Xu.shape[1]))
+    M = (own + co).tocsr()
+    M.sum_duplicates()
+    M.sort_indices()
     M.data[:] = 1.0
     return M
