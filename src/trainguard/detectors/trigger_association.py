@@ -321,25 +321,23 @@ def _candidate_llr(S, cand_cls, y, L, GA, GB, temp, eps, chunk=1 << 20):
     C = L.shape[1]
     m = S.shape[1]
     rows = S.indices
-    cj = np.repeat(np.arange(m), np.diff(S.indptr))
-    c_of = cand_cls[cj]
-    hit = y[rows] == c_of
-    llr_nz = np.empty(len(rows))
-    q_nz = np.empty(len(rows))
+    cj = np.repeat(np.arange(m, dtype=np.int32), np.diff(S.indptr))
+    hit = np.empty(len(rows), bool)
+    llr, hits, qsum = np.zeros(m), np.zeros(m), np.zeros(m)
     step = max(chunk // max(C, 1), 1)
-    for a in range(0, len(rows), step):
+    for a in range(0, len(rows), step):  # per-candidate sums accumulate chunk by chunk: no per-non-zero floats kept
         b = min(a + step, len(rows))
         r, j = rows[a:b], cj[a:b]
+        c_of = cand_cls[j]
+        h = hit[a:b] = y[r] == c_of
         own = y[r][:, None] == np.arange(C)[None, :]
         Z = (L[r] - np.where(own, GB[j], GA[j])) * temp
         Z -= Z.max(1, keepdims=True)
         P = np.exp(Z)
-        q = np.clip(P[np.arange(b - a), c_of[a:b]] / P.sum(1), 1e-6, 1 - 1e-6)
-        q_nz[a:b] = q
-        llr_nz[a:b] = _llr_terms(q, hit[a:b], eps)
-    llr = np.bincount(cj, weights=llr_nz, minlength=m)
-    hits = np.bincount(cj, weights=hit, minlength=m)
-    qsum = np.bincount(cj, weights=q_nz * hit, minlength=m)
+        q = np.clip(P[np.arange(b - a), c_of] / P.sum(1), 1e-6, 1 - 1e-6)
+        llr += np.bincount(j, weights=_llr_terms(q, h, eps), minlength=m)
+        hits += np.bincount(j, weights=h, minlength=m)
+        qsum += np.bincount(j, weights=q * h, minlength=m)
     qmean = np.where(hits > 0, qsum / np.maximum(hits, 1), 1.0)
     return llr, qmean, (rows, cj, hit)
 
@@ -768,7 +766,7 @@ class _GatherPass(Pass):
         nu, m = len(self.cand_words), len(self.cand_words) + len(self.cand_grams)
         text = [self.words[w] for w in self.cand_words.tolist()] + [g.names[nu + i] for i in range(len(self.cand_grams))]
         by_text = sorted(range(m), key=text.__getitem__)  # candidates in vocabulary order, as the n-gram matrix has them
-        j_of = np.empty(m, np.int64)
+        j_of = np.empty(m, np.int32)
         j_of[by_text] = np.arange(m)
         vocab = np.array([text[i] for i in by_text], dtype=object)
         counts = self.cand_counts[by_text]
@@ -791,7 +789,8 @@ class _GatherPass(Pass):
         R = len(g.pos)
         S = sparse.csc_matrix((np.ones(len(g.pair_row), np.float32), (g.pair_row, j_of[g.pair_slot])), shape=(R, m))
         S.sort_indices()
-        Xu = sparse.csr_matrix((np.ones(len(g.gids), np.float32), (np.repeat(np.arange(R), g.lens), g.gids)),
+        Xu = sparse.csr_matrix((np.ones(len(g.gids), np.float32),
+                                (np.repeat(np.arange(R, dtype=np.int32), g.lens), g.gids)),
                                shape=(R, U))
         Xu.sum_duplicates()
         Xu.data[:] = 1.0
