@@ -17,6 +17,25 @@ Nothing here knows any trigger word: the statistic is relative to the data.
 
 Instruction data uses the same machinery with output classes built from
 repeated (normalised) responses: a phrase that forces one fixed answer.
+
+Sharded (`trainguard scan --shard-rows N`), the same code runs as passes over
+the shards, and `run` (in memory) is the one-shard case, so findings, row
+scores and summary are identical however the rows are split:
+
+1. (instruction data only) response-prefix counts -> the output classes;
+2. rows per (n-gram, class): unigrams by text, 2..3-grams by a 64-bit hash of
+   their tokens, exact integers merged by addition -> candidates, the
+   naive-Bayes word model, the n-grams rare enough to link contexts;
+3. each shard's candidate rows (class, leave-one-out scores, tokens as word
+   indices, candidates held) plus the model's population sums per temperature,
+   kept as exact fixed-point integers (2^-32) so any shard split sums the same;
+   the decision then runs on the gathered rows.
+
+A hash collision (two distinct n-grams sharing a 64-bit hash: ~n^2/2^65 for n
+distinct n-grams) would merge their counts, in memory and sharded alike.
+Memory: a shard's map holds the shard; the merged counts grow with the
+distinct n-grams and the gathered part with the candidates' rows (on data
+whose sentences repeat, such as benchmarks/make_synthetic.py, nearly every row).
 """
 
 from __future__ import annotations
