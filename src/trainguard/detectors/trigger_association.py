@@ -808,6 +808,7 @@ class _GatherPass(Pass):
         R = len(g.pos)
         S = sparse.csc_matrix((np.ones(len(g.pair_row), np.float32), (g.pair_row, j_of[g.pair_slot])), shape=(R, m))
         S.sort_indices()
+        g.pair_row = g.pair_slot = None  # consumed: S holds them (the largest part of the summary)
         Xu = sparse.csr_matrix((np.ones(len(g.gids), np.float32),
                                 (np.repeat(np.arange(R, dtype=np.int32), g.lens), g.gids)),
                                shape=(R, U))
@@ -815,6 +816,7 @@ class _GatherPass(Pass):
         Xu.data[:] = 1.0
         index = dict(zip(self.words.tolist(), range(U)))
         M = _removal(S, Xu, [[index[w] for w in v.split(" ")] for v in vocab], s.companion_share)
+        del Xu
         GA, GB = np.asarray(M @ self.lpA), np.asarray(M @ self.lpB)
         llr_raw, qmean, (nz_rows, nz_cand, nz_hit) = _candidate_llr(S, cls, g.y, g.L, GA, GB, temp, s.epsilon)
         # Planted rows are a random (or anti-selected) sample of content: their rest-of-row
@@ -852,12 +854,22 @@ class _GatherPass(Pass):
         strength[unreported] = np.minimum(strength[unreported], 0.99 * threshold)
         strength[np.fromiter(templated, np.int64, len(templated))] = 0.0
         row_scores = np.zeros(n)
-        sel = nz_hit & (strength[nz_cand] > 0)
-        v = strength[nz_cand[sel]]
-        np.maximum.at(row_scores, g.pos[nz_rows[sel]], v / (v + threshold))
+        for a in range(0, len(nz_rows), 1 << 22):  # a maximum: chunks give the same scores
+            b = a + (1 << 22)
+            sel = nz_hit[a:b] & (strength[nz_cand[a:b]] > 0)
+            v = strength[nz_cand[a:b][sel]]
+            np.maximum.at(row_scores, g.pos[nz_rows[a:b][sel]], v / (v + threshold))
+        del nz_rows, nz_cand, nz_hit
 
-        # `_findings` sees dataset positions: the candidates' columns with rows as positions, classes by position.
-        Xc = sparse.csc_matrix((S.data, g.pos[S.indices], S.indptr), shape=(n, m))
+        # `_findings` sees dataset positions: the triggers' columns with rows as positions (the only columns it
+        # reads; the others are empty), classes by position.
+        tr = np.zeros(m, bool)
+        tr[np.asarray(triggers, dtype=np.int64)] = True
+        counts = np.where(tr, np.diff(S.indptr), 0)
+        picked = np.concatenate([S.indices[S.indptr[f] : S.indptr[f + 1]] for f in np.flatnonzero(tr)] or
+                                [np.zeros(0, S.indices.dtype)])
+        Xc = sparse.csc_matrix((np.ones(len(picked), np.float32), g.pos[picked], np.r_[0, np.cumsum(counts)]),
+                               shape=(n, m))
         y = np.full(n, -1, np.int32)
         y[g.pos] = g.y
         findings = det._findings(data, vocab, triggers, llr, groups_info, Xc, y, cls, names, purity, df,
