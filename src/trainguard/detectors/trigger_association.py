@@ -651,30 +651,49 @@ class _Gathered:
     pair_slot: np.ndarray  # [nnz] int32 candidate slot
     names: dict  # candidate slot -> n-gram text (longer n-grams are counted by hash)
 
-    def merge(self, other: "_Gathered") -> "_Gathered":
-        return _Gathered.concat([self, other])
 
-    @staticmethod
-    def concat(parts: list["_Gathered"]) -> "_Gathered":
-        """Parts in row order as one: positions and gathered rows shifted, sums added (exact integers)."""
-        first = parts[0]
+
+@dataclass
+class _GatheredParts:
+    """The summary of the gathering pass: chunks in row order, each with its own (local) positions.
+
+    Merging lists them (no copy, so a merge never holds two copies of the gathered rows);
+    `whole` concatenates them once, field by field, releasing each part's field as it goes.
+    """
+
+    parts: list[_Gathered]
+
+    def merge(self, other: "_GatheredParts") -> "_GatheredParts":
+        return _GatheredParts(self.parts + other.parts)
+
+    def whole(self) -> _Gathered:
+        parts = self.parts
         if len(parts) == 1:
-            return first
-        rows_before = np.cumsum([0] + [p.n for p in parts[:-1]])
-        gathered_before = np.cumsum([0] + [len(p.pos) for p in parts[:-1]])
+            return parts[0]
+        rows_before = np.cumsum([0] + [p.n for p in parts[:-1]]).tolist()
+        gathered_before = np.cumsum([0] + [len(p.pos) for p in parts[:-1]]).tolist()
         names: dict = {}
         for p in reversed(parts):
             names.update(p.names)
-        return _Gathered(
+
+        def joined(name: str, shift: list[int] | None = None) -> np.ndarray:
+            arrays = [getattr(p, name) for p in parts]
+            if shift is not None:
+                arrays = [(a + k).astype(a.dtype) for a, k in zip(arrays, shift)]
+            out = np.concatenate(arrays)
+            for p in parts:
+                setattr(p, name, None)
+            return out
+
+        out = _Gathered(
             sum(p.n for p in parts), [sum(x) for x in zip(*(p.loss for p in parts))],
             [[sum(x) for x in zip(*cols)] for cols in zip(*(p.psum for p in parts))],
             [[sum(x) for x in zip(*cols)] for cols in zip(*(p.psq for p in parts))],
-            np.concatenate([p.pos + k for p, k in zip(parts, rows_before)]), np.concatenate([p.y for p in parts]),
-            np.concatenate([p.L for p in parts]), np.concatenate([p.lens for p in parts]),
-            np.concatenate([p.gids for p in parts]),
-            np.concatenate([(p.pair_row + k).astype(np.int32) for p, k in zip(parts, gathered_before)]),
-            np.concatenate([p.pair_slot for p in parts]), names,
+            joined("pos", rows_before), joined("y"), joined("L"), joined("lens"), joined("gids"),
+            joined("pair_row", gathered_before), joined("pair_slot"), names,
         )
+        self.parts = [out]
+        return out
 
 
 class _RowTokens:
@@ -712,7 +731,7 @@ class _GatherPass(Pass):
     linkable: np.ndarray  # sorted hashes of 2..n-grams in 2..link_df rows: they tie rows into one context
     link_df: int
 
-    def summarize(self, shard: Dataset) -> _Gathered:
+    def summarize(self, shard: Dataset) -> _GatheredParts:
         if shard.kind is Kind.CLASSIFICATION:
             index = {k: i for i, k in enumerate(self.names)}
             y = np.fromiter((index[r.label or ""] for r in shard), dtype=np.int32, count=len(shard))
@@ -720,11 +739,11 @@ class _GatherPass(Pass):
             y = _instruction_classes(shard, self.names, self.common, self.det.settings.response_prefix_tokens)
         return self.gather(shard.artefact("tokens", lambda: [tokens(r.text) for r in shard]), y)
 
-    def gather(self, toks: list[list[str]], y: np.ndarray) -> _Gathered:
+    def gather(self, toks: list[list[str]], y: np.ndarray) -> _GatheredParts:
         """The shard's (or, in memory, the data's) gathered rows and sums, a chunk of rows at a time."""
         index = dict(zip(self.words.tolist(), range(len(self.words))))
-        return _Gathered.concat([self._gather(toks[a : a + _CHUNK], y[a : a + _CHUNK], index)
-                                 for a in range(0, max(len(toks), 1), _CHUNK)])
+        return _GatheredParts([self._gather(toks[a : a + _CHUNK], y[a : a + _CHUNK], index)
+                               for a in range(0, max(len(toks), 1), _CHUNK)])
 
     def _gather(self, toks: list[list[str]], y: np.ndarray, index: dict[str, int]) -> _Gathered:
         n, C, U = len(toks), len(self.names), len(self.words)
@@ -776,10 +795,11 @@ class _GatherPass(Pass):
             np.searchsorted(rows, prow).astype(np.int32), pslot.astype(np.int32), names,
         )
 
-    def finalize(self, summary: _Gathered, kind: Kind) -> DetectorResult:
+    def finalize(self, summary: _GatheredParts, kind: Kind) -> DetectorResult:
         return self.decide(summary, _Kind(kind))
 
-    def decide(self, g: _Gathered, data) -> DetectorResult:
+    def decide(self, gathered: _GatheredParts, data) -> DetectorResult:
+        g = gathered.whole()
         det, s = self.det, self.det.settings
         names, n, C, U = self.names, self.n, len(self.names), len(self.words)
         nu, m = len(self.cand_words), len(self.cand_words) + len(self.cand_grams)
