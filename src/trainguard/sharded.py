@@ -16,8 +16,10 @@ whole-file reader does (the first bad row in file order names file and line).
 A detector whose `finalize` returns a `Pass` (dataset-wide counts first, then a
 second map for the candidates' rows) gets further rounds: every shard is read
 and summarised again with the pass, merged in the same order-preserving tree and
-finalised, until each detector has its result. A shard that reads differently in
-a later round (the file changed) fails those detectors.
+finalised, until each detector has its result. Later rounds build records
+without their content hash (passes never name records; findings are resolved by
+re-reading). A shard that reads differently in a later round (the file changed)
+fails those detectors.
 
 A requested or default detector without a per-shard summary that applies to
 the data's kind is recorded as FAILED (it did not check the data), so the scan
@@ -131,10 +133,15 @@ def plan(path: str | Path, shard_rows: int, options: LoadOptions) -> tuple[Readi
     return reading, shards, hasher.hexdigest(), reason
 
 
-def read_shard(reading: Reading, shard: Shard, meta: ShardMeta | None = None) -> list[Record]:
-    """The shard's records, built as `iter_records` builds them; bad rows go to `meta`."""
+def read_shard(reading: Reading, shard: Shard, meta: ShardMeta | None = None, ids: bool = True) -> list[Record]:
+    """The shard's records, built as `iter_records` builds them; bad rows go to `meta`.
+
+    `ids=False`: records carry the placeholder id `NO_ID`, not their content hash (later passes,
+    whose summaries never name records: findings are resolved by `lookup_rows`).
+    """
     meta = ShardMeta() if meta is None else meta
     builder, items = _open_shard(reading, shard)
+    builder.content_ids = ids
     label_col = reading.fieldmap.label if reading.kind is Kind.CLASSIFICATION else None
     records: list[Record] = []
     try:
@@ -194,7 +201,7 @@ def _guard(fn: Callable[[], Any]) -> Any:
 def summarize_again(steps: Sequence[Any], reading: Reading, shard: Shard, expect: int) -> list:
     """A later round's map step: the shard read again and summarised by each pending `Pass`."""
     meta = ShardMeta()
-    data = Dataset(records=read_shard(reading, shard, meta), kind=reading.kind, path=reading.path,
+    data = Dataset(records=read_shard(reading, shard, meta, ids=False), kind=reading.kind, path=reading.path,
                    fieldmap=reading.fieldmap)
     if meta.fatal is not None or meta.records != expect:
         changed = Failed(f"{reading.path}: shard {shard.index} read {meta.records} records in a later pass, "
