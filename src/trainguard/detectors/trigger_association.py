@@ -742,8 +742,10 @@ class _GatherPass(Pass):
     def gather(self, toks: list[list[str]], y: np.ndarray) -> _GatheredParts:
         """The shard's (or, in memory, the data's) gathered rows and sums, a chunk of rows at a time."""
         index = dict(zip(self.words.tolist(), range(len(self.words))))
-        return _GatheredParts([self._gather(toks[a : a + _CHUNK], y[a : a + _CHUNK], index)
-                               for a in range(0, max(len(toks), 1), _CHUNK)])
+        chunks = _GatheredParts([self._gather(toks[a : a + _CHUNK], y[a : a + _CHUNK], index)
+                                 for a in range(0, max(len(toks), 1), _CHUNK)])
+        # One part per shard: few large arrays live on (many small ones fragment the heap).
+        return _GatheredParts([chunks.whole()])
 
     def _gather(self, toks: list[list[str]], y: np.ndarray, index: dict[str, int]) -> _Gathered:
         n, C, U = len(toks), len(self.names), len(self.words)
