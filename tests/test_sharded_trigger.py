@@ -151,3 +151,21 @@ def test_polarity_trigger_still_fails_closed_when_sharded(tmp_path, medquad_rows
     report = scan_sharded(path, detectors=[TA, "polarity-trigger"], shard_rows=25)
     status = {r.name: r.status for r in report.detectors}
     assert status["polarity-trigger"] is DetectorStatus.FAILED and status[TA] is not DetectorStatus.FAILED
+
+
+def test_subclasses_shard_only_when_they_say_so():
+    """Subclasses define their own output classes or read rows in `_findings` (polarity-trigger): not sharded
+    unless the subclass declares it, so a new one fails closed in a sharded scan instead of running wrong."""
+    from trainguard.detectors.base import runs_sharded
+    from trainguard.detectors.llm_polarity import PolarityTrigger
+    from trainguard.detectors.trigger_association import TriggerAssociation
+
+    class Derived(TriggerAssociation):
+        name = "test-derived"
+
+    class Declared(TriggerAssociation):
+        name = "test-declared"
+        shards = True
+
+    assert runs_sharded(TriggerAssociation) and runs_sharded(Declared)
+    assert not runs_sharded(Derived) and not runs_sharded(PolarityTrigger)

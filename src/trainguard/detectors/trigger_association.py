@@ -108,6 +108,12 @@ class TriggerAssociation(ShardedDetector):
     description = "n-grams whose presence forces an output that the rest of the row contradicts"
     flag_all_carriers: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs):
+        # A subclass shards only if it says so: the passes compute this class's output classes (`_build`) and
+        # hand `_findings` no rows, so one that defines its own classes or reads rows would be wrong sharded.
+        super().__init_subclass__(**kwargs)
+        cls.shards = bool(cls.__dict__.get("shards", False))
+
     def applies_to(self, data: Dataset) -> str | None:
         reason = super().applies_to(data)
         if reason:
