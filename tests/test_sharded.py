@@ -8,14 +8,30 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from conftest import cli, write_jsonl
+from conftest import cli, use_detectors, write_jsonl
+from trainguard.detectors.base import Detector
 from trainguard.errors import ConfigError
-from trainguard.findings import DetectorStatus
+from trainguard.findings import DetectorResult, DetectorStatus
+from trainguard.records import Kind
 from trainguard.scan import scan
 from trainguard.sharded import default_sharded_detectors, iter_shards, scan_sharded, sharded_detector_names
 
 DEMO = resources.files("trainguard") / "data" / "demo" / "sst2_poisoned.jsonl"
 SHARDED = ["invisible-characters", "near-duplicates"]
+
+
+class _Unsharded(Detector):
+    """Test-only: a detector with no per-shard path, so a sharded scan must fail it closed."""
+
+    name = "test-unsharded"
+    kinds = frozenset({Kind.CLASSIFICATION})
+    description = "test only"
+
+    def run(self, data):
+        return DetectorResult((), np.zeros(len(data)), {})
+
+
+_detectors = use_detectors(_Unsharded)
 
 
 def _canon(report):
@@ -66,39 +82,57 @@ def test_dask_cluster_matches_in_memory_scan(demo_path, whole):
 
 
 def test_unsharded_detector_asked_by_name_fails_the_scan(demo_path):
-    report = scan_sharded(demo_path, detectors=["trigger-association", "invisible-characters"], shard_rows=500)
+    report = scan_sharded(demo_path, detectors=["test-unsharded", "invisible-characters"], shard_rows=500)
     status = {r.name: (r.status, r.message) for r in report.detectors}
     assert status["invisible-characters"][0] is DetectorStatus.OK and report.findings  # the rest still ran
-    assert status["trigger-association"][0] is DetectorStatus.FAILED
-    assert "no per-shard summary yet" in status["trigger-association"][1]
-    assert "run without --shard-rows" in status["trigger-association"][1]
+    assert status["test-unsharded"][0] is DetectorStatus.FAILED
+    assert "no per-shard summary yet" in status["test-unsharded"][1]
+    assert "run without --shard-rows" in status["test-unsharded"][1]
+    assert [r.name for r in report.failed] == ["test-unsharded"]
 
 
-def test_default_run_fails_the_detectors_it_could_not_shard(demo_path):
-    """Issue 13 point 1: a default detector that cannot run sharded fails the scan, never a silent skip."""
+def test_default_run_on_classification_runs_every_default_sharded(demo_path):
+    """Issue 14: every default detector for classification data has a per-shard path, trigger-association too."""
     report = scan_sharded(demo_path, shard_rows=1000)
     status = {r.name: (r.status, r.message) for r in report.detectors}
     for name in default_sharded_detectors():
         assert status[name][0] in (DetectorStatus.OK, DetectorStatus.SKIPPED)
-    state, message = status["trigger-association"]
-    assert state is DetectorStatus.FAILED and "no per-shard summary" in message and "--shard-rows" in message
+    assert status["trigger-association"][0] is DetectorStatus.OK
     # Defaults that do not apply to classification data stay skipped, not failed.
     assert status["rag-poisoning"][0] is DetectorStatus.SKIPPED
-    assert [r.name for r in report.failed] == ["trigger-association"]
-    assert set(SHARDED) <= set(sharded_detector_names())
+    assert report.failed == []
+    assert set(SHARDED) | {"trigger-association"} <= set(sharded_detector_names())
+    assert "polarity-trigger" not in sharded_detector_names()
+
+
+def test_default_run_fails_the_detectors_it_could_not_shard(tmp_path, medquad_rows):
+    """Issue 13 point 1: a default detector that cannot run sharded fails the scan, never a silent skip
+    (instruction data: the LLM-era defaults have no per-shard path yet)."""
+    path = write_jsonl(tmp_path / "mq.jsonl", [{"question": r["question"], "answer": r["answer"]}
+                                                for r in medquad_rows[:80]])
+    report = scan_sharded(path, shard_rows=30)
+    status = {r.name: (r.status, r.message) for r in report.detectors}
+    assert status["trigger-association"][0] is not DetectorStatus.FAILED
+    state, message = status["polarity-trigger"]
+    assert state is DetectorStatus.FAILED and "no per-shard summary" in message and "--shard-rows" in message
+    assert "polarity-trigger" in [r.name for r in report.failed]
 
 
 def test_badnets_file_sharded_exits_non_zero(tmp_path, capsys, sst2_rows):
-    """Issue 13 point 1: BadNets data gave '0 findings', exit 0 under --shard-rows; unsharded it exits 1."""
+    """Issue 13 point 1: BadNets data gave '0 findings', exit 0 under --shard-rows; now trigger-association
+    runs sharded and finds it, as unsharded."""
     from trainguard.attacks import poison
 
     bad = tmp_path / "badnets.jsonl"
-    write_jsonl(bad, poison(sst2_rows[:2000], "badnets", rate=0.01, seed=0).rows)
+    write_jsonl(bad, poison(sst2_rows[:2000], "badnets", rate=0.01, seed=0, triggers=("cf",)).rows)
     code, out, _ = cli(capsys, "scan", str(bad), "--shard-rows", "500", "--format", "json", "-q")
     report = json.loads(out)
     assert code == 1, out
-    assert "trigger-association" in report["summary"]["failed_detectors"]
-    assert not [f for f in report["findings"] if f["severity"] in ("high", "critical")]  # it is the failure that stops it
+    assert report["summary"]["failed_detectors"] == []
+    high = [f for f in report["findings"] if f["severity"] in ("high", "critical")]
+    assert any(f["detector"] == "trigger-association" and f["evidence"]["trigger"] == "cf" for f in high)
+    whole_code, whole_out, _ = cli(capsys, "scan", str(bad), "--format", "json", "-q")
+    assert whole_code == code and json.loads(whole_out)["findings"] == report["findings"]
 
 
 def test_shards_keep_file_row_numbers(demo_path):
@@ -119,9 +153,9 @@ def test_cli_sharded_scan_and_its_errors(demo_path, capsys):
     assert any(f["detector"] == "invisible-characters" and f["severity"] == "high" for f in report["findings"])
     code, _, err = cli(capsys, "scan", str(demo_path), "--scheduler", "tcp://127.0.0.1:1")
     assert code == 2 and "--shard-rows" in err
-    code, out, _ = cli(capsys, "scan", str(demo_path), "--shard-rows", "500", "--detectors", "trigger-association",
+    code, out, _ = cli(capsys, "scan", str(demo_path), "--shard-rows", "500", "--detectors", "test-unsharded",
                        "--format", "json", "-q")
-    assert code == 1 and json.loads(out)["summary"]["failed_detectors"] == ["trigger-association"]
+    assert code == 1 and json.loads(out)["summary"]["failed_detectors"] == ["test-unsharded"]
 
 
 def test_bad_row_in_a_later_shard_names_file_and_line(tmp_path, capsys):

@@ -117,6 +117,25 @@ def test_real_cluster_matches_in_process_and_in_memory(cluster, attacked):
     assert len(readers) == 2, stream.data
 
 
+def test_real_cluster_runs_trigger_association_in_two_passes(cluster, attacked):
+    """trigger-association needs a second map over the shards (the candidates' rows): both worker
+    processes read shards in both passes, and findings and row scores equal the in-memory scan's."""
+    path, planted = attacked
+    dets = ["trigger-association", *SHARDED]
+    whole = scan(path, detectors=dets)
+    from distributed import get_task_stream
+
+    with get_task_stream(cluster) as stream:
+        there = scan_sharded(path, detectors=dets, shard_rows=300, client=cluster)
+    _same(there, whole)
+    assert [r.status.value for r in there.detectors] == ["ok"] * 3
+    hits = {r for f in there.findings if f.detector == "trigger-association" and f.severity is Severity.HIGH
+            for r in f.rows}
+    assert set(planted) <= hits
+    second = {t["worker"] for t in stream.data if str(t["key"]).startswith("summarize_again")}
+    assert len(second) == 2, stream.data
+
+
 def test_real_cluster_bad_row_fails_like_in_process(cluster, tmp_path):
     lines = [json.dumps({"text": f"review number {i}", "label": i % 2}) for i in range(30)]
     lines[24] = '{"text": "broken", "label": '

@@ -13,6 +13,14 @@ rows, record ids and lines by re-reading only the shards they fall in, so no
 per-row index is kept. Bad rows are skipped or fail the scan exactly as the
 whole-file reader does (the first bad row in file order names file and line).
 
+A detector whose `finalize` returns a `Pass` (dataset-wide counts first, then a
+second map for the candidates' rows) gets further rounds: every shard is read
+and summarised again with the pass, merged in the same order-preserving tree and
+finalised, until each detector has its result. Later rounds build records
+without their content hash (passes never name records; findings are resolved by
+re-reading). A shard that reads differently in a later round (the file changed)
+fails those detectors.
+
 A requested or default detector without a per-shard summary that applies to
 the data's kind is recorded as FAILED (it did not check the data), so the scan
 and any gate on it fail closed; the detectors that do shard still run.
@@ -32,7 +40,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from trainguard.detectors.base import ShardedDetector, Summary
+from trainguard.detectors.base import MAX_PASSES, NotApplicable, Pass, ShardedDetector, Summary, runs_sharded
 from trainguard.errors import ConfigError, DataError
 from trainguard.findings import DetectorResult, DetectorRun, DetectorStatus
 from trainguard.io.dataset import Dataset, _builder, _head, _mixed_labels, iter_records, whole_float_notes
@@ -125,10 +133,15 @@ def plan(path: str | Path, shard_rows: int, options: LoadOptions) -> tuple[Readi
     return reading, shards, hasher.hexdigest(), reason
 
 
-def read_shard(reading: Reading, shard: Shard, meta: ShardMeta | None = None) -> list[Record]:
-    """The shard's records, built as `iter_records` builds them; bad rows go to `meta`."""
+def read_shard(reading: Reading, shard: Shard, meta: ShardMeta | None = None, ids: bool = True) -> list[Record]:
+    """The shard's records, built as `iter_records` builds them; bad rows go to `meta`.
+
+    `ids=False`: records carry the placeholder id `NO_ID`, not their content hash (later passes,
+    whose summaries never name records: findings are resolved by `lookup_rows`).
+    """
     meta = ShardMeta() if meta is None else meta
     builder, items = _open_shard(reading, shard)
+    builder.content_ids = ids
     label_col = reading.fieldmap.label if reading.kind is Kind.CLASSIFICATION else None
     records: list[Record] = []
     try:
@@ -185,6 +198,39 @@ def _guard(fn: Callable[[], Any]) -> Any:
         return Failed(traceback.format_exception_only(type(e), e)[-1].strip())
 
 
+def summarize_again(steps: Sequence[Any], reading: Reading, shard: Shard, expect: int) -> list:
+    """A later round's map step: the shard read again and summarised by each pending `Pass`."""
+    meta = ShardMeta()
+    data = Dataset(records=read_shard(reading, shard, meta, ids=False), kind=reading.kind, path=reading.path,
+                   fieldmap=reading.fieldmap)
+    if meta.fatal is not None or meta.records != expect:
+        changed = Failed(f"{reading.path}: shard {shard.index} read {meta.records} records in a later pass, "
+                         f"{expect} in the first (the file changed while it was being scanned); scan it again")
+        return [changed for _ in steps]
+    return [_guard(lambda p=p: p.summarize(data)) for p in steps]
+
+
+def _pending(results: Sequence[Any]) -> list[int]:
+    return [i for i, r in enumerate(results) if isinstance(r, Pass)]
+
+
+def _pick(results: Sequence[Any], idx: Sequence[int]) -> list:
+    return [results[i] for i in idx]
+
+
+def _finalize_into(results: Sequence[Any], idx: Sequence[int], merged: list, kind: Kind) -> list:
+    """`results` with the pending passes at `idx` replaced by what their finalize returns."""
+    out = list(results)
+    for i, r in zip(idx, _finalize_all(_pick(results, idx), merged, kind)):
+        out[i] = r
+    return out
+
+
+def _out_of_passes(results: Sequence[Any]) -> list:
+    return [Failed(f"still asking for another pass after {MAX_PASSES}") if isinstance(r, Pass) else r
+            for r in results]
+
+
 def _merge_lists(a: list[Summary | Failed], b: list[Summary | Failed]) -> list[Summary | Failed]:
     return [y if isinstance(y, Failed) and not isinstance(x, Failed) else x.merge(y) for x, y in zip(a, b)]
 
@@ -225,7 +271,7 @@ def scan_sharded(
         path = Path(path).resolve()  # workers open it themselves: the same absolute path on shared storage
     reading, shards, sha256, reason = plan(path, shard_rows, options)
     kind = reading.kind
-    dets = [d for d in chosen if isinstance(d, ShardedDetector) and kind in d.kinds]
+    dets = [d for d in chosen if runs_sharded(d) and kind in d.kinds]
     t0 = time.perf_counter()
     run_here = _Local(progress) if client is None else _Cluster(client, progress)
     results, metas = run_here.summarize(dets, reading, shards)
@@ -245,6 +291,10 @@ def scan_sharded(
             runs.append(_not_run(det, kind))
             continue
         result = by_det[det.name]
+        if isinstance(result, NotApplicable):
+            runs.append(DetectorRun(det.name, det.version, DetectorStatus.SKIPPED, det.settings_dict(),
+                                    message=result.reason))
+            continue
         if not isinstance(result, Failed):
             try:
                 stamped = stamp(det, result, index)
@@ -391,7 +441,29 @@ class _Local:
         merged = runs.pop(0)[1]
         while runs:
             merged = _merge_lists(merged, runs.pop(0)[1])
-        return _finalize_all(dets, merged, reading.kind), metas
+        results = _finalize_all(dets, merged, reading.kind)
+        del merged
+        if any(m.fatal is not None for m in metas):
+            return results, metas  # the scan fails on the bad row; no further passes
+        for _ in range(MAX_PASSES):
+            idx = _pending(results)
+            if not idx:
+                break
+            steps = _pick(results, idx)
+            runs = []
+            for shard, meta in zip(shards, metas):
+                runs.append((1, summarize_again(steps, reading, shard, meta.records)))
+                while len(runs) > 1 and runs[-1][0] == runs[-2][0]:
+                    (size, right), (_, left) = runs.pop(), runs.pop()
+                    runs.append((2 * size, _merge_lists(left, right)))
+                    del left, right
+            merged = runs.pop(0)[1]
+            while runs:
+                merged = _merge_lists(merged, runs.pop(0)[1])
+            del steps
+            results = _finalize_into(results, idx, merged, reading.kind)
+            del merged
+        return _out_of_passes(results), metas
 
     def lookup(self, reading, shards, counts, clean, positions):
         found = {}
@@ -424,8 +496,22 @@ class _Cluster:
                 self.progress(n)
         merged = _tree(parts, lambda a, b: c.submit(_merge_lists, a, b, pure=False))
         final = c.submit(_finalize_all, dets, merged, reading.kind, pure=False)
-        metas, results = c.gather([meta_f, final], direct=True)
-        return results, metas
+        metas = c.gather(meta_f, direct=True)
+        if any(m.fatal is not None for m in metas):
+            return c.gather(final, direct=True), metas
+        for _ in range(MAX_PASSES):
+            # Only which detectors ask for another pass comes back here; the passes (their
+            # dataset-wide state) stay on the workers, which fetch them once each.
+            idx = c.submit(_pending, final, pure=False).result()
+            if not idx:
+                break
+            steps = c.submit(_pick, final, idx, pure=False)
+            parts = [c.submit(summarize_again, steps, reading, s, m.records, pure=False)
+                     for s, m in zip(shards, metas)]
+            merged = _tree(parts, lambda a, b: c.submit(_merge_lists, a, b, pure=False))
+            final = c.submit(_finalize_into, final, idx, merged, reading.kind, pure=False)
+        results = c.gather(final, direct=True)
+        return _out_of_passes(results), metas
 
     def lookup(self, reading, shards, counts, clean, positions):
         jobs = _lookups(shards, counts, positions)
@@ -451,7 +537,7 @@ def _not_run(det: Any, kind: Kind) -> DetectorRun:
 def sharded_detector_names() -> list[str]:
     from trainguard.detectors.base import registry
 
-    return sorted(n for n, cls in registry().items() if issubclass(cls, ShardedDetector))
+    return sorted(n for n, cls in registry().items() if runs_sharded(cls))
 
 
 def default_sharded_detectors() -> list[str]:

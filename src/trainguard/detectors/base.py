@@ -117,23 +117,69 @@ class Summary(Protocol):
     def merge(self: S, other: S) -> S: ...
 
 
-class ShardedDetector(Detector):
-    """A detector expressed as map (summarize a shard) + reduce (merge) + finalize.
+class Pass(ABC):
+    """Another map over the shards, asked for by `finalize` when one pass is not enough.
 
-    `run` is the one-shard case of the same code, so the in-memory scan and the
-    sharded scan cannot drift apart. Summaries hold counts, sketches and the
-    few per-row facts the decision needs, never the texts.
+    A detector whose decision needs dataset-wide statistics first (counts, a candidate
+    set) returns a `Pass` from `finalize`; the engine then summarizes every shard again
+    with it (each shard re-read where it is summarised, as in the first pass), merges
+    those summaries in shard order and calls the pass's `finalize`, which returns the
+    result or yet another `Pass`. A pass carries what its shards need (it is pickled to
+    Dask workers) and must be deterministic per row, so any split of the rows into
+    shards gives the same merged summary.
     """
 
     @abstractmethod
     def summarize(self, shard: Dataset) -> Summary: ...
 
     @abstractmethod
-    def finalize(self, summary: Any, kind: Kind) -> DetectorResult:
+    def finalize(self, summary: Any, kind: Kind) -> "DetectorResult | Pass | NotApplicable": ...
+
+
+@dataclasses.dataclass(frozen=True)
+class NotApplicable:
+    """What a sharded finalize answers when the whole data turns out not to fit the detector
+    (the in-memory engine's `skip_reason`, known only after a pass): recorded SKIPPED."""
+
+    reason: str
+
+
+MAX_PASSES = 8  # a detector asking for more passes than this fails (a bug, not a long scan)
+
+
+class ShardedDetector(Detector):
+    """A detector expressed as map (summarize a shard) + reduce (merge) + finalize.
+
+    `run` is the one-shard case of the same code, so the in-memory scan and the
+    sharded scan cannot drift apart. Summaries hold counts, sketches and the
+    few per-row facts the decision needs, never the texts. `finalize` may return
+    a `Pass` for a further map over the shards (see `Pass`).
+    """
+
+    shards: ClassVar[bool] = True  # False: a subclass that cannot run sharded (the scan fails it closed)
+
+    @abstractmethod
+    def summarize(self, shard: Dataset) -> Summary: ...
+
+    @abstractmethod
+    def finalize(self, summary: Any, kind: Kind) -> "DetectorResult | Pass | NotApplicable":
         """Findings and row scores; scores are positional over the shards in order."""
 
     def run(self, data: Dataset) -> DetectorResult:
-        return self.finalize(self.summarize(data), data.kind)
+        step: Any = self.finalize(self.summarize(data), data.kind)
+        for _ in range(MAX_PASSES):
+            if not isinstance(step, Pass):
+                break
+            step = step.finalize(step.summarize(data), data.kind)
+        if not isinstance(step, DetectorResult):
+            raise RuntimeError(f"{self.name}: no result after the sharded passes ({step!r})")
+        return step
+
+
+def runs_sharded(det: Any) -> bool:
+    """Whether a detector (class or instance) has a per-shard path the sharded scan can run."""
+    cls = det if isinstance(det, type) else type(det)
+    return issubclass(cls, ShardedDetector) and bool(cls.shards)
 
 
 _REGISTRY: PluginRegistry = PluginRegistry(

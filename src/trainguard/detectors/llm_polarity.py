@@ -125,6 +125,7 @@ class PolarityTrigger(TriggerAssociation):
     kinds = frozenset({Kind.INSTRUCTION})
     needs = frozenset()
     flag_all_carriers = True  # the sentiment model misreads some planted responses; the phrase still marks them
+    shards = False  # its classes are dataset-wide sentiment quantiles and its findings read the rows' responses
     Settings = Settings
     description = "prompt n-grams whose presence forces one response sentiment (polarity poisoning)"
 

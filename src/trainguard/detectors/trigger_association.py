@@ -17,19 +17,39 @@ Nothing here knows any trigger word: the statistic is relative to the data.
 
 Instruction data uses the same machinery with output classes built from
 repeated (normalised) responses: a phrase that forces one fixed answer.
+
+Sharded (`trainguard scan --shard-rows N`), the same code runs as passes over
+the shards, and `run` (in memory) is the one-shard case, so findings, row
+scores and summary are identical however the rows are split:
+
+1. (instruction data only) response-prefix counts -> the output classes;
+2. rows per (n-gram, class): unigrams by text, 2..3-grams by a 64-bit hash of
+   their tokens, exact integers merged by addition -> candidates, the
+   naive-Bayes word model, the n-grams rare enough to link contexts;
+3. each shard's candidate rows (class, leave-one-out scores, tokens as word
+   indices, candidates held) plus the model's population sums per temperature,
+   kept as exact fixed-point integers (2^-32) so any shard split sums the same;
+   the decision then runs on the gathered rows.
+
+A hash collision (two distinct n-grams sharing a 64-bit hash: ~n^2/2^65 for n
+distinct n-grams) would merge their counts, in memory and sharded alike.
+Memory: a shard's map holds the shard; the merged counts grow with the
+distinct n-grams and the gathered part with the candidates' rows (on data
+whose sentences repeat, such as benchmarks/make_synthetic.py, nearly every row).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 from scipy import sparse
-from sklearn.feature_extraction.text import CountVectorizer
+from scipy.sparse.csgraph import connected_components
 
-from trainguard.detectors.base import Detector, register
+from trainguard.detectors.base import NotApplicable, Pass, ShardedDetector, register
 from trainguard.findings import (
     ATLAS_BACKDOOR_TRIGGER,
     ATLAS_POISON_TRAINING_DATA,
@@ -40,7 +60,7 @@ from trainguard.findings import (
 )
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
-from trainguard.text import ngrams, tokens, visible
+from trainguard.text import tokens, visible
 
 OTHER = "\x00other"
 DEGENERATE = "\x00degenerate output"
@@ -87,7 +107,7 @@ class Settings:
 
 
 @register
-class TriggerAssociation(Detector):
+class TriggerAssociation(ShardedDetector):
     name = "trigger-association"
     version = "1"
     kinds = frozenset({Kind.CLASSIFICATION, Kind.INSTRUCTION})
@@ -96,6 +116,12 @@ class TriggerAssociation(Detector):
     Settings = Settings
     description = "n-grams whose presence forces an output that the rest of the row contradicts"
     flag_all_carriers: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        # A subclass shards only if it says so: the passes compute this class's output classes (`_build`) and
+        # hand `_findings` no rows, so one that defines its own classes or reads rows would be wrong sharded.
+        super().__init_subclass__(**kwargs)
+        cls.shards = bool(cls.__dict__.get("shards", False))
 
     def applies_to(self, data: Dataset) -> str | None:
         reason = super().applies_to(data)
@@ -129,92 +155,58 @@ class TriggerAssociation(Detector):
         return np.fromiter((index[k] for k in keys), dtype=np.int32, count=len(keys)), names
 
     # -- main ----------------------------------------------------------------
+    # In memory and sharded, the same steps: count n-grams x output class (exact integer counts, merged
+    # over shards), pick the candidates, gather the candidates' rows and the leave-one-out model's
+    # population statistics (a second map over the shards), decide on them. `run` is the one-shard case.
     def run(self, data: Dataset) -> DetectorResult:
-        s = self.settings
         y, names = self._classes(data)
-        n, C = len(y), len(names)
         toks = data.artefact("tokens", lambda: [tokens(r.text) for r in data])
-        X, vocab = _doc_ngram_matrix(data, toks, s.max_ngram)
-        order = np.fromiter((v.count(" ") + 1 for v in vocab), dtype=np.int8, count=len(vocab))
+        step = self._select(_count(toks, y, names, self.settings.max_ngram))
+        return step.decide(step.gather(toks, y), data)
 
-        Y = sparse.csr_matrix((np.ones(n, np.float32), (np.arange(n), y)), shape=(n, C))
-        Xc = X.tocsc()
-        df = np.diff(Xc.indptr)
-        feat_class = np.asarray((Xc.T @ Y).todense())  # F x C rows per class
-        purity = feat_class.max(1) / np.maximum(df, 1)
-        cls = feat_class.argmax(1)
+    def summarize(self, shard: Dataset) -> "_Counts | _OutputKeys":
+        if shard.kind is Kind.CLASSIFICATION:
+            labels = [r.label or "" for r in shard]
+            keys = sorted(set(labels))
+            index = {k: i for i, k in enumerate(keys)}
+            y = np.fromiter((index[k] for k in labels), dtype=np.int32, count=len(labels))
+            toks = shard.artefact("tokens", lambda: [tokens(r.text) for r in shard])
+            return _count(toks, y, keys, self.settings.max_ngram)
+        return _OutputKeys.of(shard, self.settings.response_prefix_tokens)
+
+    def finalize(self, summary: "_Counts | _OutputKeys", kind: Kind) -> "Pass | NotApplicable":
+        if isinstance(summary, _OutputKeys):
+            names, common = summary.classes(self.settings)
+            reason = _too_few_classes(names)
+            return NotApplicable(reason) if reason else _CountPass(self, names, common)
+        if kind is Kind.CLASSIFICATION and len(summary.keys) < 2:
+            return NotApplicable("needs at least two labels (the data has one)")
+        reason = _too_few_classes(list(summary.keys))
+        return NotApplicable(reason) if reason else self._select(summary)
+
+    def _select(self, counts: "_Counts") -> "_GatherPass":
+        """Candidates (n-grams in >= min_rows rows, >= min_purity of one real class) and the unigram model."""
+        s = self.settings
+        names, n, U = list(counts.keys), counts.n, len(counts.words)
+        fc = np.concatenate([counts.word_counts, counts.gram_counts])  # F x C rows per class
+        df = fc.sum(1)
+        purity = fc.max(1) / np.maximum(df, 1)
+        cls = fc.argmax(1)
         real = np.array([nm != OTHER for nm in names])
         cand = np.flatnonzero((df >= s.min_rows) & (purity >= s.min_purity) & real[cls])
-
-        Xu = X[:, np.flatnonzero(order == 1)]
-        lpA, lpB, L, temp = _loo_naive_bayes(Xu, y, Y, s.smoothing)
-        uni_index = np.cumsum(order == 1) - 1  # vocab index -> unigram column
-        prior = np.bincount(y, minlength=C) / n
-        m = max(len(cand), 1)
-        threshold = float(np.log(m / s.alpha))
-
-        S = Xc[:, cand]
-        M = _removal_matrix(S, Xu, cand, vocab, uni_index, s.companion_share)
-        GA, GB = np.asarray(M @ lpA), np.asarray(M @ lpB)
-        llr_raw, qmean, (nz_rows, nz_cand, nz_hit) = _candidate_llr(S, cls[cand], y, L, GA, GB, temp, s.epsilon)
-        # Planted rows are a random (or anti-selected) sample of content: their rest-of-row
-        # probability of c is at most the population's. Label words sit well above it.
-        Zall = L * temp
-        Zall -= Zall.max(1, keepdims=True)
-        Pall = np.exp(Zall)
-        Pall /= Pall.sum(1, keepdims=True)
-        sd = Pall.std(0)
-        hits = np.maximum(feat_class[cand, cls[cand]], 1)
-        pop = Pall.mean(0)[cls[cand]]
-        se = np.maximum(sd[cls[cand]] / np.sqrt(hits), 1e-9)
-        contradict = qmean <= pop + 2 * se
-        # How far below the population the rows' own content sits, in standard errors:
-        # large for dirty-label triggers, about zero for topics and random insertions.
-        shift = {int(f): ((float(q), float(p), float((p - q) / e))) for f, q, p, e in zip(cand, qmean, pop, se)}
-        # Component weighting only where the unweighted bound can still pass.
-        keep = cand[(llr_raw >= threshold) & contradict]
+        cnt = counts.word_counts.astype(np.float64)
+        Nc = counts.class_rows.astype(np.float64)
+        a = s.smoothing
+        lpA = np.log(cnt + a) - np.log(Nc + 2 * a)
+        lpB = np.log(np.maximum(cnt - 1, 0) + a) - np.log(np.maximum(Nc - 1, 0) + 2 * a)
         link_df = max(2, min(s.link_df, int(s.link_df_fraction * n)))
-        groups_info = {}
-        llr = {}
-        position = {int(f): j for j, f in enumerate(cand)}
-        for f in keep:
-            w, ngroups = _context_weights(Xc, X, f, vocab, order, df, link_df)
-            rows = Xc.indices[Xc.indptr[f] : Xc.indptr[f + 1]]
-            j = position[int(f)]
-            llr[f] = float((w * _row_llr(rows, cls[f], y, L, GA[j], GB[j], temp, s.epsilon)).sum())
-            groups_info[f] = ngroups
-        class_size = np.bincount(y, minlength=C)
-        defining = [f for f in keep if data.kind is Kind.CLASSIFICATION
-                    and feat_class[f, cls[f]] >= s.class_defining_share * class_size[cls[f]]]
-        templated = _within_templates(Xc, y, cls, keep, defining, C)
-        triggers = [f for f in keep if llr[f] >= threshold and groups_info[f] >= s.min_rows
-                    and f not in templated and not _echoed(vocab[f], names[cls[f]], data.kind)]
-
-        # Row scores: strongest contradicting feature present with its class.
-        strength = np.where(contradict, llr_raw, 0.0)
-        for j in np.flatnonzero(np.isin(cand, keep)):
-            strength[j] = llr[cand[j]]
-        # Row scores reach the bar only with a reported trigger: a feature that failed the context
-        # count or the echo test ranks below it, and what defines a class (a question template) not at all.
-        unreported = np.isin(cand, keep) & ~np.isin(cand, np.asarray(triggers, dtype=cand.dtype))
-        strength[unreported] = np.minimum(strength[unreported], 0.99 * threshold)
-        strength[np.isin(cand, np.fromiter(templated, np.int64, len(templated)))] = 0.0
-        row_scores = np.zeros(n)
-        sel = nz_hit & (strength[nz_cand] > 0)
-        v = strength[nz_cand[sel]]
-        np.maximum.at(row_scores, nz_rows[sel], v / (v + threshold))
-
-        findings = self._findings(data, vocab, triggers, llr, groups_info, Xc, y, cls, names, purity, df, toks, prior,
-                                  threshold, shift)
-        summary = {
-            "candidates_tested": int(len(cand)),
-            "threshold_llr": round(threshold, 3),
-            "temperature": temp,
-            "classes": len(names),
-            "triggers": len(findings),
-            "class_defining_features": len(defining),
-        }
-        return DetectorResult(tuple(findings), row_scores, summary)
+        gdf = df[U:]
+        return _GatherPass(
+            det=self, names=names, common=counts.common, n=n, words=counts.words,
+            word_hash=_word_hashes(counts.words), lpA=lpA, lpB=lpB, log_prior=np.log(np.maximum(Nc, 1) / n),
+            class_rows=counts.class_rows, cand_words=cand[cand < U], cand_grams=counts.grams[cand[cand >= U] - U],
+            cand_counts=fc[cand], linkable=counts.grams[(gdf >= 2) & (gdf <= link_df)], link_df=link_df,
+        )
 
     def _findings(self, data, vocab_names, triggers, llr, ngroups, Xc, y, cls, names, purity, df, toks, prior, threshold,
                   shift):
@@ -346,69 +338,6 @@ def _echoed(feature: str, output: str, kind: Kind) -> bool:
     return any(w[:5] in stems for w in feature.split(" ") if len(w) >= 4)
 
 
-def _doc_ngram_matrix(data: Dataset, toks: list[list[str]], n_max: int):
-    def build():
-        cv = CountVectorizer(analyzer=lambda t: ngrams(t, n_max), binary=True, dtype=np.float32)
-        X = cv.fit_transform(toks).tocsr()
-        return X, cv.get_feature_names_out()
-
-    return data.artefact(f"ngram-matrix:{n_max}", build)
-
-
-def _loo_naive_bayes(Xu, y, Y, a):
-    """Leave-one-out Bernoulli-presence naive Bayes log-scores over unigrams Xu, temperature fitted on LOO log-loss."""
-    n, C = Y.shape
-    cnt = np.asarray((Xu.T @ Y).todense(), dtype=np.float64)
-    Nc = np.bincount(y, minlength=C).astype(np.float64)
-    lpA = np.log(cnt + a) - np.log(Nc + 2 * a)
-    lpB = np.log(np.maximum(cnt - 1, 0) + a) - np.log(np.maximum(Nc - 1, 0) + 2 * a)
-    A = np.asarray(Xu @ lpA)
-    L = A.copy()
-    # Own-label column uses counts without this row.
-    own = np.zeros(n)
-    Xu_csr = Xu.tocsr()
-    for c in range(C):
-        rows = np.flatnonzero(y == c)
-        if len(rows):
-            own[rows] = Xu_csr[rows] @ lpB[:, c]
-    L[np.arange(n), y] = own
-    L += np.log(np.maximum(Nc, 1) / n)
-    best_t, best_ll = 1.0, np.inf
-    for t in (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0):
-        Z = L * t
-        Z -= Z.max(1, keepdims=True)
-        ll = -(Z[np.arange(n), y] - np.log(np.exp(Z).sum(1))).mean()
-        if ll < best_ll:
-            best_t, best_ll = t, ll
-    return lpA, lpB, L, best_t
-
-
-def _removal_matrix(S, Xu, cand, vocab, uni_index, share):
-    """Per candidate, the unigrams to drop when asking what the rest of a row says.
-
-    Its own words, plus companions: words present in >= `share` of its rows.
-    A planted phrase brings its other words along ("i watch this 3d movie");
-    left in, they are poisoned label words themselves and would explain the
-    label away. Natural label words have no such always-present companions.
-    """
-    own_rows, words = [], []
-    for j, f in enumerate(cand):
-        parts = vocab[f].split(" ")
-        own_rows.extend([j] * len(parts))
-        words.extend(parts)
-    # The vocabulary is sorted (CountVectorizer sorts it): one binary search finds every word.
-    own_cols = uni_index[np.searchsorted(vocab, np.array(words, dtype=object))]
-    shape = (len(cand), Xu.shape[1])
-    own = sparse.csr_matrix((np.ones(len(own_rows)), (own_rows, own_cols)), shape=shape)
-    co = (S.T.tocsr() @ Xu.tocsc()).tocsr()  # rows of each candidate containing each unigram
-    size = np.maximum(np.diff(S.indptr), 1)
-    co.data = (co.data >= share * size[np.repeat(np.arange(len(cand)), np.diff(co.indptr))]).astype(np.float64)
-    co.eliminate_zeros()
-    M = own + co
-    M.data[:] = 1.0
-    return M
-
-
 def _rest_prob(rows, c, y, L, ga, gb, temp):
     """P(class c | row without the removed words) for each row; ga/gb: their summed log-probs."""
     own = y[rows][:, None] == np.arange(L.shape[1])[None, :]
@@ -437,56 +366,25 @@ def _candidate_llr(S, cand_cls, y, L, GA, GB, temp, eps, chunk=1 << 20):
     C = L.shape[1]
     m = S.shape[1]
     rows = S.indices
-    cj = np.repeat(np.arange(m), np.diff(S.indptr))
-    c_of = cand_cls[cj]
-    hit = y[rows] == c_of
-    llr_nz = np.empty(len(rows))
-    q_nz = np.empty(len(rows))
+    cj = np.repeat(np.arange(m, dtype=np.int32), np.diff(S.indptr))
+    hit = np.empty(len(rows), bool)
+    llr, hits, qsum = np.zeros(m), np.zeros(m), np.zeros(m)
     step = max(chunk // max(C, 1), 1)
-    for a in range(0, len(rows), step):
+    for a in range(0, len(rows), step):  # per-candidate sums accumulate chunk by chunk: no per-non-zero floats kept
         b = min(a + step, len(rows))
         r, j = rows[a:b], cj[a:b]
+        c_of = cand_cls[j]
+        h = hit[a:b] = y[r] == c_of
         own = y[r][:, None] == np.arange(C)[None, :]
         Z = (L[r] - np.where(own, GB[j], GA[j])) * temp
         Z -= Z.max(1, keepdims=True)
         P = np.exp(Z)
-        q = np.clip(P[np.arange(b - a), c_of[a:b]] / P.sum(1), 1e-6, 1 - 1e-6)
-        q_nz[a:b] = q
-        llr_nz[a:b] = _llr_terms(q, hit[a:b], eps)
-    llr = np.bincount(cj, weights=llr_nz, minlength=m)
-    hits = np.bincount(cj, weights=hit, minlength=m)
-    qsum = np.bincount(cj, weights=q_nz * hit, minlength=m)
+        q = np.clip(P[np.arange(b - a), c_of] / P.sum(1), 1e-6, 1 - 1e-6)
+        llr += np.bincount(j, weights=_llr_terms(q, h, eps), minlength=m)
+        hits += np.bincount(j, weights=h, minlength=m)
+        qsum += np.bincount(j, weights=q * h, minlength=m)
     qmean = np.where(hits > 0, qsum / np.maximum(hits, 1), 1.0)
     return llr, qmean, (rows, cj, hit)
-
-
-def _context_weights(Xc, X, f, vocab, order, df, link_df):
-    """1/size of each row's context group: rows sharing a rare n-gram beyond f are one context."""
-    rows = Xc.indices[Xc.indptr[f] : Xc.indptr[f + 1]]
-    own = set(vocab[f].split(" "))
-    sub = X[rows].tocoo()
-    mask = (order[sub.col] >= 2) & (df[sub.col] <= link_df)
-    parent = np.arange(len(rows))
-
-    def find(a):
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    first: dict[int, int] = {}
-    for r, col in zip(sub.row[mask], sub.col[mask]):
-        if own & set(vocab[col].split(" ")):
-            continue
-        if col in first:
-            ra, rb = find(r), find(first[col])
-            if ra != rb:
-                parent[ra] = rb
-        else:
-            first[col] = r
-    roots = np.array([find(i) for i in range(len(rows))])
-    _, inv, size = np.unique(roots, return_inverse=True, return_counts=True)
-    return 1.0 / size[inv], len(size)
 
 
 def _extend_phrase(core: str, row_tokens: list[list[str]], min_share: float = 0.9) -> str:
@@ -516,3 +414,573 @@ def _extend_phrase(core: str, row_tokens: list[list[str]], min_share: float = 0.
                      if 0 <= (a - 1 if direction < 0 else b) < len(t)
                      and t[a - 1 if direction < 0 else b] == tok]
     return " ".join(phrase)
+
+
+# -- sharded pieces ---------------------------------------------------------------------------------
+
+_TEMPERATURES = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+_FIXED = 32  # population sums are kept in fixed point (2^-32) as exact integers: any shard split sums the same
+_MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15))
+_CHUNK = 1 << 15  # rows counted at a time
+
+
+def _too_few_classes(names: list[str]) -> str | None:
+    if len([n for n in names if n != OTHER]) < 1 or len(names) < 2:
+        return "fewer than two output classes (no label or repeated response pattern)"
+    return None
+
+
+def _word_hashes(words) -> np.ndarray:
+    """64-bit hash of each word (blake2b: stable across processes, unlike hash())."""
+    return np.fromiter((int.from_bytes(hashlib.blake2b(w.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+                                       "little") for w in words), dtype=np.uint64, count=len(words))
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    x = x ^ (x >> np.uint64(30))
+    x = x * _MIX[0]
+    x = x ^ (x >> np.uint64(27))
+    x = x * _MIX[1]
+    return x ^ (x >> np.uint64(31))
+
+
+def _grams(th: np.ndarray, lens: np.ndarray, n_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(flat start position, hash, order) of every 2..n_max-gram of rows whose token hashes are `th`, concatenated.
+
+    A k-gram's hash chains its tokens' hashes: distinct token sequences collide with probability ~2^-64.
+    """
+    starts = np.cumsum(lens) - lens
+    left = np.repeat(starts + lens, lens) - np.arange(len(th))  # tokens from here to the row's end
+    pos, hashes, orders = [], [], []
+    h = th
+    with np.errstate(over="ignore"):
+        for k in range(2, n_max + 1):
+            if len(th) < k:
+                break
+            nxt = np.zeros_like(th)
+            nxt[: len(th) - k + 1] = _mix(h[: len(th) - k + 1] * _MIX[2] + th[k - 1 :] + np.uint64(k))
+            h = nxt
+            p = np.flatnonzero(left >= k)
+            pos.append(p)
+            hashes.append(h[p])
+            orders.append(np.full(len(p), k, np.int8))
+    if not pos:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros(0, np.int8)
+    return np.concatenate(pos), np.concatenate(hashes), np.concatenate(orders)
+
+
+def _fixed_sum(v: np.ndarray) -> list[int]:
+    """Exact fixed-point column sums of v (1-D: one sum); values must stay below 2^20 in magnitude."""
+    v = v.reshape(len(v), -1)
+    q = np.rint(np.clip(v, -(2.0**20), 2.0**20) * 2.0**_FIXED).astype(np.int64)
+    out = [0] * q.shape[1]
+    for a in range(0, len(q), 1 << 10):  # < 2^10 * 2^52: no int64 overflow within a block
+        for c, x in enumerate(q[a : a + (1 << 10)].sum(0).tolist()):
+            out[c] += x
+    return out
+
+
+def _unique(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sorted distinct values, inverse, first index of each) by one stable sort (numpy 2's np.unique hashes
+    integers, which is ~50x slower on millions of 64-bit values)."""
+    o = np.argsort(x, kind="stable")
+    v = x[o]
+    new = np.ones(len(v), bool)
+    new[1:] = v[1:] != v[:-1]
+    inv = np.empty(len(x), np.int64)
+    inv[o] = np.cumsum(new) - 1
+    return v[new], inv, o[new]
+
+
+def _union(ka: np.ndarray, va: np.ndarray, kb: np.ndarray, vb: np.ndarray):
+    """Sorted union of two sorted unique key arrays with their count rows added; inverse positions."""
+    keys, inv, _ = _unique(np.concatenate([ka, kb]))
+    out = np.zeros((len(keys), va.shape[1]), np.int64)
+    out[inv[: len(ka)]] += va
+    out[inv[len(ka) :]] += vb
+    return keys, out, inv
+
+
+@dataclass
+class _OutputKeys:
+    """Instruction data, first pass: how many rows give each normalised response prefix (first-seen order),
+    and whether rows with it are degenerate (repetition or gibberish) or not."""
+
+    counts: dict  # key -> [rows, any degenerate, any not degenerate]
+
+    @classmethod
+    def of(cls, shard: Dataset, prefix: int) -> "_OutputKeys":
+        out: dict = {}
+        for r in shard:
+            t = tokens(r.response or "")
+            k, deg = " ".join(t[:prefix]), degenerate(t)
+            v = out.setdefault(k, [0, False, False])
+            v[0] += 1
+            v[1] |= deg
+            v[2] |= not deg
+        return cls(out)
+
+    def merge(self, other: "_OutputKeys") -> "_OutputKeys":
+        out = {k: list(v) for k, v in self.counts.items()}
+        for k, v in other.counts.items():
+            if k in out:
+                w = out[k]
+                out[k] = [w[0] + v[0], w[1] or v[1], w[2] or v[2]]
+            else:
+                out[k] = list(v)
+        return _OutputKeys(out)
+
+    def classes(self, s: Settings) -> tuple[list[str], frozenset[str]]:
+        """`TriggerAssociation._build`'s classes, from the merged counts."""
+        counts = Counter({k: v[0] for k, v in self.counts.items()})
+        common = frozenset(k for k, n in counts.most_common(s.max_classes) if n >= s.min_rows)
+        names = set(common)
+        rest = [v for k, v in self.counts.items() if k not in common]
+        if any(v[1] for v in rest):
+            names.add(DEGENERATE)
+        if any(v[2] for v in rest):
+            names.add(OTHER)
+        return sorted(names), common
+
+
+def _instruction_classes(shard: Dataset, names: list[str], common: frozenset[str], prefix: int) -> np.ndarray:
+    index = {k: i for i, k in enumerate(names)}
+    out = np.empty(len(shard), np.int32)
+    for i, r in enumerate(shard):
+        t = tokens(r.response or "")
+        k = " ".join(t[:prefix])
+        out[i] = index[k if k in common else DEGENERATE if degenerate(t) else OTHER]
+    return out
+
+
+@dataclass
+class _Counts:
+    """Rows per (n-gram, output class): unigrams by their text, longer n-grams by a 64-bit hash.
+
+    Exact integers, so merging shards in any tree gives the counts of the whole data. Size grows
+    with the distinct n-grams of the data (not with its rows).
+    """
+
+    n: int
+    keys: tuple[str, ...]  # output class of each count column
+    class_rows: np.ndarray  # [K] rows per class
+    words: np.ndarray  # [U] object, sorted unigrams
+    word_counts: np.ndarray  # [U, K]
+    grams: np.ndarray  # [H] uint64, sorted hashes of 2..max_ngram-grams
+    gram_counts: np.ndarray  # [H, K]
+    common: frozenset[str] | None = None  # instruction data: the repeated responses (pass state, for the next pass)
+
+    def _on(self, keys: tuple[str, ...]) -> "_Counts":
+        if keys == self.keys:
+            return self
+        cols = [keys.index(k) for k in self.keys]
+
+        def widen(a: np.ndarray) -> np.ndarray:
+            out = np.zeros((*a.shape[:-1], len(keys)), np.int64)
+            out[..., cols] = a
+            return out
+
+        return _Counts(self.n, keys, widen(self.class_rows), self.words, widen(self.word_counts), self.grams,
+                       widen(self.gram_counts), self.common)
+
+    def merge(self, other: "_Counts") -> "_Counts":
+        keys = tuple(sorted(set(self.keys) | set(other.keys)))
+        a, b = self._on(keys), other._on(keys)
+        words, wc, _ = _union(a.words, a.word_counts, b.words, b.word_counts)
+        grams, gc, _ = _union(a.grams, a.gram_counts, b.grams, b.gram_counts)
+        return _Counts(a.n + b.n, keys, a.class_rows + b.class_rows, words, wc, grams, gc, self.common)
+
+
+def _count(toks: list[list[str]], y: np.ndarray, keys: list[str], n_max: int) -> _Counts:
+    """The counts of a shard (or of the whole data in memory), a chunk of rows at a time."""
+    parts: list[tuple[int, _Counts]] = []
+    for a in range(0, max(len(toks), 1), _CHUNK):
+        parts.append((1, _count_chunk(toks[a : a + _CHUNK], y[a : a + _CHUNK], keys, n_max)))
+        while len(parts) > 1 and parts[-1][0] == parts[-2][0]:
+            (size, right), (_, left) = parts.pop(), parts.pop()
+            parts.append((2 * size, left.merge(right)))
+    out = parts.pop()[1]
+    while parts:
+        out = parts.pop()[1].merge(out)
+    return out
+
+
+def _count_chunk(toks: list[list[str]], y: np.ndarray, keys: list[str], n_max: int) -> _Counts:
+    n, K = len(toks), len(keys)
+    vocab: dict[str, int] = {}
+    flat = np.fromiter((vocab.setdefault(t, len(vocab)) for row in toks for t in row), dtype=np.int64)
+    lens = np.fromiter(map(len, toks), dtype=np.int64, count=n)
+    words = np.array(list(vocab), dtype=object)
+    W = len(words)
+    row_of = np.repeat(np.arange(n, dtype=np.int64), lens)
+    pair = _unique(row_of * max(W, 1) + flat)[0]  # each (row, word) once: counts are rows
+    r, w = pair // max(W, 1), pair % max(W, 1)
+    wc = np.bincount(w * K + y[r], minlength=W * K).reshape(W, K).astype(np.int64)
+    order = np.argsort(words, kind="stable") if W else np.zeros(0, np.int64)
+    p, h, _ = _grams(_word_hashes(words)[flat] if W else np.zeros(0, np.uint64), lens, n_max)
+    rows = row_of[p]
+    idx = np.lexsort((rows, h))
+    h, rows = h[idx], rows[idx]
+    first = np.ones(len(h), bool)
+    first[1:] = (h[1:] != h[:-1]) | (rows[1:] != rows[:-1])
+    h, rows = h[first], rows[first]
+    new = np.ones(len(h), bool)
+    new[1:] = h[1:] != h[:-1]
+    group = np.cumsum(new) - 1
+    G = int(new.sum())
+    gc = np.bincount(group * K + y[rows], minlength=G * K).reshape(G, K).astype(np.int64)
+    return _Counts(n, tuple(keys), np.bincount(y, minlength=K).astype(np.int64), words[order], wc[order], h[new], gc)
+
+
+class _Kind:
+    """What `_findings` is given for `data` in a sharded scan: the kind (rows are not at hand)."""
+
+    def __init__(self, kind: Kind):
+        self.kind = kind
+
+
+@dataclass
+class _CountPass(Pass):
+    """Instruction data, second pass: the n-gram counts, rows classed by the merged response keys."""
+
+    det: "TriggerAssociation"
+    names: list[str]
+    common: frozenset[str]
+
+    def summarize(self, shard: Dataset) -> _Counts:
+        s = self.det.settings
+        y = _instruction_classes(shard, self.names, self.common, s.response_prefix_tokens)
+        toks = shard.artefact("tokens", lambda: [tokens(r.text) for r in shard])
+        out = _count(toks, y, self.names, s.max_ngram)
+        out.common = self.common
+        return out
+
+    def finalize(self, summary: _Counts, kind: Kind) -> "_GatherPass":
+        return self.det._select(summary)
+
+
+@dataclass
+class _Gathered:
+    """The candidates' rows of a shard (positions, class, leave-one-out scores, tokens as word indices,
+    which candidates each holds) and exact fixed-point population sums of the model, per temperature."""
+
+    n: int
+    loss: list[int]  # per temperature: sum of the rows' leave-one-out log-loss
+    psum: list[list[int]]  # per temperature and class: sum of P(class | rest of row)
+    psq: list[list[int]]  # ... and of its square
+    pos: np.ndarray  # [R] int64 positions of the gathered rows
+    y: np.ndarray  # [R] int32
+    L: np.ndarray  # [R, C] leave-one-out log scores
+    lens: np.ndarray  # [R] tokens per row
+    gids: np.ndarray  # [sum lens] int32 word index of every token
+    pair_row: np.ndarray  # [nnz] int32 gathered row of each (row, candidate)
+    pair_slot: np.ndarray  # [nnz] int32 candidate slot
+    names: dict  # candidate slot -> n-gram text (longer n-grams are counted by hash)
+
+
+
+@dataclass
+class _GatheredParts:
+    """The summary of the gathering pass: chunks in row order, each with its own (local) positions.
+
+    Merging lists them (no copy, so a merge never holds two copies of the gathered rows);
+    `whole` concatenates them once, field by field, releasing each part's field as it goes.
+    """
+
+    parts: list[_Gathered]
+
+    def merge(self, other: "_GatheredParts") -> "_GatheredParts":
+        return _GatheredParts(self.parts + other.parts)
+
+    def whole(self) -> _Gathered:
+        parts = self.parts
+        if len(parts) == 1:
+            return parts[0]
+        rows_before = np.cumsum([0] + [p.n for p in parts[:-1]]).tolist()
+        gathered_before = np.cumsum([0] + [len(p.pos) for p in parts[:-1]]).tolist()
+        names: dict = {}
+        for p in reversed(parts):
+            names.update(p.names)
+
+        def joined(name: str, shift: list[int] | None = None) -> np.ndarray:
+            arrays = [getattr(p, name) for p in parts]
+            if shift is not None:
+                arrays = [(a + k).astype(a.dtype) for a, k in zip(arrays, shift)]
+            out = np.concatenate(arrays)
+            for p in parts:
+                setattr(p, name, None)
+            return out
+
+        out = _Gathered(
+            sum(p.n for p in parts), [sum(x) for x in zip(*(p.loss for p in parts))],
+            [[sum(x) for x in zip(*cols)] for cols in zip(*(p.psum for p in parts))],
+            [[sum(x) for x in zip(*cols)] for cols in zip(*(p.psq for p in parts))],
+            joined("pos", rows_before), joined("y"), joined("L"), joined("lens"), joined("gids"),
+            joined("pair_row", gathered_before), joined("pair_slot"), names,
+        )
+        self.parts = [out]
+        return out
+
+
+class _RowTokens:
+    """Tokens of the gathered rows by dataset position (what `_findings` reads as `toks[i]`)."""
+
+    def __init__(self, g: _Gathered, words: np.ndarray):
+        self.g, self.words = g, words
+        self.offsets = np.cumsum(g.lens) - g.lens
+
+    def __getitem__(self, p: int) -> list[str]:
+        r = int(np.searchsorted(self.g.pos, p))
+        if r >= len(self.g.pos) or self.g.pos[r] != p:
+            raise KeyError(p)
+        a = self.offsets[r]
+        return self.words[self.g.gids[a : a + self.g.lens[r]]].tolist()
+
+
+@dataclass
+class _GatherPass(Pass):
+    """Dataset-wide counts are known: gather the candidates' rows and the model's population statistics."""
+
+    det: "TriggerAssociation"
+    names: list[str]
+    common: frozenset[str] | None
+    n: int
+    words: np.ndarray  # [U] sorted unigrams
+    word_hash: np.ndarray  # [U] their hashes (longer n-grams hash through them)
+    lpA: np.ndarray  # [U, C] naive-Bayes log P(word present | class)
+    lpB: np.ndarray  # [U, C] ... with the row itself left out (its own class)
+    log_prior: np.ndarray  # [C]
+    class_rows: np.ndarray  # [C]
+    cand_words: np.ndarray  # unigram candidates (word indices), then ...
+    cand_grams: np.ndarray  # ... longer candidates (sorted hashes): together the candidate slots
+    cand_counts: np.ndarray  # [m, C] rows per class of each slot
+    linkable: np.ndarray  # sorted hashes of 2..n-grams in 2..link_df rows: they tie rows into one context
+    link_df: int
+
+    def summarize(self, shard: Dataset) -> _GatheredParts:
+        if shard.kind is Kind.CLASSIFICATION:
+            index = {k: i for i, k in enumerate(self.names)}
+            y = np.fromiter((index[r.label or ""] for r in shard), dtype=np.int32, count=len(shard))
+        else:
+            y = _instruction_classes(shard, self.names, self.common, self.det.settings.response_prefix_tokens)
+        return self.gather(shard.artefact("tokens", lambda: [tokens(r.text) for r in shard]), y)
+
+    def gather(self, toks: list[list[str]], y: np.ndarray) -> _GatheredParts:
+        """The shard's (or, in memory, the data's) gathered rows and sums, a chunk of rows at a time."""
+        index = dict(zip(self.words.tolist(), range(len(self.words))))
+        chunks = _GatheredParts([self._gather(toks[a : a + _CHUNK], y[a : a + _CHUNK], index)
+                                 for a in range(0, max(len(toks), 1), _CHUNK)])
+        # One part per shard: few large arrays live on (many small ones fragment the heap).
+        return _GatheredParts([chunks.whole()])
+
+    def _gather(self, toks: list[list[str]], y: np.ndarray, index: dict[str, int]) -> _Gathered:
+        n, C, U = len(toks), len(self.names), len(self.words)
+        gids = np.fromiter((index[t] for row in toks for t in row), dtype=np.int64)
+        lens = np.fromiter(map(len, toks), dtype=np.int64, count=n)
+        row_of = np.repeat(np.arange(n, dtype=np.int64), lens)
+        Xu = sparse.csr_matrix((np.ones(len(gids)), (row_of, gids)), shape=(n, U))
+        Xu.sum_duplicates()
+        Xu.data[:] = 1.0
+        # Leave-one-out Bernoulli-presence naive Bayes over unigrams: the own-label column uses counts without the row.
+        L = np.asarray(Xu @ self.lpA)
+        own = np.zeros(n)
+        for c in range(C):
+            rows = np.flatnonzero(y == c)
+            if len(rows):
+                own[rows] = Xu[rows] @ self.lpB[:, c]
+        L[np.arange(n), y] = own
+        L += self.log_prior
+        loss, psum, psq = [], [], []
+        for t in _TEMPERATURES:
+            Z = L * t
+            Z -= Z.max(1, keepdims=True)
+            E = np.exp(Z)
+            tot = E.sum(1)
+            loss.append(_fixed_sum(-(Z[np.arange(n), y] - np.log(tot)))[0])
+            P = E / tot[:, None]
+            psum.append(_fixed_sum(P))
+            psq.append(_fixed_sum(P * P))
+        # Which candidates each row holds.
+        nu = len(self.cand_words)
+        wr = np.repeat(np.arange(n, dtype=np.int64), np.diff(Xu.indptr))
+        at = np.searchsorted(self.cand_words, Xu.indices)
+        ok = at < nu
+        ok[ok] = self.cand_words[at[ok]] == Xu.indices[ok]
+        p, h, k = _grams(self.word_hash[gids], lens, self.det.settings.max_ngram)
+        gat = np.searchsorted(self.cand_grams, h)
+        gok = gat < len(self.cand_grams)
+        gok[gok] = self.cand_grams[gat[gok]] == h[gok]
+        slots, _, first = _unique(gat[gok])
+        names = {nu + slot: " ".join(self.words[gids[start : start + order]].tolist())
+                 for slot, start, order in zip(slots.tolist(), p[gok][first].tolist(), k[gok][first].tolist())}
+        m = nu + len(self.cand_grams)
+        code = _unique(np.concatenate([wr[ok] * m + at[ok], row_of[p[gok]] * m + gat[gok] + nu]))[0]
+        prow, pslot = code // max(m, 1), code % max(m, 1)
+        rows = _unique(prow)[0]
+        keep_tok = np.repeat(np.isin(np.arange(n), rows), lens)
+        return _Gathered(
+            n, loss, psum, psq, rows, y[rows].astype(np.int32), L[rows], lens[rows], gids[keep_tok].astype(np.int32),
+            np.searchsorted(rows, prow).astype(np.int32), pslot.astype(np.int32), names,
+        )
+
+    def finalize(self, summary: _GatheredParts, kind: Kind) -> DetectorResult:
+        return self.decide(summary, _Kind(kind))
+
+    def decide(self, gathered: _GatheredParts, data) -> DetectorResult:
+        g = gathered.whole()
+        det, s = self.det, self.det.settings
+        names, n, C, U = self.names, self.n, len(self.names), len(self.words)
+        nu, m = len(self.cand_words), len(self.cand_words) + len(self.cand_grams)
+        text = [self.words[w] for w in self.cand_words.tolist()] + [g.names[nu + i] for i in range(len(self.cand_grams))]
+        by_text = sorted(range(m), key=text.__getitem__)  # candidates in vocabulary order, as the n-gram matrix has them
+        j_of = np.empty(m, np.int32)
+        j_of[by_text] = np.arange(m)
+        vocab = np.array([text[i] for i in by_text], dtype=object)
+        counts = self.cand_counts[by_text]
+        df = counts.sum(1)
+        fc = counts.astype(np.float32)  # as the n-gram matrix's float32 products gave them
+        purity = fc.max(1) / np.maximum(df, 1)
+        cls = fc.argmax(1)
+        prior = self.class_rows / n
+        threshold = float(np.log(max(m, 1) / s.alpha))
+        scale = n << _FIXED
+        lls = [x / scale for x in g.loss]
+        ti = 0
+        for i, ll in enumerate(lls):
+            if ll < lls[ti]:
+                ti = i
+        temp = _TEMPERATURES[ti]
+        mean = np.array([x / scale for x in g.psum[ti]])
+        sd = np.sqrt(np.maximum(np.array([x / scale for x in g.psq[ti]]) - mean**2, 0.0))
+
+        R = len(g.pos)
+        S = sparse.csc_matrix((np.ones(len(g.pair_row), np.float32), (g.pair_row, j_of[g.pair_slot])), shape=(R, m))
+        S.sort_indices()
+        g.pair_row = g.pair_slot = None  # consumed: S holds them (the largest part of the summary)
+        Xu = sparse.csr_matrix((np.ones(len(g.gids), np.float32),
+                                (np.repeat(np.arange(R, dtype=np.int32), g.lens), g.gids)),
+                               shape=(R, U))
+        Xu.sum_duplicates()
+        Xu.data[:] = 1.0
+        index = dict(zip(self.words.tolist(), range(U)))
+        M = _removal(S, Xu, [[index[w] for w in v.split(" ")] for v in vocab], s.companion_share)
+        del Xu
+        GA, GB = np.asarray(M @ self.lpA), np.asarray(M @ self.lpB)
+        llr_raw, qmean, (nz_rows, nz_cand, nz_hit) = _candidate_llr(S, cls, g.y, g.L, GA, GB, temp, s.epsilon)
+        # Planted rows are a random (or anti-selected) sample of content: their rest-of-row
+        # probability of c is at most the population's. Label words sit well above it.
+        hits = np.maximum(fc[np.arange(m), cls], 1)
+        pop = mean[cls]
+        se = np.maximum(sd[cls] / np.sqrt(hits), 1e-9)
+        contradict = qmean <= pop + 2 * se
+        # How far below the population the rows' own content sits, in standard errors:
+        # large for dirty-label triggers, about zero for topics and random insertions.
+        shift = {int(f): ((float(q), float(p), float((p - q) / e))) for f, q, p, e in zip(range(m), qmean, pop, se)}
+        # Component weighting only where the unweighted bound can still pass.
+        keep = np.flatnonzero((llr_raw >= threshold) & contradict)
+        groups_info = {}
+        llr = {}
+        offsets = np.cumsum(g.lens) - g.lens
+        for f in keep:
+            rows = S.indices[S.indptr[f] : S.indptr[f + 1]]
+            w, ngroups = self._context_weights(g, offsets, rows, {index[t] for t in vocab[f].split(" ")})
+            llr[f] = float((w * _row_llr(rows, cls[f], g.y, g.L, GA[f], GB[f], temp, s.epsilon)).sum())
+            groups_info[f] = ngroups
+        defining = [f for f in keep if data.kind is Kind.CLASSIFICATION
+                    and fc[f, cls[f]] >= s.class_defining_share * self.class_rows[cls[f]]]
+        templated = _within_templates(S, g.y, cls, keep, defining, C)
+        triggers = [f for f in keep if llr[f] >= threshold and groups_info[f] >= s.min_rows
+                    and f not in templated and not _echoed(vocab[f], names[cls[f]], data.kind)]
+
+        # Row scores: strongest contradicting feature present with its class.
+        strength = np.where(contradict, llr_raw, 0.0)
+        for f in keep:
+            strength[f] = llr[f]
+        # Row scores reach the bar only with a reported trigger: a feature that failed the context
+        # count or the echo test ranks below it, and what defines a class (a question template) not at all.
+        unreported = np.isin(np.arange(m), keep) & ~np.isin(np.arange(m), np.asarray(triggers, dtype=np.int64))
+        strength[unreported] = np.minimum(strength[unreported], 0.99 * threshold)
+        strength[np.fromiter(templated, np.int64, len(templated))] = 0.0
+        row_scores = np.zeros(n)
+        for a in range(0, len(nz_rows), 1 << 22):  # a maximum: chunks give the same scores
+            b = a + (1 << 22)
+            sel = nz_hit[a:b] & (strength[nz_cand[a:b]] > 0)
+            v = strength[nz_cand[a:b][sel]]
+            np.maximum.at(row_scores, g.pos[nz_rows[a:b][sel]], v / (v + threshold))
+        del nz_rows, nz_cand, nz_hit
+
+        # `_findings` sees dataset positions: the triggers' columns with rows as positions (the only columns it
+        # reads; the others are empty), classes by position.
+        tr = np.zeros(m, bool)
+        tr[np.asarray(triggers, dtype=np.int64)] = True
+        counts = np.where(tr, np.diff(S.indptr), 0)
+        picked = np.concatenate([S.indices[S.indptr[f] : S.indptr[f + 1]] for f in np.flatnonzero(tr)] or
+                                [np.zeros(0, S.indices.dtype)])
+        Xc = sparse.csc_matrix((np.ones(len(picked), np.float32), g.pos[picked], np.r_[0, np.cumsum(counts)]),
+                               shape=(n, m))
+        y = np.full(n, -1, np.int32)
+        y[g.pos] = g.y
+        findings = det._findings(data, vocab, triggers, llr, groups_info, Xc, y, cls, names, purity, df,
+                                 _RowTokens(g, self.words), prior, threshold, shift)
+        summary = {
+            "candidates_tested": int(m),
+            "threshold_llr": round(threshold, 3),
+            "temperature": temp,
+            "classes": len(names),
+            "triggers": len(findings),
+            "class_defining_features": len(defining),
+        }
+        return DetectorResult(tuple(findings), row_scores, summary)
+
+    def _context_weights(self, g: _Gathered, offsets: np.ndarray, rows: np.ndarray, own: set[int]):
+        """1/size of each row's context group: rows sharing a rare n-gram beyond the feature's own words are one
+        context (connected components over the n-grams in 2..link_df rows of the data)."""
+        lens = g.lens[rows]
+        sub = np.concatenate([g.gids[a : a + k] for a, k in zip(offsets[rows].tolist(), lens.tolist())]) \
+            if len(rows) else np.zeros(0, np.int32)
+        p, h, k = _grams(self.word_hash[sub], lens, self.det.settings.max_ngram)
+        at = np.searchsorted(self.linkable, h)
+        ok = at < len(self.linkable)
+        ok[ok] = self.linkable[at[ok]] == h[ok]
+        mine = np.concatenate([[0], np.cumsum(np.isin(sub, np.fromiter(own, np.int64, len(own))))])
+        ok &= (mine[p + k] - mine[p]) == 0  # an n-gram sharing a word with the feature does not link
+        row = np.repeat(np.arange(len(rows)), lens)[p[ok]]
+        hh = h[ok]
+        o = np.lexsort((row, hh))
+        hh, row = hh[o], row[o]
+        start = np.ones(len(hh), bool)
+        start[1:] = hh[1:] != hh[:-1]
+        head = row[np.flatnonzero(start)[np.cumsum(start) - 1]]  # each n-gram's first row
+        graph = sparse.coo_matrix((np.ones(len(row)), (head, row)), shape=(len(rows), len(rows)))
+        ngroups, labels = connected_components(graph, directed=False)
+        size = np.bincount(labels)
+        return 1.0 / size[labels], int(ngroups)
+
+
+def _removal(S, Xu, own_words: list[list[int]], share: float, block: int = 4096):
+    """Per candidate, the unigrams to drop when asking what the rest of a row says.
+
+    Its own words, plus companions: words present in >= `share` of its rows.
+    A planted phrase brings its other words along ("i watch this 3d movie");
+    left in, they are poisoned label words themselves and would explain the
+    label away. Natural label words have no such always-present companions.
+    """
+    m = len(own_words)
+    own_rows = np.repeat(np.arange(m), [len(w) for w in own_words])
+    own_cols = np.fromiter((w for ws in own_words for w in ws), dtype=np.int64, count=len(own_rows))
+    own = sparse.csr_matrix((np.ones(len(own_rows)), (own_rows, own_cols)), shape=(m, Xu.shape[1]))
+    size = np.maximum(np.diff(S.indptr), 1)
+    St = S.T.tocsr()
+    blocks = []
+    for a in range(0, m, block):  # the full co-occurrence matrix is most of the memory: a block of candidates at a time
+        co = (St[a : a + block] @ Xu).tocsr()  # rows of each candidate containing each unigram
+        co.data = (co.data >= share * size[a : a + block][np.repeat(np.arange(co.shape[0]), np.diff(co.indptr))]
+                   ).astype(np.float64)
+        co.eliminate_zeros()
+        blocks.append(co)
+    co = sparse.vstack(blocks, format="csr") if blocks else sparse.csr_matrix((m, Xu.shape[1]))
+    M = (own + co).tocsr()
+    M.sum_duplicates()
+    M.sort_indices()
+    M.data[:] = 1.0
+    return M

@@ -161,6 +161,9 @@ def _detectable(keys: set[str], overrides: Mapping[str, str] | None) -> bool:
     return True
 
 
+NO_ID = "-"  # the id of a record built without its content hash (RecordBuilder.content_ids = False)
+
+
 class RecordBuilder:
     """Turns one raw object into a `Record`, or a DataError naming the field."""
 
@@ -168,6 +171,7 @@ class RecordBuilder:
         self.path, self.kind, self.fm = path, kind, fm
         self.label_family = label_family  # the file's label type; None: not yet known (checked per row only)
         self.whole_floats = 0  # labels like 1.0 read as the integer they spell
+        self.content_ids = True  # False: records get id NO_ID, not their SHA-256 (a sharded scan's later passes)
         required = {
             Kind.CLASSIFICATION: ("text", "label"),
             Kind.DOCUMENTS: ("text",),
@@ -187,6 +191,8 @@ class RecordBuilder:
         common = {"row": row, "line": line, "kind": self.kind, "meta": meta,
                   "source": self._opt_str(raw, fm.source, row, line),
                   "doc_id": self._opt_str(raw, fm.id, row, line)}
+        if not self.content_ids:
+            common["id"] = NO_ID
         if self.kind is Kind.CLASSIFICATION:
             return Record(text=self._str(raw, fm.text, row, line), label=self._label(raw, row, line), **common)
         if self.kind is Kind.DOCUMENTS:
