@@ -134,6 +134,15 @@ def _scan_sets(path: Path) -> tuple[Any, dict[str, Any], dict[str, float]]:
                                                            "shortcut_s": round(t_short, 2)}
 
 
+def poison_instance(rows: list[dict], shape: str, inst: dict, rate: float, seed: int):
+    """One adaptive instance planted at `rate` (decoy rows on top for the shapes that use a factor): (result, params)."""
+    params = dict(inst)
+    if shape == "rare-words":
+        params["n_words"] = 25 if rate >= 0.005 else 10
+    f = float(params.get("factor", 0.0))
+    return poison(rows, shape, count=round(rate * len(rows) * (1 + f)), seed=seed, **params), params
+
+
 def run_classification(sst2: list[dict], dev: list[dict], n: int, shapes: dict, rates, log) -> list[dict]:
     results = []
     with tempfile.TemporaryDirectory() as td:
@@ -142,11 +151,7 @@ def run_classification(sst2: list[dict], dev: list[dict], n: int, shapes: dict, 
                 seed = 101 + k
                 rows, _ = _sample(sst2, n, seed)
                 for rate in rates:
-                    params = dict(inst)
-                    if shape == "rare-words":
-                        params["n_words"] = 25 if rate >= 0.005 else 10
-                    f = float(params.get("factor", 0.0))
-                    r = poison(rows, shape, count=round(rate * n * (1 + f)), seed=seed, **params)
+                    r, params = poison_instance(rows, shape, inst, rate, seed)
                     poisoned = {e["row"] for e in r.entries if e.get("role", "poison") == "poison"}
                     helpers = {e["row"] for e in r.entries if e.get("role") == "helper"}
                     target = r.truth["params"]["target_value"]

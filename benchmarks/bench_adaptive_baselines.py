@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_adaptive import SHAPES, SHARED, _baselines, _jsonl, _prec_at_k, _sample, _write  # noqa: E402
+from bench_adaptive import SHAPES, SHARED, _baselines, _jsonl, _prec_at_k, _sample, _write, poison_instance  # noqa: E402
 
-from trainguard.attacks import poison  # noqa: E402
 from trainguard.bench.baselines import early_loss_scores, spectre_scores  # noqa: E402
 from trainguard.detectors._repr import embeddings, label_codes  # noqa: E402
 from trainguard.io.dataset import load  # noqa: E402
@@ -45,11 +44,8 @@ def main() -> int:
             for k, inst in enumerate(instances):
                 seed = 101 + k
                 rows, _ = _sample(sst2, N, seed)
-                params = dict(inst)
-                if shape == "rare-words":
-                    params["n_words"] = 25
+                r, params = poison_instance(rows, shape, inst, RATE, seed)
                 f = float(params.get("factor", 0.0))
-                r = poison(rows, shape, count=round(RATE * N * (1 + f)), seed=seed, **params)
                 poisoned = {e["row"] for e in r.entries if e.get("role", "poison") == "poison"}
                 helpers = {e["row"] for e in r.entries if e.get("role") == "helper"}
                 data = load(_write(r.rows, Path(td)))
