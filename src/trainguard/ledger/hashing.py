@@ -262,20 +262,6 @@ def _hash_unit(args: tuple[bytes, int]) -> tuple[bytes, int, int]:
     return b"".join(out), -1, 0
 
 
-def _hash_range(args: tuple[str, int, int, int]) -> bytes:
-    """Leaves of the complete lines in [start, end); `start` is a line start."""
-    path, start, end, limit = args
-    out: list[bytes] = []
-    with open(path, "rb") as f:
-        f.seek(start)
-        for unit in _units(path, f, end - start, limit, None):
-            leaves, bad, size = _hash_unit((unit[0], limit))
-            if bad >= 0:
-                raise _Oversized(start, size)
-            out.append(leaves)
-    return b"".join(out)
-
-
 def _units(spath: str, f: Any, size: int | None, limit: int, sha: Any) -> Iterator[tuple[bytes, int]]:
     """(whole lines, physical lines before them) of file `spath` in blocks of about BLOCK bytes, feeding `sha`.
 
@@ -368,19 +354,6 @@ def _stream_leaves(spath: str, f: Any, limit: int, sink: _Sink, pool: Any = None
             take()
     except _Oversized as e:
         raise DataError(spath, f"record is {e.size:,} bytes, over the {limit:,}-byte limit", line=e.offset) from None
-
-
-def _shards(path: Path, size: int, n: int) -> list[tuple[int, int]]:
-    cuts = [0]
-    with open(path, "rb") as f:
-        for i in range(1, n):
-            f.seek(max(size * i // n - 1, cuts[-1]))
-            f.readline()  # move to the next line start
-            cut = f.tell()
-            if cut > cuts[-1] and cut < size:
-                cuts.append(cut)
-    cuts.append(size)
-    return list(zip(cuts[:-1], cuts[1:]))
 
 
 def auto_workers(size: int) -> int:
