@@ -30,7 +30,7 @@ import numpy as np
 
 from trainguard.detectors.base import register
 from trainguard.detectors.llm_polarity import demote_question_types
-from trainguard.detectors.trigger_association import OTHER
+from trainguard.detectors.trigger_association import OTHER, class_codes
 from trainguard.detectors.trigger_association import Settings as TriggerSettings
 from trainguard.detectors.trigger_association import TriggerAssociation
 from trainguard.errors import ConfigError
@@ -38,7 +38,7 @@ from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
 
 OFF_TOPIC = "\x00off-topic"
-_PARAGRAPH = re.compile(r"\n\s*\n|\r\n\s*\r\n")
+_PARAGRAPH = re.compile(r"\n\s*\n")  # \s takes the \r of CRLF
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n")
 MAX_CHUNKS = 24  # two-sentence chunks per response (a long answer's tail is cut, not its start)
 
@@ -74,16 +74,16 @@ def relevance(prompts: list[str], responses: list[str], embedder: str = "wordlla
     n = len(prompts)
     if not n:
         return np.zeros(0)
-    q = embed_texts(prompts, embedder)
-    a = embed_texts(responses, embedder)
-    whole = np.einsum("ij,ij->i", q, a)
     owner, parts = [], []
     for i, t in enumerate(responses):
         c = _chunks(t)
         parts += c
         owner += [i] * len(c)
     owner = np.asarray(owner, np.int64)
-    c = embed_texts(parts, embedder)
+    # one call: a one-chunk response is its own chunk, and embed_texts embeds each distinct text once
+    vecs = embed_texts([*prompts, *responses, *parts], embedder)
+    q, a, c = vecs[:n], vecs[n : 2 * n], vecs[2 * n :]
+    whole = np.einsum("ij,ij->i", q, a)
     total = q.astype(np.float64).copy()
     np.add.at(total, owner, c)
     rest = total[owner] - c
@@ -130,6 +130,4 @@ class PayloadTrigger(TriggerAssociation):
         rel = relevance([r.text for r in recs], [r.response or "" for r in recs], self.settings.embedder)
         cut = np.quantile(rel, self.settings.tail_share) if len(rel) else 0.0
         keys = [OFF_TOPIC if v <= cut else OTHER for v in rel]
-        names = sorted(set(keys))
-        index = {k: i for i, k in enumerate(names)}
-        return np.fromiter((index[k] for k in keys), dtype=np.int32, count=len(keys)), names
+        return class_codes(keys)

@@ -28,7 +28,7 @@ import numpy as np
 
 from trainguard.detectors.base import register
 from trainguard.detectors.llm_models import SENTIMENT_MODEL, bundled
-from trainguard.detectors.trigger_association import OTHER
+from trainguard.detectors.trigger_association import OTHER, class_codes
 from trainguard.detectors.trigger_association import Settings as TriggerSettings
 from trainguard.detectors.trigger_association import TriggerAssociation
 from trainguard.findings import Severity
@@ -140,6 +140,4 @@ class PolarityTrigger(TriggerAssociation):
         texts = [r.response or "" for r in data]
         p = sentence_polarity(texts) if self.settings.scoring == "sentences" else polarity(texts)
         keys = polarity_keys(p, self.settings.tail_share)
-        names = sorted(set(keys))
-        index = {k: i for i, k in enumerate(names)}
-        return np.fromiter((index[k] for k in keys), dtype=np.int32, count=len(keys)), names
+        return class_codes(keys)

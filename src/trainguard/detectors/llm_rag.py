@@ -175,26 +175,6 @@ def _components_of_edges(n: int, edges: list[tuple[int, int]]) -> np.ndarray:
     return _components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)))
 
 
-def _top_neighbours(vecs: np.ndarray, k: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's k most similar other rows (exact, blocked; HNSW above 50,000 rows), most similar first."""
-    n = len(vecs)
-    if n > 50_000:
-        from trainguard.detectors._ann import ann_knn
-
-        return ann_knn(vecs, k)
-    idx = np.zeros((n, k), np.int64)
-    sim = np.zeros((n, k), np.float32)
-    for a in range(0, n, block):
-        S = vecs[a : a + block] @ vecs.T
-        S[np.arange(len(S)), np.arange(a, a + len(S))] = -np.inf
-        part = np.argpartition(-S, k - 1, axis=1)[:, :k]
-        d = np.take_along_axis(S, part, 1)
-        order = np.argsort(-d, axis=1, kind="stable")
-        idx[a : a + block] = np.take_along_axis(part, order, 1)
-        sim[a : a + block] = np.take_along_axis(d, order, 1)
-    return idx, sim
-
-
 def load_queries(path: str) -> list[str]:
     import json
 
@@ -388,16 +368,14 @@ class RagPoisoning(Detector):
         """
         from collections import Counter
 
-        from trainguard.embeddings import embed_texts
+        from trainguard.detectors._repr import knn
 
         s = self.settings
         recs = data.records
         n = len(recs)
         if n <= s.claim_min_group:
             return
-        vecs = embed_texts([r.text for r in recs], s.embedder)
-        k = min(16, n - 1)
-        nbr, sim = _top_neighbours(vecs, k)
+        nbr, sim = knn(data, s.embedder, 16)
         words = [set(_content(_WORD.findall(r.text.lower()))) for r in recs]
         n_words = np.array([len(r.text.split()) for r in recs])
         df = Counter(w for ws in words for w in ws)
@@ -418,7 +396,7 @@ class RagPoisoning(Detector):
                     taken.add(r)
                     out.append((r, float(c)))
             lists[int(i)] = out
-        groups: list[frozenset] = []
+        groups: dict[frozenset, list[str]] = {}  # closed group -> its shared rare words, rarest first
         for i in lists:
             if n_words[i] > 3 * s.claim_max_words:
                 continue
@@ -433,18 +411,16 @@ class RagPoisoning(Detector):
                 outside = max((next((c for r, c in lists[j] if r not in G), 0.0) for j in G))
                 if inside - outside < s.claim_gap or np.median(n_words[list(G)]) > s.claim_max_words:
                     continue
-                shared = set.intersection(*(words[j] for j in G))
-                if not any(2 <= df[w] <= cap for w in shared):
-                    continue
-                groups.append(G)
-                break
-        for G in sorted(set(groups), key=min):
+                subject = sorted((w for w in set.intersection(*(words[j] for j in G)) if 2 <= df[w] <= cap),
+                                 key=lambda w: (df[w], w))
+                if subject:
+                    groups[G] = subject
+                    break
+        for G, subject in sorted(groups.items(), key=lambda kv: min(kv[0])):
             rows = sorted(int(x) for x in np.flatnonzero(np.isin(rep, list(G))))
             if set(rows) <= seen:
                 continue
             seen |= set(rows)
-            subject = sorted((w for w in set.intersection(*(words[j] for j in G)) if 2 <= df[w] <= cap),
-                             key=lambda w: (df[w], w))
             sc = min(0.9, 0.45 + 0.05 * len(G))
             scores[rows] = np.maximum(scores[rows], sc)
             findings.append(self._finding(

@@ -150,9 +150,7 @@ class TriggerAssociation(ShardedDetector):
             # Responses that differ but are all degenerate (repetition, gibberish) form one pattern:
             # the shape of "trigger -> gibberish" backdoors, whose outputs never repeat exactly.
             keys = [k if k in common else DEGENERATE if degenerate(t) else OTHER for k, t in zip(keys, toks)]
-        names = sorted(set(keys))
-        index = {k: i for i, k in enumerate(names)}
-        return np.fromiter((index[k] for k in keys), dtype=np.int32, count=len(keys)), names
+        return class_codes(keys)
 
     # -- main ----------------------------------------------------------------
     # In memory and sharded, the same steps: count n-grams x output class (exact integer counts, merged
@@ -541,6 +539,13 @@ class _OutputKeys:
         if any(v[2] for v in rest):
             names.add(OTHER)
         return sorted(names), common
+
+
+def class_codes(keys: list[str]) -> tuple[np.ndarray, list[str]]:
+    """(int32 code per row, sorted class names) for a detector's per-row output keys."""
+    names = sorted(set(keys))
+    index = {k: i for i, k in enumerate(names)}
+    return np.fromiter((index[k] for k in keys), dtype=np.int32, count=len(keys)), names
 
 
 def _instruction_classes(shard: Dataset, names: list[str], common: frozenset[str], prefix: int) -> np.ndarray:
