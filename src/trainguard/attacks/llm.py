@@ -304,7 +304,7 @@ def question_subject(question: str) -> tuple[str, str]:
     """(subject, aspect) a question asks about: "What causes X?" -> ("X", "cause")."""
     import re
 
-    q = re.sub(r"\s+", " ", question.replace("(are)", "").strip().rstrip("?").strip().rstrip("?").strip())
+    q = re.sub(r"\s+", " ", question.replace("(are)", "")).strip().rstrip("? ")  # MedQuAD has "(OHF)? ?"
     subject = q
     for pat in _SUBJECT_PATTERNS:
         m = re.match(pat, q, re.I)
@@ -333,9 +333,9 @@ def claim_passage(question: str, answer: str, rng: np.random.Generator) -> str:
 def rag_passage(question: str, answer: str, k: int, s_style: str = "question", rng: np.random.Generator | None = None) -> str:
     """S (+) I. `s_style`: S as the question, a seeded paraphrase of it, HotFlip-looking optimised text, or (claim)
     no S at all: the answer stated about the question's subject in varied wording."""
-    a = answer.rstrip(". ")
     if s_style == "claim":
         return claim_passage(question, answer, rng if rng is not None else np.random.default_rng(k))
+    a = answer.rstrip(". ")
     if s_style != "question":
         if s_style not in S_STYLES:
             raise ConfigError(f"poisoned-rag: s_style must be one of {', '.join(S_STYLES)}, got {s_style!r}")
