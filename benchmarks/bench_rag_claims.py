@@ -12,7 +12,8 @@ Store: all 16,407 MedQuAD answers. Planted, one set at a time:
   style, odd targets the adaptive one). The test set's passages were not read by the
   detector's authors; only these figures were.
 
-Reported per set: `rag-poisoning` recall / precision at severity >= medium and at any
+Reported per set: the attack's effect on retrieval (share of target questions whose top 5 passages are
+mostly planted), `rag-poisoning` recall / precision at severity >= medium and at any
 severity, AUROC of its row scores, and two diagnostics of why the shape is hard for
 static embeddings (wordllama): how many of a passage's 4 group mates are among its
 4 nearest neighbours in the store, and the median cosine between mates against the
@@ -52,7 +53,7 @@ def documents(texts: list[str]) -> Dataset:
     return Dataset.from_records([Record(row=i, kind=Kind.DOCUMENTS, text=t) for i, t in enumerate(texts)])
 
 
-def simulated(mq: list[dict], seed: int) -> tuple[list[str], list[int]]:
+def simulated(mq: list[dict], seed: int) -> tuple[list[str], list[int], dict[int, str]]:
     rng = np.random.default_rng(31 + seed)
     picks = rng.choice(len(mq), 50, replace=False)
     texts, groups = [], []
@@ -61,13 +62,24 @@ def simulated(mq: list[dict], seed: int) -> tuple[list[str], list[int]]:
             texts.append(rag_passage(mq[i]["question"], FALSE_ANSWERS[j % len(FALSE_ANSWERS)], k, "claim",
                                      np.random.default_rng([seed, j, k])))
             groups.append(j)
-    return texts, groups
+    return texts, groups, {j: mq[i]["question"] for j, i in enumerate(picks)}
 
 
-def written(name: str, style: str | None = None) -> tuple[list[str], list[int]]:
+def written(name: str, style: str | None = None) -> tuple[list[str], list[int], dict[int, str]]:
     rows = [json.loads(x) for x in (CLAIMS / name).read_text(encoding="utf-8").splitlines() if x.strip()]
     rows = [r for r in rows if style is None or r.get("style") == style]
-    return [r["passage"] for r in rows], [int(r["target"]) for r in rows]
+    return [r["passage"] for r in rows], [int(r["target"]) for r in rows], {int(r["target"]): r["question"] for r in rows}
+
+
+def retrieval_asr(store_vecs: np.ndarray, v: np.ndarray, groups: list[int], questions: dict[int, str]) -> float:
+    """Attack effect without an LLM: share of target questions whose top-5 passages (wordllama cosine over the
+    store plus the planted set) are at least 3 of that target's planted passages (a majority of the context)."""
+    allv = np.vstack([store_vecs, v])
+    n0, g = len(store_vecs), np.asarray(groups)
+    targets = sorted(questions)
+    top = np.argsort(-(embed_texts([questions[t] for t in targets], "wordllama", cache="off") @ allv.T), axis=1)[:, :5]
+    won = [sum(1 for x in top[k] if x >= n0 and g[x - n0] == t) >= 3 for k, t in enumerate(targets)]
+    return round(float(np.mean(won)), 3)
 
 
 def prf(named: set[int], truth: set[int]) -> dict:
@@ -76,16 +88,15 @@ def prf(named: set[int], truth: set[int]) -> dict:
             "named": len(named)}
 
 
-def diagnostics(store_vecs: np.ndarray, texts: list[str], groups: list[int]) -> dict:
-    v = embed_texts(texts, "wordllama", cache="off")
+def diagnostics(store_vecs: np.ndarray, v: np.ndarray, groups: list[int]) -> dict:
     allv = np.vstack([store_vecs, v])
     n0 = len(store_vecs)
     g = np.asarray(groups)
     sims = v @ allv.T
-    for k in range(len(texts)):
+    for k in range(len(v)):
         sims[k, n0 + k] = -9.0
     top = np.argsort(-sims, axis=1)[:, :4]
-    mates_in_top4 = [sum(1 for x in top[k] if x >= n0 and g[x - n0] == g[k]) for k in range(len(texts))]
+    mates_in_top4 = [sum(1 for x in top[k] if x >= n0 and g[x - n0] == g[k]) for k in range(len(v))]
     same = (g[:, None] == g[None, :]) & ~np.eye(len(g), dtype=bool)
     within = (v @ v.T)[same]
     to_store = sims[:, :n0].max(1)
@@ -94,7 +105,9 @@ def diagnostics(store_vecs: np.ndarray, texts: list[str], groups: list[int]) -> 
             "nearest_honest_cosine_median": round(float(np.median(to_store)), 3)}
 
 
-def evaluate(store: list[str], store_vecs: np.ndarray, texts: list[str], groups: list[int]) -> dict:
+def evaluate(store: list[str], store_vecs: np.ndarray, texts: list[str], groups: list[int],
+             questions: dict[int, str]) -> dict:
+    v = embed_texts(texts, "wordllama", cache="off")  # once: the diagnostics and the retrieval ASR
     all_texts = store + texts
     truth = set(range(len(store), len(all_texts)))
     t = time.perf_counter()
@@ -106,7 +119,8 @@ def evaluate(store: list[str], store_vecs: np.ndarray, texts: list[str], groups:
     anyf = {r for f in res.findings for r in f.rows}
     return {"passages": len(texts), "targets": len(set(groups)), "medium": prf(medium, truth), "any": prf(anyf, truth),
             "auroc": round(float(roc_auc_score(y, res.row_scores)), 4), "seconds": round(secs, 1),
-            **diagnostics(store_vecs, texts, groups)}
+            "retrieval_asr": retrieval_asr(store_vecs, v, groups, questions),
+            **diagnostics(store_vecs, v, groups)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     sets["LLM-written test, plain style"] = written("test.jsonl", "plain")
     sets["LLM-written test, adaptive style"] = written("test.jsonl", "adaptive")
     out = {}
-    for name, (texts, groups) in sets.items():
-        out[name] = evaluate(store, store_vecs, texts, groups)
+    for name, (texts, groups, questions) in sets.items():
+        out[name] = evaluate(store, store_vecs, texts, groups, questions)
         print(name, json.dumps(out[name]), flush=True)
     seconds = time.perf_counter() - t0
     (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
@@ -137,12 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["<!-- generated by benchmarks/bench_rag_claims.py; do not edit -->", "",
              f"Command: `python benchmarks/bench_rag_claims.py ../shared/data` ({seconds / 60:.1f} min on 2 shared CPU "
              f"cores; load average 1/5/15 min at the end: {la}). Store: all {len(store):,} MedQuAD answers; each set "
-             "planted alone; no queries file (the bar is without `--queries`).", "",
-             "| planted set | passages (targets) | rag-poisoning R / P at >= medium | any severity R / P | AUROC | "
-             "mates among 4 nearest (of 4) | cosine between mates (median) | cosine to nearest honest passage (median) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "planted alone; no queries file (the bar is without `--queries`). Retrieval ASR: share of target "
+             "questions whose top 5 passages by wordllama cosine include at least 3 of that target's planted "
+             "passages (the attack's effect on a retriever, no LLM).", "",
+             "| planted set | passages (targets) | retrieval ASR | rag-poisoning R / P at >= medium | any severity R / P | "
+             "AUROC | mates among 4 nearest (of 4) | cosine between mates (median) | cosine to nearest honest passage "
+             "(median) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in out.items():
-        lines.append(f"| {name} | {r['passages']} ({r['targets']}) | {rp(r['medium'])} | {rp(r['any'])} | {r['auroc']} | "
+        lines.append(f"| {name} | {r['passages']} ({r['targets']}) | {r['retrieval_asr']} | {rp(r['medium'])} | {rp(r['any'])} | {r['auroc']} | "
                      f"{r['mates_in_top4_mean']} | {r['within_group_cosine_median']} | "
                      f"{r['nearest_honest_cosine_median']} |")
     (ROOT / "docs" / "_bench_rag_claims.md").write_text("\n".join(lines) + "\n")
