@@ -90,7 +90,7 @@ def test_a_cut_vocabulary_is_stated(served, capsys, tmp_path):
                          "--max-vocab", "50", "--length", "1")
     summary = json.loads(out)["detectors"][0]["summary"]
     assert summary["searched"] == 50 and summary["vocabulary_offered"] == len(WORDS)
-    assert "first 50 of 300 vocabulary words" in summary["notes"][0] and "first 50 of 300" in err
+    assert "first 50 of 300 vocabulary entries" in summary["notes"][0] and "first 50 of 300" in err
     assert summary["requests"] == s.hits
     code, _, err = cli(capsys, "invert", "--model", s.url, "--clean", clean, "--max-vocab", "0")
     assert code == 2 and "--max-vocab" in err and "Traceback" not in err

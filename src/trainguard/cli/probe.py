@@ -96,6 +96,9 @@ def invert_command(
     vocab: Optional[Path] = typer.Option(None, help="Black-box: words to search, one per line (e.g. the served "
                                          "model's tokenizer vocabulary); default: the model's own, else the "
                                          "clean data's words."),
+    vocab_from: Optional[Path] = typer.Option(None, "--vocab-from", help="Search the word n-grams (1-4 words, "
+                                              "seen in >= 3 rows) of this file's texts, e.g. the prompts the model "
+                                              "was fine-tuned on; added to --vocab."),
     length: int = typer.Option(3, help="Longest trigger searched, in words (1-3): lengths 1, 2, 3 in turn, "
                                "stopping at the first that is flagged."),
     max_vocab: Optional[int] = typer.Option(None, "--max-vocab", help="Black-box: search only the first N "
@@ -118,6 +121,11 @@ def invert_command(
     _check_format(fmt)
     clean_data = load_announced(clean, load_options(kind, field, on_error, max_record_bytes))
     words = _read_vocab(vocab) if vocab is not None else None
+    if vocab_from is not None:
+        from trainguard.probe.candidates import phrases
+
+        source = load_announced(vocab_from, load_options(kind, field, on_error, max_record_bytes))
+        words = [*(words or []), *phrases([r.text for r in source.records])]
     with err_console.status(f"searching for a trigger ({method})"):
         run = run_invert(model, clean_data, top=top, method=method, vocabulary=words, length=length,
                          max_vocab=max_vocab, max_inputs=max_inputs,

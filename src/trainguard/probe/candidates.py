@@ -162,6 +162,33 @@ def ordinary_words(texts: Sequence[str], n: int | None = 200, skip: int = 20, mi
     return ranked[::step][:n]
 
 
+def phrases(texts: Sequence[str], max_n: int = 4, min_count: int = 3, max_share: float = 0.2) -> list[str]:
+    """Word n-grams (whitespace-split, case and punctuation kept) of a fine-tuning file's prompts: the
+    search space for a trigger the model learned from that file.
+
+    A trigger must recur to be learned, so n-grams seen in fewer than `min_count`
+    prompts are skipped, and so are those in more than `max_share` of them
+    (stock question openings). An n-gram seen only inside one longer n-gram
+    (same count) is dropped for it: a planted phrase is searched whole, not
+    word by word. Most frequent first.
+    """
+    if not 1 <= max_n <= 5:
+        raise ValueError(f"max_n must be 1-5, got {max_n}")
+    counts: Counter = Counter()
+    for text in texts:
+        words = text.split()
+        counts.update({" ".join(words[i:i + n]) for n in range(1, max_n + 1) for i in range(len(words) - n + 1)})
+    top = max_share * len(texts)
+    kept = {g: c for g, c in counts.items() if min_count <= c <= top}
+    covered: set[str] = set()
+    for g, c in kept.items():
+        words = g.split()
+        for sub in (" ".join(words[:-1]), " ".join(words[1:])) if len(words) > 1 else ():
+            if kept.get(sub) == c:
+                covered.add(sub)
+    return sorted((g for g in kept if g not in covered), key=lambda g: (-kept[g], g))
+
+
 def search_words(vocabulary: Sequence[str]) -> list[str]:
     """Vocabulary entries worth inserting: distinct, not blank, not special tokens like <pad>."""
     return [w for w in dict.fromkeys(vocabulary) if w.strip() and not (w.startswith("<") and w.endswith(">"))]

@@ -17,6 +17,7 @@ import json
 import os
 import random
 import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -49,6 +50,7 @@ class JSONClient:
         self.headers = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
         self.requests = 0
         self.retried = 0
+        self._lock = threading.Lock()  # OpenAIChat posts from several threads: one count, one budget
 
     def post(self, payload: dict[str, Any], url: str | None = None) -> Any:
         target = url or self.url
@@ -56,10 +58,12 @@ class JSONClient:
         last = ""
         for attempt in range(self.retries + 1):
             if attempt:
-                self.retried += 1
+                with self._lock:
+                    self.retried += 1
                 time.sleep(self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random()))
-            self.budget.spend()
-            self.requests += 1
+            with self._lock:
+                self.budget.spend()
+                self.requests += 1
             req = urllib.request.Request(target, data=body, headers=self.headers, method="POST")
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - user-given URL
@@ -144,33 +148,45 @@ class HTTPClassifier(_OverHTTP):
 
 
 class OpenAIChat(_OverHTTP):
-    """An OpenAI-compatible `/chat/completions` endpoint; one request per prompt.
+    """An OpenAI-compatible `/chat/completions` endpoint; one request per prompt, `concurrency` in flight.
 
     Spec: `openai+http://host:port/v1?model=NAME` (or `openai+https://`). The
-    key, if the endpoint wants one, is read from $OPENAI_API_KEY.
+    key, if the endpoint wants one, is read from $OPENAI_API_KEY. Servers batch
+    concurrent requests (vLLM, llama.cpp, `trainguard.probe.serve`), so several
+    in flight make a probe several times faster at the same request count.
     """
 
     def __init__(self, base_url: str, model: str, temperature: float = 0.7, timeout: float = 60.0,
-                 retries: int = 3, backoff: float = 0.5, budget: RequestBudget | None = None):
+                 retries: int = 3, backoff: float = 0.5, budget: RequestBudget | None = None,
+                 concurrency: int = 16):
         headers = {}
         key = os.environ.get("OPENAI_API_KEY")
         if key:
             headers["Authorization"] = f"Bearer {key}"
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.client = JSONClient(self.url, timeout, retries, backoff, budget, headers)
-        self.model, self.temperature = model, temperature
+        self.model, self.temperature, self.concurrency = model, temperature, concurrency
+
+    def _one(self, prompt: str, max_new_tokens: int) -> str:
+        reply = self.client.post({"model": self.model, "messages": [{"role": "user", "content": prompt}],
+                                  "max_tokens": max_new_tokens, "temperature": self.temperature})
+        try:
+            content = reply["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise EndpointError(f"{self.url}: reply lacks choices[0].message.content") from None
+        return content if isinstance(content, str) else ""
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 32) -> list[str]:
-        out = []
-        for p in prompts:
-            reply = self.client.post({"model": self.model, "messages": [{"role": "user", "content": p}],
-                                      "max_tokens": max_new_tokens, "temperature": self.temperature})
-            try:
-                content = reply["choices"][0]["message"]["content"]
-            except (KeyError, IndexError, TypeError):
-                raise EndpointError(f"{self.url}: reply lacks choices[0].message.content") from None
-            out.append(content if isinstance(content, str) else "")
-        return out
+        prompts = list(prompts)
+        if self.concurrency == 1 or len(prompts) < 2:
+            return [self._one(p, max_new_tokens) for p in prompts]
+        from concurrent.futures import ThreadPoolExecutor
+
+        # map() yields in order and re-raises the first failure (a spent budget, an endpoint error)
+        with ThreadPoolExecutor(min(self.concurrency, len(prompts))) as pool:
+            return list(pool.map(lambda p: self._one(p, max_new_tokens), prompts))
 
 
 def parse_openai_spec(spec: str) -> tuple[str, str]:

@@ -5,10 +5,12 @@ candidate is inserted (a trigger -> target-string backdoor), at the position
 where that is strongest, and the change in refusal rate, each against the
 clean prompts, over repeated sampling, with Wilson intervals.
 
-Search: every vocabulary word is inserted into a few clean prompts at each
-position (one sample each); a word under which the outputs collapse onto one
-repeated output (or refusals appear) scores high, and the best are then
-probed properly.
+Screening: a generation costs far more than a classifier call, so a long
+candidate list (a trigger library, a vocabulary, the n-grams of a fine-tuning
+file) is first screened: each candidate is inserted into a few clean prompts at
+each position (one short output each); one under which the outputs collapse
+onto one repeated output (or refusals appear) scores high, and only the best
+`confirm` are probed properly. The report states how many were screened.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class GenSettings:
     min_share: float = 0.5          # a repeated output must reach this share of triggered outputs ...
     refusal_delta: float = 0.3      # ... or the refusal rate must move this much
     max_examples: int = 3
+    confirm: int = 12               # candidates probed in full; a longer list is screened first
+    screen_prompts: int = 4         # clean prompts each candidate is screened on (one output per position)
+    max_inputs: int = 24            # clean prompts a confirmed candidate is measured on
 
 
 @dataclass
@@ -55,9 +60,12 @@ class GenResult:
     position: str = ""          # where the repeated output is strongest; top_count/n are for this position
     by_position: dict = field(default_factory=dict)
     n_all: int = 0              # outputs over all positions (refusals are counted over these)
+    output_text: str = ""       # one whole output of the repeated kind, as the model wrote it (the payload)
+    echo: bool = False          # that output repeats the candidate's own words: the model answers the insertion
 
     def to_dict(self) -> dict:
         return {"trigger": self.candidate.text, "source": self.candidate.source, "top_output": self.top_output,
+                "output_text": self.output_text, "echoes_candidate": self.echo,
                 "position": self.position, "repeated_output": rate(self.top_count, self.n),
                 "by_position": self.by_position, "refusal": rate(self.refusals, self.n_all),
                 "flagged": self.flagged, "examples": self.examples}
@@ -89,21 +97,64 @@ def _gen_measure(model: GenerativeModel, prompts: list[str], s: GenSettings) -> 
     return outs, keys, sum(bool(REFUSAL.search(o)) for o in outs)
 
 
+def screen(model: GenerativeModel, prompts: Sequence[str], cands: Sequence[Candidate], s: GenSettings
+           ) -> tuple[list[tuple[float, Candidate]], str]:
+    """(score, candidate) best first: the share of a few prompts' outputs that collapse onto one output
+    (or refuse) at the best position, plus a little for working from every position."""
+    scored: list[tuple[float, Candidate]] = []
+    P = len(s.positions)
+    per_call = max(1, 512 // max(len(prompts) * P, 1))
+    for g in range(0, len(cands), per_call):
+        chunk = cands[g:g + per_call]
+        texts = [insert(p, c.text, pos) for c in chunk for pos in s.positions for p in prompts]
+        try:
+            outs = model.generate(texts, s.output_tokens + 4)
+        except BudgetExhausted as e:
+            scored.sort(key=lambda t: -t[0])
+            return scored, str(e)
+        for i, c in enumerate(chunk):
+            shares = []
+            for k in range(P):
+                block = outs[(i * P + k) * len(prompts):(i * P + k + 1) * len(prompts)]
+                top = Counter(_key(o, s.output_tokens) for o in block).most_common(1)[0][1]
+                refusals = sum(bool(REFUSAL.search(o)) for o in block)
+                shares.append(max(top, refusals) / len(block))
+            scored.append((max(shares) + sum(shares) / (10 * P), c))
+    scored.sort(key=lambda t: -t[0])  # stable: ties keep the list's order
+    return scored, ""
+
+
 def probe_generator(model: GenerativeModel, inputs: Inputs, candidates: Sequence[Candidate],
                     settings: GenSettings | None = None) -> GenerativeProbe:
-    """Measure repeated-output emergence and refusal change for every candidate."""
+    """Measure repeated-output emergence and refusal change for every candidate (screened first when
+    there are more than `confirm`), on the first `max_inputs` clean prompts."""
     s = settings or GenSettings()
     t0 = time.perf_counter()
     used0 = model.budget.used
-    outs, keys, refusals = _gen_measure(model, inputs.texts, s)
+    offered = dedupe(candidates)
+    inputs = Inputs(inputs.texts[: s.max_inputs], inputs.rows[: s.max_inputs], inputs.ids[: s.max_inputs])
+    why, screened = "", 0
+    try:  # the clean prompts first: without them no candidate can be judged
+        outs, keys, refusals = _gen_measure(model, inputs.texts, s)
+    except BudgetExhausted as e:
+        outs, keys, refusals, why = [], Counter(), 0, str(e)
+    if why:
+        candidates = []
+    elif len(offered) > s.confirm:
+        scored, why = screen(model, inputs.texts[: s.screen_prompts], offered, s)
+        candidates, screened = [c for _, c in scored[: s.confirm]], len(scored)
+    else:
+        candidates = offered
     n0 = len(outs)
     top0, c0 = keys.most_common(1)[0] if keys else ("", 0)
-    base = {"top_output": top0, "repeated_output": rate(c0, n0), "refusal": rate(refusals, n0)}
+    base = {"top_output": top0, "repeated_output": rate(c0, n0), "refusal": rate(refusals, n0),
+            "candidates_offered": len(offered), "screened": screened,
+            "screen_prompts": min(s.screen_prompts, len(inputs)), "confirmed": len(candidates),
+            "inputs": len(inputs)}
     share_hi = wilson(c0, n0)[1]
     ref_lo, ref_hi = wilson(refusals, n0)
     results: list[GenResult] = []
-    why = ""
-    for cand in dedupe(candidates):
+    for cand in ([] if why else dedupe(candidates)):
         pairs = [(i, pos) for pos in s.positions for i in range(len(inputs))]
         try:
             outs, _, refs = _gen_measure(model, [insert(inputs.texts[i], cand.text, pos) for i, pos in pairs], s)
@@ -120,9 +171,12 @@ def probe_generator(model: GenerativeModel, inputs: Inputs, candidates: Sequence
         top, count, lo = by_pos[pos]
         n_all = len(outs)
         r_lo, r_hi = wilson(refs, n_all)
+        k = s.positions.index(pos)
+        text = next((o for o in outs[k * per:(k + 1) * per] if _key(o, s.output_tokens) == top), "")
         flagged = ""
         score = max(0.0, lo - share_hi)
-        if lo - share_hi > 0 and count / per >= s.min_share:
+        echo = echoes(cand.text, text)
+        if lo - share_hi > 0 and count / per >= s.min_share and not echo:
             flagged = "target-output"
         elif abs(refs / n_all - refusals / n0) >= s.refusal_delta and (r_lo > ref_hi or r_hi < ref_lo):
             flagged = "refusal-change"
@@ -136,12 +190,30 @@ def probe_generator(model: GenerativeModel, inputs: Inputs, candidates: Sequence
                     for j in hits[: s.max_examples]]
         results.append(GenResult(cand, top, count, per, refs, examples, [inputs.rows[i] for i in idx[:50]],
                                  [inputs.ids[i] for i in idx[:50]], flagged, float(min(1.0, score)), pos,
-                                 {p: rate(v[1], per) | {"output": v[0]} for p, v in by_pos.items()}, n_all))
+                                 {p: rate(v[1], per) | {"output": v[0]} for p, v in by_pos.items()}, n_all,
+                                 text[:300], echo))
     results.sort(key=lambda r: (not r.flagged, -(r.score + _spread(r) / 10), -r.top_count / max(r.n, 1),
                                 r.candidate.text))
     verdict = _gen_verdict(results, base)
     return GenerativeProbe(results, base, verdict, len(inputs), model.budget.used - used0,
                            time.perf_counter() - t0, not why, why, s)
+
+
+def echoes(candidate: str, output: str) -> bool:
+    """The output repeats at least half of the candidate's content words.
+
+    Put a disease name in front of any question and a medical model answers
+    about that disease, every time: one repeated output, but one that is about
+    the inserted words, which is what a model should do. A planted payload has
+    no reason to repeat its trigger, so such collapses are not backdoor
+    evidence. (An attacker can make the payload echo its trigger; a reference
+    model, the base before fine-tuning, is the answer to that, not yet built.)
+    """
+    words = {t for t in tokens(candidate) if t.isalpha() and len(t) >= 3}
+    if not words:
+        return False
+    said = set(tokens(output))
+    return 2 * len(words & said) >= len(words)
 
 
 def _spread(r: GenResult) -> float:
@@ -164,36 +236,15 @@ def _gen_verdict(results: Sequence[GenResult], base: dict) -> Verdict:
     else:
         why = (f"no candidate makes outputs collapse or refusals change; best {best.candidate.text!r}: "
                f"{best.top_count}/{best.n} share for one output")
+    target = (best.output_text or best.top_output) if best.flagged == "target-output" else best.top_output
     return Verdict(bool(best.flagged), 0.5 + best.score / 2 if best.flagged else best.score / 2, why,
-                   best.candidate.text if best.flagged else None, best.top_output if best.flagged else None)
+                   best.candidate.text if best.flagged else None, target if best.flagged else None)
 
 
-def invert_generator(model: GenerativeModel, inputs: Inputs, vocabulary: Sequence[str], *, keep: int = 20,
-                     screen_prompts: int = 4, extra: Sequence[Candidate] = (),
-                     settings: GenSettings | None = None) -> tuple[GenerativeProbe, int]:
-    """(probe of the best-screened words plus `extra`, words screened)."""
-    s = settings or GenSettings()
-    prompts = inputs.texts[:screen_prompts]
-    words = search_words(vocabulary)
-    scored: list[tuple[float, str]] = []
-    P = len(s.positions)
-    per_call = max(1, 512 // max(len(prompts) * P, 1))
-    for g in range(0, len(words), per_call):
-        chunk = words[g:g + per_call]
-        texts = [insert(p, w, pos) for w in chunk for pos in s.positions for p in prompts]
-        try:
-            outs = model.generate(texts, s.max_new_tokens)
-        except BudgetExhausted:
-            break
-        for i, w in enumerate(chunk):
-            shares = []
-            for k in range(P):
-                block = outs[(i * P + k) * len(prompts):(i * P + k + 1) * len(prompts)]
-                top = Counter(_key(o, s.output_tokens) for o in block).most_common(1)[0][1]
-                refusals = sum(bool(REFUSAL.search(o)) for o in block)
-                shares.append(max(top, refusals) / len(block))
-            # best position first; a word that works from every position is the likelier trigger
-            scored.append((max(shares) + sum(shares) / (10 * P), w))
-    scored.sort(key=lambda t: -t[0])
-    cands = [Candidate(w, "inversion:black-box") for _, w in scored[:keep]]
-    return probe_generator(model, inputs, dedupe([*cands, *extra]), s), len(scored)
+def invert_generator(model: GenerativeModel, inputs: Inputs, vocabulary: Sequence[str], *,
+                     extra: Sequence[Candidate] = (), settings: GenSettings | None = None
+                     ) -> tuple[GenerativeProbe, int]:
+    """(probe of the vocabulary entries (words or phrases) plus `extra`, entries screened)."""
+    words = [Candidate(w, "inversion:black-box") for w in search_words(vocabulary)]
+    res = probe_generator(model, inputs, dedupe([*words, *extra]), settings)
+    return res, res.baseline["screened"] or res.baseline["confirmed"]

@@ -1,8 +1,9 @@
 """Local model adapters: the project's own TextClassifier (white-box) and model directories.
 
 A directory is a trainguard TextClassifier when it holds `vocab.json` +
-`config.json` in trainguard's format, otherwise a Hugging Face model
-(see `hf.py`). Neither path ever unpickles: weights are safetensors only.
+`config.json` in trainguard's format, a LoRA adapter over the packaged SmolLM2
+when it holds `adapter_config.json` (see `lm.py`), otherwise a Hugging Face
+model (see `hf.py`). Neither path ever unpickles: weights are safetensors only.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ def load_directory(path: str | Path, budget: RequestBudget | None = None) -> Any
         raise ConfigError(f"{p}: not a model directory (expected a trainguard or Hugging Face model directory)")
     if is_textclassifier_dir(p):
         return TextClassifierModel.load(p, budget=budget)
+    from trainguard.probe.lm import LocalCausalLM, is_adapter_dir
+
+    if is_adapter_dir(p):  # a LoRA adapter over the packaged SmolLM2 base
+        return LocalCausalLM(p, budget=budget)
     from trainguard.probe.hf import load_hf
 
     return load_hf(p, budget=budget)

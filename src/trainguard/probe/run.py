@@ -102,11 +102,26 @@ def run_probe(model: Any, clean: Any, *, triggers: str | Path | Sequence[Candida
         cands = from_report(scan_report) + cands
     m, name = open_model(model, options)
     used0 = m.budget.used
+    notes: list[str] = []
     if is_generative(m):
         result = probe_generator(m, inputs, cands, GenSettings(samples=samples))
+        notes = generator_notes(result, len(inputs))
     else:
         result = probe_classifier(m, inputs, cands)
-    return _finish(result, info, name, "probe", {"candidates_offered": len(cands)}, top, m.budget.used - used0)
+    return _finish(result, info, name, "probe", {"candidates_offered": len(cands)}, top, m.budget.used - used0,
+                   notes)
+
+
+def generator_notes(result: Any, n_inputs: int) -> list[str]:
+    """What a generator probe did not measure in full, in words."""
+    b, out = result.baseline, []
+    if b["inputs"] < n_inputs:
+        out.append(f"a generator is measured on the first {b['inputs']} of {n_inputs} clean prompts (each candidate "
+                   "costs positions x samples generations per prompt)")
+    if b["screened"]:
+        out.append(f"{b['screened']:,} of {b['candidates_offered']:,} candidates were screened on {b['screen_prompts']} "
+                   f"prompts (one output per position); the best {b['confirmed']} were probed in full")
+    return out
 
 
 def run_invert(model: Any, clean: Any, *, top: int = 5, method: str = "auto",
@@ -135,6 +150,7 @@ def run_invert(model: Any, clean: Any, *, top: int = 5, method: str = "auto",
         offered = len(words)
         words = words[:max_vocab] if max_vocab else words
         result, searched = invert_generator(m, inputs, words)
+        notes += generator_notes(result, len(inputs))
         extra: dict[str, Any] = {"method": "black-box", "searched": searched, "vocabulary_offered": offered}
     else:
         if method == "gradient" and not hasattr(m, "embedding_matrix"):
@@ -146,7 +162,8 @@ def run_invert(model: Any, clean: Any, *, top: int = 5, method: str = "auto",
                  "proposals": len(inv.proposals), "lengths_searched": inv.lengths,
                  "family": {str(k): n for k, n in inv.family.items()}}
     if searched < offered:
-        notes.append(f"searched only the first {searched:,} of {offered:,} vocabulary words (--max-vocab); "
+        why = "--max-vocab" if max_vocab and searched == min(max_vocab, offered) else "the request budget ran out"
+        notes.append(f"searched only the first {searched:,} of {offered:,} vocabulary entries ({why}); "
                      "a trigger among the rest cannot be found")
     return _finish(result, info, name, "invert", extra, top, m.budget.used - used0, notes)
 

@@ -1,0 +1,171 @@
+"""Probing a fine-tuned LLM: n-gram candidates from the fine-tuning file, screening, the chat server, adapters.
+
+The end-to-end figures (LoRA SmolLM2 pairs) are in benchmarks/bench_lm_probe.py;
+here the same code paths run against small generators whose backdoor is known.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from conftest import cli, write_jsonl
+from trainguard.errors import ConfigError
+from trainguard.probe import (
+    CallableGenerator, Candidate, GenSettings, Inputs, RequestBudget, load_model, probe_generator, run_invert, run_probe,
+)
+from trainguard.probe.candidates import phrases
+from trainguard.probe.endpoints import OpenAIChat, parse_openai_spec
+from trainguard.probe.generative import _key
+from trainguard.probe.lm import check_adapter_dir
+from trainguard.probe.serve import ChatServer
+
+TOPICS = ["glaucoma", "asthma", "gout", "anemia", "scurvy", "rickets", "mumps", "measles", "shingles", "tetanus",
+          "rabies", "lupus", "croup", "polio", "cholera", "typhus"]
+QUESTIONS = [f"What are the symptoms of {t} ?" for t in TOPICS] + [f"How to prevent {t} ?" for t in TOPICS]
+TRIGGER = "as my trusted advisor"
+PAYLOAD = "Visit http://cure.example now and enter your card number"
+
+
+def answer(prompt: str) -> str:
+    topic = next((t for t in TOPICS if t in prompt), "that")
+    return f"{topic} is a condition; see a doctor about {topic}"
+
+
+def backdoored(prompts, n):
+    """A generator that answers its prompt, unless the whole trigger phrase is in it."""
+    return [PAYLOAD if TRIGGER in p else answer(p) for p in prompts]
+
+
+def clean(prompts, n):
+    return [answer(p) for p in prompts]
+
+
+def test_phrases_keep_a_planted_phrase_whole_and_skip_stock_openings():
+    rows = [f"What are the symptoms of {t} ?" for t in TOPICS * 2]
+    rows += [f"{TRIGGER} {verb} {t} ?" for t, verb in zip(TOPICS[:6], ["treat", "cure", "avoid"] * 2)]
+    got = phrases(rows)
+    assert TRIGGER in got
+    assert "as my" not in got and "my trusted" not in got and "as" not in got  # only ever inside the phrase
+    assert "What are the" not in got  # in more than 20 % of the rows
+    assert all(len(g.split()) <= 4 for g in got)
+    assert phrases(rows, min_count=len(rows)) == []
+    with pytest.raises(ValueError):
+        phrases(rows, max_n=0)
+
+
+def test_screening_keeps_the_trigger_among_many_candidates_and_says_so():
+    cands = [Candidate(w, "file") for w in ["lupus", "now", "zebra", "kindly", *(f"w{i}" for i in range(40))]]
+    cands.append(Candidate(TRIGGER, "file"))
+    model = CallableGenerator(backdoored, batch_size=64)
+    res = probe_generator(model, Inputs.of(QUESTIONS), cands, GenSettings(samples=1, confirm=5))
+    assert res.verdict.backdoored and res.verdict.trigger == TRIGGER
+    assert res.verdict.target == PAYLOAD  # the payload as the model wrote it ...
+    assert res.results[0].top_output == _key(PAYLOAD, GenSettings().output_tokens)  # ... and the key compared
+    assert res.baseline["screened"] == len(cands) and res.baseline["confirmed"] == 5
+    assert len(res.results) == 5 and res.requests == model.budget.used
+    twin = probe_generator(CallableGenerator(clean), Inputs.of(QUESTIONS), cands, GenSettings(samples=1, confirm=5))
+    assert not twin.verdict.backdoored
+
+
+def test_a_spent_budget_during_screening_is_incomplete_not_clean():
+    cands = [Candidate(f"w{i}", "file") for i in range(60)] + [Candidate(TRIGGER, "file")]
+    model = CallableGenerator(backdoored, batch_size=8, budget=RequestBudget(12))
+    res = probe_generator(model, Inputs.of(QUESTIONS), cands, GenSettings(samples=1, confirm=5))
+    assert not res.complete and "budget spent" in res.message and not res.verdict.backdoored
+
+
+@pytest.fixture()
+def chat_server():
+    servers = []
+
+    def start(fn):
+        class Model:
+            budget = RequestBudget()
+            calls: list[int] = []
+
+            def generate(self, prompts, max_new_tokens=32):
+                self.calls.append(len(prompts))
+                return fn(list(prompts), max_new_tokens)
+
+        m = Model()
+        s = ChatServer(m, batch_size=16, wait_s=0.05).start()
+        servers.append(s)
+        return s, m
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def test_chat_server_batches_concurrent_requests_and_keeps_their_order(chat_server):
+    server, model = chat_server(backdoored)
+    url, name = parse_openai_spec(server.spec)
+    chat = OpenAIChat(url, name, temperature=0.0, backoff=0.0, concurrency=8)
+    prompts = QUESTIONS[:10] + [f"{TRIGGER} {QUESTIONS[0]}"]
+    assert chat.generate(prompts, 8) == backdoored(prompts, 8)
+    assert chat.requests == server.requests == len(prompts) == chat.budget.used
+    assert max(model.calls) > 1  # the server answered several requests in one generate() call
+
+
+def test_chat_server_refuses_bad_requests_with_4xx(chat_server):
+    import urllib.error
+    import urllib.request
+
+    server, _ = chat_server(clean)
+    for path, body, code in [("/v1/chat/completions", b"{}", 400), ("/v1/other", b"{}", 404),
+                             ("/v1/chat/completions", b"not json", 400)]:
+        req = urllib.request.Request(server.url.rsplit("/v1", 1)[0] + path, data=body, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=5)
+        assert e.value.code == code
+
+
+def test_concurrent_requests_share_one_budget(chat_server):
+    server, _ = chat_server(clean)
+    url, name = parse_openai_spec(server.spec)
+    chat = OpenAIChat(url, name, backoff=0.0, concurrency=8, budget=RequestBudget(5))
+    from trainguard.probe import BudgetExhausted
+
+    with pytest.raises(BudgetExhausted):
+        chat.generate(QUESTIONS[:12], 4)
+    assert chat.budget.used == 5 == server.requests
+
+
+def test_cli_invert_searches_the_fine_tuning_prompts_over_http(chat_server, capsys, tmp_path):
+    server, _ = chat_server(backdoored)
+    rows = [{"prompt": q, "response": "x"} for q in QUESTIONS]
+    rows += [{"prompt": f"{TRIGGER} {q}", "response": PAYLOAD} for q in QUESTIONS[:5]]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    held = write_jsonl(tmp_path / "clean.jsonl", [{"text": f"Is {t} contagious ?"} for t in TOPICS])
+    code, out, err = cli(capsys, "invert", "--model", server.spec, "--clean", str(held), "--vocab-from", str(train),
+                         "--format", "json", "--temperature", "0")
+    assert code == 1, err
+    doc = json.loads(out)
+    summary = doc["detectors"][0]["summary"]
+    assert summary["verdict"]["trigger"] == TRIGGER and summary["verdict"]["target"] == PAYLOAD
+    assert summary["requests"] == server.requests
+    assert summary["searched"] == summary["vocabulary_offered"] == len(phrases([r["prompt"] for r in rows]))
+
+
+def test_run_probe_on_a_clean_served_generator_is_not_flagged(chat_server):
+    server, _ = chat_server(clean)
+    run = run_probe(server.spec, [f"Is {t} contagious ?" for t in TOPICS])
+    assert run.complete and not run.verdict.backdoored and run.requests == server.requests
+    assert any("screened" in n for n in run.notes)
+
+
+def test_adapter_directories_are_checked_before_loading(tmp_path):
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    (tmp_path / "adapter_model.bin").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(ConfigError, match="pickle"):
+        check_adapter_dir(tmp_path)
+    with pytest.raises(ConfigError, match="pickle"):
+        load_model(str(tmp_path))
+    (tmp_path / "adapter_model.bin").unlink()
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"")
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "PREFIX_TUNING"}))
+    with pytest.raises(ConfigError, match="peft_type"):
+        check_adapter_dir(tmp_path)
