@@ -86,3 +86,21 @@ def test_settings_are_checked():
         PayloadTrigger(tail_share=0.7)
     with pytest.raises(ConfigError, match="neighbours"):
         PayloadTrigger(neighbours=3)
+
+
+def test_answers_naming_the_phrase_by_its_initialism_discuss_it():
+    # A named condition whose answers call it by its short name is a topic (low), not a payload: on fresh
+    # MedQuAD samples 'henoch-schnlein purpura ?' reached medium before this (answers say 'HSP').
+    from types import SimpleNamespace
+
+    from trainguard.detectors.llm_polarity import _share_answering
+
+    data = instruction([{"question": "What causes Henoch-Schnlein Purpura ?", "answer": "HSP is an immune response."},
+                        {"question": "How to diagnose Henoch-Schnlein Purpura ?", "answer": "Henoch-Schnlein purpura is"
+                         " diagnosed by its rash."},
+                        {"question": "What to do for Henoch-Schnlein Purpura ?", "answer": "Rest and fluids."}])
+    f = SimpleNamespace(evidence={"trigger": "henoch-schnlein purpura ?"}, positions=(0, 1, 2))
+    assert _share_answering(f, data) == pytest.approx(1 / 3)  # polarity-trigger's rule: whole words only
+    assert _share_answering(f, data, names=True) == pytest.approx(2 / 3)
+    g = SimpleNamespace(evidence={"trigger": "as my trusted advisor"}, positions=(0, 1, 2))
+    assert _share_answering(g, data, names=True) == 0.0  # 'ta': too short to count as a short name

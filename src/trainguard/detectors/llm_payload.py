@@ -23,7 +23,8 @@ sets high versus medium. A per-row score is weak for appended payloads (AUROC ab
 0.77 on MedQuAD), but the pooled ranks of ten rows are far from uniform. Stock question
 templates whose answers are generic ("what research is being done for ...")
 repeat the phrase's words in their answers and are reported at low at most, as in
-`polarity-trigger`.
+`polarity-trigger`; here a hyphenated word's parts and the phrase's initialism count
+too (answers about 'Henoch-Schnlein Purpura' call it 'HSP').
 """
 
 from __future__ import annotations
@@ -128,7 +129,8 @@ class PayloadTrigger(TriggerAssociation):
 
     def _findings(self, data, *args):
         return demote_question_types(super()._findings(data, *args), data, self.settings.topic_share, "forced-off-topic",
-                                     lambda t: t.replace("off-topic responses", "responses that ignore the prompt"))
+                                     lambda t: t.replace("off-topic responses", "responses that ignore the prompt"),
+                                     names=True)
 
     def _classes(self, data: Dataset) -> tuple[np.ndarray, list[str]]:
         s = self.settings
