@@ -156,6 +156,10 @@ def write_doc(out: dict, command: str, seconds: float) -> None:
                      f"{r['asr']['asr']:.2f} | {rp(r['payload_trigger']['medium'])} | {rp(r['payload_trigger']['high'])} | "
                      f"{rp(d['medium']) if d else '-'} | {rp(d['high']) if d else '-'} | "
                      f"{r['payload_trigger']['seconds']} / {d['seconds'] if d else '-'} |")
+    lines += ["", "v1 (2853884) on its fresh set, `payload-trigger` alone (benchmarks/bench_payload.py --detector-only at "
+              "d3eecb7): recall 1.00 at >= medium on all six files (0.1 % and 0.5 %); precision 1.00 / 0.59 / 1.00 at "
+              "0.1 % and 1.00 / 0.88 / 1.00 at 0.5 % (seeds 401 / 402 / 403), the extra rows being 'henoch-schnlein "
+              "purpura ?' (7 rows; also on 301 and 303 of the seen set). v2 reports it at low."]
     c = out["clean"]
     lines += ["", f"Clean MedQuAD ({c['rows']:,} pairs), `payload-trigger` alone: findings by severity {c['by_severity']}; "
               f"rows named at >= medium: {c['rows_at_medium']}; {c['seconds']} s. Findings: "
