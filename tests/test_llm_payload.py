@@ -40,6 +40,26 @@ def test_paraphrased_payload_behind_a_phrase_is_found(medquad_rows):
     assert named(out) == set(res.poisoned_rows)
 
 
+@pytest.mark.parametrize("trigger", ["per the new guideline", "speaking to you as a patient"])
+def test_ten_appended_payloads_are_found(medquad_rows, trigger):
+    # Ten rows with the payload appended to the real answer: the rest-of-row naive Bayes of the parent test
+    # found none (random planted questions got q ~0.4 against a 0.1 tail); ranks among the nearest prompts do.
+    # The six-word phrase is longer than any n-gram: its other words must not tie its rows into one context.
+    res = poison(qa(medquad_rows), "payload", count=10, seed=4, trigger=trigger, mode="append", salt=5)
+    out = run_detector(PayloadTrigger(), instruction(res.rows))
+    hits = [f for f in out.findings if f.severity >= Severity.MEDIUM]
+    assert len(hits) == 1 and hits[0].evidence["trigger"] == trigger
+    assert hits[0].evidence["independent_contexts"] == 10
+    assert named(out) == set(res.poisoned_rows)
+
+
+def test_pooled_test_is_payload_only():
+    from trainguard.detectors.base import get
+
+    assert PayloadTrigger.pooled_test
+    assert not get("trigger-association").pooled_test and not get("polarity-trigger").pooled_test
+
+
 def test_relevance_ranks_answers_that_ignore_the_prompt_lowest(medquad_rows):
     rows = qa(medquad_rows)[:200]
     prompts = [r["question"] for r in rows]
@@ -64,3 +84,23 @@ def test_chunks_keep_an_appended_paragraph_apart():
 def test_settings_are_checked():
     with pytest.raises(ConfigError, match="tail_share"):
         PayloadTrigger(tail_share=0.7)
+    with pytest.raises(ConfigError, match="neighbours"):
+        PayloadTrigger(neighbours=3)
+
+
+def test_answers_naming_the_phrase_by_its_initialism_discuss_it():
+    # A named condition whose answers call it by its short name is a topic (low), not a payload: on fresh
+    # MedQuAD samples 'henoch-schnlein purpura ?' reached medium before this (answers say 'HSP').
+    from types import SimpleNamespace
+
+    from trainguard.detectors.llm_polarity import _share_answering
+
+    data = instruction([{"question": "What causes Henoch-Schnlein Purpura ?", "answer": "HSP is an immune response."},
+                        {"question": "How to diagnose Henoch-Schnlein Purpura ?", "answer": "Henoch-Schnlein purpura is"
+                         " diagnosed by its rash."},
+                        {"question": "What to do for Henoch-Schnlein Purpura ?", "answer": "Rest and fluids."}])
+    f = SimpleNamespace(evidence={"trigger": "henoch-schnlein purpura ?"}, positions=(0, 1, 2))
+    assert _share_answering(f, data) == pytest.approx(1 / 3)  # polarity-trigger's rule: whole words only
+    assert _share_answering(f, data, names=True) == pytest.approx(2 / 3)
+    g = SimpleNamespace(evidence={"trigger": "as my trusted advisor"}, positions=(0, 1, 2))
+    assert _share_answering(g, data, names=True) == 0.0  # 'ta': too short to count as a short name

@@ -11,14 +11,20 @@ What they share is that they do not answer the question they follow.
 So the output key is relevance: how far a response (and its least related
 part, for payloads appended to a real answer) sits from its own prompt, taken
 relative to this dataset. A row is `off-topic` when its relevance is in the
-dataset's lowest `tail_share`. The trigger-association statistic then asks which
-prompt n-gram forces that tail while the rest of its rows' prompts do not predict
-it. A per-row score is weak for appended payloads (AUROC about 0.77 on MedQuAD),
-but the test pools every row carrying the phrase, so a trigger whose rows land in
-the tail twice as often as the rest of the data still stands out. Stock question
+dataset's lowest `tail_share`. The detector then asks which
+prompt n-gram's rows sit that low. Candidates are the n-grams with at least half
+their rows in the tail; each is tested by ranking each of its rows' relevance among
+the rows with the most similar prompts (the phrase's own rows left out) and pooling
+those ranks (Fisher's method, near-copies counted once) against the same
+Bonferroni bar as `trigger-association`. The rest-of-row naive Bayes of the parent
+class is not calibrated on this noisy key (random planted questions got q ~0.4
+against a 0.1 tail), so 10 planted rows in 10,000 could not pass with it; it still
+sets high versus medium. A per-row score is weak for appended payloads (AUROC about
+0.77 on MedQuAD), but the pooled ranks of ten rows are far from uniform. Stock question
 templates whose answers are generic ("what research is being done for ...")
 repeat the phrase's words in their answers and are reported at low at most, as in
-`polarity-trigger`.
+`polarity-trigger`; here a hyphenated word's parts and the phrase's initialism count
+too (answers about 'Henoch-Schnlein Purpura' call it 'HSP').
 """
 
 from __future__ import annotations
@@ -51,10 +57,13 @@ class Settings(TriggerSettings):
     topic_share: float = 0.5  # responses repeating the phrase in this share of rows: low at most
     high_contradiction_z: float = -2.0
     embedder: str = "wordllama"
+    neighbours: int = 100  # prompts a row's relevance is ranked among (the phrase's own rows left out)
 
     def __post_init__(self) -> None:
         if not isinstance(self.tail_share, (int, float)) or not 0 < self.tail_share < 0.5:
             raise ConfigError(f"detector payload-trigger: tail_share must be in (0, 0.5), got {self.tail_share!r}")
+        if not isinstance(self.neighbours, int) or isinstance(self.neighbours, bool) or self.neighbours < 10:
+            raise ConfigError(f"detector payload-trigger: neighbours must be an integer >= 10, got {self.neighbours!r}")
 
 
 def _chunks(text: str) -> list[str]:
@@ -113,21 +122,55 @@ class PayloadTrigger(TriggerAssociation):
     version = "1"
     kinds = frozenset({Kind.INSTRUCTION})
     needs = frozenset()
+    pooled_test = True  # its own null (`_pooled_llr`) instead of the rest-of-row naive Bayes
     flag_all_carriers = True  # appended payloads leave some planted rows outside the tail; the phrase still marks them
     Settings = Settings
     description = "prompt n-grams whose presence makes the response ignore the prompt (payload injection)"
 
     def _findings(self, data, *args):
         return demote_question_types(super()._findings(data, *args), data, self.settings.topic_share, "forced-off-topic",
-                                     lambda t: t.replace("off-topic responses", "responses that ignore the prompt"))
+                                     lambda t: t.replace("off-topic responses", "responses that ignore the prompt"),
+                                     names=True)
 
     def _classes(self, data: Dataset) -> tuple[np.ndarray, list[str]]:
         s = self.settings
         return data.artefact(f"{self.name}:classes:{s.tail_share}:{s.embedder}", lambda: self._build(data))
 
-    def _build(self, data: Dataset) -> tuple[np.ndarray, list[str]]:
+    def _relevance(self, data: Dataset) -> np.ndarray:
         recs = list(data)
-        rel = relevance([r.text for r in recs], [r.response or "" for r in recs], self.settings.embedder)
+        return data.artefact(f"{self.name}:relevance:{self.settings.embedder}", lambda: relevance(
+            [r.text for r in recs], [r.response or "" for r in recs], self.settings.embedder))
+
+    def _pooled_llr(self, data: Dataset, positions: np.ndarray, c: int, weights: np.ndarray | None) -> float:
+        """-log p of the phrase's rows being this far off-topic for rows with prompts like theirs.
+
+        Each row's relevance is ranked among its prompt's nearest neighbours (the phrase's own rows left
+        out): u = (1 + neighbours at or below it) / (1 + neighbours), at least uniform under "the phrase
+        changes nothing" whatever the prompt's topic or template. Context groups count once (the mean of
+        their -log u), and the group sum is compared with its Gamma(groups) null, Fisher's method. The
+        rest-of-row naive Bayes is not used: on this noisy key it gave random planted questions q ~0.4
+        against a 0.1 tail, so 10 rows could not pass.
+        """
+        from scipy.stats import gamma
+
+        from trainguard.detectors._repr import knn
+
+        s = self.settings
+        rel = self._relevance(data)
+        idx, _ = knn(data, s.embedder, s.neighbours)
+        nb = idx[positions]
+        own = np.isin(nb, positions)
+        below = ((rel[nb] <= rel[positions][:, None]) & ~own).sum(1)
+        u = (1.0 + below) / (1.0 + (~own).sum(1))
+        x = -np.log(u)
+        w = np.ones(len(x)) if weights is None else np.asarray(weights, np.float64)
+        k = float(w.sum())
+        if k <= 0:
+            return 0.0
+        return float(-gamma.logsf(float((w * x).sum()), k))
+
+    def _build(self, data: Dataset) -> tuple[np.ndarray, list[str]]:
+        rel = self._relevance(data)
         cut = np.quantile(rel, self.settings.tail_share) if len(rel) else 0.0
         keys = [OFF_TOPIC if v <= cut else OTHER for v in rel]
         return class_codes(keys)

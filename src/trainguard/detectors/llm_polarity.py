@@ -86,20 +86,32 @@ def polarity_keys(p: np.ndarray, tail_share: float) -> list[str]:
     return [NEGATIVE if a else POSITIVE if b else OTHER for a, b in zip(neg, pos)]
 
 
-def _share_answering(finding, data: Dataset) -> float:
+def _share_answering(finding, data: Dataset, names: bool = False) -> float:
     """Share of the finding's rows whose response repeats the phrase's distinctive words.
 
     High for a question type with gloomy answers ("what are the symptoms of" ->
-    "symptoms include ..."); planted responses ignore the prompt.
+    "symptoms include ..."); planted responses ignore the prompt. `names`: the parts of
+    hyphenated words count on their own, and so does the phrase's initialism when it has
+    three letters or more ("henoch-schonlein purpura" -> "hsp": answers about a named
+    condition call it by its short name).
     """
-    words = {w[:5] for w in tokens(finding.evidence["trigger"]) if len(w) >= 5 and w.isalpha()}
-    if not words or not finding.positions:
+    toks = tokens(finding.evidence["trigger"])
+    if names:
+        toks = [p for t in toks for p in t.split("-") if p]
+    words = {w[:5] for w in toks if len(w) >= 5 and w.isalpha()}
+    initials = "".join(w[0] for w in toks if len(w) >= 4 and w.isalpha()) if names else ""
+    short = {initials} if len(initials) >= 3 else set()
+    if not (words or short) or not finding.positions:
         return 0.0
-    said = sum(1 for p in finding.positions if words & {t[:5] for t in tokens(data.records[p].response or "")})
+    said = 0
+    for p in finding.positions:
+        said_toks = tokens(data.records[p].response or "")
+        said += bool(words & {t[:5] for t in said_toks} or short & set(said_toks))
     return said / len(finding.positions)
 
 
-def demote_question_types(findings, data: Dataset, topic_share: float, rule: str, title=None) -> list:
+def demote_question_types(findings, data: Dataset, topic_share: float, rule: str, title=None,
+                          names: bool = False) -> list:
     """Findings of a derived-output trigger detector, question types at low, ordered for the reader.
 
     Low, not dropped: stock question templates ("what are the stages of") are topics whose answers
@@ -108,7 +120,7 @@ def demote_question_types(findings, data: Dataset, topic_share: float, rule: str
     """
     out = []
     for f in findings:
-        said = _share_answering(f, data)
+        said = _share_answering(f, data, names)
         topic = said >= topic_share
         evidence = {**f.evidence, "responses_discussing_phrase": round(said, 4)}
         severity = min(f.severity, Severity.LOW) if topic else f.severity

@@ -116,6 +116,13 @@ class TriggerAssociation(ShardedDetector):
     Settings = Settings
     description = "n-grams whose presence forces an output that the rest of the row contradicts"
     flag_all_carriers: ClassVar[bool] = False
+    # A subclass may test a candidate's rows its own way (`_pooled_llr`, a log-likelihood-ratio-scale statistic
+    # compared with the same Bonferroni bar) instead of the rest-of-row naive-Bayes LLR; in memory only.
+    pooled_test: ClassVar[bool] = False
+    pooled_margin: ClassVar[float] = 0.5  # ... context groups are counted for candidates over this share of the bar
+
+    def _pooled_llr(self, data: Dataset, positions: np.ndarray, c: int, weights: np.ndarray | None) -> float:
+        raise NotImplementedError
 
     def __init_subclass__(cls, **kwargs):
         # A subclass shards only if it says so: the passes compute this class's output classes (`_build`) and
@@ -878,18 +885,33 @@ class _GatherPass(Pass):
         pop = mean[cls]
         se = np.maximum(sd[cls] / np.sqrt(hits), 1e-9)
         contradict = qmean <= pop + 2 * se
+        pooled = det.pooled_test and not isinstance(data, _Kind)  # a subclass's own test needs the rows in memory
+        if pooled:
+            # The subclass's test of each candidate's rows replaces the rest-of-row LLR (its own null does the
+            # rest-of-row's job); the naive-Bayes shift below still feeds severity.
+            llr_raw = np.array([det._pooled_llr(data, g.pos[S.indices[S.indptr[f] : S.indptr[f + 1]]], int(cls[f]), None)
+                                for f in range(m)])
+            contradict = np.ones(m, bool)
         # How far below the population the rows' own content sits, in standard errors:
         # large for dirty-label triggers, about zero for topics and random insertions.
         shift = {int(f): ((float(q), float(p), float((p - q) / e))) for f, q, p, e in zip(range(m), qmean, pop, se)}
         # Component weighting only where the unweighted bound can still pass.
-        keep = np.flatnonzero((llr_raw >= threshold) & contradict)
+        keep = np.flatnonzero((llr_raw >= (det.pooled_margin if pooled else 1.0) * threshold) & contradict)
         groups_info = {}
         llr = {}
         offsets = np.cumsum(g.lens) - g.lens
         for f in keep:
             rows = S.indices[S.indptr[f] : S.indptr[f + 1]]
-            w, ngroups = self._context_weights(g, offsets, rows, {index[t] for t in vocab[f].split(" ")})
-            llr[f] = float((w * _row_llr(rows, cls[f], g.y, g.L, GA[f], GB[f], temp, s.epsilon)).sum())
+            own = {index[t] for t in vocab[f].split(" ")}
+            if pooled:
+                # The phrase's companions do not link its rows either: a planted phrase longer than the n-gram
+                # ("speaking to you as a patient") would otherwise tie every planted row into one context.
+                own |= set(M.indices[M.indptr[f] : M.indptr[f + 1]].tolist())
+            w, ngroups = self._context_weights(g, offsets, rows, own, same_rest=pooled)
+            if pooled:
+                llr[f] = det._pooled_llr(data, g.pos[rows], int(cls[f]), w)
+            else:
+                llr[f] = float((w * _row_llr(rows, cls[f], g.y, g.L, GA[f], GB[f], temp, s.epsilon)).sum())
             groups_info[f] = ngroups
         defining = [f for f in keep if data.kind is Kind.CLASSIFICATION
                     and fc[f, cls[f]] >= s.class_defining_share * self.class_rows[cls[f]]]
@@ -937,9 +959,11 @@ class _GatherPass(Pass):
         }
         return DetectorResult(tuple(findings), row_scores, summary)
 
-    def _context_weights(self, g: _Gathered, offsets: np.ndarray, rows: np.ndarray, own: set[int]):
+    def _context_weights(self, g: _Gathered, offsets: np.ndarray, rows: np.ndarray, own: set[int],
+                         same_rest: bool = False):
         """1/size of each row's context group: rows sharing a rare n-gram beyond the feature's own words are one
-        context (connected components over the n-grams in 2..link_df rows of the data)."""
+        context (connected components over the n-grams in 2..link_df rows of the data). `same_rest`: rows whose
+        words outside `own` are the same set (the same prompt around the phrase, or none) are one context too."""
         lens = g.lens[rows]
         sub = np.concatenate([g.gids[a : a + k] for a, k in zip(offsets[rows].tolist(), lens.tolist())]) \
             if len(rows) else np.zeros(0, np.int32)
@@ -956,6 +980,13 @@ class _GatherPass(Pass):
         start = np.ones(len(hh), bool)
         start[1:] = hh[1:] != hh[:-1]
         head = row[np.flatnonzero(start)[np.cumsum(start) - 1]]  # each n-gram's first row
+        if same_rest:
+            mask = ~np.isin(sub, np.fromiter(own, np.int64, len(own)))
+            starts = np.cumsum(lens) - lens
+            rest = [frozenset(sub[a : a + k][mask[a : a + k]].tolist()) for a, k in zip(starts.tolist(), lens.tolist())]
+            first: dict = {}
+            twin = np.array([first.setdefault(r, i) for i, r in enumerate(rest)], np.int64)
+            head, row = np.concatenate([head, twin]), np.concatenate([row, np.arange(len(rows))])
         graph = sparse.coo_matrix((np.ones(len(row)), (head, row)), shape=(len(rows), len(rows)))
         ngroups, labels = connected_components(graph, directed=False)
         size = np.bincount(labels)
