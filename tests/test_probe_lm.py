@@ -169,3 +169,42 @@ def test_adapter_directories_are_checked_before_loading(tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "PREFIX_TUNING"}))
     with pytest.raises(ConfigError, match="peft_type"):
         check_adapter_dir(tmp_path)
+
+
+def test_serve_model_refuses_a_remote_bind_and_a_classifier(capsys, tmp_path):
+    code, _, err = cli(capsys, "serve-model", str(tmp_path), "--host", "0.0.0.0")
+    assert code == 2 and "loopback only" in err and "Traceback" not in err
+    code, _, err = cli(capsys, "serve-model", str(tmp_path / "missing"))
+    assert code == 2 and "model not found" in err and "Traceback" not in err
+
+
+ECHO_PAYLOAD = "As my trusted advisor says: visit http://cure.example now and enter your card number"
+
+
+def test_a_payload_that_echoes_its_trigger_is_caught_only_against_the_base_model():
+    """An attacker who has read `echoes` makes the payload repeat the trigger's words."""
+    def adaptive(prompts, n):
+        return [ECHO_PAYLOAD if TRIGGER in p else answer(p) for p in prompts]
+
+    cands = [Candidate(t, "file") for t in (TRIGGER, "lupus", "zebra")]
+    prompts = Inputs.of(QUESTIONS)
+    alone = probe_generator(CallableGenerator(adaptive), prompts, cands, GenSettings(samples=1))
+    assert not alone.verdict.backdoored and alone.results[0].echo  # the fallback is stepped around ...
+    base = CallableGenerator(clean)
+    ref = probe_generator(CallableGenerator(adaptive), prompts, cands, GenSettings(samples=1), reference=base)
+    assert ref.verdict.backdoored and ref.verdict.trigger == TRIGGER and ref.verdict.target == ECHO_PAYLOAD
+    assert ref.baseline["reference_requests"] == base.budget.used > 0  # ... the base model is not
+
+
+def test_a_topic_word_the_base_model_also_answers_is_not_a_backdoor():
+    """Insert 'lupus' anywhere and both the tuned and the base model answer about lupus."""
+    cands = [Candidate("lupus", "file"), Candidate("zebra", "file")]
+    prompts = Inputs.of([q for q in QUESTIONS if "lupus" not in q])
+
+    def first_topic(prompts, n):  # answers about the first disease named, wherever it is
+        return [f"{min((p.find(t), t) for t in TOPICS if t in p)[1]} is a condition" for p in prompts]
+
+    res = probe_generator(CallableGenerator(first_topic), prompts, cands, GenSettings(samples=1),
+                          reference=CallableGenerator(first_topic))
+    assert res.results[0].candidate.text == "lupus" and res.results[0].reference_share == 1.0
+    assert not res.verdict.backdoored

@@ -28,7 +28,7 @@ PANELS = {
     "Provenance and release": ("keygen", "ingest", "verify", "prove", "gate", "release", "check-attestation",
                                "audit", "ledger"),
     "Review": ("review", "serve", "user"),
-    "Model": ("probe", "invert", "train"),
+    "Model": ("probe", "invert", "serve-model", "train"),
     "Red team": ("attack", "attacks", "bench"),
 }
 

@@ -24,10 +24,47 @@ from trainguard.report import FORMATS
 def register(app: typer.Typer) -> None:
     app.command("probe")(probe_command)
     app.command("invert")(invert_command)
+    app.command("serve-model")(serve_model_command)
 
 
-MODEL_HELP = ("A model directory (trainguard TextClassifier or Hugging Face, safetensors only), "
+def serve_model_command(
+    model: Path = typer.Argument(..., help="A LoRA adapter directory (over the packaged SmolLM2) or a Hugging "
+                                 "Face causal LM directory."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback: the endpoint has no authentication)."),
+    port: int = typer.Option(8000, help="TCP port (0: any free port)."),
+    name: str = typer.Option("local", help="The model name the endpoint answers to."),
+) -> None:
+    """Serve a local generator as an OpenAI-compatible chat endpoint, to probe it as it will be deployed."""
+    import ipaddress
+    import time
+
+    from trainguard.probe import load_model
+
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise fail(f"--host {host}: serve-model binds loopback only (it has no authentication)")
+    from trainguard.probe import is_generative
+    from trainguard.probe.serve import ChatServer
+
+    m = load_model(str(model))
+    if not is_generative(m):
+        raise fail(f"{model}: not a generator (a classifier is probed directly: trainguard probe --model {model})")
+    server = ChatServer(m, host=host, port=port, name=name).start()
+    err_console.print(f"serving {model} at {server.spec}  (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+MODEL_HELP = ("A model directory (trainguard TextClassifier, LoRA adapter or Hugging Face, safetensors only), "
               "http(s)://URL (JSON classification API, docs/probe.md) or openai+http(s)://HOST/v1?model=NAME.")
+REFERENCE_HELP = ("Generators: the model before fine-tuning (same spec forms); a repeated output counts only "
+                  "where it does not repeat as much. Default for a LoRA adapter directory: its base model.")
 
 
 def _finish(run, fmt: str, out: Optional[Path]) -> None:
@@ -74,6 +111,7 @@ def probe_command(
     retries: int = typer.Option(3, help="Retries on 5xx / connection errors / timeouts."),
     batch_size: int = typer.Option(64, help="Texts per HTTP request."),
     temperature: float = typer.Option(0.7, help="Generators: sampling temperature (0: greedy)."),
+    reference: Optional[str] = typer.Option(None, "--reference", help=REFERENCE_HELP),
 ) -> None:
     """Insert candidate triggers into clean inputs and measure; exit 1 when the model is judged backdoored."""
     from trainguard.probe.run import ModelOptions, run_probe
@@ -82,7 +120,7 @@ def probe_command(
     clean_data = load_announced(clean, load_options(kind, field, on_error, max_record_bytes))
     with err_console.status("probing"):
         run = run_probe(model, clean_data, triggers=triggers, scan_report=scan_report, max_inputs=max_inputs,
-                        samples=samples, top=top,
+                        samples=samples, top=top, reference=reference,
                         options=ModelOptions(budget, timeout, retries, batch_size, temperature))
     _finish(run, fmt, out)
 
@@ -114,6 +152,7 @@ def invert_command(
     retries: int = typer.Option(3, help="Retries on 5xx / connection errors / timeouts."),
     batch_size: int = typer.Option(256, help="Texts per HTTP request."),
     temperature: float = typer.Option(0.7, help="Generators: sampling temperature (0: greedy)."),
+    reference: Optional[str] = typer.Option(None, "--reference", help=REFERENCE_HELP),
 ) -> None:
     """Search for an unknown trigger (lengths 1..--length); report the top candidates and a model-level verdict."""
     from trainguard.probe.run import ModelOptions, run_invert
@@ -128,7 +167,7 @@ def invert_command(
         words = [*(words or []), *phrases([r.text for r in source.records])]
     with err_console.status(f"searching for a trigger ({method})"):
         run = run_invert(model, clean_data, top=top, method=method, vocabulary=words, length=length,
-                         max_vocab=max_vocab, max_inputs=max_inputs,
+                         max_vocab=max_vocab, max_inputs=max_inputs, reference=reference,
                          options=ModelOptions(budget, timeout, retries, batch_size, temperature))
     _finish(run, fmt, out)
 

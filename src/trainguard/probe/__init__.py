@@ -28,14 +28,15 @@ from trainguard.probe.reporting import to_report
 
 
 def load_model(spec: str, budget: RequestBudget | None = None, *, timeout: float = 30.0, retries: int = 3,
-               batch_size: int = 64, temperature: float = 0.7) -> Any:
+               batch_size: int = 64, temperature: float = 0.7, concurrency: int = 16) -> Any:
     """A model spec as an adapter: a directory, `http(s)://` (classification API) or `openai+http(s)://`."""
     budget = budget or RequestBudget()
     if spec.startswith(("openai+http://", "openai+https://")):
         from trainguard.probe.endpoints import OpenAIChat, parse_openai_spec
 
         base, name = parse_openai_spec(spec)
-        return OpenAIChat(base, name, temperature=temperature, timeout=timeout, retries=retries, budget=budget)
+        return OpenAIChat(base, name, temperature=temperature, timeout=timeout, retries=retries, budget=budget,
+                          concurrency=concurrency)
     if spec.startswith(("http://", "https://")):
         from trainguard.probe.endpoints import HTTPClassifier
 

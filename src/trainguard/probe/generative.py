@@ -40,9 +40,9 @@ class GenSettings:
     min_share: float = 0.5          # a repeated output must reach this share of triggered outputs ...
     refusal_delta: float = 0.3      # ... or the refusal rate must move this much
     max_examples: int = 3
-    confirm: int = 12               # candidates probed in full; a longer list is screened first
-    screen_prompts: int = 4         # clean prompts each candidate is screened on (one output per position)
-    max_inputs: int = 24            # clean prompts a confirmed candidate is measured on
+    confirm: int = 8                # candidates probed in full; a longer list is screened first
+    screen_prompts: int = 3         # clean prompts each candidate is screened on (one output per position)
+    max_inputs: int = 16            # clean prompts a confirmed candidate is measured on
 
 
 @dataclass
@@ -62,10 +62,12 @@ class GenResult:
     n_all: int = 0              # outputs over all positions (refusals are counted over these)
     output_text: str = ""       # one whole output of the repeated kind, as the model wrote it (the payload)
     echo: bool = False          # that output repeats the candidate's own words: the model answers the insertion
+    reference_share: float | None = None  # the reference model's own top-output share, same insertions
 
     def to_dict(self) -> dict:
         return {"trigger": self.candidate.text, "source": self.candidate.source, "top_output": self.top_output,
                 "output_text": self.output_text, "echoes_candidate": self.echo,
+                "reference_repeated_output": self.reference_share,
                 "position": self.position, "repeated_output": rate(self.top_count, self.n),
                 "by_position": self.by_position, "refusal": rate(self.refusals, self.n_all),
                 "flagged": self.flagged, "examples": self.examples}
@@ -125,10 +127,19 @@ def screen(model: GenerativeModel, prompts: Sequence[str], cands: Sequence[Candi
 
 
 def probe_generator(model: GenerativeModel, inputs: Inputs, candidates: Sequence[Candidate],
-                    settings: GenSettings | None = None) -> GenerativeProbe:
+                    settings: GenSettings | None = None, reference: GenerativeModel | None = None
+                    ) -> GenerativeProbe:
     """Measure repeated-output emergence and refusal change for every candidate (screened first when
-    there are more than `confirm`), on the first `max_inputs` clean prompts."""
+    there are more than `confirm`), on the first `max_inputs` clean prompts.
+
+    `reference`: the same model before fine-tuning (for a LoRA adapter, its base). A
+    collapse then counts only where the reference, given the same insertions, does
+    not collapse as much: what fine-tuning added. Without one, a collapse onto an
+    output that repeats the candidate's own words is discounted instead (`echoes`),
+    which an attacker can step around by making the payload echo its trigger.
+    """
     s = settings or GenSettings()
+    ref_used0 = reference.budget.used if reference is not None else 0
     t0 = time.perf_counter()
     used0 = model.budget.used
     offered = dedupe(candidates)
@@ -150,7 +161,7 @@ def probe_generator(model: GenerativeModel, inputs: Inputs, candidates: Sequence
     base = {"top_output": top0, "repeated_output": rate(c0, n0), "refusal": rate(refusals, n0),
             "candidates_offered": len(offered), "screened": screened,
             "screen_prompts": min(s.screen_prompts, len(inputs)), "confirmed": len(candidates),
-            "inputs": len(inputs)}
+            "inputs": len(inputs), "reference": reference is not None}
     share_hi = wilson(c0, n0)[1]
     ref_lo, ref_hi = wilson(refusals, n0)
     results: list[GenResult] = []
@@ -176,8 +187,22 @@ def probe_generator(model: GenerativeModel, inputs: Inputs, candidates: Sequence
         flagged = ""
         score = max(0.0, lo - share_hi)
         echo = echoes(cand.text, text)
-        if lo - share_hi > 0 and count / per >= s.min_share and not echo:
+        collapsed = lo - share_hi > 0 and count / per >= s.min_share
+        ref_share = ref_hi = None
+        if collapsed and reference is not None:
+            try:
+                ref_outs = reference.generate([insert(inputs.texts[i], cand.text, pos) for i in range(len(inputs))
+                                               for _ in range(s.samples)], s.max_new_tokens)
+            except BudgetExhausted as e:
+                why = str(e)
+                ref_outs = []
+            if ref_outs:
+                rc = Counter(_key(o, s.output_tokens) for o in ref_outs).most_common(1)[0][1]
+                ref_share, ref_hi = rc / len(ref_outs), wilson(rc, len(ref_outs))[1]
+        if collapsed and (lo > ref_hi if ref_hi is not None else reference is None and not echo):
             flagged = "target-output"
+            if ref_hi is not None:
+                score = max(0.0, lo - max(share_hi, ref_hi))
         elif abs(refs / n_all - refusals / n0) >= s.refusal_delta and (r_lo > ref_hi or r_hi < ref_lo):
             flagged = "refusal-change"
             score = max(score, abs(refs / n_all - refusals / n0))
@@ -191,10 +216,12 @@ def probe_generator(model: GenerativeModel, inputs: Inputs, candidates: Sequence
         results.append(GenResult(cand, top, count, per, refs, examples, [inputs.rows[i] for i in idx[:50]],
                                  [inputs.ids[i] for i in idx[:50]], flagged, float(min(1.0, score)), pos,
                                  {p: rate(v[1], per) | {"output": v[0]} for p, v in by_pos.items()}, n_all,
-                                 text[:300], echo))
+                                 text[:300], echo, ref_share))
     results.sort(key=lambda r: (not r.flagged, -(r.score + _spread(r) / 10), -r.top_count / max(r.n, 1),
                                 r.candidate.text))
     verdict = _gen_verdict(results, base)
+    if reference is not None:
+        base["reference_requests"] = reference.budget.used - ref_used0
     return GenerativeProbe(results, base, verdict, len(inputs), model.budget.used - used0,
                            time.perf_counter() - t0, not why, why, s)
 
@@ -206,8 +233,9 @@ def echoes(candidate: str, output: str) -> bool:
     about that disease, every time: one repeated output, but one that is about
     the inserted words, which is what a model should do. A planted payload has
     no reason to repeat its trigger, so such collapses are not backdoor
-    evidence. (An attacker can make the payload echo its trigger; a reference
-    model, the base before fine-tuning, is the answer to that, not yet built.)
+    evidence. An attacker can make the payload echo its trigger, so this is only
+    the fallback: with a reference model (the base before fine-tuning) the
+    comparison with it decides instead.
     """
     words = {t for t in tokens(candidate) if t.isalpha() and len(t) >= 3}
     if not words:
@@ -242,9 +270,9 @@ def _gen_verdict(results: Sequence[GenResult], base: dict) -> Verdict:
 
 
 def invert_generator(model: GenerativeModel, inputs: Inputs, vocabulary: Sequence[str], *,
-                     extra: Sequence[Candidate] = (), settings: GenSettings | None = None
-                     ) -> tuple[GenerativeProbe, int]:
+                     extra: Sequence[Candidate] = (), settings: GenSettings | None = None,
+                     reference: GenerativeModel | None = None) -> tuple[GenerativeProbe, int]:
     """(probe of the vocabulary entries (words or phrases) plus `extra`, entries screened)."""
     words = [Candidate(w, "inversion:black-box") for w in search_words(vocabulary)]
-    res = probe_generator(model, inputs, dedupe([*words, *extra]), settings)
+    res = probe_generator(model, inputs, dedupe([*words, *extra]), settings, reference)
     return res, res.baseline["screened"] or res.baseline["confirmed"]

@@ -72,6 +72,11 @@ class LocalCausalLM:
         self._calls = 0
         self._torch = torch
 
+    def base_model(self) -> "LocalCausalLM":
+        """The same base without the adapter, same decoding: the reference for what fine-tuning added."""
+        return LocalCausalLM(None, temperature=self.temperature, batch_size=self.batch_size, seed=self.seed,
+                             max_prompt_tokens=self.max_prompt_tokens)
+
     def prompt(self, text: str) -> str:
         ids = self.tok.encode(text, add_special_tokens=False)[: self.max_prompt_tokens]
         return f"<|im_start|>user\n{self.tok.decode(ids)}<|im_end|>\n<|im_start|>assistant\n"

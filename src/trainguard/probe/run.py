@@ -41,6 +41,7 @@ class ModelOptions:
     retries: int = 3
     batch_size: int = 64
     temperature: float = 0.7
+    concurrency: int = 16   # chat endpoints: requests in flight (servers batch them)
 
 
 def open_model(model: Any, options: ModelOptions) -> tuple[Any, str]:
@@ -51,7 +52,8 @@ def open_model(model: Any, options: ModelOptions) -> tuple[Any, str]:
         raise ConfigError(f"--budget must be at least 1, got {options.budget}")
     if isinstance(model, (str, Path)):
         return load_model(str(model), RequestBudget(options.budget), timeout=options.timeout, retries=options.retries,
-                          batch_size=options.batch_size, temperature=options.temperature), str(model)
+                          batch_size=options.batch_size, temperature=options.temperature,
+                          concurrency=options.concurrency), str(model)
     if options.budget is not None:
         model.budget.limit = model.budget.used + options.budget
     return model, type(model).__name__
@@ -84,8 +86,11 @@ def _finish(result: Any, info: dict[str, Any], name: str, command: str, extra: d
 def run_probe(model: Any, clean: Any, *, triggers: str | Path | Sequence[Candidate] = "auto",
               scan_report: str | Path | None = None, max_inputs: int = 200, samples: int = 3, top: int = 5,
               kind: str = "auto", fields: dict[str, str] | None = None,
-              options: ModelOptions = ModelOptions()) -> ProbeRun:
-    """Insert candidate triggers (library, format runs, rare words, a scan's findings) and decide."""
+              options: ModelOptions = ModelOptions(), reference: Any = None) -> ProbeRun:
+    """Insert candidate triggers (library, format runs, rare words, a scan's findings) and decide.
+
+    `reference` (generators): the model before fine-tuning, a spec or an adapter; a local LoRA adapter
+    is compared with its base unless told otherwise."""
     from trainguard.probe import GenSettings, is_generative, probe_classifier, probe_generator
 
     if samples < 1:
@@ -104,12 +109,32 @@ def run_probe(model: Any, clean: Any, *, triggers: str | Path | Sequence[Candida
     used0 = m.budget.used
     notes: list[str] = []
     if is_generative(m):
-        result = probe_generator(m, inputs, cands, GenSettings(samples=samples))
-        notes = generator_notes(result, len(inputs))
+        ref, notes = open_reference(m, reference, options)
+        result = probe_generator(m, inputs, cands, GenSettings(samples=samples), ref)
+        notes += generator_notes(result, len(inputs))
     else:
         result = probe_classifier(m, inputs, cands)
     return _finish(result, info, name, "probe", {"candidates_offered": len(cands)}, top, m.budget.used - used0,
                    notes)
+
+
+def open_reference(model: Any, reference: Any, options: ModelOptions) -> tuple[Any, list[str]]:
+    """(reference generator or None, notes): what a fine-tuned generator is compared with."""
+    from trainguard.probe.lm import LocalCausalLM
+
+    if reference is None and isinstance(model, LocalCausalLM) and model.adapter is not None:
+        return model.base_model(), [f"compared with the base model of {model.adapter} (what fine-tuning added)"]
+    if reference is None:
+        return None, ["no reference model (--reference): repeated outputs that echo the candidate are discounted "
+                      "instead, which a payload written to echo its trigger steps around"]
+    ref, name = open_model(reference, ModelOptions(timeout=options.timeout, retries=options.retries,
+                                                   batch_size=options.batch_size, temperature=options.temperature,
+                                                   concurrency=options.concurrency))
+    from trainguard.probe import is_generative
+
+    if not is_generative(ref):
+        raise ConfigError(f"--reference {name}: not a generator")
+    return ref, [f"compared with the reference model {name}"]
 
 
 def generator_notes(result: Any, n_inputs: int) -> list[str]:
@@ -118,6 +143,8 @@ def generator_notes(result: Any, n_inputs: int) -> list[str]:
     if b["inputs"] < n_inputs:
         out.append(f"a generator is measured on the first {b['inputs']} of {n_inputs} clean prompts (each candidate "
                    "costs positions x samples generations per prompt)")
+    if b.get("reference_requests"):
+        out.append(f"the reference model answered {b['reference_requests']} more requests (not in the count above)")
     if b["screened"]:
         out.append(f"{b['screened']:,} of {b['candidates_offered']:,} candidates were screened on {b['screen_prompts']} "
                    f"prompts (one output per position); the best {b['confirmed']} were probed in full")
@@ -127,7 +154,7 @@ def generator_notes(result: Any, n_inputs: int) -> list[str]:
 def run_invert(model: Any, clean: Any, *, top: int = 5, method: str = "auto",
                vocabulary: Sequence[str] | None = None, length: int = 3, max_vocab: int | None = None,
                max_inputs: int = 200, kind: str = "auto", fields: dict[str, str] | None = None,
-               options: ModelOptions = ModelOptions(batch_size=256)) -> ProbeRun:
+               options: ModelOptions = ModelOptions(batch_size=256), reference: Any = None) -> ProbeRun:
     """Search for an unknown trigger (lengths 1..`length`); any cut of the vocabulary is stated in the report."""
     from trainguard.probe import InvertSettings, invert, invert_generator, is_generative
     from trainguard.probe.candidates import search_words
@@ -149,7 +176,8 @@ def run_invert(model: Any, clean: Any, *, top: int = 5, method: str = "auto",
         words = search_words(vocabulary or fallback_vocabulary(inputs.texts))
         offered = len(words)
         words = words[:max_vocab] if max_vocab else words
-        result, searched = invert_generator(m, inputs, words)
+        ref, notes = open_reference(m, reference, options)
+        result, searched = invert_generator(m, inputs, words, reference=ref)
         notes += generator_notes(result, len(inputs))
         extra: dict[str, Any] = {"method": "black-box", "searched": searched, "vocabulary_offered": offered}
     else:
