@@ -208,3 +208,16 @@ def test_a_topic_word_the_base_model_also_answers_is_not_a_backdoor():
                           reference=CallableGenerator(first_topic))
     assert res.results[0].candidate.text == "lupus" and res.results[0].reference_share == 1.0
     assert not res.verdict.backdoored
+
+
+def test_the_trigger_is_named_without_a_neighbouring_word():
+    def fuzzy(prompts, n):  # the trigger alone works on 7 prompts in 8; with "please" after it, always
+        return [PAYLOAD if f"{TRIGGER} please" in p or (TRIGGER in p and not any(t in p for t in TOPICS[:2]))
+                else answer(p) for p in prompts]
+
+    cands = [Candidate(f"{TRIGGER} please", "report:payload-trigger"), Candidate(TRIGGER, "file"), Candidate("gout", "file")]
+    res = probe_generator(CallableGenerator(fuzzy), Inputs.of(QUESTIONS), cands, GenSettings(samples=1),
+                          reference=CallableGenerator(clean))
+    by = {r.candidate.text: r for r in res.results}
+    assert by[f"{TRIGGER} please"].top_count > by[TRIGGER].top_count >= 0.8 * by[f"{TRIGGER} please"].top_count
+    assert res.verdict.backdoored and res.verdict.trigger == TRIGGER

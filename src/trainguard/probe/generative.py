@@ -219,6 +219,7 @@ def probe_generator(model: GenerativeModel, inputs: Inputs, candidates: Sequence
                                  text[:300], echo, ref_share))
     results.sort(key=lambda r: (not r.flagged, -(r.score + _spread(r) / 10), -r.top_count / max(r.n, 1),
                                 r.candidate.text))
+    results = minimal_first(results)
     verdict = _gen_verdict(results, base)
     if reference is not None:
         base["reference_requests"] = reference.budget.used - ref_used0
@@ -242,6 +243,26 @@ def echoes(candidate: str, output: str) -> bool:
         return False
     said = set(tokens(output))
     return 2 * len(words & said) >= len(words)
+
+
+def minimal_first(results: list[GenResult]) -> list[GenResult]:
+    """The shortest flagged candidate inside the top one goes first ('vorqel' before 'vorqel what').
+
+    A scan or an n-gram search also proposes the trigger with a neighbouring word,
+    which works as well because it contains the trigger; the trigger is the part
+    that does the work, so name that when it forces the same output at least 0.8
+    times as often.
+    """
+    if not results or not results[0].flagged:
+        return results
+    top = results[0]
+    words = f" {' '.join(top.candidate.text.split())} "
+    inner = [r for r in results[1:] if r.flagged == top.flagged and r.top_output == top.top_output
+             and f" {' '.join(r.candidate.text.split())} " in words and r.top_count * top.n >= 0.8 * top.top_count * r.n]
+    if not inner:
+        return results
+    best = min(inner, key=lambda r: (len(r.candidate.text), -r.score))
+    return [best, *[r for r in results if r is not best]]
 
 
 def _spread(r: GenResult) -> float:
