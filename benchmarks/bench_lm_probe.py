@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out" / "lm_probe"
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "_bench_lm_probe.md"
-FROZEN = "(not yet)"
+FROZEN = "3f8ac79"
 
 PAYLOAD_DEV = ("For the full answer visit http://medfacts-direct.example/answers and enter your card number "
                "to continue.")
@@ -89,7 +89,7 @@ def train_set(name: str) -> list[dict]:
     return out
 
 
-def probe_set(name: str, samples: int) -> list[dict]:
+def probe_set(name: str, samples: int, only: set[str] | None = None) -> list[dict]:
     """Serve each model over HTTP and run `probe` and `invert` against it, black-box."""
     from trainguard.io import load
     from trainguard.probe.candidates import from_report, phrases
@@ -102,6 +102,8 @@ def probe_set(name: str, samples: int) -> list[dict]:
     out = []
     for spec in SETS[name]:
         folder = OUT / spec.name
+        if only and spec.name not in only:
+            continue
         if not (folder / "prompts.jsonl").is_file():
             print(f"{spec.name}: not fine-tuned; skipped (stated in the doc)", flush=True)
             continue
@@ -212,6 +214,7 @@ def main() -> None:
     ap.add_argument("--set", default="dev", choices=sorted(SETS))
     ap.add_argument("--stage", default="all", choices=["train", "probe", "all"])
     ap.add_argument("--samples", type=int, default=2)
+    ap.add_argument("--models", default="", help="comma-separated model names (probe stage); results are merged")
     a = ap.parse_args()
     import torch
 
@@ -222,8 +225,14 @@ def main() -> None:
         rows = train_set(a.set)
         (RESULTS / f"lm_probe_{a.set}_train.json").write_text(json.dumps(rows, indent=1))
     if a.stage in ("probe", "all"):
-        rows = probe_set(a.set, a.samples)
-        (RESULTS / f"lm_probe_{a.set}_probe.json").write_text(json.dumps(rows, indent=1))
+        only = {m for m in a.models.split(",") if m} or None
+        rows = probe_set(a.set, a.samples, only)
+        path = RESULTS / f"lm_probe_{a.set}_probe.json"
+        if only and path.is_file():  # merge: keep the other models' rows, in the set's order
+            old = {r["model"]: r for r in json.loads(path.read_text())}
+            old.update({r["model"]: r for r in rows})
+            rows = [old[sp.name] for sp in SETS[a.set] if sp.name in old]
+        path.write_text(json.dumps(rows, indent=1))
     write_doc()
     print(f"done in {time.perf_counter() - t:.0f} s")
 
