@@ -161,6 +161,8 @@ def run_file(sst2, dev, shape, inst, seed, rate, n, asr: bool, default: bool, td
         rep_d = scan(data, list(DEFAULT_DETECTORS))
         out["default_s"] = round(time.perf_counter() - t, 2)
         out["default"] = _score(_named(rep_d), poisoned, helpers)
+        # what the default set names once shortcut is in it (the union; the same as `default` when it already is)
+        out["default_plus_shortcut"] = _score(_named(rep_d) | _named(rep), poisoned, helpers)
         out["default_findings"] = [d for d in _describe(rep_d) if d["severity"] in ("medium", "high")][:8]
     if asr:
         from trainguard.attacks.effect import classification_asr
@@ -221,7 +223,7 @@ def summarise(results: list[dict]) -> list[dict]:
         if all("asr_max" in r for r in rs):
             row["asr"] = round(float(np.mean([r["asr_max"] for r in rs])), 3)
             row["taking"] = sum(r["asr_max"] >= 0.8 for r in rs)
-        for k in ("shortcut", "default"):
+        for k in ("shortcut", "default", "default_plus_shortcut"):
             if all(k in r for r in rs):
                 prec = [r[k]["precision"] for r in rs if r[k]["precision"] is not None]
                 row[f"{k}_recall"] = round(float(np.mean([r[k]["recall"] for r in rs])), 3)
