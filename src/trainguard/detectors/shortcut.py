@@ -119,7 +119,7 @@ def _responsibility(lr_log: np.ndarray, pi: float) -> np.ndarray:
 @register
 class Shortcut(Detector):
     name = "shortcut"
-    version = "1"
+    version = "2"
     kinds = frozenset({Kind.CLASSIFICATION})
     needs = frozenset({"labels", "embeddings"})
     atlas = (ATLAS_BACKDOOR_TRIGGER, ATLAS_POISON_TRAINING_DATA)
