@@ -125,7 +125,8 @@ def _write(rows: list[dict], tmp: Path) -> Path:
 def _scan_sets(path: Path) -> tuple[Any, dict[str, Any], dict[str, float]]:
     data = load(path)
     t = time.perf_counter()
-    default = scan(data, list(DEFAULT_DETECTORS))
+    # The default set as these figures were first taken (shortcut joined it later; scanned on its own here).
+    default = scan(data, [d for d in DEFAULT_DETECTORS if d != "shortcut"])
     t_default = time.perf_counter() - t
     t = time.perf_counter()
     extra = scan(data, ["shortcut"]) if "classification" == data.kind.value else None

@@ -164,8 +164,8 @@ def test_leaving_out_an_applicable_default_fails_closed_and_is_recorded(env):
     ingest(led, p, source="s", licence="MIT", by="alice")
     res = gate(led, p, policy(allow_disabled=[]), by="carol")
     off = {d["name"] for d in res.disabled}
-    # Classification data: the three model-free defaults apply; the LLM-era ones serve other kinds.
-    assert off == {"trigger-association", "invisible-characters", "near-duplicates"}
+    # Classification data: the four classification defaults apply; the LLM-era ones serve other kinds.
+    assert off == {"trigger-association", "shortcut", "invisible-characters", "near-duplicates"}
     assert res.verdict == "fail" and not any(d["allowed"] for d in res.disabled)
     assert any("detector trigger-association applies to this data but is turned off" in r for r in res.reasons)
     statuses = {d.name: d.status for d in res.report.detectors}
@@ -174,7 +174,7 @@ def test_leaving_out_an_applicable_default_fails_closed_and_is_recorded(env):
     assert {d["name"] for d in stored["gate"]["disabled"]} == off
     assert {d["name"] for d in stored["detectors"] if d["status"] == "disabled"} == off
     assert res.to_dict()["disabled"] == res.disabled
-    allowed = gate(led, p, policy(allow_disabled=["trigger-association", "invisible-characters",
+    allowed = gate(led, p, policy(allow_disabled=["trigger-association", "shortcut", "invisible-characters",
                                                   "near-duplicates"]), by="carol")
     assert allowed.verdict == "pass" and all(d["allowed"] for d in allowed.disabled)
     assert any("turned off by the policy (allow_disabled)" in n for n in allowed.notes)

@@ -27,7 +27,7 @@ ProgressFn = Callable[[str, int, int], None]
 
 # Each runs on the kinds it declares and is recorded as skipped on the others.
 DEFAULT_DETECTORS = (
-    "trigger-association", "invisible-characters", "near-duplicates",
+    "trigger-association", "shortcut", "invisible-characters", "near-duplicates",
     "safety-bypass", "covert-finetuning", "polarity-trigger", "payload-trigger", "preference-trigger", "rag-poisoning",
 )
 

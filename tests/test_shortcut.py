@@ -1,0 +1,98 @@
+"""shortcut's fast path: batched context groups and span containment agree with the plain definitions."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainguard.detectors.shortcut import _containment, _context_groups, _link_matrix, _tokenise
+from trainguard.text import tokens
+
+DATA = Path(__file__).parent / "data"
+
+
+def _plain_containment(texts):
+    norm = [t.lower().split() for t in texts]
+    out = set()
+    for i, a in enumerate(norm):
+        for j, b in enumerate(norm):
+            if i != j and a and any(b[k:k + len(a)] == a for k in range(len(b) - len(a) + 1)):
+                out.add((i, j))
+    return out
+
+
+def _plain_groups(rows, own, M, gw, contain):
+    """Union-find over the rows of one test, as the detector defined it before the batched pass."""
+    parent = list(range(len(rows)))
+
+    def find(a):
+        while parent[a] != a:
+            a = parent[a]
+        return a
+
+    first = {}
+    for x, r in enumerate(rows):
+        for col in M.indices[M.indptr[r]:M.indptr[r + 1]]:
+            if set(gw[col].tolist()) & set(own):
+                continue
+            if col in first:
+                parent[find(x)] = find(first[col])
+            else:
+                first[col] = x
+    pos = {r: x for x, r in enumerate(rows)}
+    for i, j in contain:
+        if i in pos and j in pos:
+            parent[find(pos[i])] = find(pos[j])
+    roots = [find(x) for x in range(len(rows))]
+    size = {r: roots.count(r) for r in roots}
+    return [1 / size[r] for r in roots], len(size)
+
+
+def test_containment_is_token_spans():
+    texts = ["too slow", "It is too slow for me", "it is TOO slow", "too", "x y z", "too slow", "heart art", ""]
+    got = set(zip(*[a.tolist() for a in _containment(texts)]))
+    assert got == _plain_containment(texts)
+    assert (6, 6) not in got and (0, 5) in got and (5, 0) in got  # exact copies both ways, 'art' not in 'heart'
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_batched_groups_match_per_test_union_find(seed):
+    rows = [json.loads(line) for line in open(DATA / "sst2_sample.jsonl")][:600]
+    texts = [r["text"] for r in rows]
+    ids, lens, vocab = _tokenise([tokens(t) for t in texts])
+    M, gw = _link_matrix(ids, lens, len(vocab), 3)
+    contain = _containment(texts)
+    rng = np.random.default_rng(seed)
+    tests = []
+    for _ in range(40):
+        w = int(rng.integers(0, len(vocab)))
+        rs = np.flatnonzero(np.isin(np.arange(len(texts)), np.repeat(np.arange(len(texts)), lens)[ids == w]))
+        tests.append((rs, (w,)))
+    tests.append((np.sort(rng.choice(len(texts), 80, replace=False)), ()))
+    got = _context_groups(tests, (M, gw), contain, len(texts))
+    pairs = list(zip(*[a.tolist() for a in contain]))
+    for (rs, own), (w, g) in zip(tests, got):
+        w0, g0 = _plain_groups(rs.tolist(), own, M, gw, pairs)
+        assert g == g0 and np.allclose(w, w0)
+
+
+def test_severity_natural_feature_under_weak_strength_is_low():
+    from trainguard.detectors.base import get
+    from trainguard.findings import Severity
+
+    det = get("shortcut")()
+    bar = 20.0
+
+    def hit(llr, other, n=100):
+        rows = np.arange(n)
+        return dict(feature="word:w", cls=0, llr=llr, pi=0.8, rows=rows, forced=rows[:50], contexts=50, other=other)
+
+    def sev(h):
+        alerts, _ = det._alerts([h], ["0", "1"], bar, np.full(200, 0.4), 200)
+        return alerts[0].severity
+
+    assert sev(hit(1.4 * bar, other=15)) == Severity.LOW  # both labels, under 1.5x: natural use ('too')
+    assert sev(hit(1.6 * bar, other=15)) == Severity.MEDIUM  # strong enough to stand despite exceptions
+    assert sev(hit(1.1 * bar, other=2)) == Severity.MEDIUM  # exceptions within label noise: a planted shortcut
+    assert sev(hit(2.5 * bar, other=0)) == Severity.HIGH
