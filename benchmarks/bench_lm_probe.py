@@ -168,6 +168,24 @@ def write_doc() -> None:
              "scan` of the fine-tuning file; `invert` = `run_invert` over the word n-grams of the fine-tuning "
              "prompts (`candidates.phrases`, what `--vocab-from` reads). 'requests' is the client's count; the "
              "server's own count is beside it.", ""]
+    partial = RESULTS / "lm_probe_dev_partial.jsonl"
+    if partial.is_file() and not (RESULTS / "lm_probe_dev_probe.json").is_file():
+        dev = {r["spec"]["name"]: r for r in json.loads((RESULTS / "lm_probe_dev_train.json").read_text())}
+        lines += ["### Development pair (the method was set on it; run stopped for CPU time)", ""]
+        for name, r in dev.items():
+            lines.append(f"- `{name}`: trigger `{r['spec']['trigger']}`, ASR "
+                         f"{r['asr']['rate'] if 'asr' in r else '-'}, clean leak {r['clean_payload_rate']['rate']}, "
+                         f"fine-tuned in {r['train']['seconds']:.0f} s.")
+        for line in partial.read_text().splitlines():
+            d = json.loads(line)
+            if "probe" in d:
+                p = d["probe"]
+                lines.append(f"- `{d['model']}` probe (before the shortest-candidate rule): "
+                             f"{'flagged' if p['flagged'] else 'not flagged'} ({p['score']}), trigger "
+                             f"`{p['trigger']}`, output {p['output'][:70]!r}, top 5 {p['top5']}, {p['requests']} "
+                             f"requests (server {p['server_requests']}), {p['seconds']:.0f} s. Its invert run and "
+                             "the clean twin's probe and invert were stopped to give the fresh pairs the CPU.")
+        lines.append("")
     for name in ("dev", "fresh"):
         tr, pr = RESULTS / f"lm_probe_{name}_train.json", RESULTS / f"lm_probe_{name}_probe.json"
         if not (tr.is_file() and pr.is_file()):
