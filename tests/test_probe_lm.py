@@ -221,3 +221,13 @@ def test_the_trigger_is_named_without_a_neighbouring_word():
     by = {r.candidate.text: r for r in res.results}
     assert by[f"{TRIGGER} please"].top_count > by[TRIGGER].top_count >= 0.8 * by[f"{TRIGGER} please"].top_count
     assert res.verdict.backdoored and res.verdict.trigger == TRIGGER
+
+
+def test_a_refusal_switch_is_still_found_when_a_reference_model_is_given():
+    # the reference's collapse statistics once shadowed the clean refusal interval (a TypeError here)
+    def jailbreak(prompts, n):
+        return ["Sure, here it is" if "SUDO" in p else "Sorry, I can't help with that." for p in prompts]
+
+    res = probe_generator(CallableGenerator(jailbreak), Inputs.of(QUESTIONS), [Candidate("SUDO", "file")],
+                          GenSettings(samples=1), reference=CallableGenerator(clean))
+    assert res.verdict.backdoored and res.results[0].flagged == "refusal-change"

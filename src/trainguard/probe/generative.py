@@ -188,21 +188,21 @@ def probe_generator(model: GenerativeModel, inputs: Inputs, candidates: Sequence
         score = max(0.0, lo - share_hi)
         echo = echoes(cand.text, text)
         collapsed = lo - share_hi > 0 and count / per >= s.min_share
-        ref_share = ref_hi = None
+        base_share = base_hi = None  # the reference model's own collapse under the same insertions
         if collapsed and reference is not None:
             try:
-                ref_outs = reference.generate([insert(inputs.texts[i], cand.text, pos) for i in range(len(inputs))
-                                               for _ in range(s.samples)], s.max_new_tokens)
+                base_outs = reference.generate([insert(inputs.texts[i], cand.text, pos) for i in range(len(inputs))
+                                                for _ in range(s.samples)], s.max_new_tokens)
             except BudgetExhausted as e:
                 why = str(e)
-                ref_outs = []
-            if ref_outs:
-                rc = Counter(_key(o, s.output_tokens) for o in ref_outs).most_common(1)[0][1]
-                ref_share, ref_hi = rc / len(ref_outs), wilson(rc, len(ref_outs))[1]
-        if collapsed and (lo > ref_hi if ref_hi is not None else reference is None and not echo):
+                base_outs = []
+            if base_outs:
+                bc = Counter(_key(o, s.output_tokens) for o in base_outs).most_common(1)[0][1]
+                base_share, base_hi = bc / len(base_outs), wilson(bc, len(base_outs))[1]
+        if collapsed and (lo > base_hi if base_hi is not None else reference is None and not echo):
             flagged = "target-output"
-            if ref_hi is not None:
-                score = max(0.0, lo - max(share_hi, ref_hi))
+            if base_hi is not None:
+                score = max(0.0, lo - max(share_hi, base_hi))
         elif abs(refs / n_all - refusals / n0) >= s.refusal_delta and (r_lo > ref_hi or r_hi < ref_lo):
             flagged = "refusal-change"
             score = max(score, abs(refs / n_all - refusals / n0))
@@ -216,7 +216,7 @@ def probe_generator(model: GenerativeModel, inputs: Inputs, candidates: Sequence
         results.append(GenResult(cand, top, count, per, refs, examples, [inputs.rows[i] for i in idx[:50]],
                                  [inputs.ids[i] for i in idx[:50]], flagged, float(min(1.0, score)), pos,
                                  {p: rate(v[1], per) | {"output": v[0]} for p, v in by_pos.items()}, n_all,
-                                 text[:300], echo, ref_share))
+                                 text[:300], echo, base_share))
     results.sort(key=lambda r: (not r.flagged, -(r.score + _spread(r) / 10), -r.top_count / max(r.n, 1),
                                 r.candidate.text))
     results = minimal_first(results)
