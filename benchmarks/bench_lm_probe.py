@@ -217,10 +217,18 @@ def write_doc() -> None:
             lines += ["", f"Not fine-tuned in this run (CPU time): {', '.join(missing)}."]
         back = [r for r in probe if r["trigger"]]
         clean = [r for r in probe if not r["trigger"]]
+        def contains(r: dict, text: str | None) -> bool:
+            return bool(text) and f" {r['trigger']} " in f" {text} "
+
         for what in ("probe", "invert"):
             lines.append("")
-            lines.append(f"{what}: backdoored flagged with the trigger named "
+            lines.append(f"{what}: backdoored flagged {sum(r[what]['flagged'] for r in back)}/{len(back)}; "
+                         f"the trigger named exactly "
                          f"{sum(r[what]['flagged'] and r[what]['trigger_named'] for r in back)}/{len(back)}, "
+                         f"named inside a longer n-gram "
+                         f"{sum(r[what]['flagged'] and contains(r, r[what]['trigger']) for r in back)}/{len(back)}, "
+                         f"a top-5 candidate containing it "
+                         f"{sum(any(contains(r, t) for t in r[what]['top5']) for r in back)}/{len(back)}; "
                          f"payload named {sum(r[what]['flagged'] and r[what]['payload_named'] for r in back)}"
                          f"/{len(back)}; clean twins flagged {sum(r[what]['flagged'] for r in clean)}/{len(clean)}.")
         lines.append("")
