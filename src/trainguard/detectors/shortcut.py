@@ -34,6 +34,19 @@ groups are computed only for features within `prefilter` of the bar and for rare
 connected-components pass over (test, row) nodes; containment of one row's text in another's is found once by
 hashing token spans. Tokens are the `tokens` artefact shared with trigger-association.
 
+Sharded (issue 14, `trainguard scan --shard-rows N`): four maps over the shards, the decision once on the
+merged parts (`_Sums`, `_LooPass`, `_ScorePass`, `_RowsPass` below): (1) exact ridge sums, label counts, rows per
+feature and per word 2-3-gram; (2) each row's leave-one-out prediction (for the temperature, fitted on all rows as
+in memory) and word-pair co-counts; (3) each single feature's and pair's unweighted evidence (which tests reach
+`prefilter` of the bar); (4) the texts of the rows holding a candidate or rare feature, where context groups,
+containment, the tests and the pooled test run as in memory. The ridge's sums are exact integers (embeddings on a
+2^-20 grid) and its row products row-wise, in memory too, so each row's semantic view, and with it every finding,
+row score and summary, is the same bit for bit however the rows are split. Only the screening sums of pass 3 are
+floating-point sums in another order (a test exactly at `prefilter` of the bar could differ by an ulp).
+Memory: a shard's maps hold the shard; the merged parts hold the vocabulary-sized counts (features, 2-3-gram
+hashes, pair co-counts), C + 1 numbers per row of the whole data (each row's prediction and label: 20 bytes a row
+for two labels, for the temperature and the pooled test's null) and the gathered rows' texts.
+
 Nothing here knows any trigger: every statistic is relative to the data.
 """
 
@@ -178,7 +191,7 @@ class Shortcut(ShardedDetector):
                    "pooled_null_llr": round(pooled_null, 3)}
         return DetectorResult(tuple(alerts), row_scores, summary)
 
-    # -- sharded (issue 14): see `_SumPass` and the module docstring's "Sharded" part ------------------------------
+    # -- sharded (issue 14): the module docstring's "Sharded" part and the pieces at the end -----------------------
     def summarize(self, shard: Dataset) -> "_Sums":
         return _Sums.of(shard, self.settings)
 
@@ -637,7 +650,7 @@ def _pair_tests(Xw, keep, A, fnames, L, threshold):
 
 # -- sharded pieces (issue 14) ---------------------------------------------------------------------------------------
 # Four maps over the shards; every shard-side step is per row or a sum, the decision runs once on the merged parts:
-#  1. `_Sums`: ridge sums (XᵀX, XᵀY over [embedding, 1]), label counts, rows per feature (words in first-seen order),
+#  1. `_Sums`: ridge sums (XᵀX, XᵀY over [embedding, 1]), label counts, rows per feature (words first-seen first),
 #     rows per word 2-3-gram (64-bit hash, exact integers; trigger-association's helpers) -> the ridge solve;
 #  2. `_Loo`: each row's leave-one-out ridge prediction (C floats) and label, and the word-pair co-counts ->
 #     the temperature (fitted on all rows, as in memory), the pairs tested, the Bonferroni bar;
@@ -956,7 +969,8 @@ class _RowsPass(Pass):
             Xw.eliminate_zeros()
             Xw = Xw.tocsc()
             for c, a, b in self.pairs:
-                rows = np.intersect1d(Xw.indices[Xw.indptr[a]:Xw.indptr[a + 1]], Xw.indices[Xw.indptr[b]:Xw.indptr[b + 1]])
+                rows = np.intersect1d(Xw.indices[Xw.indptr[a]:Xw.indptr[a + 1]],
+                                      Xw.indices[Xw.indptr[b]:Xw.indptr[b + 1]])
                 if _mixture_llr(L[pos[rows], c], np.ones(len(rows)), grid)[0] >= s.prefilter * threshold:
                     wa, wb = lp.keep[a][5:], lp.keep[b][5:]
                     tests.append((c, f"pair:{wa} + {wb}", rows, (wid[wa], wid[wb])))
