@@ -41,11 +41,12 @@ in memory) and word-pair co-counts; (3) each single feature's and pair's unweigh
 `prefilter` of the bar); (4) the texts of the rows holding a candidate or rare feature, where context groups,
 containment, the tests and the pooled test run as in memory. The ridge's sums are exact integers (embeddings on a
 2^-20 grid) and its row products row-wise, in memory too, so each row's semantic view, and with it every finding,
-row score and summary, is the same bit for bit however the rows are split. Only the screening sums of pass 3 are
-floating-point sums in another order (a test exactly at `prefilter` of the bar could differ by an ulp).
+row score and summary, is the same bit for bit however the rows are split; the screening sums of pass 3 are
+exact fixed-point integers (2^-32), in memory too.
 Memory: a shard's maps hold the shard; the merged parts hold the vocabulary-sized counts (features, 2-3-gram
 hashes, pair co-counts), C + 1 numbers per row of the whole data (each row's prediction and label: 20 bytes a row
-for two labels, for the temperature and the pooled test's null) and the gathered rows' texts.
+for two labels, for the temperature and the pooled test's null; about 100 bytes a row with what the decision derives
+from them) and the gathered rows' texts.
 
 Nothing here knows any trigger: every statistic is relative to the data.
 """
@@ -603,19 +604,37 @@ def _ridge_loo(E: np.ndarray, y: np.ndarray, C: int, lam: float) -> np.ndarray:
     return _loo_rows(Xa, y, B, Ainv)
 
 
+_FIXED = 32  # screening sums are kept in fixed point (2^-32) as exact integers: any shard split sums the same
+
+
+def _fixed(v: np.ndarray) -> np.ndarray:
+    """v in units of 2^-32 (int64); |v| stays below 2^5 here (log-ratios of clipped probabilities)."""
+    return np.rint(v * 2.0**_FIXED).astype(np.int64)
+
+
+def _mixture_terms(Lc: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """(rows, grid) log(pi e^l + 1 - pi) of each row for one class, fixed point."""
+    lp, l1p = np.log(grid), np.log1p(-np.minimum(grid, 1 - 1e-12))
+    return _fixed(np.logaddexp(lp[None, :] + Lc[:, None], l1p[None, :]))
+
+
 def _unweighted_llr(Xs, L: np.ndarray, grid: np.ndarray, chunk: int = 1 << 15) -> np.ndarray:
     """(features, C) mixture LLR of every column of Xs with unit row weights (no context grouping)."""
-    lp, l1p = np.log(grid), np.log1p(-np.minimum(grid, 1 - 1e-12))
     n, C = L.shape
     out = np.zeros((Xs.shape[1], C))
-    Xt = Xs.T.tocsr()
+    Xt = Xs.T.tocsr().astype(np.int64)
     for c in range(C):
-        acc = np.zeros((Xs.shape[1], len(grid)))
+        acc = np.zeros((Xs.shape[1], len(grid)), np.int64)
         for a in range(0, n, chunk):
-            G = np.logaddexp(lp[None, :] + L[a:a + chunk, c, None], l1p[None, :])
-            acc += Xt[:, a:a + chunk] @ G
-        out[:, c] = acc.max(1)
+            acc += Xt[:, a:a + chunk] @ _mixture_terms(L[a:a + chunk, c], grid)
+        out[:, c] = acc.max(1) / 2.0**_FIXED
     return out
+
+
+def _pair_evidence(Xw, Lc: np.ndarray, A) -> sparse.csr_matrix:
+    """(K, K) summed positive evidence for one class of each tested pair (A's pattern), fixed point."""
+    Xi = Xw.astype(np.int64)
+    return sparse.triu(Xi.T @ sparse.diags(_fixed(np.maximum(Lc, 0)), dtype=np.int64) @ Xi, k=1).multiply(A.astype(np.int64)).tocsr()
 
 
 def _pair_candidates(X, V: int, s: Settings, n: int):
@@ -637,8 +656,8 @@ def _pair_tests(Xw, keep, A, fnames, L, threshold):
     out = []
     Xwc = Xw.tocsc()
     for c in range(L.shape[1]):
-        U = sparse.triu(Xw.T @ sparse.diags(np.maximum(L[:, c], 0)) @ Xw, k=1).multiply(A).tocoo()
-        good = U.data >= threshold
+        U = _pair_evidence(Xw, L[:, c], A).tocoo()
+        good = U.data / 2.0**_FIXED >= threshold
         for a, b in zip(U.row[good].tolist(), U.col[good].tolist()):
             rows = np.intersect1d(Xwc.indices[Xwc.indptr[a]:Xwc.indptr[a + 1]],
                                   Xwc.indices[Xwc.indptr[b]:Xwc.indptr[b + 1]])
@@ -834,8 +853,8 @@ class _LooPass(Pass):
 
 @dataclass
 class _Scores:
-    acc: np.ndarray  # (C, single features, grid) unweighted mixture sums
-    U: list  # per class: (K, K) positive evidence per tested pair
+    acc: np.ndarray  # (C, single features, grid) unweighted mixture sums (fixed point, exact)
+    U: list  # per class: (K, K) positive evidence per tested pair (fixed point, exact)
 
     def merge(self, other: "_Scores") -> "_Scores":
         return _Scores(self.acc + other.acc, [a + b for a, b in zip(self.U, other.U)])
@@ -864,27 +883,25 @@ class _ScorePass(Pass):
         index = {f: j for j, f in enumerate(p.fnames[i] for i in self.single)}
         local = [(j, index[f]) for j, f in enumerate(fnames) if f in index]
         grid = _pi_grid(s.grid)
-        lp, l1p = np.log(grid), np.log1p(-np.minimum(grid, 1 - 1e-12))
-        acc = np.zeros((C, len(self.single), len(grid)))
-        Xt = Xc[:, [j for j, _ in local]].T.tocsr()
+        acc = np.zeros((C, len(self.single), len(grid)), np.int64)
+        Xt = Xc[:, [j for j, _ in local]].T.tocsr().astype(np.int64)
         at = np.array([g for _, g in local], np.int64)
         Xw = _pair_matrix(Xc, fnames, {w: i for i, w in enumerate(p.keep)}, K, s.max_pair_tokens)
         U = []
         for c in range(C):
-            G = np.logaddexp(lp[None, :] + L[:, c, None], l1p[None, :])
-            acc[c, at] = Xt @ G
-            U.append(sparse.triu(Xw.T @ sparse.diags(np.maximum(L[:, c], 0)) @ Xw, k=1).multiply(self.A).tocsr())
+            acc[c, at] = Xt @ _mixture_terms(L[:, c], grid)
+            U.append(_pair_evidence(Xw, L[:, c], self.A))
         return _Scores(acc, U)
 
     def finalize(self, summary: _Scores, kind: Kind) -> "_RowsPass":
         p, s = self.prev, self.prev.det.settings
-        raw = summary.acc.max(2).T  # (single, C)
+        raw = summary.acc.max(2).T / 2.0**_FIXED  # (single, C), as `_unweighted_llr` gives it in memory
         singles = [(int(f), c) for j, f in enumerate(self.single) for c in range(len(p.names))
                    if raw[j, c] >= s.prefilter * self.threshold]
         pairs = []
         for c, U in enumerate(summary.U):
             U = U.tocoo()
-            good = U.data >= self.threshold
+            good = U.data / 2.0**_FIXED >= self.threshold
             order = np.lexsort((U.col[good], U.row[good]))
             pairs += [(c, int(a), int(b)) for a, b in zip(U.row[good][order].tolist(), U.col[good][order].tolist())]
         poolable = np.array([f.startswith(("word:", "punct:")) for f in p.fnames], dtype=bool)
