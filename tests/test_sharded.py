@@ -92,8 +92,8 @@ def test_unsharded_detector_asked_by_name_fails_the_scan(demo_path):
 
 
 def test_default_run_on_classification_runs_every_default_sharded(demo_path):
-    """Issue 14: the default detectors for classification data with a per-shard path run sharded, trigger-association
-    too. `shortcut` (default since issue 12) has none yet: it fails the sharded scan, never a silent skip."""
+    """Issue 14: every default detector for classification data runs sharded, trigger-association and shortcut
+    (default since issue 12) too: nothing fails."""
     report = scan_sharded(demo_path, shard_rows=1000)
     status = {r.name: (r.status, r.message) for r in report.detectors}
     for name in default_sharded_detectors():
@@ -101,9 +101,9 @@ def test_default_run_on_classification_runs_every_default_sharded(demo_path):
     assert status["trigger-association"][0] is DetectorStatus.OK
     # Defaults that do not apply to classification data stay skipped, not failed.
     assert status["rag-poisoning"][0] is DetectorStatus.SKIPPED
-    assert [r.name for r in report.failed] == ["shortcut"]
-    assert "no per-shard summary" in status["shortcut"][1] and "--shard-rows" in status["shortcut"][1]
-    assert set(SHARDED) | {"trigger-association"} <= set(sharded_detector_names())
+    assert status["shortcut"][0] is DetectorStatus.OK
+    assert [r.name for r in report.failed] == []
+    assert set(SHARDED) | {"trigger-association", "shortcut"} <= set(sharded_detector_names())
     assert "polarity-trigger" not in sharded_detector_names()
 
 
@@ -127,7 +127,7 @@ def test_badnets_file_sharded_exits_non_zero(tmp_path, capsys, sst2_rows):
 
     bad = tmp_path / "badnets.jsonl"
     write_jsonl(bad, poison(sst2_rows[:2000], "badnets", rate=0.01, seed=0, triggers=("cf",)).rows)
-    # The defaults with a per-shard path (`shortcut`, default since issue 12, has none yet).
+    # The defaults with a per-shard path (for classification data: all of them).
     dets = ",".join(default_sharded_detectors())
     code, out, _ = cli(capsys, "scan", str(bad), "--shard-rows", "500", "--detectors", dets, "--format", "json", "-q")
     report = json.loads(out)

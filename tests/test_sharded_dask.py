@@ -252,3 +252,23 @@ def test_a_worker_that_cannot_see_the_file_fails_the_scan_with_one_clear_line(tm
     metas = [summarize_shard([], elsewhere, s)[1] for s in shards]
     with pytest.raises(DataError, match=r"not-mounted/here.jsonl: file not found"):
         _combined(elsewhere, metas)
+
+
+def test_real_cluster_runs_shortcut_in_four_passes(cluster, tmp_path, sst2_rows):
+    """shortcut (issue 14) maps the shards four times; its passes and summaries travel between worker
+    processes (pickled), and findings, row scores and summary still equal the in-memory scan's."""
+    from trainguard.attacks import poison as plant
+
+    rows = plant(sst2_rows, "format", count=25, seed=2, target=0).rows
+    path = write_jsonl(tmp_path / "format.jsonl", rows)
+    whole = scan(path, detectors=["shortcut"])
+    from distributed import get_task_stream
+
+    with get_task_stream(cluster) as stream:
+        there = scan_sharded(path, detectors=["shortcut"], shard_rows=300, client=cluster)
+    _same(there, whole)
+    (a,), (b,) = there.detectors, whole.detectors
+    assert a.status.value == "ok" and {k: v for k, v in a.summary.items() if k != "shards"} == b.summary
+    assert any(f.evidence["feature"] == "format:double space" for f in there.findings)
+    again = {t["worker"] for t in stream.data if str(t["key"]).startswith("summarize_again")}
+    assert len(again) == 2, stream.data

@@ -34,6 +34,20 @@ groups are computed only for features within `prefilter` of the bar and for rare
 connected-components pass over (test, row) nodes; containment of one row's text in another's is found once by
 hashing token spans. Tokens are the `tokens` artefact shared with trigger-association.
 
+Sharded (issue 14, `trainguard scan --shard-rows N`): four maps over the shards, the decision once on the
+merged parts (`_Sums`, `_LooPass`, `_ScorePass`, `_RowsPass` below): (1) exact ridge sums, label counts, rows per
+feature and per word 2-3-gram; (2) each row's leave-one-out prediction (for the temperature, fitted on all rows as
+in memory) and word-pair co-counts; (3) each single feature's and pair's unweighted evidence (which tests reach
+`prefilter` of the bar); (4) the texts of the rows holding a candidate or rare feature, where context groups,
+containment, the tests and the pooled test run as in memory. The ridge's sums are exact integers (embeddings on a
+2^-20 grid) and its row products row-wise, in memory too, so each row's semantic view, and with it every finding,
+row score and summary, is the same bit for bit however the rows are split; the screening sums of pass 3 are
+exact fixed-point integers (2^-32), in memory too.
+Memory: a shard's maps hold the shard; the merged parts hold the vocabulary-sized counts (features, 2-3-gram
+hashes, pair co-counts), C + 1 numbers per row of the whole data (each row's prediction and label: 20 bytes a row
+for two labels, for the temperature and the pooled test's null; about 100 bytes a row with what the decision derives
+from them) and the gathered rows' texts.
+
 Nothing here knows any trigger: every statistic is relative to the data.
 """
 
@@ -41,6 +55,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from collections import Counter
 from itertools import chain
 
 import numpy as np
@@ -49,9 +64,8 @@ from scipy.sparse.csgraph import connected_components
 
 from threadpoolctl import threadpool_limits
 
-from trainguard.detectors._features import ridge_loo
 from trainguard.detectors._repr import embeddings, label_codes
-from trainguard.detectors.base import Detector, register
+from trainguard.detectors.base import NotApplicable, Pass, ShardedDetector, register
 from trainguard.findings import (
     ATLAS_BACKDOOR_TRIGGER,
     ATLAS_POISON_TRAINING_DATA,
@@ -117,7 +131,7 @@ def _responsibility(lr_log: np.ndarray, pi: float) -> np.ndarray:
 
 
 @register
-class Shortcut(Detector):
+class Shortcut(ShardedDetector):
     name = "shortcut"
     version = "2"
     kinds = frozenset({Kind.CLASSIFICATION})
@@ -167,8 +181,34 @@ class Shortcut(Detector):
         rare = np.flatnonzero(poolable & (df >= 2) & (df < s.min_contexts * 4))
         rare_tests = [(Xc.indices[Xc.indptr[f]:Xc.indptr[f + 1]], (int(f),) if f < V else ()) for f in rare]
         groups = _context_groups([(t[3], t[4]) for t in tests] + rare_tests, link, contain, n)
+        hits = self._hits([(c, nm, rows) for _, c, nm, rows, _ in tests], groups, L, y, q, grid, threshold)
+        feats = [(int(f), rows, w) for f, (rows, _), (w, g) in zip(rare, rare_tests, groups[len(tests):])
+                 if 2 <= g < s.pool_max_contexts]
+        pooled_hits, pooled_null = self._pooled(feats, fnames, L, grid, threshold, C, y, q)
+        hits += pooled_hits
+
+        alerts, row_scores = self._alerts(hits, names, threshold, qy, n)
+        summary = {"features_tested": int(m), "threshold_llr": round(threshold, 3), "findings": len(alerts),
+                   "pooled_null_llr": round(pooled_null, 3)}
+        return DetectorResult(tuple(alerts), row_scores, summary)
+
+    # -- sharded (issue 14): the module docstring's "Sharded" part and the pieces at the end -----------------------
+    def summarize(self, shard: Dataset) -> "_Sums":
+        return _Sums.of(shard, self.settings)
+
+    def finalize(self, summary: "_Sums", kind: Kind) -> "_LooPass | NotApplicable":
+        return _loo_pass(self, summary)
+
+    def _semantic(self, data: Dataset, y: np.ndarray, C: int) -> np.ndarray:
+        """Calibrated leave-one-out P(label | meaning): ridge on the embedding, one fitted temperature."""
+        R = _ridge_loo(embeddings(data, self.settings.embedder), y, C, self.settings.ridge)
+        return _calibrated(R, _stack_weight(R, y))
+
+    def _hits(self, tests, groups, L, y, q, grid, threshold) -> list[dict]:
+        """The tests (class, name, rows) that pass, with the rows they name."""
+        s = self.settings
         hits = []
-        for (_, c, nm, rows, _), (w, ngroups) in zip(tests, groups):
+        for (c, nm, rows), (w, ngroups) in zip(tests, groups):
             if ngroups < s.min_contexts:
                 continue
             llr, pi = _mixture_llr(L[rows, c], w, grid)
@@ -181,23 +221,7 @@ class Shortcut(Detector):
                 continue
             hits.append(dict(feature=nm, cls=c, llr=llr, pi=pi, rows=rows, forced=forced, contexts=ngroups,
                              other=int(np.sum(y[rows] != c))))
-        feats = [(int(f), rows, w) for f, (rows, _), (w, g) in zip(rare, rare_tests, groups[len(tests):])
-                 if 2 <= g < s.pool_max_contexts]
-        pooled_hits, pooled_null = self._pooled(feats, fnames, L, grid, threshold, C, y, q)
-        hits += pooled_hits
-
-        alerts, row_scores = self._alerts(hits, names, threshold, qy, n)
-        summary = {"features_tested": int(m), "threshold_llr": round(threshold, 3), "findings": len(alerts),
-                   "pooled_null_llr": round(pooled_null, 3)}
-        return DetectorResult(tuple(alerts), row_scores, summary)
-
-    def _semantic(self, data: Dataset, y: np.ndarray, C: int) -> np.ndarray:
-        """Calibrated leave-one-out P(label | meaning): ridge on the embedding, one fitted temperature."""
-        from trainguard.detectors._features import stack
-
-        E = embeddings(data, self.settings.embedder)
-        with threadpool_limits(1):  # a 257 x 257 system: BLAS threads only contend with the rest of the machine
-            return stack([_ridge_loo(E, y, C, self.settings.ridge)], y)
+        return hits
 
     def _pooled(self, feats, fnames, L, grid, threshold, C, y, q):
         """Rare features (2+ contexts, under the floor) pooled per class: each forced with probability pi."""
@@ -512,39 +536,105 @@ def _context_groups(tests: list[tuple[np.ndarray, tuple[int, ...]]], link, conta
     return [(w[a:a + k], int(g)) for a, k, g in zip(off.tolist(), sizes.tolist(), groups.tolist())]
 
 
-def _ridge_loo(E: np.ndarray, y: np.ndarray, C: int, lam: float) -> np.ndarray:
-    """`_features.ridge_loo` through a Cholesky solve (the same numbers; pinv's SVD was most of the cost)."""
+_QUANT = 20  # embeddings enter the ridge on a 2^-20 grid, so its sums are exact (any shard split sums the same)
+_BLOCK = 2048  # rows per exact block: |entries| <= 2^11 * 1, multiples of 2^-40: exact in float64 (53 bits)
+
+
+def _design(E: np.ndarray) -> np.ndarray:
+    """[embedding on a 2^-20 grid, 1]: products are multiples of 2^-40, sums of a block exact in float64.
+
+    Every embedder returns L2-normalised rows, so entries lie in [-1, 1] and the clip changes nothing."""
+    Q = np.rint(np.clip(np.asarray(E, np.float64), -1.0, 1.0) * 2.0**_QUANT) / 2.0**_QUANT
+    return np.hstack([Q, np.ones((len(Q), 1))])
+
+
+def _gram(Xa: np.ndarray, y: np.ndarray, C: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact integer (units of 2^-40) XᵀX and XᵀY (one-hot y): any split of the rows sums to the same integers."""
+    d = Xa.shape[1]
+    xtx, xty = np.zeros((d, d), object), np.zeros((d, C), object)
+    acc, acy = np.zeros((d, d), np.int64), np.zeros((d, C), np.int64)
+    scale = 2.0 ** (2 * _QUANT)
+    with threadpool_limits(1):
+        for k, a in enumerate(range(0, len(y), _BLOCK)):
+            Xb = Xa[a:a + _BLOCK]
+            Yb = np.zeros((len(Xb), C))
+            Yb[np.arange(len(Xb)), y[a:a + _BLOCK]] = 1.0
+            acc += np.rint((Xb.T @ Xb) * scale).astype(np.int64)  # exact: integers below 2^51
+            acy += np.rint((Xb.T @ Yb) * scale).astype(np.int64)
+            if k % 1024 == 1023:  # int64 holds 2^12 blocks of 2^51; fold into Python integers well before
+                xtx, xty, acc, acy = xtx + acc.astype(object), xty + acy.astype(object), acc * 0, acy * 0
+    return xtx + acc.astype(object), xty + acy.astype(object)
+
+
+def _ridge_solve(xtx: np.ndarray, xty: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """(coefficients B, (XᵀX + lam I)^-1) from the exact sums; the intercept is not shrunk."""
     from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
-    n = len(y)
-    Xa = np.hstack([np.asarray(E, np.float64), np.ones((n, 1))])
-    A = Xa.T @ Xa + lam * np.eye(Xa.shape[1])
-    A[-1, -1] -= lam  # the intercept is not shrunk
-    try:
-        cf = cho_factor(A)
-    except LinAlgError:
-        return ridge_loo(E, y, C, lam)
+    scale = 2.0 ** (2 * _QUANT)
+    A = xtx.astype(np.float64) / scale + lam * np.eye(len(xtx))
+    A[-1, -1] -= lam
+    XtY = xty.astype(np.float64) / scale
+    with threadpool_limits(1):
+        try:
+            cf = cho_factor(A)
+            return cho_solve(cf, XtY), cho_solve(cf, np.eye(len(A)))
+        except LinAlgError:
+            Ainv = np.linalg.pinv(A)
+            return Ainv @ XtY, Ainv
+
+
+def _loo_rows(Xa: np.ndarray, y: np.ndarray, B: np.ndarray, Ainv: np.ndarray) -> np.ndarray:
+    """Leave-one-out ridge predictions, row by row: (f_i - h_i y_i) / (1 - h_i), h_i = x_iᵀ A^-1 x_i.
+
+    einsum (not BLAS) so each row's numbers do not depend on which rows share its block (BLAS kernels
+    sum in another order for another block shape): a shard gives the rows the in-memory scan gives them."""
+    n, C = len(y), B.shape[1]
     Y = np.zeros((n, C))
     Y[np.arange(n), y] = 1.0
-    F = Xa @ cho_solve(cf, Xa.T @ Y)
-    Ainv = cho_solve(cf, np.eye(Xa.shape[1]))
-    h = np.clip(np.einsum("ij,ij->i", Xa @ Ainv, Xa), 0.0, 1 - 1e-6)
+    F = np.einsum("ij,jk->ik", Xa, B, optimize=False)
+    h = np.clip(np.einsum("ij,ij->i", np.einsum("ij,jk->ik", Xa, Ainv, optimize=False), Xa, optimize=False),
+                0.0, 1 - 1e-6)
     return (F - h[:, None] * Y) / (1 - h)[:, None]
+
+
+def _ridge_loo(E: np.ndarray, y: np.ndarray, C: int, lam: float) -> np.ndarray:
+    """`_features.ridge_loo` from exact sums and row-wise products (the same numbers in memory and sharded)."""
+    Xa = _design(E)
+    B, Ainv = _ridge_solve(*_gram(Xa, y, C), lam)
+    return _loo_rows(Xa, y, B, Ainv)
+
+
+_FIXED = 32  # screening sums are kept in fixed point (2^-32) as exact integers: any shard split sums the same
+
+
+def _fixed(v: np.ndarray) -> np.ndarray:
+    """v in units of 2^-32 (int64); |v| stays below 2^5 here (log-ratios of clipped probabilities)."""
+    return np.rint(v * 2.0**_FIXED).astype(np.int64)
+
+
+def _mixture_terms(Lc: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """(rows, grid) log(pi e^l + 1 - pi) of each row for one class, fixed point."""
+    lp, l1p = np.log(grid), np.log1p(-np.minimum(grid, 1 - 1e-12))
+    return _fixed(np.logaddexp(lp[None, :] + Lc[:, None], l1p[None, :]))
 
 
 def _unweighted_llr(Xs, L: np.ndarray, grid: np.ndarray, chunk: int = 1 << 15) -> np.ndarray:
     """(features, C) mixture LLR of every column of Xs with unit row weights (no context grouping)."""
-    lp, l1p = np.log(grid), np.log1p(-np.minimum(grid, 1 - 1e-12))
     n, C = L.shape
     out = np.zeros((Xs.shape[1], C))
-    Xt = Xs.T.tocsr()
+    Xt = Xs.T.tocsr().astype(np.int64)
     for c in range(C):
-        acc = np.zeros((Xs.shape[1], len(grid)))
+        acc = np.zeros((Xs.shape[1], len(grid)), np.int64)
         for a in range(0, n, chunk):
-            G = np.logaddexp(lp[None, :] + L[a:a + chunk, c, None], l1p[None, :])
-            acc += Xt[:, a:a + chunk] @ G
-        out[:, c] = acc.max(1)
+            acc += Xt[:, a:a + chunk] @ _mixture_terms(L[a:a + chunk, c], grid)
+        out[:, c] = acc.max(1) / 2.0**_FIXED
     return out
+
+
+def _pair_evidence(Xw, Lc: np.ndarray, A) -> sparse.csr_matrix:
+    """(K, K) summed positive evidence for one class of each tested pair (A's pattern), fixed point."""
+    Xi = Xw.astype(np.int64)
+    return sparse.triu(Xi.T @ sparse.diags(_fixed(np.maximum(Lc, 0)), dtype=np.int64) @ Xi, k=1).multiply(A.astype(np.int64)).tocsr()
 
 
 def _pair_candidates(X, V: int, s: Settings, n: int):
@@ -566,8 +656,8 @@ def _pair_tests(Xw, keep, A, fnames, L, threshold):
     out = []
     Xwc = Xw.tocsc()
     for c in range(L.shape[1]):
-        U = sparse.triu(Xw.T @ sparse.diags(np.maximum(L[:, c], 0)) @ Xw, k=1).multiply(A).tocoo()
-        good = U.data >= threshold
+        U = _pair_evidence(Xw, L[:, c], A).tocoo()
+        good = U.data / 2.0**_FIXED >= threshold
         for a, b in zip(U.row[good].tolist(), U.col[good].tolist()):
             rows = np.intersect1d(Xwc.indices[Xwc.indptr[a]:Xwc.indptr[a + 1]],
                                   Xwc.indices[Xwc.indptr[b]:Xwc.indptr[b + 1]])
@@ -575,3 +665,360 @@ def _pair_tests(Xw, keep, A, fnames, L, threshold):
     return out
 
 
+
+
+# -- sharded pieces (issue 14) ---------------------------------------------------------------------------------------
+# Four maps over the shards; every shard-side step is per row or a sum, the decision runs once on the merged parts:
+#  1. `_Sums`: ridge sums (XᵀX, XᵀY over [embedding, 1]), label counts, rows per feature (words first-seen first),
+#     rows per word 2-3-gram (64-bit hash, exact integers; trigger-association's helpers) -> the ridge solve;
+#  2. `_Loo`: each row's leave-one-out ridge prediction (C floats) and label, and the word-pair co-counts ->
+#     the temperature (fitted on all rows, as in memory), the pairs tested, the Bonferroni bar;
+#  3. `_Scores`: per single feature and class the unweighted mixture sums, per pair and class the positive
+#     evidence -> which tests reach `prefilter` of the bar, which pairs can pass;
+#  4. `_Rows`: the texts of the rows holding a candidate or a rare feature, and again each row's (prediction,
+#     label) -> context groups, containment and the decision on those rows, the pooled test's null on all rows.
+
+
+def _shard_view(shard: Dataset):
+    texts = [r.text for r in shard]
+    toks = shard.artefact("tokens", lambda: [tokens(t) for t in texts])
+    ids, lens, vocab = _tokenise(toks)
+    X, fnames = _features(texts, toks, ids, lens, vocab)
+    return texts, toks, ids, lens, vocab, X.tocsc(), fnames
+
+
+def _shard_design(shard: Dataset, embedder: str) -> np.ndarray:
+    return _design(embeddings(shard, embedder))
+
+
+def _codes(shard: Dataset, names: list[str]) -> np.ndarray:
+    index = {k: i for i, k in enumerate(names)}
+    return np.fromiter((index[r.label if r.label is not None else ""] for r in shard), np.int32, len(shard))
+
+
+def _stack_weight(R: np.ndarray, y: np.ndarray) -> float:
+    """`_features.stack`'s fitted weight for one block (the same code, so the same number)."""
+    from scipy.optimize import minimize
+    from scipy.special import log_softmax
+
+    n = len(y)
+    b = R - R.mean(1, keepdims=True)
+
+    def nll(w):
+        return -log_softmax(w[0] * b, axis=1)[np.arange(n), y].mean()
+
+    with threadpool_limits(1):
+        return float(minimize(nll, np.ones(1), method="L-BFGS-B", bounds=[(0.0, 50.0)]).x[0])
+
+
+def _calibrated(R: np.ndarray, w: float) -> np.ndarray:
+    from scipy.special import log_softmax
+
+    return np.exp(log_softmax(w * (R - R.mean(1, keepdims=True)), axis=1))
+
+
+def _log_ratio(q: np.ndarray, y: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """(L, qy) as `Shortcut.run` builds them from the semantic view."""
+    n, C = q.shape
+    qy = np.clip(q[np.arange(n), y], 1e-6, 1.0)
+    a = np.full((n, C), np.log(eps / max(C - 1, 1)))
+    a[np.arange(n), y] = np.log(1 - eps)
+    return a - np.log(qy)[:, None], qy
+
+
+def _add_dict(a: dict, b: dict) -> dict:
+    out = dict(a)  # a's keys first, then b's new ones: first-seen order over the shards in order
+    for k, v in b.items():
+        out[k] = out[k] + v if k in out else v
+    return out
+
+
+@dataclass
+class _Sums:
+    n: int
+    labels: dict  # label -> rows
+    xtx: np.ndarray  # (d+1, d+1) over [embedding, 1]
+    xty: dict  # label -> (d+1,) sum of its rows' [embedding, 1]
+    df: dict  # feature name -> rows (words in first-seen order)
+    grams: np.ndarray  # sorted uint64 hashes of word 2-3-grams ...
+    gram_df: np.ndarray  # (G, 1) int64 ... and the rows holding each
+
+    @classmethod
+    def of(cls, shard: Dataset, s: Settings) -> "_Sums":
+        from trainguard.detectors.trigger_association import _grams, _unique, _word_hashes
+
+        n = len(shard)
+        labels = [r.label if r.label is not None else "" for r in shard]
+        keys = list(dict.fromkeys(labels))
+        index = {k: i for i, k in enumerate(keys)}
+        xtx, sums = _gram(_shard_design(shard, s.embedder), np.fromiter((index[k] for k in labels), np.int64, n),
+                          len(keys))
+        xty = {k: sums[:, i] for i, k in enumerate(keys)}
+        _, _, ids, lens, vocab, Xc, fnames = _shard_view(shard)
+        df = dict(zip(fnames, np.diff(Xc.indptr).tolist()))
+        p, h, _ = _grams(_word_hashes(vocab)[ids] if len(vocab) else np.zeros(0, np.uint64), lens, 3)
+        row = np.repeat(np.arange(n, dtype=np.int64), lens)[p]
+        o = np.lexsort((row, h))
+        h, row = h[o], row[o]
+        first = np.ones(len(h), bool)
+        first[1:] = (h[1:] != h[:-1]) | (row[1:] != row[:-1])
+        keys, inv, _ = _unique(h[first])
+        return cls(n, dict(Counter(labels)), xtx, xty, df, keys,
+                   np.bincount(inv, minlength=len(keys)).astype(np.int64)[:, None])
+
+    def merge(self, other: "_Sums") -> "_Sums":
+        from trainguard.detectors.trigger_association import _union
+
+        grams, gdf, _ = _union(self.grams, self.gram_df, other.grams, other.gram_df)
+        return _Sums(self.n + other.n, _add_dict(self.labels, other.labels), self.xtx + other.xtx,
+                     _add_dict(self.xty, other.xty), _add_dict(self.df, other.df), grams, gdf)
+
+
+def _loo_pass(det: "Shortcut", t: _Sums) -> "_LooPass | NotApplicable":
+    s = det.settings
+    if len(t.labels) < 2:
+        return NotApplicable("needs at least two labels (the data has one)")
+    if t.n < 2:
+        return NotApplicable("needs at least two records to compare embeddings")
+    names = sorted(t.labels)
+    B, Ainv = _ridge_solve(t.xtx, np.stack([t.xty[k] for k in names], 1), s.ridge)
+    words = [k for k in t.df if k.startswith("word:")]
+    fnames = words + sorted(k for k in t.df if not k.startswith("word:"))
+    df = np.fromiter((t.df[k] for k in fnames), np.int64, len(fnames))
+    link_df = max(2, min(s.link_df, int(s.link_df_fraction * t.n)))
+    g = t.gram_df[:, 0]
+    wdf = df[:len(words)]
+    keep = [words[i] for i in np.flatnonzero((wdf >= s.pair_min_df) & (wdf <= s.pair_max_share * t.n))]
+    return _LooPass(det, names, t.n, B, Ainv, fnames, df, t.grams[(g >= 2) & (g <= max(link_df, 2))], keep)
+
+
+def _pair_matrix(Xc, fnames: list[str], keep_index: dict, K: int, max_tokens: int) -> sparse.csr_matrix:
+    """Rows x pair words (global order), rows holding more than `max_tokens` of them emptied (as in memory)."""
+    cols = [j for j, f in enumerate(fnames) if f in keep_index]
+    sub = Xc[:, cols].tocoo()
+    Xw = sparse.csr_matrix((sub.data, (sub.row, np.array([keep_index[fnames[j]] for j in cols], np.int64)[sub.col])),
+                           shape=(Xc.shape[0], K))
+    short = np.asarray(Xw.sum(1)).ravel() <= max_tokens
+    return (sparse.diags(short.astype(np.float64)) @ Xw).tocsr()
+
+
+@dataclass
+class _Loo:
+    R: list  # per shard: (rows, C) leave-one-out ridge predictions
+    y: list  # per shard: (rows,) label codes
+    co: sparse.csr_matrix  # (K, K) upper-triangular rows per pair of pair words (short rows)
+
+    def merge(self, other: "_Loo") -> "_Loo":
+        return _Loo(self.R + other.R, self.y + other.y, self.co + other.co)
+
+
+@dataclass
+class _LooPass(Pass):
+    """The ridge is solved: each row's leave-one-out prediction, and pair co-counts among the pair words."""
+
+    det: "Shortcut"
+    names: list[str]
+    n: int
+    B: np.ndarray  # (d+1, C) ridge coefficients
+    Ainv: np.ndarray  # (d+1, d+1)
+    fnames: list[str]  # every feature, in the in-memory column order
+    df: np.ndarray  # rows per feature
+    linkable: np.ndarray  # sorted hashes of word 2-3-grams in 2..link_df rows
+    keep: list[str]  # pair words, in column order
+
+    def loo(self, shard: Dataset) -> tuple[np.ndarray, np.ndarray]:
+        y = _codes(shard, self.names)
+        return _loo_rows(_shard_design(shard, self.det.settings.embedder), y, self.B, self.Ainv), y
+
+    def summarize(self, shard: Dataset) -> _Loo:
+        R, y = self.loo(shard)
+        K = len(self.keep)
+        _, _, _, _, _, Xc, fnames = _shard_view(shard)
+        Xw = _pair_matrix(Xc, fnames, {w: i for i, w in enumerate(self.keep)}, K, self.det.settings.max_pair_tokens)
+        return _Loo([R], [y], sparse.triu(Xw.T @ Xw, k=1).tocsr())
+
+    def finalize(self, summary: _Loo, kind: Kind) -> "_ScorePass":
+        s = self.det.settings
+        R, y = np.concatenate(summary.R), np.concatenate(summary.y)
+        w = _stack_weight(R, y)
+        A = summary.co.copy()
+        A.data = (A.data >= s.min_contexts).astype(np.float64)
+        A.eliminate_zeros()
+        single = np.flatnonzero(self.df >= s.min_contexts)
+        C = len(self.names)
+        m = len(single) * C + A.nnz * C + C
+        threshold = float(np.log(max(m, 1) * s.grid / s.alpha))
+        return _ScorePass(self, w, A.tocsr(), single, m, threshold)
+
+
+@dataclass
+class _Scores:
+    acc: np.ndarray  # (C, single features, grid) unweighted mixture sums (fixed point, exact)
+    U: list  # per class: (K, K) positive evidence per tested pair (fixed point, exact)
+
+    def merge(self, other: "_Scores") -> "_Scores":
+        return _Scores(self.acc + other.acc, [a + b for a, b in zip(self.U, other.U)])
+
+
+@dataclass
+class _ScorePass(Pass):
+    """The semantic view is calibrated: unweighted evidence of every single feature and tested pair."""
+
+    prev: _LooPass
+    w: float  # the calibration weight (temperature)
+    A: sparse.csr_matrix  # pairs tested
+    single: np.ndarray  # features tested alone (indices into prev.fnames)
+    m: int
+    threshold: float
+
+    def shard_L(self, shard: Dataset) -> tuple[np.ndarray, np.ndarray]:
+        R, y = self.prev.loo(shard)
+        return _log_ratio(_calibrated(R, self.w), y, self.prev.det.settings.epsilon)[0], y
+
+    def summarize(self, shard: Dataset) -> _Scores:
+        p, s = self.prev, self.prev.det.settings
+        L, _ = self.shard_L(shard)
+        C, K = len(p.names), len(p.keep)
+        _, _, _, _, _, Xc, fnames = _shard_view(shard)
+        index = {f: j for j, f in enumerate(p.fnames[i] for i in self.single)}
+        local = [(j, index[f]) for j, f in enumerate(fnames) if f in index]
+        grid = _pi_grid(s.grid)
+        acc = np.zeros((C, len(self.single), len(grid)), np.int64)
+        Xt = Xc[:, [j for j, _ in local]].T.tocsr().astype(np.int64)
+        at = np.array([g for _, g in local], np.int64)
+        Xw = _pair_matrix(Xc, fnames, {w: i for i, w in enumerate(p.keep)}, K, s.max_pair_tokens)
+        U = []
+        for c in range(C):
+            acc[c, at] = Xt @ _mixture_terms(L[:, c], grid)
+            U.append(_pair_evidence(Xw, L[:, c], self.A))
+        return _Scores(acc, U)
+
+    def finalize(self, summary: _Scores, kind: Kind) -> "_RowsPass":
+        p, s = self.prev, self.prev.det.settings
+        raw = summary.acc.max(2).T / 2.0**_FIXED  # (single, C), as `_unweighted_llr` gives it in memory
+        singles = [(int(f), c) for j, f in enumerate(self.single) for c in range(len(p.names))
+                   if raw[j, c] >= s.prefilter * self.threshold]
+        pairs = []
+        for c, U in enumerate(summary.U):
+            U = U.tocoo()
+            good = U.data / 2.0**_FIXED >= self.threshold
+            order = np.lexsort((U.col[good], U.row[good]))
+            pairs += [(c, int(a), int(b)) for a, b in zip(U.row[good][order].tolist(), U.col[good][order].tolist())]
+        poolable = np.array([f.startswith(("word:", "punct:")) for f in p.fnames], dtype=bool)
+        rare = np.flatnonzero(poolable & (p.df >= 2) & (p.df < s.min_contexts * 4))
+        return _RowsPass(self, singles, pairs, rare)
+
+
+@dataclass
+class _Rows:
+    n: list  # rows per shard
+    R: list  # per shard: leave-one-out predictions of every row ...
+    y: list  # ... and labels
+    pos: list  # per shard: local positions of the gathered rows ...
+    texts: list  # ... and their texts
+
+    def merge(self, other: "_Rows") -> "_Rows":
+        return _Rows(self.n + other.n, self.R + other.R, self.y + other.y, self.pos + other.pos,
+                     self.texts + other.texts)
+
+
+@dataclass
+class _RowsPass(Pass):
+    """The candidates are known: gather their rows (texts) and decide as in memory on them."""
+
+    prev: _ScorePass
+    singles: list  # (feature index, class) tested alone
+    pairs: list  # (class, pair word a, pair word b) whose evidence reaches the bar
+    rare: np.ndarray  # feature indices of the rare (poolable) features
+
+    def summarize(self, shard: Dataset) -> _Rows:
+        lp = self.prev.prev
+        s = lp.det.settings
+        R, y = lp.loo(shard)
+        texts, _, _, _, _, Xc, fnames = _shard_view(shard)
+        want = {lp.fnames[f] for f, _ in self.singles} | {lp.fnames[f] for f in self.rare.tolist()}
+        cols = [j for j, f in enumerate(fnames) if f in want]
+        hit = np.asarray(Xc[:, cols].sum(1)).ravel() > 0
+        if self.pairs:
+            Xw = _pair_matrix(Xc, fnames, {w: i for i, w in enumerate(lp.keep)}, len(lp.keep), s.max_pair_tokens)
+            Xw.eliminate_zeros()
+            Xw = Xw.tocsc()
+            for a, b in {(a, b) for _, a, b in self.pairs}:
+                hit[np.intersect1d(Xw.indices[Xw.indptr[a]:Xw.indptr[a + 1]],
+                                   Xw.indices[Xw.indptr[b]:Xw.indptr[b + 1]])] = True
+        pos = np.flatnonzero(hit)
+        return _Rows([len(y)], [R], [y], [pos], [[texts[i] for i in pos.tolist()]])
+
+    def finalize(self, summary: _Rows, kind: Kind) -> DetectorResult:
+        sp = self.prev
+        lp = sp.prev
+        det, s = lp.det, lp.det.settings
+        C, names, threshold = len(lp.names), lp.names, sp.threshold
+        R, y = np.concatenate(summary.R), np.concatenate(summary.y)
+        n = len(y)
+        q = _calibrated(R, sp.w)
+        L, qy = _log_ratio(q, y, s.epsilon)
+        before = np.cumsum([0] + summary.n[:-1])
+        pos = np.concatenate([p + k for p, k in zip(summary.pos, before)]).astype(np.int64)
+        texts = [t for part in summary.texts for t in part]
+        summary.R = summary.texts = None
+        # The gathered rows' own view: features, link n-grams (kept by their dataset-wide row counts), containment.
+        toks = [tokens(t) for t in texts]
+        ids, lens, vocab = _tokenise(toks)
+        X, fnames = _features(texts, toks, ids, lens, vocab)
+        Xc = X.tocsc()
+        col = {f: j for j, f in enumerate(fnames)}
+        wid = {v: i for i, v in enumerate(vocab)}
+
+        def rows_of(name: str) -> np.ndarray:
+            j = col[name]
+            return Xc.indices[Xc.indptr[j]:Xc.indptr[j + 1]]
+
+        def own(name: str) -> tuple[int, ...]:
+            return (wid[name[5:]],) if name.startswith("word:") else ()
+
+        link = _link_gathered(ids, lens, vocab, lp.linkable)
+        contain = _containment(texts)
+        grid = _pi_grid(s.grid)
+        tests = [(c, lp.fnames[f], rows_of(lp.fnames[f]), own(lp.fnames[f])) for f, c in self.singles]
+        if self.pairs:
+            Xw = _pair_matrix(Xc, fnames, {w: i for i, w in enumerate(lp.keep)}, len(lp.keep), s.max_pair_tokens)
+            Xw.eliminate_zeros()
+            Xw = Xw.tocsc()
+            for c, a, b in self.pairs:
+                rows = np.intersect1d(Xw.indices[Xw.indptr[a]:Xw.indptr[a + 1]],
+                                      Xw.indices[Xw.indptr[b]:Xw.indptr[b + 1]])
+                if _mixture_llr(L[pos[rows], c], np.ones(len(rows)), grid)[0] >= s.prefilter * threshold:
+                    wa, wb = lp.keep[a][5:], lp.keep[b][5:]
+                    tests.append((c, f"pair:{wa} + {wb}", rows, (wid[wa], wid[wb])))
+        rare_tests = [(rows_of(lp.fnames[f]), own(lp.fnames[f])) for f in self.rare.tolist()]
+        groups = _context_groups([(t[2], t[3]) for t in tests] + rare_tests, link, contain, len(texts))
+        hits = det._hits([(c, nm, pos[rows]) for c, nm, rows, _ in tests], groups, L, y, q, grid, threshold)
+        feats = [(int(f), pos[rows], w) for f, (rows, _), (w, g) in zip(self.rare.tolist(), rare_tests,
+                                                                         groups[len(tests):])
+                 if 2 <= g < s.pool_max_contexts]
+        pooled_hits, pooled_null = det._pooled(feats, lp.fnames, L, grid, threshold, C, y, q)
+        hits += pooled_hits
+        alerts, row_scores = det._alerts(hits, names, threshold, qy, n)
+        out = {"features_tested": int(sp.m), "threshold_llr": round(threshold, 3), "findings": len(alerts),
+               "pooled_null_llr": round(pooled_null, 3)}
+        return DetectorResult(tuple(alerts), row_scores, out)
+
+
+def _link_gathered(ids: np.ndarray, lens: np.ndarray, vocab: list[str], linkable: np.ndarray):
+    """`_link_matrix` for a subset of rows: their word 2-3-grams that are in 2..link_df rows of the whole data."""
+    from trainguard.detectors.trigger_association import _grams, _unique, _word_hashes
+
+    n = len(lens)
+    p, h, k = _grams(_word_hashes(vocab)[ids] if len(vocab) else np.zeros(0, np.uint64), lens, 3)
+    at = np.searchsorted(linkable, h)
+    ok = at < len(linkable)
+    ok[ok] = linkable[at[ok]] == h[ok]
+    p, h, k = p[ok], h[ok], k[ok].astype(np.int64)
+    keys, inv, _ = _unique(h)
+    gw = np.full((len(keys), 3), -1, np.int64)
+    for j in range(3):
+        sel = k > j
+        gw[inv[sel], j] = ids[p[sel] + j]
+    M = _binary(np.repeat(np.arange(n), lens)[p], inv, (n, len(keys)))
+    return M.tocsr(), gw
