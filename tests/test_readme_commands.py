@@ -27,7 +27,11 @@ DEMO = ROOT / "src" / "trainguard" / "data" / "demo" / "sst2_poisoned.jsonl"
 
 # Lines not run, by prefix, and why.
 SKIP = {
+    "trainguard serve-model": "starts a model server (tests/test_probe_lm.py runs ChatServer and the CLI against it)",
     "trainguard serve": "starts a web server (the review page has its own tests in tests/web)",
+    "trainguard invert --model lora-adapter/": "needs a LoRA adapter fine-tuned from SmolLM2 (minutes of CPU: "
+                                               "benchmarks/lm_backdoor.py); tests/test_probe_lm.py runs the same "
+                                               "--vocab-from search over HTTP",
     "trainguard probe --model http://": "needs a model server at host:8000",
     "trainguard bench --data ../shared/data": "reads ../shared/data, which a clone does not have",
     "trainguard user add": "prompts for a password on a terminal (tests/web add users with --password-stdin)",
