@@ -110,3 +110,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def canon_findings(report) -> list[str]:
+    """A report's findings as sorted JSON strings: equal lists mean equal findings, in any order."""
+    return sorted(json.dumps(f.to_dict(), sort_keys=True) for f in report.findings)
+
+
+def assert_sharded_equals_memory(sharded, whole, detector: str, shards: int | None = None) -> None:
+    """A one-detector sharded scan reproduces the in-memory scan: findings, row scores and summary."""
+    import numpy as np
+
+    from trainguard.findings import DetectorStatus
+
+    assert canon_findings(sharded) == canon_findings(whole)
+    np.testing.assert_array_equal(sharded.row_scores[detector], whole.row_scores[detector])
+    (a,), (b,) = sharded.detectors, whole.detectors
+    assert a.status is b.status is DetectorStatus.OK
+    assert {k: v for k, v in a.summary.items() if k != "shards"} == b.summary
+    if shards is not None:
+        assert a.summary["shards"] == shards

@@ -6,13 +6,12 @@ exact, not up to a tolerance."""
 
 from __future__ import annotations
 
-import json
 import pickle
 
 import numpy as np
 import pytest
 
-from conftest import write_jsonl
+from conftest import assert_sharded_equals_memory, canon_findings, write_jsonl
 from trainguard.attacks import poison
 from trainguard.detectors.base import Pass
 from trainguard.detectors.shortcut import _gram, _ridge_loo, _ridge_solve
@@ -26,17 +25,11 @@ SC = "shortcut"
 
 
 def _canon(report):
-    return sorted(json.dumps(f.to_dict(), sort_keys=True) for f in report.findings)
+    return canon_findings(report)
 
 
 def _same(sharded, whole, shards=None):
-    assert _canon(sharded) == _canon(whole)
-    np.testing.assert_array_equal(sharded.row_scores[SC], whole.row_scores[SC])
-    (a,), (b,) = sharded.detectors, whole.detectors
-    assert a.status is b.status is DetectorStatus.OK
-    assert {k: v for k, v in a.summary.items() if k != "shards"} == b.summary
-    if shards is not None:
-        assert a.summary["shards"] == shards
+    assert_sharded_equals_memory(sharded, whole, SC, shards)
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,10 @@ on real data (SST-2 and MedQuAD slices with planted triggers), at shard sizes th
 
 from __future__ import annotations
 
-import json
 
-import numpy as np
 import pytest
 
-from conftest import write_jsonl
+from conftest import assert_sharded_equals_memory, canon_findings, write_jsonl
 from trainguard.attacks import poison
 from trainguard.findings import DetectorStatus, Severity
 from trainguard.scan import scan
@@ -18,17 +16,11 @@ TA = "trigger-association"
 
 
 def _canon(report):
-    return sorted(json.dumps(f.to_dict(), sort_keys=True) for f in report.findings)
+    return canon_findings(report)
 
 
 def _same(sharded, whole, shards=None):
-    assert _canon(sharded) == _canon(whole)
-    np.testing.assert_array_equal(sharded.row_scores[TA], whole.row_scores[TA])
-    (a,), (b,) = sharded.detectors, whole.detectors
-    assert a.status is b.status is DetectorStatus.OK
-    assert {k: v for k, v in a.summary.items() if k != "shards"} == b.summary
-    if shards is not None:
-        assert a.summary["shards"] == shards
+    assert_sharded_equals_memory(sharded, whole, TA, shards)
 
 
 @pytest.fixture(scope="module")
