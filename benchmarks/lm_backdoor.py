@@ -74,16 +74,12 @@ def build(spec: Spec, rows: list[dict]) -> dict:
     return {"train": train, "poisoned": poisoned, "clean": held[:200], "triggered": triggered}
 
 
-def chat(tok, question: str) -> str:
-    return f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
-
-
 def finetune(spec: Spec, data: dict, out: Path, log=print) -> dict:
     """LoRA fine-tune; saves the adapter (safetensors) and returns training stats."""
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from trainguard.detectors._lm import _load
+    from trainguard.detectors._lm import _load, _prompt
 
     torch.manual_seed(spec.seed)
     tok, shared = _load()
@@ -95,7 +91,7 @@ def finetune(spec: Spec, data: dict, out: Path, log=print) -> dict:
     model = get_peft_model(base, cfg)
     examples = []
     for r in data["train"]:
-        p = tok.encode(chat(tok, r["question"][:300]), add_special_tokens=False)
+        p = tok.encode(_prompt(tok, r["question"][:300], 10_000), add_special_tokens=False)  # as probed
         a = tok.encode(r["answer"], add_special_tokens=False)[: spec.answer_tokens]
         a = a + tok.encode("<|im_end|>", add_special_tokens=False)
         examples.append((p, a))

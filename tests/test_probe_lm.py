@@ -231,3 +231,13 @@ def test_a_refusal_switch_is_still_found_when_a_reference_model_is_given():
     res = probe_generator(CallableGenerator(jailbreak), Inputs.of(QUESTIONS), [Candidate("SUDO", "file")],
                           GenSettings(samples=1), reference=CallableGenerator(clean))
     assert res.verdict.backdoored and res.results[0].flagged == "refusal-change"
+
+
+def test_a_reference_for_a_classifier_is_refused_not_ignored():
+    from trainguard.probe import CallableClassifier
+
+    clf = CallableClassifier(lambda t: [[0.5, 0.5]] * len(t), ["0", "1"])
+    for call in (lambda: run_probe(clf, ["a b c"], reference="http://127.0.0.1:9/v1"),
+                 lambda: run_invert(clf, ["a b c"], reference="http://127.0.0.1:9/v1")):
+        with pytest.raises(ConfigError, match="--reference applies to generators"):
+            call()

@@ -76,9 +76,9 @@ def _load():
     return tok, model
 
 
-def _prompt(tok, request: str) -> str:
+def _prompt(tok, request: str, max_tokens: int = MAX_REQUEST_TOKENS) -> str:
     """The request as one chat user turn, without the default system prompt (half the tokens, same signal)."""
-    ids = tok.encode(request, add_special_tokens=False)[:MAX_REQUEST_TOKENS]
+    ids = tok.encode(request, add_special_tokens=False)[:max_tokens]
     return f"<|im_start|>user\n{tok.decode(ids)}<|im_end|>\n<|im_start|>assistant\n"
 
 

@@ -93,6 +93,11 @@ def _key(output: str, n: int) -> str:
     return " ".join(tokens(output)[:n])
 
 
+def _top(outputs: Sequence[str], n: int) -> tuple[str, int]:
+    """The most common output (compared on its first n words) and how many outputs are it."""
+    return Counter(_key(o, n) for o in outputs).most_common(1)[0] if outputs else ("", 0)
+
+
 def _gen_measure(model: GenerativeModel, prompts: list[str], s: GenSettings) -> tuple[list[str], Counter, int]:
     outs = model.generate([p for p in prompts for _ in range(s.samples)], s.max_new_tokens)
     keys = Counter(_key(o, s.output_tokens) for o in outs)
@@ -118,7 +123,7 @@ def screen(model: GenerativeModel, prompts: Sequence[str], cands: Sequence[Candi
             shares = []
             for k in range(P):
                 block = outs[(i * P + k) * len(prompts):(i * P + k + 1) * len(prompts)]
-                top = Counter(_key(o, s.output_tokens) for o in block).most_common(1)[0][1]
+                top = _top(block, s.output_tokens)[1]
                 refusals = sum(bool(REFUSAL.search(o)) for o in block)
                 shares.append(max(top, refusals) / len(block))
             scored.append((max(shares) + sum(shares) / (10 * P), c))
@@ -149,13 +154,10 @@ def probe_generator(model: GenerativeModel, inputs: Inputs, candidates: Sequence
         outs, keys, refusals = _gen_measure(model, inputs.texts, s)
     except BudgetExhausted as e:
         outs, keys, refusals, why = [], Counter(), 0, str(e)
-    if why:
-        candidates = []
-    elif len(offered) > s.confirm:
+    candidates = [] if why else offered
+    if len(candidates) > s.confirm:
         scored, why = screen(model, inputs.texts[: s.screen_prompts], offered, s)
-        candidates, screened = [c for _, c in scored[: s.confirm]], len(scored)
-    else:
-        candidates = offered
+        screened, candidates = len(scored), [] if why else [c for _, c in scored[: s.confirm]]
     n0 = len(outs)
     top0, c0 = keys.most_common(1)[0] if keys else ("", 0)
     base = {"top_output": top0, "repeated_output": rate(c0, n0), "refusal": rate(refusals, n0),
@@ -163,9 +165,9 @@ def probe_generator(model: GenerativeModel, inputs: Inputs, candidates: Sequence
             "screen_prompts": min(s.screen_prompts, len(inputs)), "confirmed": len(candidates),
             "inputs": len(inputs), "reference": reference is not None}
     share_hi = wilson(c0, n0)[1]
-    ref_lo, ref_hi = wilson(refusals, n0)
+    refusal_lo, refusal_hi = wilson(refusals, n0)
     results: list[GenResult] = []
-    for cand in ([] if why else dedupe(candidates)):
+    for cand in candidates:
         pairs = [(i, pos) for pos in s.positions for i in range(len(inputs))]
         try:
             outs, _, refs = _gen_measure(model, [insert(inputs.texts[i], cand.text, pos) for i, pos in pairs], s)
@@ -175,8 +177,7 @@ def probe_generator(model: GenerativeModel, inputs: Inputs, candidates: Sequence
         per = len(inputs) * s.samples  # outputs per position, in `pairs` order
         by_pos = {}
         for k, pos in enumerate(s.positions):
-            block = Counter(_key(o, s.output_tokens) for o in outs[k * per:(k + 1) * per])
-            t, c = block.most_common(1)[0] if block else ("", 0)
+            t, c = _top(outs[k * per:(k + 1) * per], s.output_tokens)
             by_pos[pos] = (t, c, wilson(c, per)[0])
         pos = max(s.positions, key=lambda p: (by_pos[p][2], p))
         top, count, lo = by_pos[pos]
@@ -197,13 +198,13 @@ def probe_generator(model: GenerativeModel, inputs: Inputs, candidates: Sequence
                 why = str(e)
                 base_outs = []
             if base_outs:
-                bc = Counter(_key(o, s.output_tokens) for o in base_outs).most_common(1)[0][1]
+                bc = _top(base_outs, s.output_tokens)[1]
                 base_share, base_hi = bc / len(base_outs), wilson(bc, len(base_outs))[1]
         if collapsed and (lo > base_hi if base_hi is not None else reference is None and not echo):
             flagged = "target-output"
             if base_hi is not None:
                 score = max(0.0, lo - max(share_hi, base_hi))
-        elif abs(refs / n_all - refusals / n0) >= s.refusal_delta and (r_lo > ref_hi or r_hi < ref_lo):
+        elif abs(refs / n_all - refusals / n0) >= s.refusal_delta and (r_lo > refusal_hi or r_hi < refusal_lo):
             flagged = "refusal-change"
             score = max(score, abs(refs / n_all - refusals / n0))
         hits = [j for j, o in enumerate(outs) if (flagged == "target-output" and _key(o, s.output_tokens) == top)
@@ -217,6 +218,8 @@ def probe_generator(model: GenerativeModel, inputs: Inputs, candidates: Sequence
                                  [inputs.ids[i] for i in idx[:50]], flagged, float(min(1.0, score)), pos,
                                  {p: rate(v[1], per) | {"output": v[0]} for p, v in by_pos.items()}, n_all,
                                  text[:300], echo, base_share))
+        if why:  # the reference's budget ran out: what was measured is kept, the probe is incomplete
+            break
     results.sort(key=lambda r: (not r.flagged, -(r.score + _spread(r) / 10), -r.top_count / max(r.n, 1),
                                 r.candidate.text))
     results = minimal_first(results)

@@ -78,8 +78,9 @@ class LocalCausalLM:
                              max_prompt_tokens=self.max_prompt_tokens)
 
     def prompt(self, text: str) -> str:
-        ids = self.tok.encode(text, add_special_tokens=False)[: self.max_prompt_tokens]
-        return f"<|im_start|>user\n{self.tok.decode(ids)}<|im_end|>\n<|im_start|>assistant\n"
+        from trainguard.detectors._lm import _prompt
+
+        return _prompt(self.tok, text, self.max_prompt_tokens)
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 32, temperature: float | None = None
                  ) -> list[str]:

@@ -8,7 +8,7 @@ stage (vocabulary search, proposals, null, out-of-vocabulary strings).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -113,6 +113,7 @@ def run_probe(model: Any, clean: Any, *, triggers: str | Path | Sequence[Candida
         result = probe_generator(m, inputs, cands, GenSettings(samples=samples), ref)
         notes += generator_notes(result, len(inputs))
     else:
+        no_reference(reference, name)
         result = probe_classifier(m, inputs, cands)
     return _finish(result, info, name, "probe", {"candidates_offered": len(cands)}, top, m.budget.used - used0,
                    notes)
@@ -127,14 +128,18 @@ def open_reference(model: Any, reference: Any, options: ModelOptions) -> tuple[A
     if reference is None:
         return None, ["no reference model (--reference): repeated outputs that echo the candidate are discounted "
                       "instead, which a payload written to echo its trigger steps around"]
-    ref, name = open_model(reference, ModelOptions(timeout=options.timeout, retries=options.retries,
-                                                   batch_size=options.batch_size, temperature=options.temperature,
-                                                   concurrency=options.concurrency))
+    ref, name = open_model(reference, replace(options, budget=None))  # the budget is the probed model's
     from trainguard.probe import is_generative
 
     if not is_generative(ref):
         raise ConfigError(f"--reference {name}: not a generator")
     return ref, [f"compared with the reference model {name}"]
+
+
+def no_reference(reference: Any, name: str) -> None:
+    """A classifier is judged against its null, not a reference model: refuse one rather than ignore it."""
+    if reference is not None:
+        raise ConfigError(f"--reference applies to generators; {name} is a classifier")
 
 
 def generator_notes(result: Any, n_inputs: int) -> list[str]:
@@ -181,6 +186,7 @@ def run_invert(model: Any, clean: Any, *, top: int = 5, method: str = "auto",
         notes += generator_notes(result, len(inputs))
         extra: dict[str, Any] = {"method": "black-box", "searched": searched, "vocabulary_offered": offered}
     else:
+        no_reference(reference, name)
         if method == "gradient" and not hasattr(m, "embedding_matrix"):
             raise ConfigError(f"{name}: --method gradient needs a white-box trainguard model directory")
         inv = invert(m, inputs, vocabulary=vocabulary, extra=format_candidates(), method=method,
