@@ -31,7 +31,7 @@ DEFAULT_POLICY: dict[str, Any] = {
     "detectors": None,  # None: the scan's default detectors
     "allow_disabled": [],  # default detectors this policy may leave out (else the gate fails closed)
     "settings": {},  # per-detector settings: {detector: {key: value}}
-    "thresholds": {"fail": "critical", "quarantine": "high"},
+    "thresholds": {"fail": "critical", "quarantine": "medium"},
     "provenance": {"require_recorded": True, "require_source": ["licence"]},
     "limits": {"max_quarantine_share": 0.05},
     "release": {"allow_pending": False},
