@@ -1,6 +1,7 @@
 """PoisonedRAG without a shared opening (issue 16, shape 6): passages that state the attacker's answer.
 
     python benchmarks/bench_rag_claims.py ../shared/data
+    python benchmarks/bench_rag_claims.py ../shared/data --seeds 21 22 23 --fresh PATH   # held-out sets, after a freeze
 
 Store: all 16,407 MedQuAD answers. Planted, one set at a time:
 - `poisoned-rag` with `s_style="claim"` (the simulator): per seed (0, 1, 2) 50 MedQuAD
@@ -12,7 +13,8 @@ Store: all 16,407 MedQuAD answers. Planted, one set at a time:
   style, odd targets the adaptive one). The test set's passages were not read by the
   detector's authors; only these figures were.
 
-Reported per set: the attack's effect on retrieval (share of target questions whose top 5 passages are
+`--fresh PATH` (repeatable) adds a held-out set in test.jsonl's format, its plain and adaptive
+targets reported apart; the clean store is scanned alone first. Reported per set: the attack's effect on retrieval (share of target questions whose top 5 passages are
 mostly planted), `rag-poisoning` recall / precision at severity >= medium and at any
 severity, AUROC of its row scores, and two diagnostics of why the shape is hard for
 static embeddings (wordllama): how many of a passage's 4 group mates are among its
@@ -49,6 +51,29 @@ ROOT = Path(__file__).resolve().parent.parent
 CLAIMS = ROOT / "benchmarks" / "data" / "rag_claims"
 
 
+NOTES = """How `claim-group` (rag-poisoning v4) finds these groups, and how an attacker who has read the code steps \
+around it:
+
+- Two ways in. Closed groups (v3): short passages that are each other's nearest neighbours in the whole store, 0.03 \
+closer to each other than to anything else. Subject groups (v4): among passages of at most 150 words sharing a rare \
+word (in 2 to 2 % of the passages), single-linkage groups at cosine 0.70 (raised by 0.03 until at most 8 remain) of \
+4-8 passages, mean cosine between members >= 0.75, no more than 0.05 below each member's nearest outsider, median \
+<= 60 words, and at least half the members holding no word found in at most 20 passages that the others lack. Either way a group \
+is reported at medium only if most members' opening sentence names, as its rarest word, a word most other members \
+carry (the subject); otherwise at low. Honest MedQuAD restates one claim about several subjects (one frequency \
+sentence over the NCL subtypes, one population over several diseases): those members open on their own subject.
+- Steps around it: passages longer than 60 words (subject groups) or 100 (closed groups) with on-topic padding \
+(the adaptive style: not caught at all); fewer than 4 passages per target; each passage carrying its own rare \
+made-up detail (a drug name, a study) so that members hold private near-unique words; the subject named after the \
+opening sentence or by different names (synonym, abbreviation) so that the subject check demotes the group to low; \
+claims worded differently enough that the static wordllama cosine between passages falls below 0.75. Most of these \
+cost the attacker retrieval rank (longer, diluted, fewer passages), which the retrieval ASR column measures.
+- `near-question-group` groups of 3 different answers are now low (honest FAQ stores ask one question about three \
+related subjects); an attacker planting 3 paraphrased-question passages per target is reported at low only.
+- Not tried: a stronger dense retriever for the ASR, an LLM judge of contradiction with the honest passages on the \
+subject.""".split("\n")
+
+
 def documents(texts: list[str]) -> Dataset:
     return Dataset.from_records([Record(row=i, kind=Kind.DOCUMENTS, text=t) for i, t in enumerate(texts)])
 
@@ -65,21 +90,20 @@ def simulated(mq: list[dict], seed: int) -> tuple[list[str], list[int], dict[int
     return texts, groups, {j: mq[i]["question"] for j, i in enumerate(picks)}
 
 
-def written(name: str, style: str | None = None) -> tuple[list[str], list[int], dict[int, str]]:
+def written(name: str | Path, style: str | None = None) -> tuple[list[str], list[int], dict[int, str]]:
     rows = [json.loads(x) for x in (CLAIMS / name).read_text(encoding="utf-8").splitlines() if x.strip()]
     rows = [r for r in rows if style is None or r.get("style") == style]
     return [r["passage"] for r in rows], [int(r["target"]) for r in rows], {int(r["target"]): r["question"] for r in rows}
 
 
-def retrieval_asr(store_vecs: np.ndarray, v: np.ndarray, groups: list[int], questions: dict[int, str]) -> float:
-    """Attack effect without an LLM: share of target questions whose top-5 passages (wordllama cosine over the
-    store plus the planted set) are at least 3 of that target's planted passages (a majority of the context)."""
+def retrieval_won(store_vecs: np.ndarray, v: np.ndarray, groups: list[int], questions: dict[int, str]) -> dict[int, bool]:
+    """Attack effect without an LLM, per target: do the target question's top-5 passages (wordllama cosine over the
+    store plus the planted set) hold at least 3 of that target's planted passages (a majority of the context)?"""
     allv = np.vstack([store_vecs, v])
     n0, g = len(store_vecs), np.asarray(groups)
     targets = sorted(questions)
     top = np.argsort(-(embed_texts([questions[t] for t in targets], "wordllama", cache="off") @ allv.T), axis=1)[:, :5]
-    won = [sum(1 for x in top[k] if x >= n0 and g[x - n0] == t) >= 3 for k, t in enumerate(targets)]
-    return round(float(np.mean(won)), 3)
+    return {t: sum(1 for x in top[k] if x >= n0 and g[x - n0] == t) >= 3 for k, t in enumerate(targets)}
 
 
 def prf(named: set[int], truth: set[int]) -> dict:
@@ -117,51 +141,92 @@ def evaluate(store: list[str], store_vecs: np.ndarray, texts: list[str], groups:
     y[list(truth)] = 1
     medium = {r for f in res.findings if f.severity >= Severity.MEDIUM for r in f.rows}
     anyf = {r for f in res.findings for r in f.rows}
+    won = retrieval_won(store_vecs, v, groups, questions)
+    taking = {len(store) + k for k, g in enumerate(groups) if won[g]}  # passages of targets whose attack takes
+    honest_medium = sorted({f.rule for f in res.findings if f.severity >= Severity.MEDIUM and set(f.rows) - truth})
     return {"passages": len(texts), "targets": len(set(groups)), "medium": prf(medium, truth), "any": prf(anyf, truth),
+            "medium_taking": prf(medium & taking | (medium - truth), taking) if taking else None,
             "auroc": round(float(roc_auc_score(y, res.row_scores)), 4), "seconds": round(secs, 1),
-            "retrieval_asr": retrieval_asr(store_vecs, v, groups, questions),
-            **diagnostics(store_vecs, v, groups)}
+            "retrieval_asr": round(float(np.mean(list(won.values()))), 3), "targets_taking": sum(won.values()),
+            "honest_rules_at_medium": honest_medium, **diagnostics(store_vecs, v, groups)}
+
+
+def clean_store(store: list[str]) -> dict:
+    t = time.perf_counter()
+    res = run_detector(RagPoisoning(), documents(store))
+    rules: dict[str, int] = {}
+    for f in res.findings:
+        if f.severity >= Severity.MEDIUM:
+            rules[f.rule] = rules.get(f.rule, 0) + len(f.rows)
+    return {"rows_at_medium": len({r for f in res.findings if f.severity >= Severity.MEDIUM for r in f.rows}),
+            "by_rule": rules, "rows_any": len({r for f in res.findings for r in f.rows}),
+            "seconds": round(time.perf_counter() - t, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path, help="the shared data folder (medquad/medquad.jsonl.gz)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="simulator seeds (default 0 1 2)")
+    ap.add_argument("--fresh", type=Path, action="append", default=[],
+                    help="a held-out set in test.jsonl's format (plain and adaptive styles reported apart); repeatable")
+    ap.add_argument("--md", type=Path, default=ROOT / "docs" / "_bench_rag_claims.md")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
     with gzip.open(a.data / "medquad" / "medquad.jsonl.gz", "rt", encoding="utf-8") as f:
         mq = [json.loads(x) for x in f if x.strip()]
     store = [r["answer"] for r in mq]
     store_vecs = embed_texts(store, "wordllama", cache="off")
-    sets = {f"simulator claim style, seed {s}": simulated(mq, s) for s in (0, 1, 2)}
+    sets = {f"simulator claim style, seed {s}": simulated(mq, s) for s in a.seeds}
     sets["LLM-written dev (adaptive)"] = written("dev.jsonl")
     sets["LLM-written test, plain style"] = written("test.jsonl", "plain")
     sets["LLM-written test, adaptive style"] = written("test.jsonl", "adaptive")
-    out = {}
+    for path in a.fresh:
+        for style in ("plain", "adaptive"):
+            sets[f"fresh {path.name}, {style} style"] = written(path.resolve(), style)
+    out = {"clean store (nothing planted)": clean_store(store)}
+    print("clean", json.dumps(out["clean store (nothing planted)"]), flush=True)
     for name, (texts, groups, questions) in sets.items():
         out[name] = evaluate(store, store_vecs, texts, groups, questions)
         print(name, json.dumps(out[name]), flush=True)
     seconds = time.perf_counter() - t0
     (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
     (ROOT / "benchmarks" / "results" / "rag_claims.json").write_text(json.dumps(out, indent=1))
+    import subprocess
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True).stdout
+    version = RagPoisoning.version
     la = " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
     def rp(d):
         return f"{d['recall']:.2f} / {d['precision']:.2f}" if d["precision"] is not None else f"{d['recall']:.2f} / -"
 
+    cmd = " ".join(["python benchmarks/bench_rag_claims.py ../shared/data"] + (["--seeds", *map(str, a.seeds)] if a.seeds != [0, 1, 2] else [])
+                   + [f"--fresh {p}" for p in a.fresh])
+    clean = out.pop("clean store (nothing planted)")
     lines = ["<!-- generated by benchmarks/bench_rag_claims.py; do not edit -->", "",
-             f"Command: `python benchmarks/bench_rag_claims.py ../shared/data` ({seconds / 60:.1f} min on 2 shared CPU "
+             f"Command: `{cmd}` at commit {commit}{' (src modified)' if dirty else ''}, rag-poisoning v{version} "
+             f"({seconds / 60:.1f} min on 2 shared CPU "
              f"cores; load average 1/5/15 min at the end: {la}). Store: all {len(store):,} MedQuAD answers; each set "
              "planted alone; no queries file (the bar is without `--queries`). Retrieval ASR: share of target "
              "questions whose top 5 passages by wordllama cosine include at least 3 of that target's planted "
-             "passages (the attack's effect on a retriever, no LLM).", "",
-             "| planted set | passages (targets) | retrieval ASR | rag-poisoning R / P at >= medium | any severity R / P | "
-             "AUROC | mates among 4 nearest (of 4) | cosine between mates (median) | cosine to nearest honest passage "
-             "(median) |", "|---|---|---|---|---|---|---|---|---|"]
+             "passages (the attack's effect on a retriever, no LLM). Recall where it takes: recall over the passages of "
+             "the targets whose attack takes (precision: those rows against them plus every honest row named).",
+             "", f"Clean store alone: {clean['rows_at_medium']} rows at >= medium "
+             f"({', '.join(f'{k} {v}' for k, v in sorted(clean['by_rule'].items())) or 'none'}), {clean['rows_any']} at any "
+             f"severity; {clean['seconds']} s for {len(store):,} passages.", "",
+             "| planted set | passages (targets) | retrieval ASR (targets) | rag-poisoning R / P at >= medium | "
+             "where it takes: R / P at >= medium | any severity R / P | AUROC | rules naming honest rows at >= medium | "
+             "seconds | mates among 4 nearest (of 4) | cosine between mates (median) | cosine to nearest honest "
+             "passage (median) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in out.items():
-        lines.append(f"| {name} | {r['passages']} ({r['targets']}) | {r['retrieval_asr']} | {rp(r['medium'])} | {rp(r['any'])} | {r['auroc']} | "
+        tk = rp(r["medium_taking"]) if r["medium_taking"] else "-"
+        lines.append(f"| {name} | {r['passages']} ({r['targets']}) | {r['retrieval_asr']} ({r['targets_taking']}) | "
+                     f"{rp(r['medium'])} | {tk} | {rp(r['any'])} | {r['auroc']} | "
+                     f"{', '.join(r['honest_rules_at_medium']) or '-'} | {r['seconds']} | "
                      f"{r['mates_in_top4_mean']} | {r['within_group_cosine_median']} | "
                      f"{r['nearest_honest_cosine_median']} |")
-    (ROOT / "docs" / "_bench_rag_claims.md").write_text("\n".join(lines) + "\n")
+    a.md.write_text("\n".join(lines + [""] + NOTES) + "\n")
     return 0
 
 

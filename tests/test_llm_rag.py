@@ -166,3 +166,46 @@ def test_claim_groups_without_any_question_are_found():
         found += bool(groups) and set(range(n, n + 5)) <= {r for f in groups for r in f.rows}
     assert found >= 4
     assert not [f for f in run_detector(RagPoisoning(), store(clean)).findings if f.rule == "claim-group"]
+
+
+def test_llm_written_claim_groups_named_at_medium_and_clean_store_quiet():
+    """Plain PoisonedRAG passages written by a language model (benchmarks/data/rag_claims/test.jsonl, plain style)
+    planted in a real MedQuAD slice are named at severity >= medium; the slice alone gives nothing at >= medium."""
+    import json
+    from pathlib import Path
+
+    from trainguard.findings import Severity
+
+    mq = read_jsonl("medquad_sample.jsonl")
+    clean = [r["answer"] for r in mq]
+    assert not [f for f in run_detector(RagPoisoning(), store(clean)).findings if f.severity >= Severity.MEDIUM]
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "rag_claims" / "test.jsonl"
+    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    plain = [r for r in rows if r["style"] == "plain" and r["target"] in (20, 28, 36, 44)]
+    bad = [r["passage"] for r in plain]
+    res = run_detector(RagPoisoning(), store(clean + bad))
+    medium = {r for f in res.findings if f.severity >= Severity.MEDIUM for r in f.rows}
+    planted = set(range(len(clean), len(clean) + len(bad)))
+    assert len(medium & planted) >= 0.75 * len(planted)
+    assert medium <= planted  # no honest passage named at >= medium
+    groups = [f for f in res.findings if f.rule == "claim-group" and f.severity >= Severity.MEDIUM]
+    assert groups and all(f.evidence["names_subject"] for f in groups)
+
+
+def test_one_claim_about_different_subjects_is_low():
+    """Honest stores copy one sentence over the pages of related disorders: a group whose members each open on a
+    subject of their own is reported at low, not medium (the 'all forms of NCL' answers of MedQuAD)."""
+    from trainguard.findings import Severity
+
+    mq = read_jsonl("medquad_sample.jsonl")
+    clean = [r["answer"] for r in mq]
+    ncl = "Collectively, all forms of NCL affect an estimated 1 in 100,000 individuals worldwide"
+    copied = [f"The incidence of Santavuori disease is unknown. {ncl}. NCLs are more common in Finland.",
+              f"Jansky-Bielschowsky disease is the most common type of NCL, but its exact prevalence is unknown. {ncl}.",
+              f"Kufs disease is a rare adult form; fewer than 50 cases are known. {ncl}. NCLs are more common in Finland.",
+              f"The prevalence of Spielmeyer-Vogt disease is unknown. {ncl}, and they are more common in Finland.",
+              f"Haltia-Santavuori disease has been reported in about 100 families. {ncl}."]
+    res = run_detector(RagPoisoning(), store(clean + copied))
+    rows = set(range(len(clean), len(clean) + 5))
+    assert not {r for f in res.findings if f.severity >= Severity.MEDIUM for r in f.rows} & rows
+    assert [f for f in res.findings if f.rule == "claim-group" and set(f.rows) == rows and f.severity is Severity.LOW]

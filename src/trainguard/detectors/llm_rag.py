@@ -77,6 +77,8 @@ class Settings:
     query_jaccard: float = 0.8  # lead-sentence token overlap counting as a near-copy of a query
     embedder: str = "wordllama"  # compares the asks of question-like openings (minilm: more semantic, needs torch)
     ask_similarity: float = 0.9  # cosine between subject-masked asks counting as the same question asked again
+    near_medium_group: int = 4  # near-question groups with fewer different answers are reported at low: honest
+    # FAQ stores ask one question about three related subjects ("signs and symptoms of" three chondrodysplasias)
     query_similarity: float = 0.8  # cosine between a query and a passage opening (sharing its subject word)
     debris_tokens: int = 1  # tokenizer-debris tokens in an opening that make it look optimised (HotFlip-style)
     lone_words: int = 1  # opening words found nowhere else in the store: a weaker optimised-S cue (scores, queries)
@@ -84,6 +86,9 @@ class Settings:
     claim_max_group: int = 8
     claim_gap: float = 0.03  # ... this much closer to each other than to anything else in the store ...
     claim_max_words: int = 100  # ... and short, as PoisonedRAG writes them (median words per passage)
+    claim_tightness: float = 0.75  # subject groups: mean cosine between members ...
+    claim_gap_subject: float = -0.05  # ... minus the cosine from a member to its nearest outsider, at least this
+    claim_short_words: int = 60  # ... and at most this many words per passage (median)
 
     def __post_init__(self) -> None:
         for name in ("ask_similarity", "query_similarity"):
@@ -92,6 +97,16 @@ class Settings:
                 raise ConfigError(f"detector rag-poisoning: {name} must be a cosine in (0, 1], got {v!r}")
         if not isinstance(self.min_group, int) or self.min_group < 2:
             raise ConfigError(f"detector rag-poisoning: min_group must be an integer >= 2, got {self.min_group!r}")
+        if not isinstance(self.near_medium_group, int) or self.near_medium_group < 2:
+            raise ConfigError("detector rag-poisoning: near_medium_group must be an integer >= 2, "
+                              f"got {self.near_medium_group!r}")
+        for name in ("claim_tightness", "claim_gap_subject"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not -1 <= v <= 1:
+                raise ConfigError(f"detector rag-poisoning: {name} must be a number in [-1, 1], got {v!r}")
+        if not isinstance(self.claim_short_words, int) or self.claim_short_words < 1:
+            raise ConfigError(f"detector rag-poisoning: claim_short_words must be an integer >= 1, "
+                              f"got {self.claim_short_words!r}")
         if not isinstance(self.lone_words, int) or self.lone_words < 1:
             raise ConfigError(f"detector rag-poisoning: lone_words must be an integer >= 1, got {self.lone_words!r}")
         if not (isinstance(self.claim_min_group, int) and isinstance(self.claim_max_group, int)
@@ -202,7 +217,8 @@ def load_queries(path: str) -> list[str]:
 @register
 class RagPoisoning(Detector):
     name = "rag-poisoning"
-    version = "3"  # 3: claim groups (no question at all)
+    version = "4"  # 3: claim groups (no question at all); 4: subject groups, opening-subject check, near-question
+    # groups of fewer than 4 answers at low
     kinds = frozenset({Kind.DOCUMENTS})
     atlas = (ATLAS_RAG_POISONING, ATLAS_FALSE_RAG_ENTRY, ATLAS_POISON_TRAINING_DATA)
     Settings = Settings
@@ -322,7 +338,8 @@ class RagPoisoning(Detector):
                 findings.append(self._finding(
                     data, "near-question-group",
                     f"{len(rows)} passages ask the same question about '{w}' in different words and give "
-                    f"{len(d)} different answers", rows, sc, Severity.MEDIUM,
+                    f"{len(d)} different answers", rows, sc,
+                    Severity.MEDIUM if len(d) >= s.near_medium_group else Severity.LOW,
                     {"subject": w, "distinct_answers": len(d), "openings": [recs[i].text[:opens[i][0]][:120] for i in rows[:5]]}))
         # 2. debris-laden openings sharing rare subject words (white-box, HotFlip-optimised S)
         if debris:
@@ -358,17 +375,26 @@ class RagPoisoning(Detector):
         return len(qlike)
 
     def _claim_groups(self, data: Dataset, scores: np.ndarray, findings: list[Alert], seen: set[int]) -> None:
-        """Short passages with no question that form a closed, isolated neighbourhood about one rare subject.
+        """Short passages with no question that state one claim about one subject, found by meaning.
 
         PoisonedRAG without S: to be retrieved for one question and to make the model give one answer,
-        the passages name the same subject and state the same claim, so they are each other's nearest
-        neighbours and sit apart from the honest store. Honest stores hold copies (collapsed first) and
-        templated or same-subject passages, which are longer and have neighbours outside the group.
-        Padded, topic-diluted passages (the adaptive style of benchmarks/data/rag_claims) are not caught.
+        several passages name the same subject and restate the same claim. Two ways in:
+        1. closed groups: passages that are each other's nearest neighbours in the whole store and stand
+           apart from it (copies collapsed first);
+        2. subject groups: among the short passages sharing a rare word (the subject), single-linkage groups
+           of mutually similar passages (cosine 0.70 and up, raised until at most claim_max_group remain),
+           tight (mean cosine >= claim_tightness), no farther from each other than from the rest of the store
+           (claim_gap_subject), short (median <= claim_short_words) and naming no subject of their own
+           (most members hold no word found in at most 20 passages that the others lack).
+        Honest stores restate one claim too, but for different subjects (one frequency sentence copied over
+        the pages of related disorders, one population named for several diseases): a group counts at
+        severity medium only if most members name the group's subject in their opening sentence; otherwise
+        it is reported at low. Padded, topic-diluted passages (benchmarks/data/rag_claims adaptive style),
+        long passages and passages that each name a different made-up detail are not caught.
         """
         from collections import Counter
 
-        from trainguard.detectors._repr import knn
+        from trainguard.detectors._repr import embeddings, knn
 
         s = self.settings
         recs = data.records
@@ -376,6 +402,7 @@ class RagPoisoning(Detector):
         if n <= s.claim_min_group:
             return
         nbr, sim = knn(data, s.embedder, 16)
+        X = embeddings(data, s.embedder)
         words = [set(_content(_WORD.findall(r.text.lower()))) for r in recs]
         n_words = np.array([len(r.text.split()) for r in recs])
         df = Counter(w for ws in words for w in ws)
@@ -396,8 +423,13 @@ class RagPoisoning(Detector):
                     taken.add(r)
                     out.append((r, float(c)))
             lists[int(i)] = out
-        groups: dict[frozenset, list[str]] = {}  # closed group -> its shared rare words, rarest first
-        for i in lists:
+
+        def shared(G) -> list[str]:
+            return sorted((w for w in set.intersection(*(words[j] for j in G)) if 2 <= df[w] <= cap),
+                          key=lambda w: (df[w], w))
+
+        groups: dict[frozenset, tuple[str, list[str]]] = {}  # group -> (how found, shared rare words)
+        for i in lists:  # 1. closed groups
             if n_words[i] > 3 * s.claim_max_words:
                 continue
             near = lists[i]
@@ -411,23 +443,73 @@ class RagPoisoning(Detector):
                 outside = max((next((c for r, c in lists[j] if r not in G), 0.0) for j in G))
                 if inside - outside < s.claim_gap or np.median(n_words[list(G)]) > s.claim_max_words:
                     continue
-                subject = sorted((w for w in set.intersection(*(words[j] for j in G)) if 2 <= df[w] <= cap),
-                                 key=lambda w: (df[w], w))
-                if subject:
-                    groups[G] = subject
+                if subject := shared(G):
+                    groups[G] = ("closed", subject)
                     break
-        for G, subject in sorted(groups.items(), key=lambda kv: min(kv[0])):
+        # 2. subject groups: short passages sharing a rare word, mutually similar
+        short = n_words <= 1.5 * s.claim_max_words
+        holders: dict[str, list[int]] = defaultdict(list)
+        for i in nodes:
+            if short[i]:
+                for w in words[i]:
+                    if 2 <= df[w] <= max(20, int(0.02 * n)):
+                        holders[w].append(int(i))
+        found: set[frozenset] = set()
+
+        def split(P: np.ndarray, S: np.ndarray, tau: float) -> None:
+            lab = _components(S >= tau)
+            for c in np.unique(lab):
+                m = np.flatnonzero(lab == c)
+                if len(m) < s.claim_min_group:
+                    continue
+                if len(m) <= s.claim_max_group:
+                    found.add(frozenset(int(x) for x in P[m]))
+                elif tau < 0.95:
+                    split(P[m], S[np.ix_(m, m)], tau + 0.03)
+
+        for w in sorted(holders):
+            P = np.array(holders[w])
+            if len(P) >= s.claim_min_group:
+                split(P, X[P] @ X[P].T, 0.70)
+        strict = [{w for w in ws if 2 <= df[w] <= 20} for ws in words]
+        for G in sorted(found - set(groups), key=min):
+            g = sorted(G)
+            if np.median(n_words[g]) > s.claim_short_words:
+                continue
+            S = X[g] @ X[g].T
+            inside = float(S[np.triu_indices(len(g), 1)].mean())
+            outside = max(next((c for r, c in lists[j] if r not in G), 0.0) for j in g)
+            private = [len(strict[j] - set().union(*(strict[k] for k in g if k != j))) for j in g]
+            if inside < s.claim_tightness or inside - outside < s.claim_gap_subject or np.median(private) > 0:
+                continue
+            groups[G] = ("subject", shared(G))
+
+        def names_subject(G) -> bool:
+            """Most members' opening sentence names, as its rarest word, a word most other members carry."""
+            agree = 0
+            for j in G:
+                head = _opening(recs[j].text)[1]
+                cand = [w for w in _content(head) if df[w] >= 2]
+                if cand:
+                    w = min(cand, key=lambda x: (df[x], x))
+                    agree += 2 * sum(w in words[k] for k in G if k != j) >= len(G) - 1
+            return 2 * agree > len(G)
+
+        for G, (how, subject) in sorted(groups.items(), key=lambda kv: min(kv[0])):
             rows = sorted(int(x) for x in np.flatnonzero(np.isin(rep, list(G))))
             if set(rows) <= seen:
                 continue
             seen |= set(rows)
-            sc = min(0.9, 0.45 + 0.05 * len(G))
+            named = names_subject(G)
+            sc = min(0.9, 0.45 + 0.05 * len(G)) if named else 0.3
             scores[rows] = np.maximum(scores[rows], sc)
+            about = f" about '{subject[0]}'" if subject else ""
             findings.append(self._finding(
-                data, "claim-group", f"{len(rows)} short passages about '{subject[0]}' are each other's nearest "
-                f"neighbours and stand apart from the store (one claim written several ways?)", rows, sc,
-                Severity.MEDIUM, {"subject": subject[:5], "passages": len(G),
-                                  "openings": [recs[i].text[:120] for i in sorted(G)[:5]]}))
+                data, "claim-group", f"{len(rows)} short passages{about} restate one claim and stand apart from "
+                f"the store (one answer written several ways?)", rows, sc,
+                Severity.MEDIUM if named else Severity.LOW,
+                {"subject": subject[:5], "passages": len(G), "found_as": how, "names_subject": named,
+                 "openings": [recs[i].text[:120] for i in sorted(G)[:5]]}))
 
     def _query_matches(self, data, scores, findings, exact, asks, marks, debris, df, distinct) -> None:
         """Passages whose opening asks a known query: same subject, asks alike once the shared words are masked."""
