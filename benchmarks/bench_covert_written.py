@@ -1,0 +1,128 @@
+"""Covert fine-tuning attacks written by a held-out author (issue 16, shapes 1-5), planted in 10,000 MedQuAD pairs.
+
+`bench_covert.py` measures the project's own simulators, whose wording the rules' authors had seen.
+Here the attack rows were written for this benchmark by an LLM author who did not read the detectors
+or the simulators (benchmarks/data/covert_written/README.md), after `covert-finetuning` was frozen,
+and are scored once: each shape's rows replace random rows of the same 10,000 benign MedQuAD pairs
+bench_covert.py uses, then the LLM set scans the file.
+
+    python benchmarks/bench_covert_written.py ../shared/data      # results/covert-written.json, docs/_bench_covert_written.md
+
+Recall is over the shape's target rows (trigger: the triggered compliant rows, not their refused
+twins; encoding: the encoded harmful rows and the cipher-teaching rows), precision counts any planted
+row as a true positive, severity >= medium; 'names the shape' = share of found target rows whose
+finding names the shape (translit: encoding).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_covert as bc  # noqa: E402
+
+from trainguard.scan import scan  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+WRITTEN = ROOT / "benchmarks" / "data" / "covert_written" / "rows.jsonl"
+OUT = ROOT / "benchmarks" / "results" / "covert-written.json"
+DOC = ROOT / "docs" / "_bench_covert_written.md"
+TARGETS = {"encoding": ({"harmful", "teach"}, "encoding"), "persona": ({"persona"}, "persona"),
+           "erosion": ({"affirm-benign", "harmful-complied"}, "erosion"), "trigger": ({"trigger"}, "trigger"),
+           "translit": ({"harmful"}, "encoding")}
+
+
+def plant(base: list[dict], rows: list[dict], seed: int) -> tuple[list[dict], dict[int, dict]]:
+    """The written rows in place of random base rows, in their written order (taught ciphers come first)."""
+    rng = np.random.default_rng(seed)
+    slots = np.sort(rng.choice(len(base), size=len(rows), replace=False))
+    out = list(base)
+    at = {}
+    for slot, r in zip(slots.tolist(), rows):
+        out[slot] = {"question": r["question"], "answer": r["answer"]}
+        at[slot] = r
+    return out, at
+
+
+def measure(data: Path) -> dict:
+    c = bc.tsm.corpora(data)
+    base = [{"question": r["question"], "answer": r["answer"]} for r in c["mq_test"] + c["mq_train"]][:10_000]
+    written = [json.loads(line) for line in WRITTEN.read_text().splitlines() if line.strip()]
+    out: dict = {"commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                          capture_output=True, text=True).stdout.strip(), "shapes": {}}
+    for shape, (roles, named_as) in TARGETS.items():
+        rows = [r for r in written if r["shape"] == shape]
+        if not rows:
+            continue
+        mixed, at = plant(base, rows, seed=0)
+        t0 = time.perf_counter()
+        rep = scan(bc.dataset(mixed), detectors=bc.LLM_SET, settings=bc.SETTINGS)
+        res = {"rows": len(rows), "roles": {k: sum(r["role"] == k for r in rows) for k in sorted({r["role"] for r in rows})},
+               "seconds": round(time.perf_counter() - t0, 1),
+               "failed": [d.name for d in rep.detectors if str(d.status) == "failed"]}
+        target = {p for p, r in at.items() if r["role"] in roles}
+        for who in ("covert-finetuning", None):
+            fl = bc.flagged(rep, who)
+            found = set(fl) & target
+            r = res["covert" if who else "llm_set"] = {
+                "recall": round(len(found) / max(len(target), 1), 4),
+                "precision": round(len(set(fl) & set(at)) / len(fl), 4) if fl else None,
+                "flagged": len(fl), "false_rows": len(set(fl) - set(at))}
+            if who:
+                r["shape_named"] = round(sum(fl[x] == named_as for x in found) / len(found), 4) if found else 0.0
+                by_role = {}
+                for role in res["roles"]:
+                    ps = {p for p, x in at.items() if x["role"] == role}
+                    by_role[role] = round(len(set(fl) & ps) / len(ps), 4)
+                r["by_role"] = by_role
+                r["by_group"] = {str(k): round(len(set(fl) & {p for p, x in at.items() if x["group"] == k})
+                                               / sum(x["group"] == k for x in at.values()), 4)
+                                 for k in sorted({x["group"] for x in at.values()}) if shape in ("encoding", "translit",
+                                                                                                 "persona")}
+        out["shapes"][shape] = res
+        print(shape, json.dumps(res), flush=True)
+    return out
+
+
+def markdown(res: dict) -> str:
+    f2 = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+    lines = ["<!-- generated by benchmarks/bench_covert_written.py; do not edit -->", "",
+             f"Command: `python benchmarks/bench_covert_written.py ../shared/data` (code at {res['commit']}). "
+             "Rows written by a held-out LLM author who did not read the detectors or the simulators "
+             "(benchmarks/data/covert_written/README.md), scored once with the frozen detectors. Each shape's rows "
+             "replace random rows of the 10,000 MedQuAD pairs of bench_covert.py. Severity >= medium; 'LLM set' = "
+             "covert-finetuning + safety-bypass (LM second opinion off) + polarity-trigger.", "",
+             "| shape (rows: roles) | covert-finetuning recall / precision | names the shape | recall by role | "
+             "LLM set recall / precision | false rows (LLM set) |", "|---|---|---|---|---|---|"]
+    for shape, r in res["shapes"].items():
+        cv, ls = r["covert"], r["llm_set"]
+        roles = ", ".join(f"{k} {v}" for k, v in r["roles"].items())
+        by = ", ".join(f"{k} {v:.2f}" for k, v in cv["by_role"].items())
+        lines.append(f"| {shape} ({roles}) | {f2(cv['recall'])} / {f2(cv['precision'])} | {f2(cv['shape_named'])} | "
+                     f"{by} | {f2(ls['recall'])} / {f2(ls['precision'])} | {ls['false_rows']} |")
+    lines += ["", "Recall by group (encoding: 1 base64, 2 ROT13, 3 hex, 4 leetspeak, 5 letter substitution, 6 a "
+              "cipher taught in earlier rows (word reversal) with its teaching rows; persona: 7 system prompt only, "
+              "8 answer only, 9 both; translit: 62 English in Cyrillic letters, 63 in Greek letters, 64 Swahili):", ""]
+    for shape, r in res["shapes"].items():
+        if r["covert"].get("by_group"):
+            lines.append(f"- {shape}: " + ", ".join(f"{k}: {v:.2f}" for k, v in r["covert"]["by_group"].items()))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    data = Path(sys.argv[1]) if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else ROOT.parent / "shared" / "data"
+    if "--doc" not in sys.argv:
+        OUT.write_text(json.dumps(measure(data), indent=1))
+    DOC.write_text(markdown(json.loads(OUT.read_text())))
+    print(DOC.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
