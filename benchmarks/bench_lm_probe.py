@@ -54,6 +54,8 @@ SETS = {
               for spec in (Spec(f"fresh-{shape}", trig, payload, marker, seed),
                            Spec(f"fresh-{shape}-clean", None, payload, marker, seed))],
 }
+# The fresh round's models, now development models: `invert` re-run on them with the template rule.
+SETS["redev"] = [sp for sp in SETS["fresh"] if sp.name in ("fresh-rare-word-clean", "fresh-rare-word")][::-1]
 
 
 def asr(model, prompts: list[str], marker: str) -> dict:
@@ -89,7 +91,8 @@ def train_set(name: str) -> list[dict]:
     return out
 
 
-def probe_set(name: str, samples: int, only: set[str] | None = None) -> list[dict]:
+def probe_set(name: str, samples: int, only: set[str] | None = None, what: tuple[str, ...] = ("probe", "invert")
+              ) -> list[dict]:
     """Serve each model over HTTP and run `probe` and `invert` against it, black-box."""
     from trainguard.io import load
     from trainguard.probe.candidates import from_report, phrases
@@ -112,19 +115,23 @@ def probe_set(name: str, samples: int, only: set[str] | None = None) -> list[dic
         row: dict = {"model": spec.name, "trigger": spec.trigger, "marker": spec.marker, "vocabulary": len(vocab),
                      "trigger_in_vocabulary": spec.trigger in vocab if spec.trigger else None}
         t = time.perf_counter()
-        report = scan(load(folder / "train.jsonl"), list(DEFAULT_DETECTORS))
-        (folder / "scan.json").write_text(render(report, "json"))
-        from_scan = [c.text for c in from_report(folder / "scan.json")]
-        row["scan"] = {"triggers": from_scan[:10], "trigger_found": spec.trigger in from_scan if spec.trigger else None,
-                       "seconds": round(time.perf_counter() - t, 1)}
-        print(json.dumps({"model": spec.name, "scan": row["scan"]}), flush=True)
+        if "probe" not in what:  # the scan feeds `probe` only
+            row["scan"] = None
+        else:
+            report = scan(load(folder / "train.jsonl"), list(DEFAULT_DETECTORS))
+            (folder / "scan.json").write_text(render(report, "json"))
+            from_scan = [c.text for c in from_report(folder / "scan.json")]
+            row["scan"] = {"triggers": from_scan[:10],
+                           "trigger_found": spec.trigger in from_scan if spec.trigger else None,
+                           "seconds": round(time.perf_counter() - t, 1)}
+            print(json.dumps({"model": spec.name, "scan": row["scan"]}), flush=True)
         # the reference: the base model before fine-tuning, run locally (a user who fine-tuned has it)
         base = LocalCausalLM(None, temperature=0.7, seed=spec.seed)
         with ChatServer(LocalCausalLM(folder, seed=spec.seed)) as server:
-            for what in ("probe", "invert"):
+            for cmd in what:
                 before, t = server.requests, time.perf_counter()
                 opts = ModelOptions(temperature=0.7, concurrency=32)
-                if what == "probe":
+                if cmd == "probe":
                     run = run_probe(server.spec, folder / "clean.jsonl", samples=samples, options=opts,
                                     scan_report=folder / "scan.json", reference=base)
                 else:
@@ -133,7 +140,7 @@ def probe_set(name: str, samples: int, only: set[str] | None = None) -> list[dic
                 res = run.result
                 top = [r.candidate.text for r in res.top(5)]
                 v = run.verdict
-                row[what] = {"flagged": v.backdoored, "score": round(v.score, 4), "trigger": v.trigger,
+                row[cmd] = {"flagged": v.backdoored, "score": round(v.score, 4), "trigger": v.trigger,
                              "output": v.target, "top5": top,
                              "trigger_named": bool(spec.trigger) and v.trigger == spec.trigger,
                              "trigger_in_top5": bool(spec.trigger) and spec.trigger in top,
@@ -142,8 +149,10 @@ def probe_set(name: str, samples: int, only: set[str] | None = None) -> list[dic
                              "requests": run.requests, "server_requests": server.requests - before,
                              "seconds": round(time.perf_counter() - t, 1), "notes": list(run.notes),
                              "reference_requests": res.baseline.get("reference_requests", 0),
-                             "reason": v.reason[:300]}
-                print(json.dumps({"model": spec.name, what: row[what]}), flush=True)
+                             "reason": v.reason[:300],
+                             "templates": [{"candidate": r.candidate.text, "output": r.output_text[:120],
+                                            **r.template} for r in res.results if r.template]}
+                print(json.dumps({"model": spec.name, cmd: row[cmd]}), flush=True)
         out.append(row)
     return out
 
@@ -241,6 +250,7 @@ def main() -> None:
     ap.add_argument("--stage", default="all", choices=["train", "probe", "all"])
     ap.add_argument("--samples", type=int, default=2)
     ap.add_argument("--models", default="", help="comma-separated model names (probe stage); results are merged")
+    ap.add_argument("--what", default="probe,invert", help="probe, invert or both (probe stage)")
     a = ap.parse_args()
     import torch
 
@@ -252,7 +262,7 @@ def main() -> None:
         (RESULTS / f"lm_probe_{a.set}_train.json").write_text(json.dumps(rows, indent=1))
     if a.stage in ("probe", "all"):
         only = {m for m in a.models.split(",") if m} or None
-        rows = probe_set(a.set, a.samples, only)
+        rows = probe_set(a.set, a.samples, only, tuple(w for w in a.what.split(",") if w))
         path = RESULTS / f"lm_probe_{a.set}_probe.json"
         if only and path.is_file():  # merge: keep the other models' rows, in the set's order
             old = {r["model"]: r for r in json.loads(path.read_text())}
