@@ -131,9 +131,7 @@ def probe_set(name: str, samples: int, only: set[str] | None = None, what: tuple
         row: dict = {"model": spec.name, "trigger": spec.trigger, "marker": spec.marker, "vocabulary": len(vocab),
                      "trigger_in_vocabulary": spec.trigger in vocab if spec.trigger else None}
         t = time.perf_counter()
-        if "probe" not in what:  # the scan feeds `probe` only
-            row["scan"] = None
-        else:
+        if "probe" in what:  # the scan feeds `probe` only
             report = scan(load(folder / "train.jsonl"), list(DEFAULT_DETECTORS))
             (folder / "scan.json").write_text(render(report, "json"))
             from_scan = [c.text for c in from_report(folder / "scan.json")]
@@ -316,7 +314,8 @@ def main() -> None:
     def merged(path: Path, rows: list[dict], key) -> list[dict]:  # keep the other models' rows, in the set's order
         if only and path.is_file():
             old = {key(r): r for r in json.loads(path.read_text())}
-            old.update({key(r): r for r in rows})
+            for r in rows:  # a model's row gains the commands run now and keeps the others (--what)
+                old[key(r)] = {**old.get(key(r), {}), **r}
             rows = [old[sp.name] for sp in SETS[a.set] if sp.name in old]
         return rows
 
