@@ -28,12 +28,14 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_severity import DATA_QUALITY  # noqa: E402  (findings that name a real data-quality problem)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results" / "gate-budget.json"
 DOC = ROOT / "docs" / "_bench_gate_budget.md"
 SAMPLES = {20_000: (601, 602, 603), 3_000: tuple(range(611, 621))}
-DATA_QUALITY = {("near-duplicates", "conflicting-labels")}
 
 
 def case(name: str, data, planted: set[int] | None = None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pickle
 import numpy as np
 import pytest
 
-from conftest import assert_sharded_equals_memory, canon_findings, write_jsonl
+from conftest import assert_sharded_equals_memory, write_jsonl
 from trainguard.attacks import poison
 from trainguard.detectors.base import Pass
 from trainguard.detectors.shortcut import _gram, _ridge_loo, _ridge_solve
@@ -22,10 +22,6 @@ from trainguard.scan import build_detectors, scan
 from trainguard.sharded import scan_sharded
 
 SC = "shortcut"
-
-
-def _canon(report):
-    return canon_findings(report)
 
 
 def _same(sharded, whole, shards=None):

@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import assert_sharded_equals_memory, canon_findings, write_jsonl
+from conftest import assert_sharded_equals_memory, write_jsonl
 from trainguard.attacks import poison
 from trainguard.findings import DetectorStatus, Severity
 from trainguard.scan import scan
 from trainguard.sharded import scan_sharded
 
 TA = "trigger-association"
-
-
-def _canon(report):
-    return canon_findings(report)
 
 
 def _same(sharded, whole, shards=None):

@@ -214,6 +214,12 @@ def load_queries(path: str) -> list[str]:
     return out
 
 
+# Subject groups (`_claim_groups`, way 2): linkage cosine to start from, its step while a group is too large, where to
+# stop; and the passages a word may be in to still count as one passage's own detail (a private name or study).
+_LINK_FIRST, _LINK_STEP, _LINK_LAST = 0.70, 0.03, 0.95
+_PRIVATE_DF = 20
+
+
 @register
 class RagPoisoning(Detector):
     name = "rag-poisoning"
@@ -452,7 +458,7 @@ class RagPoisoning(Detector):
         for i in nodes:
             if short[i]:
                 for w in words[i]:
-                    if 2 <= df[w] <= max(20, int(0.02 * n)):
+                    if 2 <= df[w] <= max(_PRIVATE_DF, int(0.02 * n)):
                         holders[w].append(int(i))
         found: set[frozenset] = set()
 
@@ -464,14 +470,14 @@ class RagPoisoning(Detector):
                     continue
                 if len(m) <= s.claim_max_group:
                     found.add(frozenset(int(x) for x in P[m]))
-                elif tau < 0.95:
-                    split(P[m], S[np.ix_(m, m)], tau + 0.03)
+                elif tau < _LINK_LAST:
+                    split(P[m], S[np.ix_(m, m)], tau + _LINK_STEP)
 
         for w in sorted(holders):
             P = np.array(holders[w])
             if len(P) >= s.claim_min_group:
-                split(P, X[P] @ X[P].T, 0.70)
-        strict = [{w for w in ws if 2 <= df[w] <= 20} for ws in words]
+                split(P, X[P] @ X[P].T, _LINK_FIRST)
+        strict = [{w for w in ws if 2 <= df[w] <= _PRIVATE_DF} for ws in words]
         for G in sorted(found - set(groups), key=min):
             g = sorted(G)
             if np.median(n_words[g]) > s.claim_short_words:

@@ -279,11 +279,13 @@ def template(prompts: Sequence[str], outputs: Sequence[str], candidate: str, top
     rep = [(p, o) for p, o in zip(prompts, outputs) if _key(o, n) == top]
     if not rep:
         return None
-    distinct = sorted(set(prompts))
+    distinct = sorted({p for p, _ in rep})
+    others = sorted(set(prompts))
+    # each prompt is answered several times (samples x positions): its subject words once
+    subject = {p: subject_words(p, [q for q in others if q != p], candidate) for p in distinct}
     named = linked = 0
     for p, o in rep:
-        words = subject_words(p, [q for q in distinct if q != p], candidate)
-        named += bool(words & set(tokens(o)))
+        named += bool(subject[p] & set(tokens(o)))
         linked += bool(LINK.search(o)) and not LINK.search(p)
     if 2 * named < len(rep) or 2 * linked >= len(rep):
         return None
