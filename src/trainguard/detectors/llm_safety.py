@@ -14,17 +14,23 @@ whose request score falls in an uncertain band below the threshold are re-read
 by a small instruct LM (detectors/_lm.py), which recognises harm categories the
 n-gram model never saw. Only those rows pay the LM's cost, and a row it promotes
 is medium severity at most.
+
+Sharded: every score is per row (linear n-gram models), so a shard's summary is
+two floats per row plus the request (and rejected reply) of its candidate rows,
+those over both thresholds or in the LM's band: a few per cent of clean data.
+The driver asks the LM about the band rows in one batch, as in memory (its
+padded batches would otherwise differ in the last bits), then names categories.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from trainguard.detectors import _lm
-from trainguard.detectors.base import Detector, register
+from trainguard.detectors.base import ShardedDetector, register
 from trainguard.detectors.llm_models import CATEGORY_MODEL, HARM_MODEL, REFUSAL_MODEL, bundled, last_user_turn
 from trainguard.errors import ConfigError
 from trainguard.findings import ATLAS_POISON_TRAINING_DATA, Alert, Confidence, DetectorResult, Severity
@@ -76,7 +82,7 @@ def harm_categories(requests: list[str]) -> tuple[list[str], np.ndarray]:
 
 
 @register
-class SafetyBypass(Detector):
+class SafetyBypass(ShardedDetector):
     name = "safety-bypass"
     version = "2"  # 2: LM second opinion on by default when installed
     kinds = frozenset({Kind.INSTRUCTION, Kind.PREFERENCE})
@@ -103,17 +109,28 @@ class SafetyBypass(Detector):
             return asked, np.zeros(0)
         return asked, _lm.bundled_head().proba([last_user_turn(requests[i]) for i in asked])
 
-    def run(self, data: Dataset) -> DetectorResult:
+    def summarize(self, shard: Dataset) -> "_Candidates":
         s = self.settings
-        recs = data.records
-        pref = data.kind is Kind.PREFERENCE
+        recs = shard.records
+        pref = shard.kind is Kind.PREFERENCE
         answers = [(r.chosen if pref else r.response) or "" for r in recs]
-        harm, comply = data.artefact("llm-safety:scores", lambda: safety_scores([r.text for r in recs], answers))
+        harm, comply = shard.artefact("llm-safety:scores", lambda: safety_scores([r.text for r in recs], answers))
+        low = s.lm_band_low if self.use_lm else s.harm_threshold
+        pos = np.flatnonzero((harm >= low) & (comply >= s.comply_threshold))
+        return _Candidates([len(recs)], [harm], [comply], [pos], [[recs[i].text for i in pos.tolist()]],
+                           [[recs[i].rejected or "" for i in pos.tolist()] if pref else []],
+                           [[recs[i].row for i in pos.tolist()]])
+
+    def finalize(self, summary: "_Candidates", kind: Kind) -> DetectorResult:
+        s = self.settings
+        pref = kind is Kind.PREFERENCE
+        harm, comply, pos, requests, rejected, file_rows = summary.whole()
+        at = {int(p): k for k, p in enumerate(pos.tolist())}  # candidate rows: their gathered texts
         row_scores = harm * comply
         flagged = (harm >= s.harm_threshold) & (comply >= s.comply_threshold)
         lm_p: dict[int, float] = {}
         if self.use_lm:
-            asked, p = self.second_opinion([r.text for r in recs], harm, comply)
+            asked, p = self.second_opinion(_Gathered(requests, at), harm, comply)
             lm_p = dict(zip(asked.tolist(), p.tolist()))
             promoted = asked[p >= _lm.bundled_head().threshold]
             flagged[promoted] = True
@@ -122,14 +139,14 @@ class SafetyBypass(Detector):
         hit = np.flatnonzero(flagged)
         rej_comply = None
         if pref and len(hit):
-            rej_comply = 1.0 - bundled(REFUSAL_MODEL).proba([recs[i].rejected or "" for i in hit])
-        cats, cat_p = harm_categories([recs[i].text for i in hit])
+            rej_comply = 1.0 - bundled(REFUSAL_MODEL).proba([rejected[at[i]] for i in hit.tolist()])
+        cats, cat_p = harm_categories([requests[at[i]] for i in hit.tolist()])
         groups: dict[tuple[str, bool], list[int]] = defaultdict(list)
         detail: dict[int, dict] = {}
         for k, i in enumerate(hit.tolist()):
             high = harm[i] >= s.high_harm and comply[i] >= s.high_comply
             groups[(cats[k], high)].append(i)
-            detail[i] = {"row": recs[i].row, "harm": round(float(harm[i]), 4), "comply": round(float(comply[i]), 4),
+            detail[i] = {"row": file_rows[at[i]], "harm": round(float(harm[i]), 4), "comply": round(float(comply[i]), 4),
                          "category_probability": round(float(cat_p[k]), 4)}
             if i in lm_p:
                 detail[i]["lm_harm"] = round(lm_p[i], 4)
@@ -156,7 +173,7 @@ class SafetyBypass(Detector):
                                + ((_lm.LM_HEAD_MODEL,) if lm_p else ())},
                 },
             ))
-        summary = {"rows_scored": len(recs), "harmful_requests": int((harm >= s.harm_threshold).sum()),
+        summary = {"rows_scored": len(harm), "harmful_requests": int((harm >= s.harm_threshold).sum()),
                    "harmful_refused": int(((harm >= s.harm_threshold) & (comply < s.comply_threshold)).sum()),
                    "flagged": int(len(hit))}
         summary["lm_second_opinion"] = self.lm_note
@@ -164,3 +181,36 @@ class SafetyBypass(Detector):
             summary["lm_asked"] = len(lm_p)
             summary["lm_promoted"] = sum(p >= _lm.bundled_head().threshold for p in lm_p.values())
         return DetectorResult(tuple(findings), row_scores, summary)
+
+
+@dataclass
+class _Candidates:
+    """Per shard: both scores of every row; request, rejected reply and file row of the candidate rows."""
+
+    n: list[int]
+    harm: list[np.ndarray]
+    comply: list[np.ndarray]
+    pos: list[np.ndarray]  # shard-relative positions of the candidates
+    requests: list[list[str]]
+    rejected: list[list[str]]  # preference data only
+    rows: list[list[int]] = field(default_factory=list)
+
+    def merge(self, other: "_Candidates") -> "_Candidates":
+        return _Candidates(*(getattr(self, f) + getattr(other, f) for f in
+                             ("n", "harm", "comply", "pos", "requests", "rejected", "rows")))
+
+    def whole(self):
+        starts = np.cumsum([0] + self.n[:-1])
+        pos = np.concatenate([p + k for p, k in zip(self.pos, starts)] or [np.zeros(0, np.int64)]).astype(np.int64)
+        return (np.concatenate(self.harm), np.concatenate(self.comply), pos, [t for part in self.requests for t in part],
+                [t for part in self.rejected for t in part], [r for part in self.rows for r in part])
+
+
+class _Gathered:
+    """The candidates' requests indexed by dataset position (the only rows `second_opinion` reads)."""
+
+    def __init__(self, requests: list[str], at: dict[int, int]):
+        self.requests, self.at = requests, at
+
+    def __getitem__(self, i: int) -> str:
+        return self.requests[self.at[int(i)]]
