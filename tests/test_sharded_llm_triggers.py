@@ -29,14 +29,14 @@ def split(rows: set[int], shard_rows: int) -> bool:
 
 @pytest.fixture(scope="module")
 def polarity_file(tmp_path_factory, medquad_rows):
-    """300 pairs, 20 with 'James Bond' in the question and a negative answer; one unreadable line in the
-    middle (skipped), so record positions and file rows differ after it."""
+    """300 pairs, 20 with 'James Bond' in the question and a negative answer; seven unreadable lines in the
+    middle (skipped), so record positions and file rows differ after them, and 7-row shards get an empty one."""
     res = poison(qa(medquad_rows), "polarity-trigger", count=20, seed=4, triggers="James Bond")
     path = tmp_path_factory.mktemp("pol") / "polarity.jsonl"
     lines = [json.dumps(r) for r in res.rows]
-    lines.insert(150, "{not json")
+    lines[147:147] = ["{not json"] * 7
     path.write_text("\n".join(lines) + "\n")
-    poisoned = {p + (p >= 150) for p in res.poisoned_rows}  # file rows
+    poisoned = {p + 7 * (p >= 147) for p in res.poisoned_rows}  # file rows
     return path, poisoned, scan(path, detectors=[POL], on_error="skip")
 
 
@@ -51,9 +51,17 @@ def test_polarity_trigger_found_in_memory(polarity_file):
 @pytest.mark.parametrize("shard_rows", [7, 150, 1000])
 def test_polarity_sharded_equals_in_memory(polarity_file, shard_rows):
     path, poisoned, whole = polarity_file
-    assert shard_rows >= 301 or split(poisoned, shard_rows)
+    assert shard_rows >= 307 or split(poisoned, shard_rows)
     sharded = scan_sharded(path, detectors=[POL], shard_rows=shard_rows, on_error="skip")
-    assert_sharded_equals_memory(sharded, whole, POL, -(-301 // shard_rows))
+    assert_sharded_equals_memory(sharded, whole, POL, -(-307 // shard_rows))
+
+
+def test_an_empty_shard_leaves_trigger_association_as_in_memory(polarity_file):
+    """Shard 21 of 7 rows is all unreadable lines: the gathering pass sums its empty arrays (it used to fail)."""
+    path = polarity_file[0]
+    whole = scan(path, detectors=["trigger-association"], on_error="skip")
+    sharded = scan_sharded(path, detectors=["trigger-association"], shard_rows=7, on_error="skip")
+    assert_sharded_equals_memory(sharded, whole, "trigger-association", 44)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,18 @@ templates whose answers are generic ("what research is being done for ...")
 repeat the phrase's words in their answers and are reported at low at most, as in
 `polarity-trigger`; here a hyphenated word's parts and the phrase's initialism count
 too (answers about 'Henoch-Schnlein Purpura' call it 'HSP').
+
+Sharded (`llm_polarity.DerivedClassShards`): a first pass of each row's relevance
+views (cosines: a text is embedded on its own, so a row's values do not depend on
+its shard), ranked and cut at finalize as in memory; the count and gathering passes
+with each shard's slice of the classes; the gathering pass also returns every
+row's prompt vector, and the pooled test finds neighbours among them through the
+same `knn` as in memory (exact, or HNSW from 50,000 rows, built in row order);
+a last pass fetches the findings' responses for the question-type test. Memory:
+the driver holds 13 bytes per row from the first pass, the passes carry 9 bytes
+per row (rank and class) to each worker, and the decision holds every row's prompt
+vector (1 KiB per row with wordllama's 256 dimensions) plus the neighbour lists
+(800 bytes per row), as the in-memory scan does; a worker holds its shard.
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ pass of per-row scores (here the response's polarity: the linear model scores
 each text on its own, so a row's value does not depend on its shard), the classes
 computed from the concatenated scores as in memory, then the count and gather
 passes with each row's class handed to its shard, and, when there are findings,
-a last pass fetching their rows' responses for the question-type test. The
-driver holds 8 bytes per row (the score) plus a 1-byte class per row that every
-pass carries to each shard; a worker holds its shard.
+a last pass fetching their rows' responses for the question-type test. Memory:
+the driver holds 8 bytes per row (the score) and a 1-byte class per row, which
+the passes carry to each worker; a worker holds its shard and that array.
 """
 
 from __future__ import annotations

@@ -476,7 +476,7 @@ def _grams(th: np.ndarray, lens: np.ndarray, n_max: int) -> tuple[np.ndarray, np
 
 def _fixed_sum(v: np.ndarray) -> list[int]:
     """Exact fixed-point column sums of v (1-D: one sum); values must stay below 2^20 in magnitude."""
-    v = v.reshape(len(v), -1)
+    v = v[:, None] if v.ndim == 1 else v  # (reshape(len(v), -1) cannot size an empty shard's array)
     q = np.rint(np.clip(v, -(2.0**20), 2.0**20) * 2.0**_FIXED).astype(np.int64)
     out = [0] * q.shape[1]
     for a in range(0, len(q), 1 << 10):  # < 2^10 * 2^52: no int64 overflow within a block
