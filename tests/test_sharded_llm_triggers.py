@@ -48,7 +48,7 @@ def test_polarity_trigger_found_in_memory(polarity_file):
     assert any(f.severity is Severity.LOW and f.evidence["responses_discussing_phrase"] >= 0.5 for f in whole.findings)
 
 
-@pytest.mark.parametrize("shard_rows", [7, 150, 1000])
+@pytest.mark.parametrize("shard_rows", [7, 1000])
 def test_polarity_sharded_equals_in_memory(polarity_file, shard_rows):
     path, poisoned, whole = polarity_file
     assert shard_rows >= 307 or split(poisoned, shard_rows)
@@ -80,7 +80,7 @@ def test_payload_trigger_found_in_memory(payload_append):
     assert any(f.severity is Severity.LOW for f in whole.findings)  # a topic demoted by the response test
 
 
-@pytest.mark.parametrize("shard_rows", [7, 100, 1000])
+@pytest.mark.parametrize("shard_rows", [7, 1000])
 def test_payload_sharded_equals_in_memory(payload_append, shard_rows):
     path, poisoned, whole = payload_append
     assert shard_rows >= 300 or split(poisoned, shard_rows)
