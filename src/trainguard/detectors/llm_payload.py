@@ -25,6 +25,18 @@ templates whose answers are generic ("what research is being done for ...")
 repeat the phrase's words in their answers and are reported at low at most, as in
 `polarity-trigger`; here a hyphenated word's parts and the phrase's initialism count
 too (answers about 'Henoch-Schnlein Purpura' call it 'HSP').
+
+Sharded (`llm_polarity.DerivedClassShards`): a first pass of each row's relevance
+views (cosines: a text is embedded on its own, so a row's values do not depend on
+its shard), ranked and cut at finalize as in memory; the count and gathering passes
+with each shard's slice of the classes; the gathering pass also returns every
+row's prompt vector, and the pooled test finds neighbours among them through the
+same `knn` as in memory (exact, or HNSW from 50,000 rows, built in row order);
+a last pass fetches the findings' responses for the question-type test. Memory:
+the driver holds 13 bytes per row from the first pass, the passes carry 9 bytes
+per row (rank and class) to each worker, and the decision holds every row's prompt
+vector (1 KiB per row with wordllama's 256 dimensions) plus the neighbour lists
+(800 bytes per row), as the in-memory scan does; a worker holds its shard.
 """
 
 from __future__ import annotations
@@ -35,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trainguard.detectors.base import register
-from trainguard.detectors.llm_polarity import demote_question_types
+from trainguard.detectors.llm_polarity import DerivedClassShards, _Prepared, demote_question_types
 from trainguard.detectors.trigger_association import OTHER, class_codes
 from trainguard.detectors.trigger_association import Settings as TriggerSettings
 from trainguard.detectors.trigger_association import TriggerAssociation
@@ -78,11 +90,18 @@ def _chunks(text: str) -> list[str]:
 def relevance(prompts: list[str], responses: list[str], embedder: str = "wordllama") -> np.ndarray:
     """How much each response is about its prompt, as a dataset rank in (0, 1]: the lower of the ranks of
     cos(prompt, whole response) and, for responses of two chunks or more, cos(least related chunk, rest of row)."""
+    return relevance_ranks(relevance_parts(prompts, responses, embedder))
+
+
+def relevance_parts(prompts: list[str], responses: list[str], embedder: str = "wordllama") -> dict:
+    """Each row's own relevance views, before ranking: cos(prompt, whole response), cos(least related chunk,
+    rest of row) and whether the response has two chunks or more. A row's values depend on its texts only
+    (each text is embedded on its own), so any split of the rows gives the same values."""
     from trainguard.embeddings import embed_texts
 
     n = len(prompts)
     if not n:
-        return np.zeros(0)
+        return {"whole": np.zeros(0, np.float32), "worst": np.zeros(0), "several": np.zeros(0, bool)}
     owner, parts = [], []
     for i, t in enumerate(responses):
         c = _chunks(t)
@@ -101,6 +120,15 @@ def relevance(prompts: list[str], responses: list[str], embedder: str = "wordlla
     worst = np.full(n, np.inf)
     np.minimum.at(worst, owner, own)
     several = np.bincount(owner, minlength=n) >= 2
+    return {"whole": whole, "worst": worst, "several": several}
+
+
+def relevance_ranks(parts: dict) -> np.ndarray:
+    """`relevance` from the rows' `relevance_parts` (all the data's rows, in order)."""
+    whole, worst, several = parts["whole"], parts["worst"], parts["several"]
+    n = len(whole)
+    if not n:
+        return np.zeros(0)
     # Each view as a dataset rank, so a long honest answer's weakest chunk does not crowd out a short answer
     # that is off-topic as a whole (the two views have different scales).
     u_whole = _ranks(whole)
@@ -117,18 +145,23 @@ def _ranks(v: np.ndarray) -> np.ndarray:
 
 
 @register
-class PayloadTrigger(TriggerAssociation):
+class PayloadTrigger(DerivedClassShards, TriggerAssociation):
     name = "payload-trigger"
     version = "1"
     kinds = frozenset({Kind.INSTRUCTION})
     needs = frozenset()
     pooled_test = True  # its own null (`_pooled_llr`) instead of the rest-of-row naive Bayes
     flag_all_carriers = True  # appended payloads leave some planted rows outside the tail; the phrase still marks them
+    shards = True  # classes from a first pass of per-row relevance views (`DerivedClassShards`)
     Settings = Settings
     description = "prompt n-grams whose presence makes the response ignore the prompt (payload injection)"
 
     def _findings(self, data, *args):
-        return demote_question_types(super()._findings(data, *args), data, self.settings.topic_share, "forced-off-topic",
+        found = super()._findings(data, *args)
+        return found if isinstance(data, _Prepared) else self._demote(found, data)
+
+    def _demote(self, findings: list, data) -> list:
+        return demote_question_types(findings, data, self.settings.topic_share, "forced-off-topic",
                                      lambda t: t.replace("off-topic responses", "responses that ignore the prompt"),
                                      names=True)
 
@@ -153,11 +186,7 @@ class PayloadTrigger(TriggerAssociation):
         """
         from scipy.stats import gamma
 
-        from trainguard.detectors._repr import knn
-
-        s = self.settings
-        rel = self._relevance(data)
-        idx, _ = knn(data, s.embedder, s.neighbours)
+        rel, idx = self._pooled_inputs(data)
         nb = idx[positions]
         own = np.isin(nb, positions)
         below = ((rel[nb] <= rel[positions][:, None]) & ~own).sum(1)
@@ -169,8 +198,43 @@ class PayloadTrigger(TriggerAssociation):
             return 0.0
         return float(-gamma.logsf(float((w * x).sum()), k))
 
+    def _pooled_inputs(self, data) -> tuple[np.ndarray, np.ndarray]:
+        """(relevance of every row, each row's nearest prompts); sharded, from the gathered prompt vectors
+        through the same `knn` (a dataset that holds only them), so the neighbours are the in-memory ones."""
+        from trainguard.detectors._repr import knn
+
+        s = self.settings
+        if isinstance(data, _Prepared):
+            if not hasattr(data, "neighbours"):
+                vectors = Dataset(records=[], kind=data.kind)
+                vectors.artefact(f"embeddings:{s.embedder}", lambda: data.prompt_vectors)
+                data.neighbours = knn(vectors, s.embedder, s.neighbours)[0]
+            return data.relevance, data.neighbours
+        return self._relevance(data), knn(data, s.embedder, s.neighbours)[0]
+
     def _build(self, data: Dataset) -> tuple[np.ndarray, list[str]]:
-        rel = self._relevance(data)
+        return self._off_topic(self._relevance(data))
+
+    def _off_topic(self, rel: np.ndarray) -> tuple[np.ndarray, list[str]]:
         cut = np.quantile(rel, self.settings.tail_share) if len(rel) else 0.0
         keys = [OFF_TOPIC if v <= cut else OTHER for v in rel]
         return class_codes(keys)
+
+    # -- sharded (`DerivedClassShards`) -----------------------------------------------------------------
+    def _row_values(self, data: Dataset) -> dict:
+        recs = list(data)
+        return relevance_parts([r.text for r in recs], [r.response or "" for r in recs], self.settings.embedder)
+
+    def _classes_of(self, values: dict) -> tuple[np.ndarray, list[str]]:
+        return self._off_topic(relevance_ranks(values))
+
+    def _carry(self, values: dict) -> dict:
+        return {"relevance": relevance_ranks(values)}
+
+    def _gathered_rows(self, shard: Dataset) -> dict:
+        from trainguard.detectors._repr import embeddings
+
+        return {"prompt_vectors": embeddings(shard, self.settings.embedder)}
+
+    def _prepare(self, carried: dict, rows: dict) -> dict:
+        return {"relevance": carried["relevance"], "prompt_vectors": rows["prompt_vectors"]}

@@ -15,6 +15,15 @@ model is noisy (about 82 % accurate on SST-2 dev), purity and epsilon are
 looser than for exact output keys. A phrase whose rows' responses mostly
 repeat its distinctive words is a question type with gloomy answers ("what
 are the symptoms of") more likely than a trigger, and is reported at low at most.
+
+Sharded, the passes of `trigger-association` run with classes settled first: a
+pass of per-row scores (here the response's polarity: the linear model scores
+each text on its own, so a row's value does not depend on its shard), the classes
+computed from the concatenated scores as in memory, then the count and gather
+passes with each row's class handed to its shard, and, when there are findings,
+a last pass fetching their rows' responses for the question-type test. Memory:
+the driver holds 8 bytes per row (the score) and a 1-byte class per row, which
+the passes carry to each worker; a worker holds its shard and that array.
 """
 
 from __future__ import annotations
@@ -22,16 +31,17 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Literal
+from types import SimpleNamespace
+from typing import Any, Literal
 
 import numpy as np
 
-from trainguard.detectors.base import register
+from trainguard.detectors.base import NotApplicable, Pass, register
 from trainguard.detectors.llm_models import SENTIMENT_MODEL, bundled
-from trainguard.detectors.trigger_association import OTHER, class_codes
+from trainguard.detectors.trigger_association import OTHER, _count, _GatheredParts, _GatherPass, _too_few_classes, class_codes
 from trainguard.detectors.trigger_association import Settings as TriggerSettings
 from trainguard.detectors.trigger_association import TriggerAssociation
-from trainguard.findings import Severity
+from trainguard.findings import DetectorResult, Severity
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
 from trainguard.text import tokens
@@ -130,26 +140,221 @@ def demote_question_types(findings, data: Dataset, topic_share: float, rule: str
     return [f for topic, f in sorted(out, key=lambda tf: (-tf[1].severity, tf[0], -tf[1].score))]
 
 
+# -- sharded: output classes settled by a first pass of per-row scores ----------------------------------
+
+
+@dataclass
+class _RowValues:
+    """Per-row values of the shards in shard order, and where each non-empty shard starts.
+
+    A later pass knows a shard by its first record's file row: it can hand the shard its slice of a
+    per-row array (the rows' classes) and fetch the rows a finding names.
+    """
+
+    starts: list  # (file row of the first record, records) of each non-empty shard
+    values: dict  # name -> per-shard arrays (rows first), concatenated once at finalize
+
+    @classmethod
+    def of(cls, shard: Dataset, values: dict) -> "_RowValues":
+        starts = [(shard.records[0].row, len(shard))] if len(shard) else []
+        return cls(starts, {k: [np.asarray(v)] for k, v in values.items()})
+
+    def merge(self, other: "_RowValues") -> "_RowValues":
+        return _RowValues(self.starts + other.starts, {k: v + other.values[k] for k, v in self.values.items()})
+
+    def joined(self) -> dict:
+        return {k: np.concatenate(v) for k, v in self.values.items()}
+
+    def offsets(self) -> dict:
+        out, at = {}, 0
+        for row, n in self.starts:
+            out[row] = at
+            at += n
+        return out
+
+
+def _shard_codes(shard: Dataset, codes: np.ndarray, offsets: dict) -> np.ndarray:
+    """The shard's rows' output classes, cut from the dataset-wide array."""
+    if not len(shard):
+        return np.zeros(0, np.int32)
+    a = offsets[shard.records[0].row]
+    return codes[a : a + len(shard)].astype(np.int32)
+
+
+class _Prepared:
+    """What `decide` is given for `data` in a sharded scan: the kind and what a pooled test reads.
+
+    Rows are not at hand, so `_findings` leaves the question-type test to `_ResponsesPass`.
+    """
+
+    def __init__(self, kind: Kind, **values: Any):
+        self.kind = kind
+        self.__dict__.update(values)
+
+
+class DerivedClassShards:
+    """The sharded path of a `TriggerAssociation` subclass whose output classes come from per-row scores.
+
+    The subclass gives `_row_values` (a shard's per-row scores, each row's independent of the others),
+    `_classes_of` (the classes from the whole data's scores, as its `_build` computes them) and `_demote`
+    (its question-type test, which reads the findings' responses); a pooled test also `_carry`,
+    `_gathered_rows` and `_prepare`.
+    """
+
+    def _row_values(self, data: Dataset) -> dict:
+        raise NotImplementedError
+
+    def _classes_of(self, values: dict) -> tuple[np.ndarray, list[str]]:
+        raise NotImplementedError
+
+    def _demote(self, findings: list, data: Any) -> list:
+        raise NotImplementedError
+
+    def _carry(self, values: dict) -> dict:
+        """What the decision needs from the first pass's per-row values (it travels with the passes)."""
+        return {}
+
+    def _gathered_rows(self, shard: Dataset) -> dict:
+        """Per-row values the decision reads besides the candidates' rows, from the gathering pass."""
+        return {}
+
+    def _prepare(self, carried: dict, rows: dict) -> dict:
+        """The attributes of `_Prepared` the pooled test reads."""
+        return {}
+
+    def summarize(self, shard: Dataset) -> _RowValues:
+        return _RowValues.of(shard, self._row_values(shard))
+
+    def finalize(self, summary: _RowValues, kind: Kind) -> "Pass | NotApplicable":
+        values = summary.joined()
+        codes, names = self._classes_of(values)
+        reason = _too_few_classes(names)
+        if reason:  # what `applies_to` answers in memory
+            return NotApplicable(reason)
+        small = np.uint8 if len(names) <= 255 else np.int32  # the passes carry a class per row
+        return _ClassedCountPass(self, names, codes.astype(small), summary.offsets(), self._carry(values))
+
+
+@dataclass
+class _ClassedCountPass(Pass):
+    """The n-gram counts, each row classed by the dataset-wide classes (a shard gets its slice)."""
+
+    det: Any
+    names: list
+    codes: np.ndarray
+    offsets: dict
+    carried: dict
+
+    def summarize(self, shard: Dataset):
+        y = _shard_codes(shard, self.codes, self.offsets)
+        toks = shard.artefact("tokens", lambda: [tokens(r.text) for r in shard])
+        return _count(toks, y, self.names, self.det.settings.max_ngram)
+
+    def finalize(self, summary, kind: Kind) -> "_ClassedGatherPass":
+        gp = self.det._select(summary)
+        fields = {f.name: getattr(gp, f.name) for f in dataclasses.fields(_GatherPass)}
+        return _ClassedGatherPass(**fields, codes=self.codes, offsets=self.offsets, carried=self.carried)
+
+
+@dataclass
+class _Decision:
+    """The gathering pass's summary: the candidates' rows, and the subclass's own per-row values."""
+
+    gathered: _GatheredParts
+    rows: _RowValues
+
+    def merge(self, other: "_Decision") -> "_Decision":
+        return _Decision(self.gathered.merge(other.gathered), self.rows.merge(other.rows))
+
+
+@dataclass
+class _ClassedGatherPass(_GatherPass):
+    """`trigger-association`'s gathering pass with the rows classed as above; the decision then runs with
+    what the pooled test reads, and the findings' responses are fetched for the question-type test."""
+
+    codes: np.ndarray = None
+    offsets: dict = None
+    carried: dict = None
+
+    def summarize(self, shard: Dataset) -> _Decision:
+        y = _shard_codes(shard, self.codes, self.offsets)
+        gathered = self.gather(shard.artefact("tokens", lambda: [tokens(r.text) for r in shard]), y)
+        return _Decision(gathered, _RowValues.of(shard, self.det._gathered_rows(shard)))
+
+    def finalize(self, summary: _Decision, kind: Kind) -> "DetectorResult | _ResponsesPass":
+        data = _Prepared(kind, **self.det._prepare(self.carried, summary.rows.joined()))
+        result = self.decide(summary.gathered, data)
+        if not result.alerts:
+            return result
+        scores = np.asarray(result.row_scores)
+        at = np.flatnonzero(scores)  # the row scores travel sparse: most rows hold no candidate
+        return _ResponsesPass(self.det, result.alerts, len(scores), at, scores[at], dict(result.summary),
+                              self.offsets)
+
+
+@dataclass
+class _ResponsesPass(Pass):
+    """The responses of the rows the findings name, for the subclass's question-type test (`_demote`)."""
+
+    det: Any
+    alerts: tuple
+    n: int
+    scored: np.ndarray  # positions with a non-zero row score ...
+    scores: np.ndarray  # ... and their scores
+    summary: dict
+    offsets: dict
+
+    def summarize(self, shard: Dataset) -> "_Responses":
+        if not len(shard):
+            return _Responses({})
+        a = self.offsets[shard.records[0].row]
+        wanted = sorted({p for f in self.alerts for p in f.positions if a <= p < a + len(shard)})
+        return _Responses({p: shard.records[p - a].response for p in wanted})
+
+    def finalize(self, summary: "_Responses", kind: Kind) -> DetectorResult:
+        rows = {p: SimpleNamespace(response=r) for p, r in summary.responses.items()}
+        findings = self.det._demote(list(self.alerts), SimpleNamespace(kind=kind, records=rows))
+        scores = np.zeros(self.n)
+        scores[self.scored] = self.scores
+        return DetectorResult(tuple(findings), scores, self.summary)
+
+
+@dataclass
+class _Responses:
+    responses: dict  # position -> response
+
+    def merge(self, other: "_Responses") -> "_Responses":
+        return _Responses({**self.responses, **other.responses})
+
+
 @register
-class PolarityTrigger(TriggerAssociation):
+class PolarityTrigger(DerivedClassShards, TriggerAssociation):
     name = "polarity-trigger"
     version = "2"  # 2: per-sentence sentiment; 1: whole response
     kinds = frozenset({Kind.INSTRUCTION})
     needs = frozenset()
     flag_all_carriers = True  # the sentiment model misreads some planted responses; the phrase still marks them
-    shards = False  # its classes are dataset-wide sentiment quantiles and its findings read the rows' responses
+    shards = True  # classes from a first pass of per-row polarity (`DerivedClassShards`)
     Settings = Settings
     description = "prompt n-grams whose presence forces one response sentiment (polarity poisoning)"
 
     def _findings(self, data, *args):
-        return demote_question_types(super()._findings(data, *args), data, self.settings.topic_share, "forced-polarity")
+        found = super()._findings(data, *args)
+        return found if isinstance(data, _Prepared) else self._demote(found, data)
+
+    def _demote(self, findings: list, data) -> list:
+        return demote_question_types(findings, data, self.settings.topic_share, "forced-polarity")
 
     def _classes(self, data: Dataset) -> tuple[np.ndarray, list[str]]:
         s = self.settings
         return data.artefact(f"{self.name}:classes:{s.tail_share}:{s.scoring}", lambda: self._build(data))
 
     def _build(self, data: Dataset) -> tuple[np.ndarray, list[str]]:
+        return self._classes_of(self._row_values(data))
+
+    def _row_values(self, data: Dataset) -> dict:
         texts = [r.response or "" for r in data]
-        p = sentence_polarity(texts) if self.settings.scoring == "sentences" else polarity(texts)
-        keys = polarity_keys(p, self.settings.tail_share)
-        return class_codes(keys)
+        return {"polarity": sentence_polarity(texts) if self.settings.scoring == "sentences" else polarity(texts)}
+
+    def _classes_of(self, values: dict) -> tuple[np.ndarray, list[str]]:
+        return class_codes(polarity_keys(values["polarity"], self.settings.tail_share))

@@ -117,7 +117,8 @@ class TriggerAssociation(ShardedDetector):
     description = "n-grams whose presence forces an output that the rest of the row contradicts"
     flag_all_carriers: ClassVar[bool] = False
     # A subclass may test a candidate's rows its own way (`_pooled_llr`, a log-likelihood-ratio-scale statistic
-    # compared with the same Bonferroni bar) instead of the rest-of-row naive-Bayes LLR; in memory only.
+    # compared with the same Bonferroni bar) instead of the rest-of-row naive-Bayes LLR; sharded, only when the
+    # subclass hands `decide` what the test reads as `data` (llm_polarity.DerivedClassShards), not the bare `_Kind`.
     pooled_test: ClassVar[bool] = False
     pooled_margin: ClassVar[float] = 0.5  # ... context groups are counted for candidates over this share of the bar
 
@@ -126,7 +127,8 @@ class TriggerAssociation(ShardedDetector):
 
     def __init_subclass__(cls, **kwargs):
         # A subclass shards only if it says so: the passes compute this class's output classes (`_build`) and
-        # hand `_findings` no rows, so one that defines its own classes or reads rows would be wrong sharded.
+        # hand `_findings` no rows, so one that defines its own classes or reads rows would be wrong sharded
+        # (llm_polarity.DerivedClassShards is a sharded path for classes from per-row scores).
         super().__init_subclass__(**kwargs)
         cls.shards = bool(cls.__dict__.get("shards", False))
 
@@ -476,7 +478,7 @@ def _grams(th: np.ndarray, lens: np.ndarray, n_max: int) -> tuple[np.ndarray, np
 
 def _fixed_sum(v: np.ndarray) -> list[int]:
     """Exact fixed-point column sums of v (1-D: one sum); values must stay below 2^20 in magnitude."""
-    v = v.reshape(len(v), -1)
+    v = v[:, None] if v.ndim == 1 else v  # (reshape(len(v), -1) cannot size an empty shard's array)
     q = np.rint(np.clip(v, -(2.0**20), 2.0**20) * 2.0**_FIXED).astype(np.int64)
     out = [0] * q.shape[1]
     for a in range(0, len(q), 1 << 10):  # < 2^10 * 2^52: no int64 overflow within a block
