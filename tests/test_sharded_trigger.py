@@ -134,18 +134,10 @@ def test_in_process_dask_matches(sst2_badnets, sst2_whole):
         _same(scan_sharded(sst2_badnets[0], detectors=[TA], shard_rows=600, client=client), sst2_whole)
 
 
-def test_polarity_trigger_still_fails_closed_when_sharded(tmp_path, medquad_rows):
-    """A subclass without a per-shard path (its classes are dataset-wide sentiment quantiles) is FAILED."""
-    path = write_jsonl(tmp_path / "mq.jsonl", [{"question": r["question"], "answer": r["answer"]}
-                                                for r in medquad_rows[:60]])
-    report = scan_sharded(path, detectors=[TA, "polarity-trigger"], shard_rows=25)
-    status = {r.name: r.status for r in report.detectors}
-    assert status["polarity-trigger"] is DetectorStatus.FAILED and status[TA] is not DetectorStatus.FAILED
-
-
 def test_subclasses_shard_only_when_they_say_so():
-    """Subclasses define their own output classes or read rows in `_findings` (polarity-trigger): not sharded
-    unless the subclass declares it, so a new one fails closed in a sharded scan instead of running wrong."""
+    """Subclasses define their own output classes or read rows in `_findings`: not sharded unless the subclass
+    declares it (polarity-trigger does, with its own passes), so a new one fails closed in a sharded scan
+    instead of running wrong."""
     from trainguard.detectors.base import runs_sharded
     from trainguard.detectors.llm_polarity import PolarityTrigger
     from trainguard.detectors.trigger_association import TriggerAssociation
@@ -158,4 +150,4 @@ def test_subclasses_shard_only_when_they_say_so():
         shards = True
 
     assert runs_sharded(TriggerAssociation) and runs_sharded(Declared)
-    assert not runs_sharded(Derived) and not runs_sharded(PolarityTrigger)
+    assert not runs_sharded(Derived) and runs_sharded(PolarityTrigger)
