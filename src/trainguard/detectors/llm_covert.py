@@ -549,6 +549,7 @@ class _Facts:
 
 
 def _facts(data: Dataset, s: Settings) -> _Facts:
+    """The first map: each row decoded, scored and described once, keeping only what the decisions use."""
     prompts, answers = _fields(data)
     harm, comply = data.artefact("llm-safety:scores", lambda: safety_scores(prompts, answers))
     n = len(prompts)
