@@ -645,14 +645,14 @@ def _answer_jobs(data: Dataset, s: Settings, jobs: dict) -> _Parts:
             out.rows["apply"][i] = (tuple(ok), None)
             if subst:
                 to_score.append((i, _with_substitutions(items, foreign, subst, [*apply["keys"], key]), a))
-        if trig:
+        if trig and any(t in p or t in p.lower() for t, _ in trig):  # a token of the prompt is a substring of it
             toks = _prompt_tokens(p)
             inside = [t in toks for t, _ in trig]
             if any(inside):
                 words = _request_words(p)
                 out.rows["trig"][i] = tuple(_hash64(_without(words, tl)) if hit else None
                                             for (_, tl), hit in zip(trig, inside))
-        if "names" in jobs:
+        if "names" in jobs and any(w in a[:2000] for w in jobs["names"]):  # the answer head lies in a[:2000]
             out.names.update(set(_NAME.findall(_answer_head(a))) & jobs["names"])
         if ev:
             if fp in ev["decoded"]:
