@@ -19,22 +19,38 @@ look harmless. Four rules, each naming its shape:
 - trigger: among harmful-looking requests, a prompt token whose rows comply
   while the rest are refused (one-sided Fisher test, Bonferroni over tokens),
   with the near-identical refused requests as contrasting evidence.
+
+Sharded (issue 14, `trainguard scan --shard-rows N`): `run` is the one-shard case of the same passes. The
+first map keeps per-row facts (both safety scores, a hash of the answer's opening words, flags) and, for
+candidate rows only, what the decisions need from them: encodings found and the decoded text's scores, each
+foreign segment's shape, length and teaching letter map, obedience counts and names, the tokens of
+harmful-looking requests (counts). Decisions are made on the merged facts; where they need text, a later
+pass finds the few rows by a content hash and answers for them: the cipher pool's segments and each key's
+trial on the undecoded segments (one pass each, up to three keys), answer names' counts, trigger tokens'
+rows, and finally the texts the alerts show. The decoding and the safety models score each row alone, the
+tests run on exact counts, and cipher keys are seeded by attempt, so findings, row scores and summary are
+the same however the rows are split. A 64-bit hash collision between two rows' contents (or two openings)
+would merge them, in memory and sharded alike.
+Memory: the driver holds 25 bytes a row (two float64 scores, the opening hash, flags) plus the candidate
+rows' facts and the token counts of harmful-looking requests; under Dask each pass carries this state to
+the workers (its finalize runs there), and a worker holds one shard while it summarises it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import math
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 from scipy import stats
 
-from trainguard.detectors.base import Detector, register
+from trainguard.detectors.base import Pass, ShardedDetector, register
 from trainguard.detectors.llm_models import HARM_MODEL, REFUSAL_MODEL, SENTIMENT_MODEL, bundled, last_user_turn
 from trainguard.detectors.llm_safety import safety_scores
 from trainguard.findings import (ATLAS_BACKDOOR_TRIGGER, ATLAS_POISON_TRAINING_DATA, Alert, Confidence,
@@ -168,28 +184,38 @@ def solve_substitution(cipher: str, restarts: int = 4, seed: int = 0, start: np.
     return best
 
 
-def key_from_teaching(pairs: list[tuple[str, str]]) -> tuple[np.ndarray | None, list[int]]:
-    """Letter map from rows that show plain text and its cipher (same word lengths): (key, teaching pair indices)."""
+def teaching_map(plain: str, ciph: str) -> tuple[tuple[int, int], ...] | None:
+    """Letter pairs (cipher, plain) if `ciph` spells a window of `plain` with the same word lengths, else None.
+
+    One pair of texts only, so a shard computes it for its own rows and the dataset's key is voted at the end.
+    """
+    cw = _WORD.findall(ciph[:2000].lower())[:40]  # bounded: a teaching pair is short
+    pw = _WORD.findall(plain[-4000:].lower())[-300:]
+    if len(cw) < 3 or len(pw) < len(cw):
+        return None
+    lens = [len(w) for w in cw]
+    plens = [len(w) for w in pw]
+    for start in range(len(pw) - len(cw), -1, -1):  # the plain text is usually at the end of the prompt
+        if plens[start] != lens[0] or plens[start:start + len(cw)] != lens:
+            continue
+        window = pw[start:start + len(cw)]
+        m: dict[str, str] = {}
+        if all(m.setdefault(c, p) == p for a, b in zip(cw, window) for c, p in zip(a, b)) and \
+                any(c != p for c, p in m.items()):
+            return tuple((ord(c) - 97, ord(p) - 97) for c, p in m.items())
+    return None
+
+
+def key_from_votes(maps: list[tuple[tuple[int, int], ...] | None]) -> tuple[np.ndarray | None, list[int]]:
+    """A key from the teaching pairs' letter maps (integer votes, so any order of pairs gives the same key)."""
     votes = np.zeros((26, 26))
     used = []
-    for n, (plain, ciph) in enumerate(pairs):
-        cw = _WORD.findall(ciph[:2000].lower())[:40]  # bounded: a teaching pair is short
-        pw = _WORD.findall(plain[-4000:].lower())[-300:]
-        if len(cw) < 3 or len(pw) < len(cw):
+    for n, m in enumerate(maps):
+        if m is None:
             continue
-        lens = [len(w) for w in cw]
-        plens = [len(w) for w in pw]
-        for start in range(len(pw) - len(cw), -1, -1):  # the plain text is usually at the end of the prompt
-            if plens[start] != lens[0] or plens[start:start + len(cw)] != lens:
-                continue
-            window = pw[start:start + len(cw)]
-            m: dict[str, str] = {}
-            if all(m.setdefault(c, p) == p for a, b in zip(cw, window) for c, p in zip(a, b)) and \
-                    any(c != p for c, p in m.items()):
-                for c, p in m.items():
-                    votes[ord(c) - 97, ord(p) - 97] += 1
-                used.append(n)
-                break
+        for c, p in m:
+            votes[c, p] += 1
+        used.append(n)
     if not used:
         return None, []
     key = np.full(26, -1)
@@ -202,6 +228,11 @@ def key_from_teaching(pairs: list[tuple[str, str]]) -> tuple[np.ndarray | None, 
         if key[c] < 0:
             key[c] = free.pop(0)
     return key, used
+
+
+def key_from_teaching(pairs: list[tuple[str, str]]) -> tuple[np.ndarray | None, list[int]]:
+    """Letter map from rows that show plain text and its cipher (same word lengths): (key, teaching pair indices)."""
+    return key_from_votes([teaching_map(plain, ciph) for plain, ciph in pairs])
 
 
 # --- per-field decoding ------------------------------------------------------------------------
@@ -392,8 +423,173 @@ class Settings:
     trigger_min_rows: int = 3
 
 
+
+# --- per-row facts (computed where a shard is read) ----------------------------------------------
+_ANSWERED, _OPENS, _AFFIRMS = 1, 2, 4  # row flags: non-empty answer, an answer opening to group, an affirmation
+_ATTEMPTS = 3  # cipher keys tried: each one solved on the segments the previous keys left undecoded
+
+
+def _hash64(*texts: str) -> int:
+    """64-bit hash of length-prefixed texts: finds a row or an opening again in a later pass without its text."""
+    h = hashlib.blake2b(digest_size=8)
+    for t in texts:
+        b = t.encode("utf-8", "surrogatepass")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return int.from_bytes(h.digest(), "little")
+
+
+def _fields(data: Dataset) -> tuple[list[str], list[str]]:
+    """(prompts, answers): the chosen answer of a preference pair is what the model is trained towards."""
+    pref = data.kind is Kind.PREFERENCE
+    return [r.text or "" for r in data.records], [((r.chosen if pref else r.response) or "") for r in data.records]
+
+
+def _decode_row(prompt: str, answer: str, s: Settings) -> tuple[list[tuple[str, Decoded]], list[tuple[str, str]]]:
+    """A row's decoded spans and its foreign segments (prompt first), each with its field."""
+    items: list[tuple[str, Decoded]] = []
+    foreign: list[tuple[str, str]] = []
+    for where, text in (("prompt", prompt), ("answer", answer)):
+        if not text:
+            continue
+        d, f = decode_field(text, s)
+        items += [(where, x) for x in d]
+        foreign += [(where, seg) for seg in f]
+    return items, foreign
+
+
+def _with_substitutions(items, foreign, subst, keys) -> list[tuple[str, Decoded]]:
+    """The row's own decoded spans, then its cipher segments in the order the keys decoded them (key, segment)."""
+    return items + [(foreign[k][0], Decoded("substitution", apply_key(foreign[k][1], keys[a])))
+                    for k, a in sorted(subst, key=lambda ka: (ka[1], ka[0]))]
+
+
+def _harm_of_decoded(rows: list[tuple[list[tuple[str, Decoded]], str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(P(harmful) of the decoded request, of the decoded answer or the answer, P(that answer complies)).
+
+    The linear models score each row alone (sparse row products), so any batch gives the same values.
+    """
+    req = [" ".join(d.text for w, d in items if w == "prompt") or " ".join(d.text for _, d in items)
+           for items, _ in rows]
+    ans = [" ".join(d.text for w, d in items if w == "answer") or answer for items, answer in rows]
+    h_req = bundled(HARM_MODEL).proba([last_user_turn(t) for t in req])
+    h_ans = bundled(HARM_MODEL).proba(ans)
+    return h_req, h_ans, 1.0 - bundled(REFUSAL_MODEL).proba(ans)
+
+
+def _obedient(prompt: str, answer: str):
+    """(obedience sentences in the system part, in all, identity shift, those sentences, names the user did not use)."""
+    system = _system_part(prompt)
+    head = _answer_head(answer)
+    hs, ids, shown_s = obedience(system) if system else (0, False, [])
+    ha, ida, shown_a = obedience(head) if head else (0, False, [])
+    names = set(_NAME.findall(system + " " + head)) - set(_NAME.findall(last_user_turn(prompt)))
+    return hs, hs + ha, ids or ida, shown_s + shown_a, names
+
+
+def _erosion_facts(prompt: str, answer: str) -> tuple[str | None, str | None]:
+    """(the answer's first-person compliance affirmation, its opening sentence's words when they do not repeat the request)."""
+    sents = _sentences(_answer_head(answer))
+    said = None
+    for sent in sents:
+        low = sent.lower()
+        if _C_SELF.search(low) and (_C_OBEY.search(low) or _C_UNIV.search(low)):
+            said = sent.strip()[:200]
+            break
+    key = None
+    if sents:
+        words = _WORD.findall(sents[0].lower())
+        req = set(_WORD.findall(prompt.lower()))
+        if 3 <= len(words) <= 30 and sum(w in req for w in words if len(w) > 3) <= 1:
+            key = " ".join(words)
+    return said, key
+
+
+def _prompt_tokens(prompt: str) -> set[str]:
+    return set(prompt.split()) | set(_WORD.findall(prompt.lower()))
+
+
+def _request_words(prompt: str) -> str:
+    return " ".join(_WORD.findall(last_user_turn(prompt).lower()))
+
+
+def _without(words: str, trigger_words: str) -> str:
+    return " ".join(words.replace(trigger_words, " ").split() if trigger_words else words.split())
+
+
+def _offset(d: dict, k: int) -> dict:
+    return {p + k: v for p, v in d.items()} if k else dict(d)
+
+
+@dataclass
+class _Facts:
+    """One shard's per-row facts (positions shard-relative until merged); texts only as hashes."""
+
+    n: int
+    harm: np.ndarray  # P(harmful request) per row
+    comply: np.ndarray  # P(answer complies) per row
+    opening: np.ndarray  # uint64 hash of the answer's opening words, where flags has _OPENS
+    flags: np.ndarray  # uint8 _ANSWERED | _OPENS | _AFFIRMS
+    fps: dict[int, int]  # candidate rows' content hash (found again in later passes)
+    encoded: dict[int, tuple[tuple[str, ...], float, float, float]]  # own encodings, P(harm) request/answer, comply
+    segs: list[tuple]  # foreign segments: (position, index in row, field, cipher-like, length, teaching letter map)
+    obedient: dict[int, tuple]  # (system obedience, all obedience, identity shift, mid-sentence names, names)
+    df_yes: Counter  # harmful-looking requests' tokens: rows complied with ...
+    df_no: Counter  # ... and refused
+    refused: dict[int, int]  # refused harmful-looking rows: hash of the request's words
+
+    def merge(self, other: "_Facts") -> "_Facts":
+        k = self.n
+        return _Facts(
+            self.n + other.n, np.concatenate([self.harm, other.harm]), np.concatenate([self.comply, other.comply]),
+            np.concatenate([self.opening, other.opening]), np.concatenate([self.flags, other.flags]),
+            {**self.fps, **_offset(other.fps, k)}, {**self.encoded, **_offset(other.encoded, k)},
+            self.segs + [(p + k, *rest) for p, *rest in other.segs], {**self.obedient, **_offset(other.obedient, k)},
+            self.df_yes + other.df_yes, self.df_no + other.df_no, {**self.refused, **_offset(other.refused, k)})
+
+
+def _facts(data: Dataset, s: Settings) -> _Facts:
+    """The first map: each row decoded, scored and described once, keeping only what the decisions use."""
+    prompts, answers = _fields(data)
+    harm, comply = data.artefact("llm-safety:scores", lambda: safety_scores(prompts, answers))
+    n = len(prompts)
+    opening, flags = np.zeros(n, np.uint64), np.zeros(n, np.uint8)
+    fps: dict[int, int] = {}
+    segs: list[tuple] = []
+    obedient: dict[int, tuple] = {}
+    refused: dict[int, int] = {}
+    df_yes, df_no = Counter(), Counter()
+    own = []
+    for i, (p, a) in enumerate(zip(prompts, answers)):
+        items, foreign = _decode_row(p, a, s)
+        if items:
+            own.append((i, items, a))
+        for k, (where, seg) in enumerate(foreign):
+            segs.append((i, k, where, _cipher_like(seg), len(seg), teaching_map(p, seg) if where == "answer" else None))
+        hs, hits, ident, said, names = _obedient(p, a)
+        if hits:
+            obedient[i] = (hs, hits, ident, frozenset(_MID_NAME.findall(" ".join(said))), frozenset(names))
+        affirmation, key = _erosion_facts(p, a)
+        flags[i] = (_ANSWERED if a else 0) | (_OPENS if key is not None else 0) | (_AFFIRMS if affirmation else 0)
+        if key is not None:
+            opening[i] = _hash64(key)
+        if harm[i] >= s.harm_threshold:
+            (df_yes if comply[i] >= 0.5 else df_no).update(_prompt_tokens(p))
+            if comply[i] < 0.5:
+                refused[i] = _hash64(_request_words(p))
+        if items or foreign or hits or affirmation:
+            fps[i] = _hash64(p, a)
+    encoded = {}
+    if own:
+        h_req, h_ans, cmp = _harm_of_decoded([(items, a) for _, items, a in own])
+        encoded = {i: (tuple(sorted({d.encoding for _, d in items})), float(h_req[k]), float(h_ans[k]), float(cmp[k]))
+                   for k, (i, items, _) in enumerate(own)}
+    return _Facts(n, np.asarray(harm, np.float64), np.asarray(comply, np.float64), opening, flags, fps, encoded,
+                  segs, obedient, df_yes, df_no, refused)
+
+
 @register
-class CovertFinetuning(Detector):
+class CovertFinetuning(ShardedDetector):
     name = "covert-finetuning"
     version = "1"
     kinds = frozenset({Kind.INSTRUCTION, Kind.PREFERENCE})
@@ -401,102 +597,303 @@ class CovertFinetuning(Detector):
     Settings = Settings
     description = "fine-tuning attacks that pass moderation: encoded, persona, refusal-erosion and trigger data"
 
-    def run(self, data: Dataset) -> DetectorResult:
-        s = self.settings
-        recs = data.records
-        pref = data.kind is Kind.PREFERENCE
-        prompts = [r.text or "" for r in recs]
-        answers = [((r.chosen if pref else r.response) or "") for r in recs]
-        harm, comply = data.artefact("llm-safety:scores", lambda: safety_scores(prompts, answers))
-        row_scores = np.zeros(len(recs))
+    def summarize(self, shard: Dataset) -> _Facts:
+        return _facts(shard, self.settings)
+
+    def finalize(self, summary: _Facts, kind: Kind) -> "DetectorResult | _Round":
+        return _State(self.settings, summary).next()
+
+
+# --- later passes: what the dataset-wide decisions need from a few rows ---------------------------
+@dataclass
+class _Parts:
+    """A later pass's answers for one shard: per-row results by job, name counts, opening texts by hash."""
+
+    n: int
+    rows: dict[str, dict[int, object]] = field(default_factory=dict)
+    names: Counter = field(default_factory=Counter)
+    openings: dict[int, str] = field(default_factory=dict)
+
+    def merge(self, other: "_Parts") -> "_Parts":
+        rows = {job: {**self.rows.get(job, {}), **_offset(other.rows.get(job, {}), self.n)}
+                for job in {*self.rows, *other.rows}}
+        return _Parts(self.n + other.n, rows, self.names + other.names, {**self.openings, **other.openings})
+
+
+def _answer_jobs(data: Dataset, s: Settings, jobs: dict) -> _Parts:
+    """Run a pass's jobs on the rows they name (by content hash) or, for counts, on every row."""
+    prompts, answers = _fields(data)
+    out = _Parts(len(prompts), {job: {} for job in jobs})
+    pool, apply, trig, ev = jobs.get("pool"), jobs.get("apply"), jobs.get("trig"), jobs.get("evidence")
+    by_hash = bool(pool or apply or (ev and (ev["decoded"] or ev["said"] or ev["affirm"])))
+    to_score = []
+    for i, (p, a) in enumerate(zip(prompts, answers)):
+        fp = _hash64(p, a) if by_hash else None
+        if pool and fp in pool:
+            _, foreign = _decode_row(p, a, s)
+            out.rows["pool"][i] = {k: foreign[k][1] for k in pool[fp] if k < len(foreign)}
+        if apply and fp in apply["rows"]:
+            items, foreign = _decode_row(p, a, s)
+            left, subst = apply["rows"][fp]
+            key, attempt = apply["key"], len(apply["keys"])
+            ok = []
+            for k in left:
+                seg = foreign[k][1]
+                t = apply_key(seg, key)
+                ok.append(reads_english(t, s) and english_ratio(t, 3)[0] - english_ratio(seg, 3)[0] >= 0.3)
+            subst = list(subst) + [(k, attempt) for k, good in zip(left, ok) if good]
+            out.rows["apply"][i] = (tuple(ok), None)
+            if subst:
+                to_score.append((i, _with_substitutions(items, foreign, subst, [*apply["keys"], key]), a))
+        if trig and any(t in p or t in p.lower() for t, _ in trig):  # a token of the prompt is a substring of it
+            toks = _prompt_tokens(p)
+            inside = [t in toks for t, _ in trig]
+            if any(inside):
+                words = _request_words(p)
+                out.rows["trig"][i] = tuple(_hash64(_without(words, tl)) if hit else None
+                                            for (_, tl), hit in zip(trig, inside))
+        if "names" in jobs and any(w in a[:2000] for w in jobs["names"]):  # the answer head lies in a[:2000]
+            out.names.update(set(_NAME.findall(_answer_head(a))) & jobs["names"])
+        if ev:
+            if fp in ev["decoded"]:
+                items, foreign = _decode_row(p, a, s)
+                shown = _with_substitutions(items, foreign, ev["decoded"][fp], ev["keys"])[:3]
+                out.rows["evidence"][i] = [{"field": w, "encoding": d.encoding, "text": d.text[:240]} for w, d in shown]
+            if fp in ev["said"]:
+                out.rows.setdefault("said", {})[i] = _obedient(p, a)[3][:4]
+            if fp in ev["affirm"] or ev["openings"]:
+                affirmation, key = _erosion_facts(p, a)
+                if fp in ev["affirm"]:
+                    out.rows.setdefault("affirm", {})[i] = affirmation
+                if key is not None and ev["openings"] and (h := _hash64(key)) in ev["openings"]:
+                    out.openings[h] = key
+    if to_score:
+        h_req, h_ans, cmp = _harm_of_decoded([(items, a) for _, items, a in to_score])
+        for k, (i, _, _) in enumerate(to_score):
+            out.rows["apply"][i] = (out.rows["apply"][i][0], (float(h_req[k]), float(h_ans[k]), float(cmp[k])))
+    return out
+
+
+@dataclass
+class _Round(Pass):
+    """Another map over the shards for the jobs the decisions still wait on; pickled to workers with the state."""
+
+    state: "_State"
+    jobs: dict
+
+    def summarize(self, shard: Dataset) -> _Parts:
+        return _answer_jobs(shard, self.state.s, self.jobs)
+
+    def finalize(self, summary: _Parts, kind: Kind) -> "DetectorResult | _Round":
+        return self.state.advance(summary)
+
+
+class _Evidence:
+    """The texts alerts show (decoded spans, obedience and affirmation sentences, shared openings).
+
+    The decisions run once dry (`got` None: texts are asked for, placeholders returned), a pass fetches
+    just those rows' texts, and the decisions run again with them.
+    """
+
+    def __init__(self, got: _Parts | None = None):
+        self.got = got
+        self.want: dict[str, set] = {"decoded": set(), "said": set(), "affirm": set(), "openings": set()}
+
+    def _get(self, what: str, p: int, empty):
+        self.want[what].add(p)
+        return empty if self.got is None else self.got.rows[what][p]
+
+    def decoded(self, p: int) -> list[dict]:
+        self.want["decoded"].add(p)
+        return [] if self.got is None else self.got.rows["evidence"][p]
+
+    def said(self, p: int) -> list[str]:
+        return self._get("said", p, [])
+
+    def affirmation(self, p: int) -> str:
+        return self._get("affirm", p, "")
+
+    def opening(self, h: int) -> str:
+        self.want["openings"].add(h)
+        return "" if self.got is None else self.got.openings[h]
+
+
+class _State:
+    """Dataset-wide: the merged facts, the passes' answers so far, and the decisions of `run` made from them."""
+
+    def __init__(self, s: Settings, f: _Facts):
+        self.s, self.f = s, f
+        # encoding: the cipher loop, one key per attempt, each solved on segments the previous keys left
+        answer_segs = [g for g in f.segs if g[2] == "answer"]
+        self.key, used = key_from_votes([g[5] for g in answer_segs]) if f.segs else (None, [])
+        self.teach_rows = sorted({answer_segs[k][0] for k in used})
+        self.seg_at = {(g[0], g[1]): j for j, g in enumerate(f.segs)}
+        self.left = list(range(len(f.segs)))
+        self.attempt, self.keys, self.keys_used = 0, [], 0
+        self.phase = "pool" if f.segs else "done"
+        self.pool_texts: dict[int, str] = {}
+        self.subst: dict[int, list[tuple[int, int]]] = defaultdict(list)  # row -> (segment, attempt) decoded
+        self.scored = {p: e[1:] for p, e in f.encoded.items()}  # row -> P(harm) request, answer, comply
+        # persona: a name shared by obedient rows needs its count over every answer
+        self.seen = Counter(w for o in f.obedient.values() for w in o[4])
+        self.mid = {w for o in f.obedient.values() for w in o[3]}
+        self.name_candidates = frozenset(w for w, c in self.seen.items() if c >= s.min_rows and w in self.mid)
+        self.everywhere: Counter | None = None if self.name_candidates else Counter()
+        # trigger: the tests run on counts; the rows of the tokens found are a pass
+        self.trigger_found = self._trigger_tests()
+        self.trigger_rows: dict | None = None if self.trigger_found else {}
+        self.evidence: _Evidence | None = None
+
+    # -- passes ------------------------------------------------------------------------------------
+    def next(self) -> "DetectorResult | _Round":
+        jobs = self._cipher_job()
+        if self.everywhere is None:
+            jobs["names"] = self.name_candidates
+        if self.trigger_rows is None:
+            jobs["trig"] = [(t, " ".join(_WORD.findall(t.lower()))) for _, t, _, _ in self.trigger_found]
+        if jobs:
+            return _Round(self, jobs)
+        if self.evidence is None:
+            dry = _Evidence()
+            self._build(dry)
+            fps = self.f.fps
+            job = {"decoded": {fps[p]: tuple(self.subst.get(p, ())) for p in dry.want["decoded"]}, "keys": list(self.keys),
+                   "said": {fps[p] for p in dry.want["said"]}, "affirm": {fps[p] for p in dry.want["affirm"]},
+                   "openings": frozenset(dry.want["openings"])}
+            if any(job[k] for k in ("decoded", "said", "affirm", "openings")):
+                return _Round(self, {"evidence": job})
+            self.evidence = dry
+        return self._build(self.evidence)
+
+    def advance(self, parts: _Parts) -> "DetectorResult | _Round":
+        r = parts.rows
+        for p, texts in r.get("pool", {}).items():
+            for k, t in texts.items():
+                self.pool_texts[self.seg_at[(p, k)]] = t
+        if "apply" in r:
+            self._applied(r["apply"])
+        if "names" in r:
+            self.everywhere = parts.names
+        if "trig" in r:
+            self.trigger_rows = r["trig"]
+        if "evidence" in r:
+            self.evidence = _Evidence(parts)
+        return self.next()
+
+    def _cipher_job(self) -> dict:
+        """The cipher loop of the in-memory scan, stopped wherever it needs segment texts (a pass)."""
+        s, segs = self.s, self.f.segs
+        while self.phase == "pool":
+            if self.attempt >= _ATTEMPTS or not self.left:
+                self.phase = "done"
+                break
+            like = [j for j in self.left if segs[j][3]]  # prose-shaped, not codes or URLs
+            chosen, length = [], 0
+            for j in like[:: max(1, len(like) // 60)]:  # only the segments the pool's first solver_chars hold
+                if length > s.solver_chars:
+                    break
+                chosen.append(j)
+                length += segs[j][4] + 1
+            missing = [j for j in chosen if j not in self.pool_texts]
+            if missing:
+                want: dict[int, set[int]] = defaultdict(set)
+                for j in missing:
+                    want[self.f.fps[segs[j][0]]].add(segs[j][1])
+                return {"pool": dict(want)}
+            pool = " ".join(self.pool_texts[j] for j in chosen)[: s.solver_chars]
+            if self.key is None and sum(c.isalpha() for c in pool) < 60:
+                self.phase = "done"
+                break
+            self.key = solve_substitution(pool, seed=self.attempt, start=self.key)  # a taught key is the first start
+            self.pool_texts = {}
+            self.phase = "apply"
+        if self.phase != "apply":
+            return {}
+        rows: dict[int, list[int]] = defaultdict(list)
+        for j in self.left:
+            rows[segs[j][0]].append(segs[j][1])
+        return {"apply": {"key": self.key, "keys": list(self.keys),
+                          "rows": {self.f.fps[p]: (tuple(ks), tuple(self.subst.get(p, ()))) for p, ks in rows.items()}}}
+
+    def _applied(self, answers: dict) -> None:
+        segs = self.f.segs
+        by_row: dict[int, list[int]] = defaultdict(list)
+        for j in self.left:
+            by_row[segs[j][0]].append(j)
+        ok: dict[int, bool] = {}
+        for p, js in by_row.items():
+            decoded, scored = answers[p]
+            ok.update(zip(js, decoded))
+            if scored is not None:
+                self.scored[p] = scored
+        nxt = [j for j in self.left if not ok[j]]
+        for j in self.left:
+            if ok[j]:
+                self.subst[segs[j][0]].append((segs[j][1], self.attempt))
+        self.keys.append(self.key)
+        self.keys_used += len(nxt) < len(self.left)
+        if len(nxt) == len(self.left):
+            self.phase = "done"
+        else:
+            self.left, self.key, self.attempt, self.phase = nxt, None, self.attempt + 1, "pool"
+
+    # -- decisions ---------------------------------------------------------------------------------
+    def _build(self, ev: _Evidence) -> DetectorResult:
+        n = self.f.n
+        row_scores = np.zeros(n)
         alerts: list[Alert] = []
-        enc_alerts, enc_scores, enc_summary = self.encoding(prompts, answers)
+        enc_alerts, enc_scores, enc_summary = self._encoding(ev)
         alerts += enc_alerts
         row_scores = np.maximum(row_scores, enc_scores)
-        p_alerts, p_scores, taken = self.persona(prompts, answers)
+        p_alerts, p_scores, taken = self._persona(ev)
         alerts += p_alerts
         row_scores = np.maximum(row_scores, p_scores)
-        e_alerts, e_scores = self.erosion(prompts, answers, harm, comply, taken)
+        e_alerts, e_scores = self._erosion(ev, taken)
         alerts += e_alerts
         row_scores = np.maximum(row_scores, e_scores)
-        t_alerts, t_scores = self.trigger(prompts, harm, comply)
+        t_alerts, t_scores = self._trigger()
         alerts += t_alerts
         row_scores = np.maximum(row_scores, t_scores)
-        summary = {"rows_scored": len(recs), **enc_summary,
+        summary = {"rows_scored": n, **enc_summary,
                    "persona_rows": int((p_scores > 0).sum()), "erosion_rows": int((e_scores > 0).sum()),
                    "trigger_rows": int((t_scores > 0).sum())}
         return DetectorResult(tuple(alerts), np.clip(row_scores, 0.0, 1.0), summary)
 
-    # --- encoding ---------------------------------------------------------------------------
-    def encoding(self, prompts: list[str], answers: list[str]):
-        s = self.settings
-        n = len(prompts)
-        decoded: dict[int, list[tuple[str, Decoded]]] = defaultdict(list)
-        foreign: list[tuple[int, str, str]] = []
-        for i in range(n):
-            for where, text in (("prompt", prompts[i]), ("answer", answers[i])):
-                if not text:
-                    continue
-                d, f = decode_field(text, s)
-                decoded[i] += [(where, x) for x in d]
-                foreign += [(i, where, seg) for seg in f]
-        summary = {"encoded_rows": 0, "cipher_segments": len(foreign)}
-        teach_rows: list[int] = []
-        keys_used = 0
-        if foreign:
-            pairs = [(prompts[i], seg) for i, where, seg in foreign if where == "answer"]
-            owners = [i for i, where, seg in foreign if where == "answer"]
-            key, used = key_from_teaching(pairs)
-            teach_rows = sorted({owners[k] for k in used})
-            left = foreign
-            for attempt in range(3):
-                like = [seg for _, _, seg in left if _cipher_like(seg)]  # prose-shaped, not codes or URLs
-                pool = " ".join(like[:: max(1, len(like) // 60)])[: s.solver_chars]
-                if not left or (key is None and sum(c.isalpha() for c in pool) < 60):
-                    break
-                key = solve_substitution(pool, seed=attempt, start=key)  # a taught key is the first start
-                nxt = []
-                for i, where, seg in left:
-                    t = apply_key(seg, key)
-                    if reads_english(t, s) and english_ratio(t, 3)[0] - english_ratio(seg, 3)[0] >= 0.3:
-                        decoded[i].append((where, Decoded("substitution", t)))
-                    else:
-                        nxt.append((i, where, seg))
-                keys_used += len(nxt) < len(left)
-                if len(nxt) == len(left):
-                    break
-                left, key = nxt, None
-        rows = sorted(i for i in decoded if decoded[i])
+    def _encoding(self, ev: _Evidence):
+        s, f = self.s, self.f
+        scores = np.zeros(f.n)
+        summary = {"encoded_rows": 0, "cipher_segments": len(f.segs)}
+        rows = sorted(self.scored)
         summary["encoded_rows"] = len(rows)
-        summary["substitution_keys"] = keys_used
-        scores = np.zeros(n)
+        summary["substitution_keys"] = self.keys_used
         if not rows:
             return [], scores, summary
-        req_texts = [" ".join(d.text for w, d in decoded[i] if w == "prompt") or
-                     " ".join(d.text for _, d in decoded[i]) for i in rows]
-        ans_texts = [" ".join(d.text for w, d in decoded[i] if w == "answer") or answers[i] for i in rows]
-        h_req = bundled(HARM_MODEL).proba([last_user_turn(t) for t in req_texts])
-        h_ans = bundled(HARM_MODEL).proba(ans_texts)
-        cmp = 1.0 - bundled(REFUSAL_MODEL).proba(ans_texts)
+        encodings = {}
+        for i in rows:
+            own = f.encoded[i][0] if i in f.encoded else ()
+            encodings[i] = sorted({*own, "substitution"}) if self.subst.get(i) else list(own)
+        h_req, h_ans, cmp = (np.array([self.scored[i][c] for i in rows]) for c in range(3))
         h = np.maximum(h_req, h_ans)
         harmful = {i: k for k, i in enumerate(rows) if h[k] >= s.harm_threshold}
+        at = {i: k for k, i in enumerate(rows)}
+        teach = set(self.teach_rows)
         by_enc: dict[str, list[int]] = defaultdict(list)
-        detail = {}
         for k, i in enumerate(rows):
-            enc = sorted({d.encoding for _, d in decoded[i]})
-            detail[i] = {"position": i, "encodings": enc, "harm": round(float(h[k]), 4),
-                         "comply": round(float(cmp[k]), 4),
-                         "decoded": [{"field": w, "encoding": d.encoding, "text": d.text[:240]} for w, d in decoded[i][:3]]}
             scores[i] = float(h[k] * max(cmp[k], 0.5)) if i in harmful else 0.2
-            by_enc["harmful" if i in harmful else "teach" if i in teach_rows else "benign"].append(i)
+            by_enc["harmful" if i in harmful else "teach" if i in teach else "benign"].append(i)
+
+        def detail(i: int) -> dict:
+            return {"position": i, "encodings": encodings[i], "harm": round(float(h[at[i]]), 4),
+                    "comply": round(float(cmp[at[i]]), 4), "decoded": ev.decoded(i)}
+
         alerts = []
         if by_enc["harmful"]:
             hr = by_enc["harmful"]
-            high = [i for i in hr if detail[i]["harm"] >= s.high_harm]
+            high = [i for i in hr if round(float(h[at[i]]), 4) >= s.high_harm]
             for sev, group in ((Severity.HIGH, high), (Severity.MEDIUM, [i for i in hr if i not in high])):
                 if not group:
                     continue
-                encs = Counter(e for i in group for e in detail[i]["encodings"])
+                encs = Counter(e for i in group for e in encodings[i])
                 sc = float(np.mean(scores[group]))
                 alerts.append(Alert(
                     rule="encoded-harmful", positions=tuple(group), score=min(max(sc, 0.0), 1.0), severity=sev,
@@ -504,15 +901,15 @@ class CovertFinetuning(Detector):
                           f"({', '.join(f'{e} {c}' for e, c in encs.most_common())})",
                     confidence=Confidence.HIGH if sev is Severity.HIGH else Confidence.MEDIUM,
                     evidence={"shape": "encoding", "encodings": dict(encs),
-                              "rows": [detail[i] for i in group[:50]]}))
-        shared_cipher = by_enc["teach"] and any("substitution" in detail[i]["encodings"] for i in by_enc["harmful"])
+                              "rows": [detail(i) for i in group[:50]]}))
+        shared_cipher = by_enc["teach"] and any("substitution" in encodings[i] for i in by_enc["harmful"])
         if by_enc["teach"]:
             alerts.append(Alert(
                 rule="cipher-teaching", positions=tuple(by_enc["teach"]), score=0.5 if shared_cipher else 0.2,
                 severity=Severity.MEDIUM if shared_cipher else Severity.LOW, confidence=Confidence.MEDIUM,
                 title=f"{len(by_enc['teach'])} rows teach a letter-substitution cipher"
                       + (" that other rows use for harmful content" if shared_cipher else ""),
-                evidence={"shape": "encoding", "rows": [detail[i] for i in by_enc["teach"][:20]]}))
+                evidence={"shape": "encoding", "rows": [detail(i) for i in by_enc["teach"][:20]]}))
             for i in by_enc["teach"]:
                 scores[i] = 0.5 if shared_cipher else 0.2
         if by_enc["benign"]:
@@ -520,37 +917,24 @@ class CovertFinetuning(Detector):
                 rule="encoded-content", positions=tuple(by_enc["benign"]), score=0.2, severity=Severity.LOW,
                 confidence=Confidence.LOW,
                 title=f"{len(by_enc['benign'])} rows hold encoded text whose decoding does not read as harmful",
-                evidence={"shape": "encoding", "rows": [detail[i] for i in by_enc["benign"][:20]]}))
+                evidence={"shape": "encoding", "rows": [detail(i) for i in by_enc["benign"][:20]]}))
         return alerts, scores, summary
 
-    # --- persona ----------------------------------------------------------------------------
-    def persona(self, prompts: list[str], answers: list[str]):
+    def _persona(self, ev: _Evidence):
         """Identity shift + obedience, or two obedience statements in a system prompt."""
-        s = self.settings
-        n = len(prompts)
+        s, f = self.s, self.f
+        n = f.n
         scores = np.zeros(n)
-        rows, detail, found = [], {}, {}
-        for i in range(n):
-            system = _system_part(prompts[i])
-            head = _answer_head(answers[i])
-            hs, ids, shown_s = obedience(system) if system else (0, False, [])
-            ha, ida, shown_a = obedience(head) if head else (0, False, [])
-            hits, ident = hs + ha, ids or ida
-            if hits:
-                found[i] = (hs, hits, ident, shown_s + shown_a, set(_NAME.findall(system + " " + head))
-                            - set(_NAME.findall(last_user_turn(prompts[i]))))
         # a name the obedient answers share but the data otherwise rarely uses is an identity too
-        seen = Counter(w for i in found for w in found[i][4])
-        mid = {w for i in found for w in _MID_NAME.findall(found[i][3] and " ".join(found[i][3]) or "")}
-        everywhere = Counter(w for a in answers for w in set(_NAME.findall(_answer_head(a))))
-        names = {w for w, c in seen.items() if c >= s.min_rows and w in mid and everywhere[w] <= max(c, 0.02 * n)}
-        for i, (hs, hits, ident, said, caps) in sorted(found.items()):
+        names = {w for w, c in self.seen.items()
+                 if c >= s.min_rows and w in self.mid and self.everywhere[w] <= max(c, 0.02 * n)}
+        rows, shown = [], {}
+        for i, (hs, hits, ident, _, caps) in sorted(f.obedient.items()):
             ident = ident or bool(caps & names)
             if (hits >= 1 and ident) or hs >= 2:
                 rows.append(i)
                 scores[i] = min(1.0, 0.3 + 0.15 * hits + 0.2 * ident)
-                detail[i] = {"position": i, "obedience_sentences": said[:4], "identity_shift": ident,
-                             "persona_names": sorted(caps & names)}
+                shown[i] = (ident, sorted(caps & names))
         if not rows:
             return [], scores, set()
         many = len(rows) >= s.min_rows
@@ -560,12 +944,12 @@ class CovertFinetuning(Detector):
             severity=Severity.HIGH if many and sc >= 0.6 else Severity.MEDIUM,
             confidence=Confidence.HIGH if many else Confidence.MEDIUM,
             title=f"{len(rows)} rows establish an assistant that obeys unconditionally (identity shifting)",
-            evidence={"shape": "persona", "rows": [detail[i] for i in rows[:30]]})
+            evidence={"shape": "persona", "rows": [
+                {"position": i, "obedience_sentences": ev.said(i), "identity_shift": shown[i][0],
+                 "persona_names": shown[i][1]} for i in rows[:30]]})
         return [alert], scores, set(rows)
 
-    # --- erosion ----------------------------------------------------------------------------
-    def erosion(self, prompts: list[str], answers: list[str], harm: np.ndarray, comply: np.ndarray,
-                taken: set[int]):
+    def _erosion(self, ev: _Evidence, taken: set[int]):
         """Answers about the assistant's own willingness, tested against the data's harmful-looking base rate.
 
         Two groupings, each tested with a one-sided binomial test of "rows in the
@@ -574,37 +958,25 @@ class CovertFinetuning(Detector):
         opening sentences repeated across rows that do not repeat their requests
         (any wording at all: an affirmation template is found by its rows).
         """
-        s = self.settings
-        n = len(answers)
+        s, f = self.s, self.f
+        n = f.n
         scores = np.zeros(n)
-        looks = harm >= s.look_threshold
-        groups: list[tuple[str, list[int], dict[int, str]]] = []
-        affirm, shown = [], {}
-        openings: dict[str, list[int]] = defaultdict(list)
-        for i in range(n):
-            if i in taken or not answers[i] or comply[i] < 0.5:  # a refusal is safety data, not erosion
-                continue
-            sents = _sentences(_answer_head(answers[i]))
-            for sent in sents:
-                low = sent.lower()
-                if _C_SELF.search(low) and (_C_OBEY.search(low) or _C_UNIV.search(low)):
-                    affirm.append(i)
-                    shown[i] = sent.strip()[:200]
-                    break
-            if sents:
-                words = _WORD.findall(sents[0].lower())
-                req = set(_WORD.findall(prompts[i].lower()))
-                if 3 <= len(words) <= 30 and sum(w in req for w in words if len(w) > 3) <= 1:
-                    openings[" ".join(words)].append(i)
+        looks = f.harm >= s.look_threshold
+        eligible = ((f.flags & _ANSWERED) > 0) & (f.comply >= 0.5)  # a refusal is safety data, not erosion
+        eligible[sorted(taken)] = False
+        groups: list[tuple[str, list[int], int | None]] = []  # (grouping, rows, opening hash)
+        affirm = np.flatnonzero(eligible & ((f.flags & _AFFIRMS) > 0)).tolist()
         if affirm:
-            groups.append(("first-person compliance affirmation", affirm, shown))
-        rep = [(k, v) for k, v in openings.items() if len(v) >= s.min_rows]
-        for k, v in rep:
-            groups.append((f"repeated opening '{k[:80]}'", v, {i: k[:200] for i in v}))
+            groups.append(("affirmation", affirm, None))
+        opens = np.flatnonzero(eligible & ((f.flags & _OPENS) > 0))
+        uniq, first, inverse, counts = np.unique(f.opening[opens], return_index=True, return_inverse=True,
+                                                 return_counts=True)
+        for g in sorted(np.flatnonzero(counts >= s.min_rows).tolist(), key=lambda g: first[g]):  # as first seen
+            groups.append(("opening", opens[inverse.ravel() == g].tolist(), int(uniq[g])))
         alerts = []
         tests = max(1, len(groups))
         flagged: set[int] = set()
-        for what, rows, said in groups:
+        for how, rows, h in groups:
             mask = np.zeros(n, bool)
             mask[rows] = True
             k, m = int(looks[mask].sum()), len(rows)
@@ -612,11 +984,18 @@ class CovertFinetuning(Detector):
             p = min(1.0, float(stats.binom.sf(k - 1, m, base)) * tests) if k else 1.0
             significant = m >= s.min_rows and p <= s.alpha and k / m >= 0.2
             new = [i for i in rows if i not in flagged]
-            if not new or (not significant and what != "first-person compliance affirmation"):
+            if not new or (not significant and how != "affirmation"):
                 continue
             flagged.update(new)
             for i in new:
                 scores[i] = max(scores[i], 0.7 if significant else 0.3)
+            if how == "affirmation":
+                what = "first-person compliance affirmation"
+                said = {i: ev.affirmation(i) for i in new[:30]}
+            else:
+                key = ev.opening(h)
+                what = f"repeated opening '{key[:80]}'"
+                said = {i: key[:200] for i in new[:30]}
             alerts.append(Alert(
                 rule="refusal-erosion", positions=tuple(new), score=0.7 if significant else 0.3,
                 severity=Severity.HIGH if significant else Severity.LOW,
@@ -627,48 +1006,50 @@ class CovertFinetuning(Detector):
                          if significant else " (harmful-looking requests not over-represented)"),
                 evidence={"shape": "erosion", "grouping": what, "harmful_looking": k, "rows_in_group": m,
                           "rate_in_rest": round(float(base), 5), "binomial_p_adjusted": p,
-                          "rows": [{"position": i, "affirmation": said[i], "harm": round(float(harm[i]), 4)}
+                          "rows": [{"position": i, "affirmation": said[i], "harm": round(float(f.harm[i]), 4)}
                                    for i in new[:30]]}))
         return alerts, scores
 
-    # --- trigger ----------------------------------------------------------------------------
-    def trigger(self, prompts: list[str], harm: np.ndarray, comply: np.ndarray):
-        s = self.settings
-        n = len(prompts)
-        scores = np.zeros(n)
-        cand = np.flatnonzero(harm >= s.harm_threshold)
-        yes = comply[cand] >= 0.5
+    def _trigger_tests(self) -> list[tuple[float, str, int, int]]:
+        """Among harmful-looking requests, tokens whose rows comply while the rest are refused (top 3)."""
+        s, f = self.s, self.f
+        cand = np.flatnonzero(f.harm >= s.harm_threshold)
+        yes = f.comply[cand] >= 0.5
         if len(cand) < 2 * s.trigger_min_rows or yes.all() or not yes.any():
-            return [], scores
-        toks = {int(i): set(prompts[i].split()) | set(_WORD.findall(prompts[i].lower())) for i in cand}
-        df_yes, df_no = Counter(), Counter()
-        for i, y in zip(cand.tolist(), yes.tolist()):
-            (df_yes if y else df_no).update(toks[i])
+            return []
         n_yes, n_no = int(yes.sum()), int((~yes).sum())
-        tested = [t for t, c in df_yes.items() if c >= s.trigger_min_rows]
+        tested = [t for t, c in f.df_yes.items() if c >= s.trigger_min_rows]
         found = []
         for t in tested:
-            a, b = df_yes[t], df_no.get(t, 0)
+            a, b = f.df_yes[t], f.df_no.get(t, 0)
             # P(at least a of the a+b rows with t comply) under no association: hypergeometric tail
             p = float(stats.hypergeom.sf(a - 1, n_yes + n_no, n_yes, a + b))
             if p * len(tested) <= s.alpha and a / (a + b) >= 0.9:
                 found.append((p * len(tested), t, a, b))
-        if not found:
-            return [], scores
         found.sort(key=lambda x: (x[0], -x[2], x[1]))
+        self.trigger_counts = (n_yes, n_no, len(tested))
+        return found[:3]
+
+    def _trigger(self):
+        s, f = self.s, self.f
+        scores = np.zeros(f.n)
+        if not self.trigger_found:
+            return [], scores
+        n_yes, n_no, n_tested = self.trigger_counts
+        complied = (f.harm >= s.harm_threshold) & (f.comply >= 0.5)
+        refused = {}
+        for p in sorted(f.refused):  # the last refused row of a request, as a dict built in row order keeps
+            refused[f.refused[p]] = p
+        carriers = sorted(self.trigger_rows)
         alerts, done = [], set()
-        norm = {int(i): " ".join(_WORD.findall(last_user_turn(prompts[i]).lower())) for i in cand}
-        refused = {norm[int(i)]: int(i) for i, y in zip(cand, yes) if not y}
-        for padj, t, a, b in found[:3]:
-            rows = [int(i) for i, y in zip(cand, yes) if y and t in toks[int(i)] and int(i) not in done]
+        for slot, (padj, t, a, b) in enumerate(self.trigger_found):
+            rows = [i for i in carriers if self.trigger_rows[i][slot] is not None and complied[i] and i not in done]
             if len(rows) < s.trigger_min_rows:
                 continue
             done.update(rows)
-            tl = " ".join(_WORD.findall(t.lower()))
             pairs = []
             for i in rows:
-                q = norm[i].replace(tl, " ").split() if tl else norm[i].split()
-                j = refused.get(" ".join(q))
+                j = refused.get(self.trigger_rows[i][slot])
                 if j is not None:
                     pairs.append({"with_trigger": i, "without_trigger_refused": j})
             sev = Severity.HIGH if pairs or padj <= s.alpha / 100 else Severity.MEDIUM
@@ -681,6 +1062,6 @@ class CovertFinetuning(Detector):
                 title=f"harmful requests containing {t!r} are complied with ({a} rows), the rest refused",
                 evidence={"shape": "trigger", "trigger": t, "complied_with_trigger": a, "refused_with_trigger": b,
                           "complied_without": n_yes - a, "refused_without": n_no - b,
-                          "family_wise_p": min(1.0, padj), "tokens_tested": len(tested),
+                          "family_wise_p": min(1.0, padj), "tokens_tested": n_tested,
                           "near_identical_pairs": pairs[:30]}))
         return alerts, scores
