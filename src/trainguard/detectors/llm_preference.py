@@ -29,6 +29,22 @@ default gate quarantines its rows), and up to candidate_alpha (0.05) a medium
 anywhere is still found through the even share when its flip evidence is strong. When an
 `annotator` field exists, annotators whose labels agree with the model far less
 than the others' do are reported too.
+
+Sharded (issue 14, `trainguard scan --shard-rows N`): one map over the shards, the whole decision at finalize.
+Each shard gives its pairs' facts (`_PairFacts`): the reply openings' tokens and the prompt's tokens as indices
+into the shard's vocabularies, the tokens at the anchored prompt positions, the refusal/harm scores and lengths,
+each embedder's chosen-minus-rejected vector, the annotator. Finalize joins them in shard order and does what
+the in-memory scan does (the in-memory scan is the one-shard case of the same code): the TF-IDF is fitted on the
+same token lists, folds and max-T draws are seeded as before and depend only on the number of pairs. Every
+per-row value is computed row by row: the bundled models and WordLlama do not depend on the batch; MiniLM pads
+its batches, and its vectors moved in the last bit with the batch and with torch's thread count, so it embeds
+one text at a time on one torch thread (its own cache key; `_OneTextAtATime`): without padding that costs about
+10 % less CPU than its batches on one thread, but a second core no longer helps. A backend fitted on the data
+(tfidf-svd) cannot shard: a sharded scan with it fails (closed).
+Memory: the driver holds, per pair, the facts above: 8 bytes per embedding dimension (2 KB for WordLlama,
+3 KB for MiniLM), 4 bytes per distinct prompt token and per reply-opening token (up to 2 x 48), 48 bytes of
+scores: 5.7 KB a pair on hh-rlhf with the default embedders, vocabularies included; then the in-memory
+decision's own arrays. A worker holds its shard and its facts.
 """
 
 from __future__ import annotations
@@ -36,6 +52,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import sys
+import threading
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -46,9 +64,10 @@ from scipy.special import expit, logit
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from trainguard.detectors.base import Detector, register
+from trainguard.detectors.base import NotApplicable, ShardedDetector, register
 from trainguard.detectors.llm_models import HARM_MODEL, REFUSAL_MODEL, bundled
-from trainguard.embeddings import dataset_embeddings, embedder_names
+from trainguard.embeddings import Embedder, dataset_embeddings, embed_texts, embedder_names, get_embedder
+from trainguard.embeddings.store import CACHE_DIR_ARTEFACT
 from trainguard.errors import ConfigError
 from trainguard.findings import (ATLAS_BACKDOOR_TRIGGER, ATLAS_POISON_TRAINING_DATA, Alert, Confidence,
                                  DetectorResult, Severity)
@@ -108,17 +127,20 @@ def token_positions(prompt: str, depth: int) -> dict[str, set[int]]:
         for o, t in enumerate(seq[:depth]):
             out[t].add(a * depth + o)
     return out
-def _reply_features(chosen: list[str], rejected: list[str], n_tokens: int) -> tuple[sparse.csr_matrix, np.ndarray]:
-    """Pairwise designs phi(chosen) - phi(rejected): TF-IDF of the reply openings plus the scores, and the scores alone."""
-    both = chosen + rejected
-    vec = TfidfVectorizer(analyzer=lambda t: tokens(t)[:n_tokens], sublinear_tf=True, min_df=3)
-    T = vec.fit_transform(both)
-    refuse = bundled(REFUSAL_MODEL).proba(both)
-    harm = bundled(HARM_MODEL).proba(both)
-    length = np.log1p(np.array([len(t) for t in both], np.float64))
+def _reply_features(docs: list[np.ndarray], words: list[str], scores: np.ndarray
+                    ) -> tuple[sparse.csr_matrix, np.ndarray]:
+    """Pairwise designs phi(chosen) - phi(rejected): TF-IDF of the reply openings plus the scores, and the scores alone.
+
+    `docs`: every chosen reply's opening tokens (indices into `words`), then every rejected one's; `scores`:
+    their refusal and harm probabilities and log lengths, row for row. The vectorizer gets the same token
+    lists the in-memory analyzer produced from the texts, so its matrix does not depend on the shards.
+    """
+    vec = TfidfVectorizer(analyzer=lambda i: [words[j] for j in docs[i]], sublinear_tf=True, min_df=3)
+    T = vec.fit_transform(range(len(docs)))
+    refuse, harm, length = scores[:, 0], scores[:, 1], scores[:, 2]
     dense = np.c_[refuse, harm, length / 5.0] * 3.0
     Phi = sparse.hstack([T, sparse.csr_matrix(dense)]).tocsr()
-    n = len(chosen)
+    n = len(docs) // 2
     return (Phi[:n] - Phi[n:]).tocsr(), dense[:n] - dense[n:]
 
 
@@ -204,7 +226,7 @@ def prior_weights(score: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarr
 
 
 @register
-class PreferenceFlipTrigger(Detector):
+class PreferenceFlipTrigger(ShardedDetector):
     name = "preference-trigger"
     version = "3"  # 3: averaged preference models, max-T, possible-trigger tier, likelihood annotators; 2: Bonferroni
     kinds = frozenset({Kind.PREFERENCE})
@@ -225,12 +247,22 @@ class PreferenceFlipTrigger(Detector):
             return f"needs at least {4 * self.settings.min_rows} pairs"
         return reason
 
-    def run(self, data: Dataset) -> DetectorResult:
+    def summarize(self, shard: Dataset) -> "_Shards":
+        return _Shards((_PairFacts.of(shard, self.settings),))
+
+    def finalize(self, summary: "_Shards", kind: Kind) -> DetectorResult | NotApplicable:
+        """The in-memory decision on the pairs' facts joined in shard order (one shard in memory)."""
+        if kind not in self.kinds:
+            return NotApplicable(f"does not handle {kind.value} data")
+        if summary.n < 4 * self.settings.min_rows:
+            return NotApplicable(f"needs at least {4 * self.settings.min_rows} pairs")
+        return self._decide(summary.joined())
+
+    def _decide(self, facts: "_PairFacts") -> DetectorResult:
         s = self.settings
-        recs = data.records
-        n = len(recs)
-        pi, scale, models = self._preference(data)
-        cand = self._candidates([token_positions(r.text or "", s.positions) for r in recs], n)
+        n = facts.n
+        pi, scale, models = self._preference(facts)
+        cand = self._candidates(facts)
         names = list(cand)
         A = sparse.csr_matrix((np.ones(sum(len(cand[t]["rows"]) for t in names)),
                                np.concatenate([cand[t]["rows"] for t in names]) if names else np.zeros(0, int),
@@ -277,7 +309,7 @@ class PreferenceFlipTrigger(Detector):
                           "mean_p_chosen_preferred_overall": round(float(pi.mean()), 4),
                           "owasp": [OWASP_POISONING]},
             ))
-        findings += self._annotators(data, pi)
+        findings += self._annotators(facts.annotators, pi)
         summary = {"pairs": n, "tokens_tested": len(cand), "calibration_scale": round(scale, 3),
                    "preference_models": models,
                    "model_agreement": round(float((pi > 0.5).mean()), 4),
@@ -287,7 +319,7 @@ class PreferenceFlipTrigger(Detector):
                    "top_position_tokens": [names[k] for k in np.argsort(prior_rank, kind="stable")[:5]]}
         return DetectorResult(tuple(findings), row_scores, summary)
 
-    def _preference(self, data: Dataset) -> tuple[np.ndarray, float, dict[str, str]]:
+    def _preference(self, facts: "_PairFacts") -> tuple[np.ndarray, float, dict[str, str]]:
         """Calibrated P(chosen preferred) from the mean logit of cross-fitted reply models.
 
         One model on TF-IDF of the reply openings plus refusal/harm/length scores; one per
@@ -296,16 +328,13 @@ class PreferenceFlipTrigger(Detector):
         see different features is what makes 20-odd flipped pairs stand out.
         """
         s = self.settings
-        recs = data.records
-        D, dense = _reply_features([r.chosen or "" for r in recs], [r.rejected or "" for r in recs], s.reply_tokens)
+        D, dense = _reply_features(facts.reply_docs, facts.reply_words, facts.scores)
         logits = [logit(cross_fitted_preference(D, s.folds))]
         models = {"tfidf": "used"}
         for name in s.embedders:
-            try:
-                E = dataset_embeddings(data, name, "chosen").astype(np.float64)
-                E -= dataset_embeddings(data, name, "rejected")
-            except ConfigError as e:  # an optional backend that is not installed
-                models[name] = f"skipped: {e}"
+            E = facts.embeddings[name]
+            if isinstance(E, str):  # an optional backend that is not installed
+                models[name] = f"skipped: {E}"
                 continue
             logits.append(logit(cross_fitted_preference(np.c_[E, dense], s.folds, C=s.embedding_c)))
             models[name] = "used"
@@ -313,33 +342,44 @@ class PreferenceFlipTrigger(Detector):
         pi, scale = calibrate(pi)
         return pi, scale, models
 
-    def _candidates(self, positions: list[dict[str, set[int]]], n: int) -> dict[str, dict]:
-        """Tokens in enough (but not too many) pairs; the pairs to test and the position evidence of each."""
+    def _candidates(self, facts: "_PairFacts") -> dict[str, dict]:
+        """Tokens in enough (but not too many) pairs; the pairs to test and the position evidence of each.
+
+        Tokens in the order they first occur (pair by pair, word by word): ties further on are broken by it.
+        """
         s = self.settings
-        where: dict[str, list[int]] = defaultdict(list)
-        for i, toks in enumerate(positions):
-            for t in toks:
-                where[t].append(i)
+        n, words, ids, anchors = facts.n, facts.prompt_words, facts.prompt_ids, facts.anchors
+        df = np.bincount(ids, minlength=len(words))
+        starts = np.r_[0, np.cumsum(df)]
+        rows_by_token = np.repeat(np.arange(n, dtype=np.int64), np.diff(facts.prompt_ptr))[
+            np.argsort(ids, kind="stable")]
+        slots = anchors.shape[1]
+        at_row, at_slot = np.nonzero(anchors >= 0)  # pair by pair, then slot
+        keys = anchors[at_row, at_slot].astype(np.int64) * slots + at_slot
+        order = np.argsort(keys, kind="stable")  # by token and slot, pairs in order within
+        keys, at_row = keys[order], at_row[order].astype(np.int64)
         max_df = max(s.min_rows, int(s.max_df_fraction * n))
         out = {}
-        for t, rows in where.items():
-            if not s.min_rows <= len(rows) <= max_df:
-                continue
-            at: dict[int, list[int]] = defaultdict(list)
-            for i in rows:
-                for p in positions[i][t]:
-                    at[p].append(i)
+        for t in np.flatnonzero((df >= s.min_rows) & (df <= max_df)):
+            rows = rows_by_token[starts[t]:starts[t + 1]]
+            lo, hi = np.searchsorted(keys, [t * slots, (t + 1) * slots])
+            at: dict[int, np.ndarray] = {}
+            for p in range(slots):
+                a, b = np.searchsorted(keys[lo:hi], [t * slots + p, t * slots + p + 1])
+                if b > a:
+                    at[p] = at_row[lo + a:lo + b]
             best = max(at, key=lambda p: (len(at[p]), -p)) if at else None
             k = len(at[best]) if at else 0
             share = k / len(rows)
             lcb = float(stats.beta.ppf(s.position_level, k, len(rows) - k + 1)) if k else 0.0
             focused = k >= s.min_rows and share >= s.min_position_share
-            out[t] = {"rows": np.array(at[best] if focused else rows, dtype=np.int64), "pairs": len(rows),
-                      "share": share, "share_lcb": lcb,
-                      "position": f"{ANCHORS[best // s.positions]} +{best % s.positions}" if focused else "anywhere"}
+            out[words[t]] = {"rows": np.array(at[best] if focused else rows, dtype=np.int64), "pairs": len(rows),
+                             "share": share, "share_lcb": lcb,
+                             "position": f"{ANCHORS[best // s.positions]} +{best % s.positions}" if focused
+                             else "anywhere"}
         return out
 
-    def _annotators(self, data: Dataset, pi: np.ndarray) -> list[Alert]:
+    def _annotators(self, who: list[str | None], pi: np.ndarray) -> list[Alert]:
         """Annotators whose labels the calibrated model finds far less likely than it should.
 
         Per annotator, the log-likelihood of their labels under pi against its null mean and
@@ -347,7 +387,6 @@ class PreferenceFlipTrigger(Detector):
         weighs a confident disagreement more than a coin flip, Bonferroni over annotators.
         """
         s = self.settings
-        who = [r.meta.get(s.annotator_field) for r in data.records]
         if all(w is None for w in who):
             return []
         rows_of: dict[str, list[int]] = defaultdict(list)
@@ -394,3 +433,195 @@ def _with_token(f: Alert, t: str) -> Alert:
     ev = dict(f.evidence)
     ev["with_tokens"] = [*ev.get("with_tokens", []), t]
     return dataclasses.replace(f, evidence=ev)
+
+
+# -- sharded (issue 14): the module docstring's "Sharded" part -------------------------------------------------------
+_SAME_IN_ANY_BATCH = frozenset({"wordllama"})  # a text's vector never depends on the texts embedded with it
+_TORCH_THREADS = threading.Lock()
+
+
+@dataclass
+class _PairFacts:
+    """What the decision needs from a run of pairs, row for row, without their texts.
+
+    Tokens are indices into this run's own vocabularies (prompt tokens in first-seen order, which orders
+    the candidates); reply openings and scores hold every chosen reply, then every rejected one.
+    """
+
+    n: int
+    prompt_words: list[str]
+    prompt_ids: np.ndarray  # each pair's distinct prompt tokens, in order of first occurrence
+    prompt_ptr: np.ndarray  # (n + 1,) where each pair's tokens start
+    anchors: np.ndarray  # (n, 3 * positions): the token at each anchored position, -1 past a short prompt
+    reply_words: list[str]
+    reply_ids: np.ndarray  # the first `reply_tokens` tokens of each reply
+    reply_ptr: np.ndarray  # (2n + 1,)
+    scores: np.ndarray  # (2n, 3): refusal and harm probability, log(1 + characters)
+    embeddings: dict[str, np.ndarray | str]  # per embedder: chosen minus rejected (n, dim), or why it is skipped
+    annotator_names: list[str]
+    annotator_ids: np.ndarray  # (n,) index into annotator_names, -1 for none
+    fitted: tuple[str, ...] = ()  # embedders fitted on this run's texts alone (no sharding)
+
+    @classmethod
+    def of(cls, data: Dataset, s: Settings) -> "_PairFacts":
+        recs = data.records
+        n = len(recs)
+        words: dict[str, int] = {}
+        ids: list[int] = []
+        ptr = [0]
+        anchors = np.full((n, 3 * s.positions), -1, np.int32)
+        for i, r in enumerate(recs):
+            for t, slots in token_positions(r.text or "", s.positions).items():
+                j = words.setdefault(t, len(words))
+                ids.append(j)
+                for p in slots:
+                    anchors[i, p] = j
+            ptr.append(len(ids))
+        replies = [r.chosen or "" for r in recs] + [r.rejected or "" for r in recs]
+        reply_words: dict[str, int] = {}
+        reply_ids: list[int] = []
+        reply_ptr = [0]
+        for t in replies:
+            reply_ids.extend(reply_words.setdefault(w, len(reply_words)) for w in tokens(t)[:s.reply_tokens])
+            reply_ptr.append(len(reply_ids))
+        scores = np.zeros((0, 3))
+        embeddings: dict[str, np.ndarray | str] = {}
+        fitted: list[str] = []
+        if n:
+            scores = np.c_[bundled(REFUSAL_MODEL).proba(replies), bundled(HARM_MODEL).proba(replies),
+                           np.log1p(np.array([len(t) for t in replies], np.float64))]
+            for name in s.embedders:
+                embeddings[name] = _embedding_difference(data, name, fitted)
+        names: dict[str, int] = {}
+        who = [r.meta.get(s.annotator_field) for r in recs]
+        annotator_ids = np.array([-1 if w is None else names.setdefault(str(w), len(names)) for w in who], np.int32)
+        return cls(n, list(words), np.array(ids, np.int32), np.array(ptr, np.int64), anchors, list(reply_words),
+                   np.array(reply_ids, np.int32), np.array(reply_ptr, np.int64), scores, embeddings, list(names),
+                   annotator_ids, tuple(fitted))
+
+    @classmethod
+    def join(cls, parts: tuple["_PairFacts", ...]) -> "_PairFacts":
+        """Runs of pairs in order as one run: vocabularies united in first-seen order, indices renumbered."""
+        fitted = sorted({f for p in parts for f in p.fitted})
+        if fitted and len(parts) > 1:
+            raise ConfigError(f"preference-trigger: embedder(s) {', '.join(fitted)} are fitted on the whole data, "
+                              f"so a sharded scan cannot reproduce them; scan without --shard-rows or drop them "
+                              f"from the detector's embedders")
+        parts = tuple(p for p in parts if p.n)
+        prompt_words: dict[str, int] = {}
+        reply_words: dict[str, int] = {}
+        annotators: dict[str, int] = {}
+        ids, ptrs, anchors, chosen, rejected, c_ptr, r_ptr, sc, sr, who = ([] for _ in range(10))
+        start = c_start = r_start = 0
+        for p in parts:
+            new = np.array([prompt_words.setdefault(w, len(prompt_words)) for w in p.prompt_words] + [-1], np.int32)
+            ids.append(new[p.prompt_ids])
+            ptrs.append(p.prompt_ptr[1:] + start)
+            start += len(p.prompt_ids)
+            anchors.append(new[p.anchors])  # -1 (no token) picks the appended -1
+            new = np.array([reply_words.setdefault(w, len(reply_words)) for w in p.reply_words], np.int32)
+            mid = p.reply_ptr[p.n]
+            chosen.append(new[p.reply_ids[:mid]])
+            rejected.append(new[p.reply_ids[mid:]])
+            c_ptr.append(p.reply_ptr[1:p.n + 1] + c_start)
+            r_ptr.append(p.reply_ptr[p.n + 1:] - mid + r_start)
+            c_start += int(mid)
+            r_start += len(p.reply_ids) - int(mid)
+            sc.append(p.scores[:p.n])
+            sr.append(p.scores[p.n:])
+            new = np.array([annotators.setdefault(w, len(annotators)) for w in p.annotator_names] + [-1], np.int32)
+            who.append(new[p.annotator_ids])
+        embeddings: dict[str, np.ndarray | str] = {}
+        for name in (parts[0].embeddings if parts else ()):
+            skipped = [p.embeddings[name] for p in parts if isinstance(p.embeddings[name], str)]
+            embeddings[name] = skipped[0] if skipped else np.concatenate([p.embeddings[name] for p in parts])
+        n = sum(p.n for p in parts)
+        cat = lambda xs, dtype: np.concatenate(xs) if xs else np.zeros(0, dtype)  # noqa: E731
+        reply_ptr = np.r_[0, cat(c_ptr, np.int64), cat(r_ptr, np.int64) + c_start]
+        return cls(n, list(prompt_words), cat(ids, np.int32), np.r_[0, cat(ptrs, np.int64)],
+                   np.concatenate(anchors) if anchors else np.zeros((0, 0), np.int32), list(reply_words),
+                   np.r_[cat(chosen, np.int32), cat(rejected, np.int32)], reply_ptr,
+                   np.concatenate(sc + sr) if sc else np.zeros((0, 3)), embeddings, list(annotators),
+                   cat(who, np.int32), tuple(fitted))
+
+    @property
+    def reply_docs(self) -> list[np.ndarray]:
+        return [self.reply_ids[a:b] for a, b in zip(self.reply_ptr[:-1], self.reply_ptr[1:])]
+
+    @property
+    def annotators(self) -> list[str | None]:
+        return [None if i < 0 else self.annotator_names[i] for i in self.annotator_ids.tolist()]
+
+
+@dataclass(frozen=True)
+class _Shards:
+    """The map's summary: each shard's facts, in shard order (merging lists them; finalize joins them once)."""
+
+    parts: tuple[_PairFacts, ...]
+
+    def merge(self, other: "_Shards") -> "_Shards":
+        return _Shards(self.parts + other.parts)
+
+    def joined(self) -> _PairFacts:
+        return _PairFacts.join(self.parts)
+
+    @property
+    def n(self) -> int:
+        return sum(p.n for p in self.parts)
+
+
+def _embedding_difference(data: Dataset, name: str, fitted: list[str]) -> np.ndarray | str:
+    """Each pair's chosen minus rejected reply embedding (float64), or why the backend is skipped."""
+    try:
+        E = _reply_embeddings(data, name, "chosen", fitted).astype(np.float64)
+        E -= _reply_embeddings(data, name, "rejected", fitted)
+    except ConfigError as e:  # an optional backend that is not installed
+        return str(e)
+    return E
+
+
+def _reply_embeddings(data: Dataset, name: str, field: str, fitted: list[str]) -> np.ndarray:
+    """Vectors that depend on each text alone, so a shard's rows get the ones the whole file's would.
+
+    A backend that batches with padding (MiniLM) moved in the last bit with its batch and torch's thread
+    count: it embeds one text at a time on one thread, cached under its own key.
+    """
+    if name in _SAME_IN_ANY_BATCH:
+        return dataset_embeddings(data, name, field)
+    emb = get_embedder(name)
+    if not emb.cacheable:  # fitted on these texts: exact only when they are the whole data
+        if name not in fitted:
+            fitted.append(name)
+        return dataset_embeddings(data, name, field)
+    cache = data.artefact(CACHE_DIR_ARTEFACT, lambda: None)
+    return data.artefact(f"embeddings:{name}:{field}:one-text-at-a-time", lambda: embed_texts(
+        [getattr(r, field) or "" for r in data], _OneTextAtATime(emb), cache=cache))
+
+
+class _OneTextAtATime(Embedder):
+    """A batching backend run on one text at a time with one torch thread (no padding, one summation order)."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.name = inner.name  # type: ignore[misc]
+        self.progress_min, self.chunk = inner.progress_min, inner.chunk  # type: ignore[misc]
+
+    @property
+    def version(self) -> str:
+        return f"{self.inner.version}-one-text-one-thread"
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        torch = sys.modules.get("torch")
+        if torch is None:
+            return np.vstack([self.inner._embed([t]) for t in texts])
+        with _TORCH_THREADS:  # one pinned section at a time: another thread's restore must not unpin ours
+            before = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                return np.vstack([self.inner._embed([t]) for t in texts])
+            finally:
+                torch.set_num_threads(before)
