@@ -45,7 +45,7 @@ from trainguard.errors import ConfigError
 from trainguard.findings import ATLAS_POISON_TRAINING_DATA, Alert, Confidence, DetectorResult, Severity
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
-from trainguard.text import is_suspicious, tokens
+from trainguard.text import SUSPICIOUS, tokens
 
 ATLAS_RAG_POISONING = "AML.T0070"
 ATLAS_FALSE_RAG_ENTRY = "AML.T0071"
@@ -304,12 +304,16 @@ class _Facts:
 
         vocab: list[str] = []
         index: dict[str, int] = {}
+        content_word: list[bool] = []  # per id, tested once: `_content`'s test and "has a letter"
+        lettered: list[bool] = []
 
         def intern(w: str) -> int:
             j = index.get(w)
             if j is None:
                 j = index[w] = len(vocab)
                 vocab.append(w)
+                content_word.append(_is_content(w))
+                lettered.append(any(c.isalpha() for c in w))
             return j
 
         recs = shard.records
@@ -330,8 +334,8 @@ class _Facts:
             present += ids
             counts = Counter(words)
             end, head = _opening(text)
-            rows = ([j for w, j in zip(distinct, ids) if _is_content(w)],
-                    [intern(w) for w in dict.fromkeys(words[:16]) if counts[w] == 1 and any(c.isalpha() for c in w)],
+            rows = ([j for j in ids if content_word[j]],
+                    [j for w in dict.fromkeys(words[:16]) if counts[w] == 1 and lettered[j := index[w]]],
                     [intern(w) for w in head])
             for k, row in enumerate(rows):
                 lists[k].extend(row)
@@ -341,7 +345,7 @@ class _Facts:
             if m:
                 lead[i] = np.frombuffer(_digest(_norm(m.group(1))), np.uint64)
             inj = bool(INJECTION.search(text))
-            hid = bool(HIDDEN_MARKUP.search(text) or any(is_suspicious(c) for c in text))
+            hid = bool(HIDDEN_MARKUP.search(text) or SUSPICIOUS.search(text))  # any(is_suspicious(c) for c in text)
             flags[i] = (m is not None, inj, hid, _question_like(text, end, head), _debris(text, end) >= s.debris_tokens)
             for rule, hit in (("prompt-injection", inj), ("hidden-text", hid)):
                 if hit and len(snips[rule]) < 5:
