@@ -376,6 +376,26 @@ class _Facts:
                       {k: (v + other.snips[k])[:5] for k, v in self.snips.items()})
 
 
+def _neighbour_jaccard(content: _Ragged, nbr: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """Jaccard of each row's content words with each of its neighbours' (`_jac` on the sets), as sparse row products."""
+    from scipy.sparse import csr_matrix
+
+    n, k = nbr.shape
+    out = np.zeros((n, k))
+    if not n or not k:
+        return out
+    indptr = np.concatenate([[0], np.cumsum(content.lens)])
+    C = csr_matrix((np.ones(len(content.flat), np.int64), content.flat, indptr), shape=(n, int(content.flat.max(initial=-1)) + 1))
+    C.sort_indices()
+    for a in range(0, n, chunk):
+        rows = np.repeat(np.arange(a, min(a + chunk, n)), k)
+        other = nbr[a: a + chunk].ravel()
+        inter = np.asarray(C[rows].multiply(C[other]).sum(1)).ravel()
+        union = content.lens[rows] + content.lens[other] - inter
+        out[a: a + chunk] = (inter / np.maximum(union, 1)).reshape(-1, k)
+    return out
+
+
 def _knn(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """`_repr.knn` on a matrix (the merged shards' rows): exact below ANN_MIN_ROWS, HNSW above."""
     from trainguard.detectors._repr import ANN_MIN_ROWS, exact_knn
@@ -395,7 +415,7 @@ def _plan(det: RagPoisoning, f: _Facts) -> "_TextsPass":
     n, vocab = f.n, f.vocab
     df = Counter({w: int(c) for w, c in zip(vocab, f.df.tolist()) if c})
     opening_ids = f.opening.rows()
-    content = [set(r.tolist()) for r in f.content.rows()]
+    content = f.content.rows()
     words_cache: dict[int, list[str]] = {}
 
     def opening(i: int) -> list[str]:
@@ -460,7 +480,7 @@ def _plan(det: RagPoisoning, f: _Facts) -> "_TextsPass":
     if debris:
         rare_cap = max(5, 0.002 * n)
         # a word found only in debris-laden passages is more debris (recurring odd tokens), not a subject
-        in_debris = Counter(vocab[j] for i in debris for j in content[i])
+        in_debris = Counter(vocab[j] for i in debris for j in content[i].tolist())
         rare = {i: {w for w in _content(asks[i]) if 2 <= df[w] <= rare_cap and in_debris[w] < df[w]} for i in debris}
         rows_d = sorted(i for i in debris if rare[i])
         index: dict[str, list[int]] = defaultdict(list)
@@ -519,7 +539,7 @@ def _query_plan(s: Settings, asks, marks, debris, df) -> list[tuple[int, list[in
     return [(qi, rows) for qi, rows in sorted(near.items()) if len(rows) >= 2]
 
 
-def _claim_plan(s: Settings, f: _Facts, words: list[set[int]], df_words: Counter, opening) -> list[tuple]:
+def _claim_plan(s: Settings, f: _Facts, content: list[np.ndarray], df_words: Counter, opening) -> list[tuple]:
     """Short passages with no question that state one claim about one subject, found by meaning.
 
     PoisonedRAG without S: to be retrieved for one question and to make the model give one answer,
@@ -537,7 +557,8 @@ def _claim_plan(s: Settings, f: _Facts, words: list[set[int]], df_words: Counter
     it is reported at low. Padded, topic-diluted passages (benchmarks/data/rag_claims adaptive style),
     long passages and passages that each name a different made-up detail are not caught.
 
-    Words are ids here (`words`: each row's content-word ids, `df` by id); ties break by the word, as on text.
+    Words are ids here (`content`: each row's content-word ids, `df` by id); ties break by the word, as on text.
+    Sets of them are built only for the rows a group needs (copies are found from sparse row products).
     Returns (sorted members, how found, shared rare words, rows with their copies, names its subject) per group.
     """
     n, vocab, df = f.n, f.vocab, f.df
@@ -547,11 +568,19 @@ def _claim_plan(s: Settings, f: _Facts, words: list[set[int]], df_words: Counter
     nbr, sim = _knn(X, 16)
     n_words = f.n_words
     cap = max(20, int(0.005 * n))
+    sets: dict[int, set[int]] = {}
+
+    def words(i: int) -> set[int]:
+        if i not in sets:
+            sets[i] = set(content[i].tolist())
+        return sets[i]
+
     # copies (near-identical vectors or wording) are one passage
+    jac = _neighbour_jaccard(f.content, nbr)
     rep = np.arange(n)
     for i in range(n):
-        for j, c in zip(nbr[i], sim[i]):
-            if j < i and (c >= 0.97 or _jac(words[i], words[j]) >= s.body_dup_jaccard):
+        for j, c, wj in zip(nbr[i], sim[i], jac[i]):
+            if j < i and (c >= 0.97 or wj >= s.body_dup_jaccard):
                 rep[i] = min(rep[i], rep[j])
     nodes = np.flatnonzero(rep == np.arange(n))
     lists: dict[int, list[tuple[int, float]]] = {}
@@ -565,7 +594,7 @@ def _claim_plan(s: Settings, f: _Facts, words: list[set[int]], df_words: Counter
         lists[int(i)] = out
 
     def shared(G) -> list[str]:
-        return [vocab[w] for w in sorted((w for w in set.intersection(*(words[j] for j in G)) if 2 <= df[w] <= cap),
+        return [vocab[w] for w in sorted((w for w in set.intersection(*(words(j) for j in G)) if 2 <= df[w] <= cap),
                                          key=lambda w: (df[w], vocab[w]))]
 
     groups: dict[frozenset, tuple[str, list[str]]] = {}  # group -> (how found, shared rare words)
@@ -589,11 +618,12 @@ def _claim_plan(s: Settings, f: _Facts, words: list[set[int]], df_words: Counter
     # 2. subject groups: short passages sharing a rare word, mutually similar
     short = n_words <= 1.5 * s.claim_max_words
     holders: dict[int, list[int]] = defaultdict(list)
+    common = max(_PRIVATE_DF, int(0.02 * n))
     for i in nodes:
         if short[i]:
-            for w in words[i]:
-                if 2 <= df[w] <= max(_PRIVATE_DF, int(0.02 * n)):
-                    holders[w].append(int(i))
+            ids = content[i]
+            for w in ids[(df[ids] >= 2) & (df[ids] <= common)].tolist():
+                holders[w].append(int(i))
     found: set[frozenset] = set()
 
     def split(P: np.ndarray, S: np.ndarray, tau: float) -> None:
@@ -611,7 +641,9 @@ def _claim_plan(s: Settings, f: _Facts, words: list[set[int]], df_words: Counter
         P = np.array(holders[w])
         if len(P) >= s.claim_min_group:
             split(P, X[P] @ X[P].T, _LINK_FIRST)
-    strict = [{w for w in ws if 2 <= df[w] <= _PRIVATE_DF} for ws in words]
+    def strict(j: int) -> set[int]:
+        return {w for w in words(j) if 2 <= df[w] <= _PRIVATE_DF}
+
     for G in sorted(found - set(groups), key=min):
         g = sorted(G)
         if np.median(n_words[g]) > s.claim_short_words:
@@ -619,7 +651,7 @@ def _claim_plan(s: Settings, f: _Facts, words: list[set[int]], df_words: Counter
         S = X[g] @ X[g].T
         inside = float(S[np.triu_indices(len(g), 1)].mean())
         outside = max(next((c for r, c in lists[j] if r not in G), 0.0) for j in g)
-        private = [len(strict[j] - set().union(*(strict[k] for k in g if k != j))) for j in g]
+        private = [len(strict(j) - set().union(*(strict(k) for k in g if k != j))) for j in g]
         if inside < s.claim_tightness or inside - outside < s.claim_gap_subject or np.median(private) > 0:
             continue
         groups[G] = ("subject", shared(G))
@@ -631,7 +663,7 @@ def _claim_plan(s: Settings, f: _Facts, words: list[set[int]], df_words: Counter
             cand = [w for w in _content(opening(j)) if df_words[w] >= 2]
             if cand:
                 w = f.index[min(cand, key=lambda x: (df_words[x], x))]
-                agree += 2 * sum(w in words[k] for k in G if k != j) >= len(G) - 1
+                agree += 2 * sum(w in words(k) for k in G if k != j) >= len(G) - 1
         return 2 * agree > len(G)
 
     return [(sorted(G), how, subject, sorted(int(x) for x in np.flatnonzero(np.isin(rep, list(G)))), names_subject(G))
