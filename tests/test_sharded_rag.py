@@ -140,3 +140,16 @@ def test_in_process_dask_matches(store, whole):
     distributed = pytest.importorskip("distributed")
     with distributed.Client(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None) as client:
         _same(scan_sharded(store[0], detectors=[RAG], shard_rows=30, client=client), whole)
+
+
+def test_a_batch_dependent_embedder_fails_closed_when_split(tmp_path, medquad):
+    """tfidf-svd fits on the texts it embeds: shards would not match the whole store, so more than one shard fails;
+    one shard is the in-memory scan."""
+    from trainguard.findings import DetectorStatus
+
+    path = write_jsonl(tmp_path / "few.jsonl", [{"text": r["answer"]} for r in medquad[:30]])
+    settings = {RAG: {"embedder": "tfidf-svd"}}
+    (split,) = scan_sharded(path, detectors=[RAG], settings=settings, shard_rows=10).detectors
+    assert split.status is DetectorStatus.FAILED and "tfidf-svd" in split.message
+    _same(scan_sharded(path, detectors=[RAG], settings=settings, shard_rows=30), scan(path, detectors=[RAG],
+                                                                                      settings=settings), 1)

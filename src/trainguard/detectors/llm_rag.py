@@ -23,11 +23,13 @@ digest, word ids of the opening, of the first 16 words and of the text's content
 embedding) and the words' document counts; the planner builds every group that could be reported from them
 (subject and optimised groups, query matches, the whole store's kNN for claim groups); a second map gathers only
 those groups' passages (by content digest), on which the decision runs as in memory. In memory (`run`) it is the
-same code on one shard, and every per-row value (embeddings included: static, padding-free) is the same whatever
-the shard, so findings, row scores and summary do not depend on the split.
-Memory: the driver holds per row the embedding (1 KB for wordllama's 256 dimensions), 4 bytes per distinct content
-word and per opening word id, two 16-byte digests and a few flags, plus the vocabulary with its counts and the
-gathered passages' bodies; a worker holds its shard and the same facts for its rows.
+same code on one shard, and every per-row value (wordllama embeddings included: the same alone or in any batch) is
+the same whatever the shard, so findings, row scores and summary do not depend on the split; with an embedder whose
+vectors depend on the batch, a scan of more than one shard fails (closed) instead.
+Memory: the driver holds per row the embedding (1 KB for wordllama's 256 dimensions), a 4-byte id per distinct content
+word and per opening word, two 16-byte digests and a few flags (about 1.5 KB a passage on MedQuAD, 0.5 KB of it word
+ids), plus the vocabulary with its counts, the kNN lists and the gathered passages' bodies; a worker holds its shard
+and the same facts for its rows.
 """
 
 from __future__ import annotations
@@ -297,6 +299,7 @@ class _Facts:
     head_once: _Ragged
     opening: _Ragged  # the first sentence's words (`_opening`), in order
     snips: dict  # rule -> evidence snippets of its first 5 rows
+    parts: int = 1  # shards merged into this summary
 
     @classmethod
     def of(cls, shard: Dataset, s: Settings) -> "_Facts":
@@ -373,7 +376,7 @@ class _Facts:
                       np.concatenate([self.n_words, other.n_words]), np.concatenate([self.X, other.X]),
                       self.content.merged(other.content, remap), self.head_once.merged(other.head_once, remap),
                       self.opening.merged(other.opening, remap),
-                      {k: (v + other.snips[k])[:5] for k, v in self.snips.items()})
+                      {k: (v + other.snips[k])[:5] for k, v in self.snips.items()}, self.parts + other.parts)
 
 
 def _neighbour_jaccard(content: _Ragged, nbr: np.ndarray, chunk: int = 2048) -> np.ndarray:
@@ -396,6 +399,12 @@ def _neighbour_jaccard(content: _Ragged, nbr: np.ndarray, chunk: int = 2048) -> 
     return out
 
 
+# Embedders whose vector for a passage is the same embedded alone or in any batch (wordllama: a mean of static token
+# vectors; padding adds exact zeros; checked bit for bit). Others (tfidf-svd fits on the texts, minilm pads a
+# transformer's batch) fail a sharded scan of more than one shard rather than differ from the in-memory scan.
+_ROW_WISE_EMBEDDERS = frozenset({"wordllama"})
+
+
 def _knn(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """`_repr.knn` on a matrix (the merged shards' rows): exact below ANN_MIN_ROWS, HNSW above."""
     from trainguard.detectors._repr import ANN_MIN_ROWS, exact_knn
@@ -412,6 +421,10 @@ def _plan(det: RagPoisoning, f: _Facts) -> "_TextsPass":
     from trainguard.embeddings import embed_texts
 
     s = det.settings
+    if f.parts > 1 and s.embedder not in _ROW_WISE_EMBEDDERS:
+        raise ConfigError(f"detector rag-poisoning: embedder {s.embedder!r} gives a passage a vector that depends on "
+                          "the passages embedded with it, so shards would not match the whole store; use "
+                          f"{', '.join(sorted(_ROW_WISE_EMBEDDERS))} or scan without --shard-rows")
     n, vocab = f.n, f.vocab
     df = Counter({w: int(c) for w, c in zip(vocab, f.df.tolist()) if c})
     opening_ids = f.opening.rows()
