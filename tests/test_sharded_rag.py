@@ -74,6 +74,17 @@ def whole(store):
     return scan(store[0], detectors=[RAG])
 
 
+def test_wordllama_vectors_do_not_depend_on_the_batch(medquad):
+    """What makes the shards' embeddings the whole store's: a passage's vector alone, in any batch, is the same."""
+    from trainguard.embeddings import embed_texts
+
+    texts = [r["answer"][: 40 + 97 * i] for i, r in enumerate(medquad[:24])] + [r["question"] for r in medquad[:8]]
+    batch = embed_texts(texts, "wordllama", cache="off")
+    alone = np.vstack([embed_texts([t], "wordllama", cache="off") for t in texts[::3]])
+    np.testing.assert_array_equal(alone, batch[::3])
+    np.testing.assert_array_equal(embed_texts(texts[5:19], "wordllama", cache="off"), batch[5:19])
+
+
 def test_the_planted_groups_are_found_in_memory(store, whole):
     _, where, _ = store
     found: dict[str, set[int]] = {}

@@ -400,8 +400,8 @@ def _neighbour_jaccard(content: _Ragged, nbr: np.ndarray, chunk: int = 2048) -> 
 
 
 # Embedders whose vector for a passage is the same embedded alone or in any batch (wordllama: a mean of static token
-# vectors; padding adds exact zeros; checked bit for bit). Others (tfidf-svd fits on the texts, minilm pads a
-# transformer's batch) fail a sharded scan of more than one shard rather than differ from the in-memory scan.
+# vectors; padding adds exact zeros; checked bit for bit). Others (tfidf-svd fits on the texts it embeds; minilm runs
+# a transformer on padded batches, not checked) fail a scan of more than one shard rather than risk differing.
 _ROW_WISE_EMBEDDERS = frozenset({"wordllama"})
 
 
