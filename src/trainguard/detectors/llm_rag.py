@@ -39,6 +39,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -245,7 +246,7 @@ class RagPoisoning(ShardedDetector):
     def finalize(self, summary: "_Facts", kind: Kind) -> "_TextsPass":
         return _plan(self, summary)
 
-    def _finding(self, data, rule, title, rows, score, sev, evidence) -> Alert:
+    def _finding(self, rule, title, rows, score, sev, evidence) -> Alert:
         return Alert(rule=rule, title=title, positions=tuple(sorted(set(rows))), score=float(score), severity=sev,
                      confidence=Confidence.HIGH if score >= 0.8 else Confidence.MEDIUM,
                      evidence={**evidence, "owasp": OWASP})
@@ -683,12 +684,21 @@ def _claim_plan(s: Settings, f: _Facts, content: list[np.ndarray], df_words: Cou
             for G, (how, subject) in sorted(groups.items(), key=lambda kv: min(kv[0]))]
 
 
-def _passage_texts(text: str) -> tuple:
-    """What deciding on a gathered passage reads: lead key and body, opening body, opening and head snippets."""
+class _Passage(NamedTuple):
+    """What deciding on a gathered passage reads."""
+
+    lead_key: str | None  # the normalised lead question
+    lead_body: set | None  # the first 80 tokens after it
+    body: set  # the first 80 tokens after the opening sentence
+    opening: str  # evidence snippets: the opening sentence's first 120 characters ...
+    head: str  # ... and the passage's
+
+
+def _passage(text: str) -> _Passage:
     m = _LEAD.match(text)
     end = _opening(text)[0]
-    return (_norm(m.group(1)) if m else None, set(tokens(text[m.end():])[:80]) if m else None,
-            set(tokens(text[end:])[:80]), text[:end][:120], text[:120])
+    return _Passage(_norm(m.group(1)) if m else None, set(tokens(text[m.end():])[:80]) if m else None,
+                    set(tokens(text[end:])[:80]), text[:end][:120], text[:120])
 
 
 @dataclass
@@ -722,11 +732,11 @@ class _TextsPass(Pass):
 
     def summarize(self, shard: Dataset) -> _Texts:
         wanted = set(self.digests.values())
-        out: dict[bytes, tuple] = {}
+        out: dict[bytes, _Passage] = {}
         for r in shard:
             d = _digest(r.text)
             if d in wanted and d not in out:
-                out[d] = _passage_texts(r.text)
+                out[d] = _passage(r.text)
         return _Texts(out)
 
     def finalize(self, summary: _Texts, kind: Kind) -> DetectorResult:
@@ -741,24 +751,24 @@ class _TextsPass(Pass):
                                        ("hidden-text", self.hid, "passages carry hidden text or markup", Severity.MEDIUM)):
             if rows:
                 scores[rows] = np.maximum(scores[rows], 0.9 if sev is Severity.HIGH else 0.6)
-                findings.append(det._finding(None, rule, f"{len(rows)} {title}", rows, 0.9, sev,
+                findings.append(det._finding(rule, f"{len(rows)} {title}", rows, 0.9, sev,
                                              {"examples": self.snips[rule]}))
         # question-led groups
         lead: dict[str, list[int]] = defaultdict(list)
         for i in sorted(i for g in self.lead_groups for i in g):
-            lead[T[i][0]].append(i)
+            lead[T[i].lead_key].append(i)
         queries = [set(tokens(q)) for q in load_queries(s.queries)] if s.queries else []
         for q, rows in sorted(lead.items(), key=lambda kv: kv[1][0]):
             distinct: list[int] = []
             for i in rows:
-                if all(_jac(T[i][1], T[j][1]) < s.body_dup_jaccard for j in distinct):
+                if all(_jac(T[i].lead_body, T[j].lead_body) < s.body_dup_jaccard for j in distinct):
                     distinct.append(i)
             near_query = any(_jac(set(q.split()), qs) >= s.query_jaccard for qs in queries)
             if len(distinct) >= s.min_group or (near_query and len(rows) >= 1 and len(distinct) >= 2):
                 sc = min(1.0, 0.5 + 0.1 * len(distinct))
                 scores[rows] = np.maximum(scores[rows], sc)
                 findings.append(det._finding(
-                    None, "question-led-group",
+                    "question-led-group",
                     f"{len(rows)} passages open with the same question and give {len(distinct)} different answers",
                     rows, sc, Severity.HIGH if len(distinct) >= s.min_group else Severity.MEDIUM,
                     {"question": q[:200], "distinct_answers": len(distinct), "matches_query": near_query}))
@@ -767,7 +777,7 @@ class _TextsPass(Pass):
         def distinct_answers(rows) -> list[int]:
             out: list[int] = []
             for i in rows:
-                if all(_jac(T[i][2], T[j][2]) < s.body_dup_jaccard for j in out):
+                if all(_jac(T[i].body, T[j].body) < s.body_dup_jaccard for j in out):
                     out.append(i)
             return out
 
@@ -778,11 +788,11 @@ class _TextsPass(Pass):
             sc = min(0.9, 0.45 + 0.1 * len(d))
             scores[rows] = np.maximum(scores[rows], sc)
             findings.append(det._finding(
-                None, "near-question-group",
+                "near-question-group",
                 f"{len(rows)} passages ask the same question about '{w}' in different words and give "
                 f"{len(d)} different answers", rows, sc,
                 Severity.MEDIUM if len(d) >= s.near_medium_group else Severity.LOW,
-                {"subject": w, "distinct_answers": len(d), "openings": [T[i][3] for i in rows[:5]]}))
+                {"subject": w, "distinct_answers": len(d), "openings": [T[i].opening for i in rows[:5]]}))
         for rows, subject in self.optimised:
             d = distinct_answers(rows)
             if len(d) < s.min_group:
@@ -790,10 +800,10 @@ class _TextsPass(Pass):
             sc = min(0.9, 0.45 + 0.1 * len(d))
             scores[rows] = np.maximum(scores[rows], sc)
             findings.append(det._finding(
-                None, "optimised-lead-group",
+                "optimised-lead-group",
                 f"{len(rows)} passages open with token debris around the same subject and give {len(d)} different answers",
                 rows, sc, Severity.MEDIUM,
-                {"subject": subject[:5], "distinct_answers": len(d), "openings": [T[i][4] for i in rows[:5]]}))
+                {"subject": subject[:5], "distinct_answers": len(d), "openings": [T[i].head for i in rows[:5]]}))
         texts = load_queries(s.queries) if self.queries else []
         for qi, candidates in self.queries:
             rows = [i for i in candidates if i not in exact]
@@ -803,7 +813,7 @@ class _TextsPass(Pass):
             sc = min(1.0, 0.5 + 0.1 * len(d))
             scores[rows] = np.maximum(scores[rows], sc)
             findings.append(det._finding(
-                None, "query-led-group", f"{len(rows)} passages open by asking a known query in other words "
+                "query-led-group", f"{len(rows)} passages open by asking a known query in other words "
                 f"and give {len(d)} different answers", rows, sc, Severity.HIGH if len(d) >= s.min_group else Severity.MEDIUM,
                 {"query": texts[qi][:200], "distinct_answers": len(d)}))
         seen = {p for f in findings for p in f.positions}
@@ -815,11 +825,11 @@ class _TextsPass(Pass):
             scores[rows] = np.maximum(scores[rows], sc)
             about = f" about '{subject[0]}'" if subject else ""
             findings.append(det._finding(
-                None, "claim-group", f"{len(rows)} short passages{about} restate one claim and stand apart from "
+                "claim-group", f"{len(rows)} short passages{about} restate one claim and stand apart from "
                 f"the store (one answer written several ways?)", rows, sc,
                 Severity.MEDIUM if named else Severity.LOW,
                 {"subject": subject[:5], "passages": len(G), "found_as": how, "names_subject": named,
-                 "openings": [T[i][4] for i in G[:5]]}))
+                 "openings": [T[i].head for i in G[:5]]}))
         summary = {"passages": self.n, "question_led": self.question_led, "question_like": self.question_like,
                    "findings": len(findings)}
         return DetectorResult(tuple(findings), scores, summary)
