@@ -107,7 +107,8 @@ def test_queries_and_settings_reach_every_pass(tmp_path, medquad):
     """A queries file (query-led groups, query-matched leads) and changed settings, on a smaller store."""
     mq = medquad
     clean = [r["answer"] for r in mq[:120]]
-    planted = {"opt": _styled(mq[100]["question"], "optimized", n=2), "lead": _styled(mq[5]["question"], "question", n=2),
+    planted = {"opt": _styled(mq[100]["question"], "optimized", n=2),
+               "lead": _styled(mq[5]["question"], "question", n=2),
                "para": _styled(mq[50]["question"], "paraphrase", n=3)}
     rows, _ = _interleave(clean, planted)
     path = write_jsonl(tmp_path / "q_store.jsonl", rows)

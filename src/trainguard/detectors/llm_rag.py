@@ -389,7 +389,8 @@ def _neighbour_jaccard(content: _Ragged, nbr: np.ndarray, chunk: int = 2048) -> 
     if not n or not k:
         return out
     indptr = np.concatenate([[0], np.cumsum(content.lens)])
-    C = csr_matrix((np.ones(len(content.flat), np.int64), content.flat, indptr), shape=(n, int(content.flat.max(initial=-1)) + 1))
+    width = int(content.flat.max(initial=-1)) + 1
+    C = csr_matrix((np.ones(len(content.flat), np.int64), content.flat, indptr), shape=(n, width))
     C.sort_indices()
     for a in range(0, n, chunk):
         rows = np.repeat(np.arange(a, min(a + chunk, n)), k)
@@ -450,7 +451,8 @@ def _plan(det: RagPoisoning, f: _Facts) -> "_TextsPass":
     qlike = np.flatnonzero(qlike_flag).tolist()
     debris = set(np.flatnonzero(debris_flag).tolist())
     head_once = f.head_once
-    lone = np.bincount(np.repeat(np.arange(n), head_once.lens), weights=(f.df[head_once.flat] == 1).astype(np.float64), minlength=n)
+    alone = (f.df[head_once.flat] == 1).astype(np.float64)  # in this passage only
+    lone = np.bincount(np.repeat(np.arange(n), head_once.lens), weights=alone, minlength=n)
     garbled = debris | set(np.flatnonzero(lone >= s.lone_words).tolist())
     for i in garbled:
         raise_score(i, 0.2 if i not in debris else 0.3)
