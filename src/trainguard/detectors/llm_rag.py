@@ -447,7 +447,9 @@ def _plan(det: RagPoisoning, f: _Facts) -> "_TextsPass":
     def raise_score(i: int, v: float) -> None:
         early[i] = max(early.get(i, 0.0), v)
 
-    # near-question groups (`_near_question_groups` before `distinct`)
+    # near-question groups: question-like openings keyed by subject, the asks (subject masked) compared by
+    # embedding; made-up words alone are too common in honest stores (rare names) to group on: they add to scores
+    # and queries
     qlike = np.flatnonzero(qlike_flag).tolist()
     debris = set(np.flatnonzero(debris_flag).tolist())
     head_once = f.head_once
