@@ -130,3 +130,32 @@ def assert_sharded_equals_memory(sharded, whole, detector: str, shards: int | No
     assert {k: v for k, v in a.summary.items() if k != "shards"} == b.summary
     if shards is not None:
         assert a.summary["shards"] == shards
+
+
+def run_pickled_in_halves(detector: str, path, split: int):
+    """(result, later passes) of a sharded detector run on two halves of `path`, every summary and pass
+    pickled between steps: what a Dask cluster with worker processes does to them."""
+    import pickle
+
+    from trainguard.detectors.base import Pass
+    from trainguard.findings import DetectorResult
+    from trainguard.io import load
+    from trainguard.io.dataset import Dataset
+    from trainguard.scan import build_detectors
+
+    def trip(x):
+        return pickle.loads(pickle.dumps(x))
+
+    (det,) = build_detectors([detector], None)
+    data = load(path)
+    halves = [Dataset(records=data.records[a:b], kind=data.kind) for a, b in ((0, split), (split, len(data)))]
+    step, rounds = trip(det), 0
+    parts = [trip(step.summarize(h)) for h in halves]
+    step = step.finalize(trip(parts[0].merge(parts[1])), data.kind)
+    while isinstance(step, Pass):
+        rounds += 1
+        step = trip(step)
+        parts = [trip(step.summarize(h)) for h in halves]
+        step = step.finalize(parts[0].merge(parts[1]), data.kind)
+    assert isinstance(step, DetectorResult)
+    return step, rounds

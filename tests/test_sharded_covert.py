@@ -7,18 +7,13 @@ The planted shapes make every later pass run: the taught cipher (pool and key-tr
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
 
-from conftest import DATA, assert_sharded_equals_memory, read_jsonl, write_jsonl
+from conftest import DATA, assert_sharded_equals_memory, read_jsonl, run_pickled_in_halves, write_jsonl
 from trainguard.attacks import poison
-from trainguard.detectors.base import Pass
-from trainguard.findings import DetectorResult, Severity
-from trainguard.io import load
-from trainguard.io.dataset import Dataset
-from trainguard.scan import build_detectors, scan
+from trainguard.findings import Severity
+from trainguard.scan import scan
 from trainguard.sharded import scan_sharded
 
 CF = "covert-finetuning"
@@ -121,21 +116,10 @@ def test_clean_slice_shards_the_same(tmp_path):
 
 
 def test_passes_survive_pickling(mixed_path, mixed_whole):
-    """What a Dask cluster with worker processes does to each pass and summary: the result does not change."""
-    (det,) = build_detectors([CF], None)
-    data = load(mixed_path)
-    halves = [Dataset(records=data.records[a:b], kind=data.kind) for a, b in ((0, 150), (150, len(data)))]
-    step = det.finalize(pickle.loads(pickle.dumps(det.summarize(halves[0]).merge(det.summarize(halves[1])))),
-                        data.kind)
-    rounds = 0
-    while isinstance(step, Pass):
-        rounds += 1
-        step = pickle.loads(pickle.dumps(step))
-        parts = [pickle.loads(pickle.dumps(step.summarize(h))) for h in halves]
-        step = step.finalize(parts[0].merge(parts[1]), data.kind)
-    assert isinstance(step, DetectorResult) and rounds >= 3
-    np.testing.assert_array_equal(step.row_scores, mixed_whole.row_scores[CF])
-    assert len(step.alerts) == len(mixed_whole.findings)
+    result, rounds = run_pickled_in_halves(CF, mixed_path, 150)
+    assert rounds >= 3
+    np.testing.assert_array_equal(result.row_scores, mixed_whole.row_scores[CF])
+    assert len(result.alerts) == len(mixed_whole.findings)
 
 
 def test_in_process_dask_matches(mixed_path, mixed_whole):

@@ -7,20 +7,15 @@ scans embed into a cache of their own, so the equality is of recomputed values, 
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
 
-from conftest import assert_sharded_equals_memory, write_jsonl
+from conftest import assert_sharded_equals_memory, run_pickled_in_halves, write_jsonl
 from test_llm_preference import pairs
 from trainguard.attacks.llm import PreferenceFlip, poison_llm
-from trainguard.detectors.base import Pass
 from trainguard.errors import ConfigError
-from trainguard.findings import DetectorResult, DetectorStatus, Severity
-from trainguard.io import load
-from trainguard.io.dataset import Dataset
-from trainguard.scan import build_detectors, scan
+from trainguard.findings import DetectorStatus, Severity
+from trainguard.scan import scan
 from trainguard.sharded import scan_sharded
 
 PT = "preference-trigger"
@@ -107,16 +102,11 @@ def test_an_embedder_fitted_on_the_data_fails_closed_when_split(tmp_path):
 
 
 def test_summaries_survive_pickling(planted, whole, own_cache, monkeypatch):
-    """What a Dask cluster with worker processes does to the summaries: the result does not change."""
     monkeypatch.setenv("TRAINGUARD_CACHE_DIR", own_cache)
-    (det,) = build_detectors([PT], None)
-    data = load(planted[0])
-    halves = [Dataset(records=data.records[a:b], kind=data.kind) for a, b in ((0, 67), (67, len(data)))]
-    parts = [pickle.loads(pickle.dumps(det.summarize(h))) for h in halves]
-    step = det.finalize(pickle.loads(pickle.dumps(parts[0].merge(parts[1]))), data.kind)
-    assert isinstance(step, DetectorResult) and not isinstance(step, Pass)
-    np.testing.assert_array_equal(step.row_scores, whole.row_scores[PT])
-    assert step.summary == whole.detectors[0].summary
+    result, rounds = run_pickled_in_halves(PT, planted[0], 67)
+    assert rounds == 0
+    np.testing.assert_array_equal(result.row_scores, whole.row_scores[PT])
+    assert result.summary == whole.detectors[0].summary
 
 
 def test_minilm_vectors_depend_on_the_text_alone(one_torch_thread):

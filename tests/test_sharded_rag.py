@@ -7,18 +7,12 @@ the decision runs on the merged rows as in memory, so equality is exact, not up 
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
 
-from conftest import assert_sharded_equals_memory, read_jsonl, write_jsonl
+from conftest import assert_sharded_equals_memory, read_jsonl, run_pickled_in_halves, write_jsonl
 from trainguard.attacks.llm import rag_passage
-from trainguard.detectors.base import Pass
-from trainguard.findings import DetectorResult
-from trainguard.io import load
-from trainguard.io.dataset import Dataset
-from trainguard.scan import build_detectors, scan
+from trainguard.scan import scan
 from trainguard.sharded import scan_sharded
 
 RAG = "rag-poisoning"
@@ -133,19 +127,9 @@ def test_one_row_shards_on_a_tiny_store(tmp_path):
 
 
 def test_passes_survive_pickling(store, whole):
-    """What a Dask cluster with worker processes does to each pass and summary: the result does not change."""
-    (det,) = build_detectors([RAG], None)
-    data = load(store[0])
-    halves = [Dataset(records=data.records[a:b], kind=data.kind) for a, b in ((0, 170), (170, len(data)))]
-    step = det.finalize(pickle.loads(pickle.dumps(det.summarize(halves[0]).merge(det.summarize(halves[1])))),
-                        data.kind)
-    while isinstance(step, Pass):
-        step = pickle.loads(pickle.dumps(step))
-        parts = [pickle.loads(pickle.dumps(step.summarize(h))) for h in halves]
-        step = step.finalize(parts[0].merge(parts[1]), data.kind)
-    assert isinstance(step, DetectorResult)
-    np.testing.assert_array_equal(step.row_scores, whole.row_scores[RAG])
-    assert len(step.alerts) == len(whole.findings)
+    result, _ = run_pickled_in_halves(RAG, store[0], 170)
+    np.testing.assert_array_equal(result.row_scores, whole.row_scores[RAG])
+    assert len(result.alerts) == len(whole.findings)
 
 
 def test_in_process_dask_matches(store, whole):
