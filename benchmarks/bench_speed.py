@@ -126,7 +126,8 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown case(s) {sorted(unknown)}; known: {', '.join(CASES)}")
     res = {"commit": commit(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "command": "python benchmarks/bench_speed.py " + " ".join(sys.argv[1:]), "cases": {}}
+           "command": "".join(f"{k}={os.environ[k]} " for k in ("OMP_NUM_THREADS",) if k in os.environ)
+           + "python benchmarks/bench_speed.py " + " ".join(sys.argv[1:]), "cases": {}}
     for name in names:
         with tempfile.TemporaryDirectory(prefix="tg-speed-") as cache:
             case = {"cold": run_case(name, args.shared, Path(cache))}
