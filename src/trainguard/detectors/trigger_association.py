@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -704,7 +704,15 @@ class _GatheredParts:
     parts: list[_Gathered]
 
     def merge(self, other: "_GatheredParts") -> "_GatheredParts":
-        return _GatheredParts(self.parts + other.parts)
+        # A candidate's name is read from the earliest part holding it (`whole`): the first part keeps every
+        # name, earliest first, so merged parts hold each name once, not once per shard (the strings are most of
+        # a shard's part after its pairs and tokens).
+        names = dict(self.parts[0].names)
+        for p in other.parts:
+            for k, v in p.names.items():
+                names.setdefault(k, v)
+        return _GatheredParts([replace(self.parts[0], names=names), *self.parts[1:],
+                               *(replace(p, names={}) for p in other.parts)])
 
     def whole(self) -> _Gathered:
         parts = self.parts
@@ -868,14 +876,8 @@ class _GatherPass(Pass):
         sd = np.sqrt(np.maximum(np.array([x / scale for x in g.psq[ti]]) - mean**2, 0.0))
 
         R = len(g.pos)
-        S = sparse.csc_matrix((np.ones(len(g.pair_row), np.float32), (g.pair_row, j_of[g.pair_slot])), shape=(R, m))
-        S.sort_indices()
-        g.pair_row = g.pair_slot = None  # consumed: S holds them (the largest part of the summary)
-        Xu = sparse.csr_matrix((np.ones(len(g.gids), np.float32),
-                                (np.repeat(np.arange(R, dtype=np.int32), g.lens), g.gids)),
-                               shape=(R, U))
-        Xu.sum_duplicates()
-        Xu.data[:] = 1.0
+        S = _by_column(g, j_of, R, m)
+        Xu = _presence(g.gids, g.lens, R, U, np.float32)
         index = dict(zip(self.words.tolist(), range(U)))
         M = _removal(S, Xu, [[index[w] for w in v.split(" ")] for v in vocab], s.companion_share)
         del Xu
@@ -993,6 +995,45 @@ class _GatherPass(Pass):
         ngroups, labels = connected_components(graph, directed=False)
         size = np.bincount(labels)
         return 1.0 / size[labels], int(ngroups)
+
+
+def _presence(gids: np.ndarray, lens: np.ndarray, n: int, U: int, dtype) -> sparse.csr_matrix:
+    """Rows x words, 1 where the row holds the word: built in CSR directly (a COO detour holds ~3x the tokens)."""
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(lens, out=indptr[1:])
+    X = sparse.csr_matrix((np.ones(len(gids), dtype), gids.copy(), indptr), shape=(n, U))
+    X.sum_duplicates()  # sorts each row's indices in place: hence the copy (the tokens' order is read later)
+    X.data[:] = 1.0
+    return X
+
+
+def _by_column(g: "_Gathered", j_of: np.ndarray, R: int, m: int, chunk: int = 1 << 22) -> sparse.csc_matrix:
+    """Gathered rows x candidates (columns in vocabulary order), from the (row, slot) pairs in row order.
+
+    A stable counting sort a chunk of pairs at a time (rows stay ascending within each column), releasing the
+    pairs: a COO detour would hold them, their columns, its data and the result at once.
+    """
+    col_n = np.zeros(m, np.int64)
+    for a in range(0, len(g.pair_slot), chunk):
+        col_n += np.bincount(j_of[g.pair_slot[a : a + chunk]], minlength=m)
+    indptr = np.zeros(m + 1, np.int64)
+    np.cumsum(col_n, out=indptr[1:])
+    fill = indptr[:-1].copy()
+    indices = np.empty(len(g.pair_row), np.int32)
+    for a in range(0, len(indices), chunk):
+        c = j_of[g.pair_slot[a : a + chunk]]
+        o = np.argsort(c, kind="stable")
+        c = c[o]
+        start = np.ones(len(c), bool)
+        start[1:] = c[1:] != c[:-1]
+        first = np.flatnonzero(start)
+        rank = np.arange(len(c)) - np.repeat(first, np.diff(np.r_[first, len(c)]))
+        indices[fill[c] + rank] = g.pair_row[a : a + chunk][o]
+        fill += np.bincount(c, minlength=m)
+    g.pair_row = g.pair_slot = None  # consumed: S holds them (the largest part of the summary)
+    S = sparse.csc_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(R, m))
+    S.sort_indices()
+    return S
 
 
 def _removal(S, Xu, own_words: list[list[int]], share: float, block: int = 4096):
