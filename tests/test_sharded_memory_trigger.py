@@ -45,3 +45,15 @@ def test_merged_parts_hold_each_name_once_earliest_first():
     merged = a.merge(b.merge(c))
     assert [len(p.names) for p in merged.parts] == [4, 0, 0]
     assert merged.whole().names == {1: "x y", 2: "p q", 3: "r s", 4: "u"}
+
+
+def test_columns_of_non_zeros_from_indptr():
+    from trainguard.detectors.trigger_association import _columns
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        count = rng.integers(0, 4, int(rng.integers(1, 30)))  # empty columns included
+        full = np.repeat(np.arange(len(count), dtype=np.int32), count)
+        a = int(rng.integers(0, len(full) + 1))
+        b = int(rng.integers(a, len(full) + 1))
+        assert np.array_equal(_columns(np.r_[0, np.cumsum(count)], a, b), full[a:b])

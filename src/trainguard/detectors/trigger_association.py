@@ -368,18 +368,17 @@ def _candidate_llr(S, cand_cls, y, L, GA, GB, temp, eps, chunk=1 << 20):
     """Unweighted LLR (an upper bound on the weighted one) and mean q over hit rows, per candidate.
 
     Vectorised over every (row, candidate) non-zero of S, in bounded chunks.
-    Also returns the non-zeros themselves (row, candidate index, hit) for row scoring.
+    Also returns the non-zeros themselves (row, hit; their candidates are `_columns` of S) for row scoring.
     """
     C = L.shape[1]
     m = S.shape[1]
     rows = S.indices
-    cj = np.repeat(np.arange(m, dtype=np.int32), np.diff(S.indptr))
     hit = np.empty(len(rows), bool)
     llr, hits, qsum = np.zeros(m), np.zeros(m), np.zeros(m)
     step = max(chunk // max(C, 1), 1)
     for a in range(0, len(rows), step):  # per-candidate sums accumulate chunk by chunk: no per-non-zero floats kept
         b = min(a + step, len(rows))
-        r, j = rows[a:b], cj[a:b]
+        r, j = rows[a:b], _columns(S.indptr, a, b)
         c_of = cand_cls[j]
         h = hit[a:b] = y[r] == c_of
         own = y[r][:, None] == np.arange(C)[None, :]
@@ -391,7 +390,12 @@ def _candidate_llr(S, cand_cls, y, L, GA, GB, temp, eps, chunk=1 << 20):
         hits += np.bincount(j, weights=h, minlength=m)
         qsum += np.bincount(j, weights=q * h, minlength=m)
     qmean = np.where(hits > 0, qsum / np.maximum(hits, 1), 1.0)
-    return llr, qmean, (rows, cj, hit)
+    return llr, qmean, (rows, hit)
+
+
+def _columns(indptr: np.ndarray, a: int, b: int) -> np.ndarray:
+    """The column of each non-zero a..b-1 of a CSC matrix, from its indptr (not a column index per non-zero kept)."""
+    return (np.searchsorted(indptr, np.arange(a, b), side="right") - 1).astype(np.int32)
 
 
 def _extend_phrase(core: str, row_tokens: list[list[str]], min_share: float = 0.9) -> str:
@@ -882,7 +886,7 @@ class _GatherPass(Pass):
         M = _removal(S, Xu, [[index[w] for w in v.split(" ")] for v in vocab], s.companion_share)
         del Xu
         GA, GB = np.asarray(M @ self.lpA), np.asarray(M @ self.lpB)
-        llr_raw, qmean, (nz_rows, nz_cand, nz_hit) = _candidate_llr(S, cls, g.y, g.L, GA, GB, temp, s.epsilon)
+        llr_raw, qmean, (nz_rows, nz_hit) = _candidate_llr(S, cls, g.y, g.L, GA, GB, temp, s.epsilon)
         # Planted rows are a random (or anti-selected) sample of content: their rest-of-row
         # probability of c is at most the population's. Label words sit well above it.
         hits = np.maximum(fc[np.arange(m), cls], 1)
@@ -935,10 +939,11 @@ class _GatherPass(Pass):
         row_scores = np.zeros(n)
         for a in range(0, len(nz_rows), 1 << 22):  # a maximum: chunks give the same scores
             b = a + (1 << 22)
-            sel = nz_hit[a:b] & (strength[nz_cand[a:b]] > 0)
-            v = strength[nz_cand[a:b][sel]]
+            cand = _columns(S.indptr, a, min(b, len(nz_rows)))
+            sel = nz_hit[a:b] & (strength[cand] > 0)
+            v = strength[cand[sel]]
             np.maximum.at(row_scores, g.pos[nz_rows[a:b][sel]], v / (v + threshold))
-        del nz_rows, nz_cand, nz_hit
+        del nz_rows, nz_hit
 
         # `_findings` sees dataset positions: the triggers' columns with rows as positions (the only columns it
         # reads; the others are empty), classes by position.
