@@ -473,7 +473,7 @@ def _gather(indptr: np.ndarray, indices: np.ndarray, which: np.ndarray) -> tuple
 
 
 def _context_groups(tests: list[tuple[np.ndarray, tuple[int, ...]]], link, contain, n: int,
-                    max_nodes: int = 1 << 20) -> list[tuple[np.ndarray, int]]:
+                    max_nodes: int = 1 << 16) -> list[tuple[np.ndarray, int]]:
     """For each test (its rows, its own word ids): 1/size of each row's context group, and the number of groups.
 
     Rows sharing a rare 2-3-gram (not one containing the feature's own words) are one context; so is a row
