@@ -472,18 +472,27 @@ def _gather(indptr: np.ndarray, indices: np.ndarray, which: np.ndarray) -> tuple
     return at, indices[k]
 
 
-def _context_groups(tests: list[tuple[np.ndarray, tuple[int, ...]]], link, contain, n: int
-                    ) -> list[tuple[np.ndarray, int]]:
+def _context_groups(tests: list[tuple[np.ndarray, tuple[int, ...]]], link, contain, n: int,
+                    max_nodes: int = 1 << 16) -> list[tuple[np.ndarray, int]]:
     """For each test (its rows, its own word ids): 1/size of each row's context group, and the number of groups.
 
     Rows sharing a rare 2-3-gram (not one containing the feature's own words) are one context; so is a row
-    contained in another. All tests at once: one graph whose nodes are (test, row) pairs.
+    contained in another. One graph whose nodes are (test, row) pairs; no edge joins two tests, so tests are
+    taken in batches of about `max_nodes` nodes (the edges of all tests at once reached 12 GB on 300k rows) with
+    the same weights and counts.
     """
     T = len(tests)
     if not T:
         return []
-    M, gw = link
     sizes = np.fromiter((len(r) for r, _ in tests), np.int64, T)
+    if T > 1 and int(sizes.sum()) > max_nodes:
+        out, a = [], 0
+        while a < T:
+            b = a + max(1, int(np.searchsorted(np.cumsum(sizes[a:]), max_nodes, side="right")))
+            out += _context_groups(tests[a:b], link, contain, n, max_nodes)
+            a = b
+        return out
+    M, gw = link
     N = int(sizes.sum())
     node_row = np.concatenate([np.asarray(r, np.int64) for r, _ in tests]) if N else np.zeros(0, np.int64)
     node_test = np.repeat(np.arange(T), sizes)

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -368,18 +368,17 @@ def _candidate_llr(S, cand_cls, y, L, GA, GB, temp, eps, chunk=1 << 20):
     """Unweighted LLR (an upper bound on the weighted one) and mean q over hit rows, per candidate.
 
     Vectorised over every (row, candidate) non-zero of S, in bounded chunks.
-    Also returns the non-zeros themselves (row, candidate index, hit) for row scoring.
+    Also returns the non-zeros themselves (row, hit; their candidates are `_columns` of S) for row scoring.
     """
     C = L.shape[1]
     m = S.shape[1]
     rows = S.indices
-    cj = np.repeat(np.arange(m, dtype=np.int32), np.diff(S.indptr))
     hit = np.empty(len(rows), bool)
     llr, hits, qsum = np.zeros(m), np.zeros(m), np.zeros(m)
     step = max(chunk // max(C, 1), 1)
     for a in range(0, len(rows), step):  # per-candidate sums accumulate chunk by chunk: no per-non-zero floats kept
         b = min(a + step, len(rows))
-        r, j = rows[a:b], cj[a:b]
+        r, j = rows[a:b], _columns(S.indptr, a, b)
         c_of = cand_cls[j]
         h = hit[a:b] = y[r] == c_of
         own = y[r][:, None] == np.arange(C)[None, :]
@@ -391,7 +390,12 @@ def _candidate_llr(S, cand_cls, y, L, GA, GB, temp, eps, chunk=1 << 20):
         hits += np.bincount(j, weights=h, minlength=m)
         qsum += np.bincount(j, weights=q * h, minlength=m)
     qmean = np.where(hits > 0, qsum / np.maximum(hits, 1), 1.0)
-    return llr, qmean, (rows, cj, hit)
+    return llr, qmean, (rows, hit)
+
+
+def _columns(indptr: np.ndarray, a: int, b: int) -> np.ndarray:
+    """The column of each non-zero a..b-1 of a CSC matrix, from its indptr (not a column index per non-zero kept)."""
+    return (np.searchsorted(indptr, np.arange(a, b), side="right") - 1).astype(np.int32)
 
 
 def _extend_phrase(core: str, row_tokens: list[list[str]], min_share: float = 0.9) -> str:
@@ -704,7 +708,15 @@ class _GatheredParts:
     parts: list[_Gathered]
 
     def merge(self, other: "_GatheredParts") -> "_GatheredParts":
-        return _GatheredParts(self.parts + other.parts)
+        # A candidate's name is read from the earliest part holding it (`whole`): the first part keeps every
+        # name, earliest first, so merged parts hold each name once, not once per shard (the strings are most of
+        # a shard's part after its pairs and tokens).
+        names = dict(self.parts[0].names)
+        for p in other.parts:
+            for k, v in p.names.items():
+                names.setdefault(k, v)
+        return _GatheredParts([replace(self.parts[0], names=names), *self.parts[1:],
+                               *(replace(p, names={}) for p in other.parts)])
 
     def whole(self) -> _Gathered:
         parts = self.parts
@@ -868,19 +880,13 @@ class _GatherPass(Pass):
         sd = np.sqrt(np.maximum(np.array([x / scale for x in g.psq[ti]]) - mean**2, 0.0))
 
         R = len(g.pos)
-        S = sparse.csc_matrix((np.ones(len(g.pair_row), np.float32), (g.pair_row, j_of[g.pair_slot])), shape=(R, m))
-        S.sort_indices()
-        g.pair_row = g.pair_slot = None  # consumed: S holds them (the largest part of the summary)
-        Xu = sparse.csr_matrix((np.ones(len(g.gids), np.float32),
-                                (np.repeat(np.arange(R, dtype=np.int32), g.lens), g.gids)),
-                               shape=(R, U))
-        Xu.sum_duplicates()
-        Xu.data[:] = 1.0
+        S = _by_column(g, j_of, R, m)
+        Xu = _presence(g.gids, g.lens, R, U, np.float32)
         index = dict(zip(self.words.tolist(), range(U)))
         M = _removal(S, Xu, [[index[w] for w in v.split(" ")] for v in vocab], s.companion_share)
         del Xu
         GA, GB = np.asarray(M @ self.lpA), np.asarray(M @ self.lpB)
-        llr_raw, qmean, (nz_rows, nz_cand, nz_hit) = _candidate_llr(S, cls, g.y, g.L, GA, GB, temp, s.epsilon)
+        llr_raw, qmean, (nz_rows, nz_hit) = _candidate_llr(S, cls, g.y, g.L, GA, GB, temp, s.epsilon)
         # Planted rows are a random (or anti-selected) sample of content: their rest-of-row
         # probability of c is at most the population's. Label words sit well above it.
         hits = np.maximum(fc[np.arange(m), cls], 1)
@@ -933,10 +939,11 @@ class _GatherPass(Pass):
         row_scores = np.zeros(n)
         for a in range(0, len(nz_rows), 1 << 22):  # a maximum: chunks give the same scores
             b = a + (1 << 22)
-            sel = nz_hit[a:b] & (strength[nz_cand[a:b]] > 0)
-            v = strength[nz_cand[a:b][sel]]
+            cand = _columns(S.indptr, a, min(b, len(nz_rows)))
+            sel = nz_hit[a:b] & (strength[cand] > 0)
+            v = strength[cand[sel]]
             np.maximum.at(row_scores, g.pos[nz_rows[a:b][sel]], v / (v + threshold))
-        del nz_rows, nz_cand, nz_hit
+        del nz_rows, nz_hit
 
         # `_findings` sees dataset positions: the triggers' columns with rows as positions (the only columns it
         # reads; the others are empty), classes by position.
@@ -993,6 +1000,45 @@ class _GatherPass(Pass):
         ngroups, labels = connected_components(graph, directed=False)
         size = np.bincount(labels)
         return 1.0 / size[labels], int(ngroups)
+
+
+def _presence(gids: np.ndarray, lens: np.ndarray, n: int, U: int, dtype) -> sparse.csr_matrix:
+    """Rows x words, 1 where the row holds the word: built in CSR directly (a COO detour holds ~3x the tokens)."""
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(lens, out=indptr[1:])
+    X = sparse.csr_matrix((np.ones(len(gids), dtype), gids.copy(), indptr), shape=(n, U))
+    X.sum_duplicates()  # sorts each row's indices in place: hence the copy (the tokens' order is read later)
+    X.data[:] = 1.0
+    return X
+
+
+def _by_column(g: "_Gathered", j_of: np.ndarray, R: int, m: int, chunk: int = 1 << 22) -> sparse.csc_matrix:
+    """Gathered rows x candidates (columns in vocabulary order), from the (row, slot) pairs in row order.
+
+    A stable counting sort a chunk of pairs at a time (rows stay ascending within each column), releasing the
+    pairs: a COO detour would hold them, their columns, its data and the result at once.
+    """
+    col_n = np.zeros(m, np.int64)
+    for a in range(0, len(g.pair_slot), chunk):
+        col_n += np.bincount(j_of[g.pair_slot[a : a + chunk]], minlength=m)
+    indptr = np.zeros(m + 1, np.int64)
+    np.cumsum(col_n, out=indptr[1:])
+    fill = indptr[:-1].copy()
+    indices = np.empty(len(g.pair_row), np.int32)
+    for a in range(0, len(indices), chunk):
+        c = j_of[g.pair_slot[a : a + chunk]]
+        o = np.argsort(c, kind="stable")
+        c = c[o]
+        start = np.ones(len(c), bool)
+        start[1:] = c[1:] != c[:-1]
+        first = np.flatnonzero(start)
+        rank = np.arange(len(c)) - np.repeat(first, np.diff(np.r_[first, len(c)]))
+        indices[fill[c] + rank] = g.pair_row[a : a + chunk][o]
+        fill += np.bincount(c, minlength=m)
+    g.pair_row = g.pair_slot = None  # consumed: S holds them (the largest part of the summary)
+    S = sparse.csc_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(R, m))
+    S.sort_indices()
+    return S
 
 
 def _removal(S, Xu, own_words: list[list[int]], share: float, block: int = 4096):
