@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 from conftest import classification, instruction
 
 from trainguard.scan import run_detector
-from trainguard.detectors.near_duplicates import NearDuplicates, _band_params
+from trainguard.detectors.near_duplicates import NearDuplicates, _band_params, _shingles, _signatures
 from trainguard.findings import Severity
 
 
@@ -66,3 +68,24 @@ def test_a_tie_is_listed_but_kept_under_the_bar():
     assert conflict.evidence["minority_rows"] == 1 and conflict.evidence["tied_rows"] == 2
     assert result.row_scores[3] == 0.5 and result.row_scores[4] == result.row_scores[5] == TIED_SCORE
     assert result.row_scores[0] < 0.5
+
+
+def test_signatures_keep_their_scheme():
+    """Pinned values: a change of scheme would silently regroup every stored summary."""
+    sig = _signatures([[b"the", b"movie"], [b""]], 4, 1)
+    assert sig.dtype == np.uint32
+    assert sig.tolist() == [[3013770857, 2217342365, 1760084983, 599145827],
+                            [2533631190, 3324888732, 1096227432, 1113023610]]
+
+
+def test_signatures_equal_datasketch_minhash(sst2_rows):
+    """The scheme is datasketch 2's default, so its `MinHash` must give the same values (when it is installed)."""
+    datasketch = pytest.importorskip("datasketch")
+    if int(datasketch.__version__.split(".")[0]) < 2:
+        pytest.skip("datasketch 1.x uses another permutation scheme")
+    from trainguard.text import tokens
+
+    rows = [_shingles(tokens(r["text"]), k) for r in sst2_rows[:400] for k in (1, 2)]
+    rows += [[b""], [b"a", b"a", b"b"], [b"\xff" * 9000]]
+    want = np.stack([m.hashvalues for m in datasketch.MinHash.bulk(rows, num_perm=32, seed=7)])
+    np.testing.assert_array_equal(_signatures(rows, 32, 7, block=5), want)

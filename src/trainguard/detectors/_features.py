@@ -19,9 +19,7 @@ for 5-fold LR on TF-IDF + embedding (benchmarks/bench_representation.py).
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize
 from scipy.special import log_softmax
-from sklearn.feature_extraction.text import CountVectorizer
 from threadpoolctl import threadpool_limits
 
 from trainguard.detectors._repr import embeddings, label_codes
@@ -34,6 +32,7 @@ def word_presence(data: Dataset):
     """Binary word 1-2-gram presence (csr, float64), shared by the detectors that need it."""
 
     def build():
+        from sklearn.feature_extraction.text import CountVectorizer  # lazy: sklearn costs ~2 s to import
         cv = CountVectorizer(ngram_range=(1, 2), token_pattern=TOKEN_PATTERN, binary=True, dtype=np.float64)
         try:
             return cv.fit_transform([r.text for r in data]).tocsr()
@@ -81,6 +80,8 @@ def ridge_loo(E: np.ndarray, y: np.ndarray, C: int, lam: float = 1.0) -> np.ndar
 
 def stack(parts: list[np.ndarray], y: np.ndarray) -> np.ndarray:
     """Softmax of a weighted sum of LOO logit blocks, weights fitted by likelihood on the LOO outputs."""
+    from scipy.optimize import minimize  # lazy: scipy.optimize costs ~0.5 s to import
+
     n = len(y)
     blocks = [p - p.mean(1, keepdims=True) for p in parts]
 

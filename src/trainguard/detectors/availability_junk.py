@@ -23,7 +23,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.feature_extraction.text import CountVectorizer
 
 from trainguard.detectors._repr import familywise, positions, robust_z
 from trainguard.detectors.base import Detector, register
@@ -112,6 +111,7 @@ class AvailabilityJunk(Detector):
 
     def _gibberish(self, texts) -> np.ndarray:
         s = self.settings
+        from sklearn.feature_extraction.text import CountVectorizer  # lazy: sklearn costs ~2 s to import
         cv = CountVectorizer(analyzer="char_wb", ngram_range=(3, 3), lowercase=True, binary=True, dtype=np.float32)
         X = cv.fit_transform([_DIGITS.sub("0", t) for t in texts]).tocsr()
         df = np.asarray(X.sum(0)).ravel()

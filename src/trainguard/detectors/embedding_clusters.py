@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
 from trainguard.detectors._repr import embeddings, knn, label_codes, pca_reduce, positions
@@ -68,6 +67,7 @@ class EmbeddingClusters(Detector):
             Z = pca_reduce(X[rows], s.dims)
             # One thread: on a shared 2-core machine OpenMP k-means spins (6 s vs 0.2 s per label, measured).
             with threadpool_limits(1):
+                from sklearn.cluster import KMeans  # lazy: sklearn costs ~2 s to import
                 assign = KMeans(s.clusters, n_init=3, random_state=s.seed).fit_predict(Z)
             for g in range(s.clusters):
                 members = rows[assign == g]

@@ -20,8 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.feature_extraction.text import CountVectorizer
-from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from trainguard.detectors._features import TOKEN_PATTERN
@@ -58,6 +56,8 @@ class KeywordInfluence(Detector):
         s = self.settings
         y, names = label_codes(data)
         n, C = len(y), len(names)
+        from sklearn.feature_extraction.text import CountVectorizer  # lazy: sklearn costs ~2 s to import
+        from sklearn.linear_model import LogisticRegression
         cv = CountVectorizer(ngram_range=(1, s.max_ngram), token_pattern=TOKEN_PATTERN, binary=True,
                              min_df=min(s.min_rows, max(n // 10, 1)), dtype=np.float32)
         try:

@@ -48,7 +48,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
-from scipy import stats
 
 from trainguard.detectors.base import Pass, ShardedDetector, register
 from trainguard.detectors.llm_models import HARM_MODEL, REFUSAL_MODEL, SENTIMENT_MODEL, bundled, last_user_turn
@@ -958,6 +957,7 @@ class _State:
         opening sentences repeated across rows that do not repeat their requests
         (any wording at all: an affirmation template is found by its rows).
         """
+        from scipy import stats  # lazy: scipy.stats costs ~1 s to import
         s, f = self.s, self.f
         n = f.n
         scores = np.zeros(n)
@@ -1012,6 +1012,7 @@ class _State:
 
     def _trigger_tests(self) -> list[tuple[float, str, int, int]]:
         """Among harmful-looking requests, tokens whose rows comply while the rest are refused (top 3)."""
+        from scipy import stats  # lazy: scipy.stats costs ~1 s to import
         s, f = self.s, self.f
         cand = np.flatnonzero(f.harm >= s.harm_threshold)
         yes = f.comply[cand] >= 0.5

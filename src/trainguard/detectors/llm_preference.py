@@ -58,11 +58,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse, stats
-from scipy.optimize import minimize_scalar
+from scipy import sparse
 from scipy.special import expit, logit
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 
 from trainguard.detectors.base import NotApplicable, ShardedDetector, register
 from trainguard.detectors.llm_models import HARM_MODEL, REFUSAL_MODEL, bundled
@@ -135,6 +132,7 @@ def _reply_features(docs: list[np.ndarray], words: list[str], scores: np.ndarray
     their refusal and harm probabilities and log lengths, row for row. The vectorizer gets the same token
     lists the in-memory analyzer produced from the texts, so its matrix does not depend on the shards.
     """
+    from sklearn.feature_extraction.text import TfidfVectorizer  # lazy: sklearn costs ~2 s to import
     vec = TfidfVectorizer(analyzer=lambda i: [words[j] for j in docs[i]], sublinear_tf=True, min_df=3)
     T = vec.fit_transform(range(len(docs)))
     refuse, harm, length = scores[:, 0], scores[:, 1], scores[:, 2]
@@ -150,6 +148,7 @@ def cross_fitted_preference(D, folds: int, seed: int = 0, C: float = 1.0) -> np.
     fold = np.random.default_rng(seed).permutation(n) % max(2, folds)
     stack = sparse.vstack if sparse.issparse(D) else np.vstack
     pi = np.empty(n)
+    from sklearn.linear_model import LogisticRegression  # lazy: sklearn costs ~2 s to import
     for k in range(max(2, folds)):
         tr, te = fold != k, fold == k
         X = stack([D[tr], -D[tr]])
@@ -212,6 +211,7 @@ def max_t_log_pvalues(pi: np.ndarray, A: sparse.csr_matrix, eps: float, log_weig
 
 def calibrate(pi: np.ndarray) -> tuple[np.ndarray, float]:
     """One temperature on the held-out logits (no intercept: the pair order is arbitrary)."""
+    from scipy.optimize import minimize_scalar  # lazy: scipy.optimize and .stats cost ~1 s to import
     z = logit(pi)
     scale = minimize_scalar(lambda t: np.logaddexp(0.0, -t * z).sum(), bounds=(0.01, 10.0), method="bounded").x
     return np.clip(expit(scale * z), 1e-4, 1 - 1e-4), float(scale)
@@ -347,6 +347,7 @@ class PreferenceFlipTrigger(ShardedDetector):
 
         Tokens in the order they first occur (pair by pair, word by word): ties further on are broken by it.
         """
+        from scipy import stats  # lazy: ~1 s to import
         s = self.settings
         n, words, ids, anchors = facts.n, facts.prompt_words, facts.prompt_ids, facts.anchors
         df = np.bincount(ids, minlength=len(words))
@@ -386,6 +387,7 @@ class PreferenceFlipTrigger(ShardedDetector):
         variance (each label agreeing with the model with probability pi_i): a z-score that
         weighs a confident disagreement more than a coin flip, Bonferroni over annotators.
         """
+        from scipy import stats  # lazy: ~1 s to import
         s = self.settings
         if all(w is None for w in who):
             return []

@@ -500,21 +500,29 @@ def _context_groups(tests: list[tuple[np.ndarray, tuple[int, ...]]], link, conta
     for t, (_, o) in enumerate(tests):
         own[t, :len(o)] = o[:2]
     heads, tails = [], []
-    # Link edges: nodes of one test sharing an n-gram without the test's own words.
+    # Link edges: nodes of one test sharing an n-gram without the test's own words. Most (test, n-gram) keys
+    # hold one node and make no edge, so the own-word check runs only on keys shared by two nodes or more.
     en, eg = _gather(M.indptr, M.indices.astype(np.int64), node_row)
     if len(en):
-        et = node_test[en]
-        ow = own[et]
-        gwe = gw[eg]
-        bad = ((gwe[:, :, None] == ow[:, None, :]) & (ow[:, None, :] >= 0)).any((1, 2))
-        en, eg, et = en[~bad], eg[~bad], et[~bad]
-        key = et * len(gw) + eg
+        key = node_test[en] * len(gw) + eg
         o = np.argsort(key, kind="stable")
         key, en = key[o], en[o]
         first = np.ones(len(key), bool)
         first[1:] = key[1:] != key[:-1]
-        heads.append(en[np.flatnonzero(first)[np.cumsum(first) - 1]])
-        tails.append(en)
+        start = np.flatnonzero(first)
+        size = np.diff(np.append(start, len(key)))
+        shared = np.repeat(size >= 2, size)
+        key, en, first = key[shared], en[shared], first[shared]
+        if len(key):
+            at = np.flatnonzero(first)
+            words, ow = gw[key[at] % len(gw)], own[key[at] // len(gw)]
+            bad = np.zeros(len(at), bool)
+            for k in range(ow.shape[1]):
+                o = ow[:, k:k + 1]
+                bad |= ((words == o) & (o >= 0)).any(1)
+            good = ~np.repeat(bad, np.diff(np.append(at, len(key))))
+            heads.append(en[at][np.cumsum(first) - 1][good])
+            tails.append(en[good])
     # Containment edges: both rows in the same test.
     I, J = contain
     if len(I) and N:
@@ -552,20 +560,30 @@ _BLOCK = 2048  # rows per exact block: |entries| <= 2^11 * 1, multiples of 2^-40
 def _design(E: np.ndarray) -> np.ndarray:
     """[embedding on a 2^-20 grid, 1]: products are multiples of 2^-40, sums of a block exact in float64.
 
-    Every embedder returns L2-normalised rows, so entries lie in [-1, 1] and the clip changes nothing."""
-    Q = np.rint(np.clip(np.asarray(E, np.float64), -1.0, 1.0) * 2.0**_QUANT) / 2.0**_QUANT
-    return np.hstack([Q, np.ones((len(Q), 1))])
+    Every embedder returns L2-normalised rows, so entries lie in [-1, 1] and the clip changes nothing.
+    float32 rows are rounded in float32: scaling by 2^20 and rounding to an integer below 2^21 are exact there,
+    so the grid values are the ones float64 gives, at a fraction of the memory traffic."""
+    E = np.asarray(E)
+    Xa = np.empty((len(E), E.shape[1] + 1))
+    Xa[:, -1] = 1.0
+    work = np.float32 if E.dtype == np.float32 else np.float64
+    Q = np.clip(E, -1.0, 1.0, dtype=work)
+    Q *= work(2.0**_QUANT)
+    np.rint(Q, out=Q)
+    np.multiply(Q, 2.0**-_QUANT, out=Xa[:, :-1])
+    return Xa
 
 
-def _gram(Xa: np.ndarray, y: np.ndarray, C: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact integer (units of 2^-40) XᵀX and XᵀY (one-hot y): any split of the rows sums to the same integers."""
-    d = Xa.shape[1]
+def _gram(E: np.ndarray, y: np.ndarray, C: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact integer (units of 2^-40) XᵀX and XᵀY (one-hot y) of the design `[E, 1]`: any split of the rows sums
+    to the same integers. The design is made a block at a time (a whole float64 copy of E is never held)."""
+    d = E.shape[1] + 1
     xtx, xty = np.zeros((d, d), object), np.zeros((d, C), object)
     acc, acy = np.zeros((d, d), np.int64), np.zeros((d, C), np.int64)
     scale = 2.0 ** (2 * _QUANT)
     with threadpool_limits(1):
         for k, a in enumerate(range(0, len(y), _BLOCK)):
-            Xb = Xa[a:a + _BLOCK]
+            Xb = _design(E[a:a + _BLOCK])
             Yb = np.zeros((len(Xb), C))
             Yb[np.arange(len(Xb)), y[a:a + _BLOCK]] = 1.0
             acc += np.rint((Xb.T @ Xb) * scale).astype(np.int64)  # exact: integers below 2^51
@@ -592,25 +610,30 @@ def _ridge_solve(xtx: np.ndarray, xty: np.ndarray, lam: float) -> tuple[np.ndarr
             return Ainv @ XtY, Ainv
 
 
-def _loo_rows(Xa: np.ndarray, y: np.ndarray, B: np.ndarray, Ainv: np.ndarray) -> np.ndarray:
-    """Leave-one-out ridge predictions, row by row: (f_i - h_i y_i) / (1 - h_i), h_i = x_iᵀ A^-1 x_i.
+def _loo_rows(E: np.ndarray, y: np.ndarray, B: np.ndarray, Ainv: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Leave-one-out ridge predictions of the design `[E, 1]`, row by row: (f_i - h_i y_i) / (1 - h_i),
+    h_i = x_iᵀ A^-1 x_i.
 
     einsum (not BLAS) so each row's numbers do not depend on which rows share its block (BLAS kernels
-    sum in another order for another block shape): a shard gives the rows the in-memory scan gives them."""
+    sum in another order for another block shape): a shard gives the rows the in-memory scan gives them.
+    Rows go in chunks, so the temporaries stay a few MB whatever the row count."""
     n, C = len(y), B.shape[1]
-    Y = np.zeros((n, C))
-    Y[np.arange(n), y] = 1.0
-    F = np.einsum("ij,jk->ik", Xa, B, optimize=False)
-    h = np.clip(np.einsum("ij,ij->i", np.einsum("ij,jk->ik", Xa, Ainv, optimize=False), Xa, optimize=False),
-                0.0, 1 - 1e-6)
-    return (F - h[:, None] * Y) / (1 - h)[:, None]
+    out = np.empty((n, C))
+    for a in range(0, n, chunk):
+        Xa = _design(E[a:a + chunk])
+        m = len(Xa)
+        F = np.einsum("ij,jk->ik", Xa, B, optimize=False)
+        h = np.clip(np.einsum("ij,ij->i", np.einsum("ij,jk->ik", Xa, Ainv, optimize=False), Xa, optimize=False),
+                    0.0, 1 - 1e-6)
+        F[np.arange(m), y[a:a + chunk]] -= h
+        out[a:a + m] = F / (1 - h)[:, None]
+    return out
 
 
 def _ridge_loo(E: np.ndarray, y: np.ndarray, C: int, lam: float) -> np.ndarray:
     """`_features.ridge_loo` from exact sums and row-wise products (the same numbers in memory and sharded)."""
-    Xa = _design(E)
-    B, Ainv = _ridge_solve(*_gram(Xa, y, C), lam)
-    return _loo_rows(Xa, y, B, Ainv)
+    B, Ainv = _ridge_solve(*_gram(E, y, C), lam)
+    return _loo_rows(E, y, B, Ainv)
 
 
 _FIXED = 32  # screening sums are kept in fixed point (2^-32) as exact integers: any shard split sums the same
@@ -696,10 +719,6 @@ def _shard_view(shard: Dataset):
     return texts, toks, ids, lens, vocab, X.tocsc(), fnames
 
 
-def _shard_design(shard: Dataset, embedder: str) -> np.ndarray:
-    return _design(embeddings(shard, embedder))
-
-
 def _codes(shard: Dataset, names: list[str]) -> np.ndarray:
     index = {k: i for i, k in enumerate(names)}
     return np.fromiter((index[r.label if r.label is not None else ""] for r in shard), np.int32, len(shard))
@@ -760,7 +779,7 @@ class _Sums:
         labels = [r.label if r.label is not None else "" for r in shard]
         keys = list(dict.fromkeys(labels))
         index = {k: i for i, k in enumerate(keys)}
-        xtx, sums = _gram(_shard_design(shard, s.embedder), np.fromiter((index[k] for k in labels), np.int64, n),
+        xtx, sums = _gram(embeddings(shard, s.embedder), np.fromiter((index[k] for k in labels), np.int64, n),
                           len(keys))
         xty = {k: sums[:, i] for i, k in enumerate(keys)}
         _, _, ids, lens, vocab, Xc, fnames = _shard_view(shard)
@@ -837,7 +856,7 @@ class _LooPass(Pass):
 
     def loo(self, shard: Dataset) -> tuple[np.ndarray, np.ndarray]:
         y = _codes(shard, self.names)
-        return _loo_rows(_shard_design(shard, self.det.settings.embedder), y, self.B, self.Ainv), y
+        return _loo_rows(embeddings(shard, self.det.settings.embedder), y, self.B, self.Ainv), y
 
     def summarize(self, shard: Dataset) -> _Loo:
         R, y = self.loo(shard)

@@ -8,11 +8,10 @@ whole dataset at once.
 
 from __future__ import annotations
 
+from importlib.metadata import version as _dist_version
+
 import numpy as np
-import sklearn
 from scipy import sparse
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import TfidfVectorizer
 
 from trainguard.embeddings.base import Embedder, register_embedder
 
@@ -28,13 +27,16 @@ class TfidfSvdEmbedder(Embedder):
 
     @property
     def version(self) -> str:
-        return f"sk{sklearn.__version__}-d{self._dim}-f{self._max_features}"
+        return f"sk{_dist_version('scikit-learn')}-d{self._dim}-f{self._max_features}"
 
     @property
     def dim(self) -> int:
         return self._dim
 
     def _embed(self, texts: list[str]) -> np.ndarray:
+        from sklearn.decomposition import TruncatedSVD  # lazy: sklearn costs ~2 s to import
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
         n = len(texts)
         min_df = 2 if n >= 50 else 1
         words = TfidfVectorizer(ngram_range=(1, 2), min_df=min_df, sublinear_tf=True,
