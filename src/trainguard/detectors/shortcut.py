@@ -413,6 +413,9 @@ def _link_matrix(ids: np.ndarray, lens: np.ndarray, V: int, link_df: int) -> tup
     return M[:, keep].tocsr(), gw[keep]
 
 
+_SPAN_MASK = (1 << 20) - 1
+
+
 def _containment(texts: list[str], max_tokens: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i, j), i != j: row i's lower-cased whitespace tokens are a contiguous span of row j's
     (phrase treebanks such as SST-2 list one sentence as nested phrases; exact copies count too).
@@ -444,14 +447,19 @@ def _containment(texts: list[str], max_tokens: int = 100) -> tuple[np.ndarray, n
         # the span starting at a row's first token with the row's length is the row itself
         full = h[np.searchsorted(act, start[who])]
         uniq, grp = np.unique(full, return_inverse=True)
-        at = np.minimum(np.searchsorted(uniq, h), len(uniq) - 1)
-        hit = np.flatnonzero(uniq[at] == h)
+        # A bitmap of the rows' hashes' low bits screens the spans first; only those that pass are searched.
+        bitmap = np.zeros(_SPAN_MASK + 1, bool)
+        bitmap[uniq & np.uint64(_SPAN_MASK)] = True
+        maybe = np.flatnonzero(bitmap[h & np.uint64(_SPAN_MASK)])
+        at = np.minimum(np.searchsorted(uniq, h[maybe]), len(uniq) - 1)
+        found = uniq[at] == h[maybe]
+        hit, at = maybe[found], at[found]
         if not len(hit):
             continue
         members = np.argsort(grp, kind="stable")
         gstart = np.searchsorted(grp[members], np.arange(len(uniq)))
         gcount = np.bincount(grp, minlength=len(uniq))
-        g = at[hit]
+        g = at
         cnt = gcount[g]
         cont = np.repeat(row[act[hit]], cnt)
         inner = who[members[np.repeat(gstart[g] - np.cumsum(cnt) + cnt, cnt) + np.arange(int(cnt.sum()))]]
@@ -460,8 +468,8 @@ def _containment(texts: list[str], max_tokens: int = 100) -> tuple[np.ndarray, n
         J.append(cont[keep])
     if not I:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    pairs = np.unique(np.stack([np.concatenate(I), np.concatenate(J)], 1), axis=0)
-    return pairs[:, 0], pairs[:, 1]
+    pairs = np.unique(np.concatenate(I) * len(texts) + np.concatenate(J))  # sorted by (i, j), each once
+    return pairs // len(texts), pairs % len(texts)
 
 
 def _gather(indptr: np.ndarray, indices: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -614,19 +622,27 @@ def _loo_rows(E: np.ndarray, y: np.ndarray, B: np.ndarray, Ainv: np.ndarray, chu
     """Leave-one-out ridge predictions of the design `[E, 1]`, row by row: (f_i - h_i y_i) / (1 - h_i),
     h_i = x_iᵀ A^-1 x_i.
 
-    einsum (not BLAS) so each row's numbers do not depend on which rows share its block (BLAS kernels
-    sum in another order for another block shape): a shard gives the rows the in-memory scan gives them.
-    Rows go in chunks, so the temporaries stay a few MB whatever the row count."""
+    Each row's numbers must not depend on which rows share its block, or a shard would not give the rows the
+    in-memory scan gives them. BLAS sums in another order for another block shape, so the costly product
+    x_iᵀ A^-1 is taken in integers: the design is on a 2^-20 grid and A^-1 is put on a grid 2^23 times finer
+    than its largest entry, so every partial sum is an integer below 2^53 and exact in float64 in any order.
+    The rest (x_iᵀ B, the row dot products) is einsum, row by row. Rows go in chunks, so the temporaries stay
+    a few MB whatever the row count."""
     n, C = len(y), B.shape[1]
+    peak = float(np.abs(Ainv).max()) if Ainv.size else 0.0
+    shift = 23 - int(np.ceil(np.log2(peak))) if peak > 0 else 0
+    Ai = np.rint(Ainv * 2.0**shift)
+    unit = 2.0 ** -(2 * _QUANT + shift)
     out = np.empty((n, C))
-    for a in range(0, n, chunk):
-        Xa = _design(E[a:a + chunk])
-        m = len(Xa)
-        F = np.einsum("ij,jk->ik", Xa, B, optimize=False)
-        h = np.clip(np.einsum("ij,ij->i", np.einsum("ij,jk->ik", Xa, Ainv, optimize=False), Xa, optimize=False),
-                    0.0, 1 - 1e-6)
-        F[np.arange(m), y[a:a + chunk]] -= h
-        out[a:a + m] = F / (1 - h)[:, None]
+    with threadpool_limits(1):
+        for a in range(0, n, chunk):
+            Xa = _design(E[a:a + chunk])
+            m = len(Xa)
+            Xi = Xa * 2.0**_QUANT  # integers of magnitude <= 2^20
+            F = np.einsum("ij,jk->ik", Xa, B, optimize=False)
+            h = np.clip(np.einsum("ij,ij->i", Xi @ Ai, Xi, optimize=False) * unit, 0.0, 1 - 1e-6)
+            F[np.arange(m), y[a:a + chunk]] -= h
+            out[a:a + m] = F / (1 - h)[:, None]
     return out
 
 

@@ -110,6 +110,26 @@ class EmbeddingCache:
                     found[bytes(h)] = np.frombuffer(vec, dtype="<f4")
         return found
 
+    def lookup(self, model: str, hashes: Sequence[bytes], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in `hashes` found, their (k, dim) float32 vectors): `get` without a dict of arrays,
+        for whole datasets (one `frombuffer` over the joined blobs instead of one array per row)."""
+        mid = self._model_id(model, create=False)
+        if mid is None or not len(hashes):
+            return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+        where = {h: i for i, h in enumerate(hashes)}
+        pos, blobs = [], []
+        for a in range(0, len(hashes), _LOOKUP_CHUNK):
+            chunk = list(hashes[a : a + _LOOKUP_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            for h, d, vec in self._db.execute(
+                f"SELECT hash, dim, vec FROM vecs WHERE model_id=? AND hash IN ({marks})", [mid, *chunk]
+            ):
+                if d == dim and len(vec) == 4 * dim:
+                    pos.append(where[bytes(h)])
+                    blobs.append(vec)
+        vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim).astype(np.float32)
+        return np.asarray(pos, np.int64), vectors
+
     def put(self, model: str, items: Iterable[tuple[bytes, np.ndarray]]) -> None:
         mid = self._model_id(model, create=True)
         rows = [(mid, h, int(v.shape[0]), np.ascontiguousarray(v, dtype="<f4").tobytes()) for h, v in items]

@@ -59,14 +59,12 @@ def embed_texts(
             cache, own = EmbeddingCache(cache), True
     try:
         vectors = np.zeros((len(uniq), emb.dim), np.float32)
-        hit = cache.get(emb.key, hashes, emb.dim) if cache is not None else {}
-        todo = []
-        for j, h in enumerate(hashes):
-            v = hit.get(h)
-            if v is None:
-                todo.append(j)
-            else:
-                vectors[j] = v
+        todo = np.ones(len(uniq), bool)
+        if cache is not None:
+            found, cached = cache.lookup(emb.key, hashes, emb.dim)
+            vectors[found] = cached
+            todo[found] = False
+        todo = np.flatnonzero(todo).tolist()
         _embed_missing(emb, uniq, hashes, todo, vectors, cache, batch_size, progress)
     finally:
         if own:
