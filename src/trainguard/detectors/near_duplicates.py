@@ -16,6 +16,7 @@ import hashlib
 import sys
 from collections import Counter
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 from scipy import sparse
@@ -233,8 +234,9 @@ def _signatures(shingles: list[list[str]], num_perm: int, seed: int, block: int 
     """
     if not shingles:
         return np.zeros((0, num_perm), np.uint32)
-    index: dict[str, int] = {}
-    ids = np.fromiter((index.setdefault(sh, len(index)) for row in shingles for sh in row), np.int64)
+    flat = list(chain.from_iterable(shingles))
+    index = {sh: i for i, sh in enumerate(dict.fromkeys(flat))}
+    ids = np.fromiter(map(index.__getitem__, flat), np.int64, len(flat))
     lens = np.fromiter(map(len, shingles), np.int64, len(shingles))
     if (lens == 0).any():
         raise ValueError("every row needs at least one shingle")

@@ -528,8 +528,9 @@ def _context_groups(tests: list[tuple[np.ndarray, tuple[int, ...]]], link, conta
             for k in range(ow.shape[1]):
                 o = ow[:, k:k + 1]
                 bad |= ((words == o) & (o >= 0)).any(1)
-            good = ~np.repeat(bad, np.diff(np.append(at, len(key))))
-            heads.append(en[at][np.cumsum(first) - 1][good])
+            head = en[at][np.cumsum(first) - 1]
+            good = ~np.repeat(bad, np.diff(np.append(at, len(key)))) & (head != en)  # no self-loops
+            heads.append(head[good])
             tails.append(en[good])
     # Containment edges: both rows in the same test.
     I, J = contain

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from itertools import chain
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -625,8 +626,9 @@ def _count(toks: list[list[str]], y: np.ndarray, keys: list[str], n_max: int) ->
 
 def _count_chunk(toks: list[list[str]], y: np.ndarray, keys: list[str], n_max: int) -> _Counts:
     n, K = len(toks), len(keys)
-    vocab: dict[str, int] = {}
-    flat = np.fromiter((vocab.setdefault(t, len(vocab)) for row in toks for t in row), dtype=np.int64)
+    tokens_in_order = list(chain.from_iterable(toks))
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(tokens_in_order))}  # ids in order of first occurrence
+    flat = np.fromiter(map(vocab.__getitem__, tokens_in_order), dtype=np.int64, count=len(tokens_in_order))
     lens = np.fromiter(map(len, toks), dtype=np.int64, count=n)
     words = np.array(list(vocab), dtype=object)
     W = len(words)
@@ -801,7 +803,7 @@ class _GatherPass(Pass):
 
     def _gather(self, toks: list[list[str]], y: np.ndarray, index: dict[str, int]) -> _Gathered:
         n, C, U = len(toks), len(self.names), len(self.words)
-        gids = np.fromiter((index[t] for row in toks for t in row), dtype=np.int64)
+        gids = np.fromiter(map(index.__getitem__, chain.from_iterable(toks)), dtype=np.int64)
         lens = np.fromiter(map(len, toks), dtype=np.int64, count=n)
         row_of = np.repeat(np.arange(n, dtype=np.int64), lens)
         Xu = sparse.csr_matrix((np.ones(len(gids)), (row_of, gids)), shape=(n, U))

@@ -111,8 +111,8 @@ class EmbeddingCache:
         return found
 
     def lookup(self, model: str, hashes: Sequence[bytes], dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """(positions in `hashes` found, their (k, dim) float32 vectors): `get` without a dict of arrays,
-        for whole datasets (one `frombuffer` over the joined blobs instead of one array per row)."""
+        """(positions in `hashes` found, their (k, dim) float32 vectors, read-only): `get` without a dict of
+        arrays, for whole datasets (one `frombuffer` over the joined blobs instead of one array per row)."""
         mid = self._model_id(model, create=False)
         if mid is None or not len(hashes):
             return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
@@ -127,7 +127,7 @@ class EmbeddingCache:
                 if d == dim and len(vec) == 4 * dim:
                     pos.append(where[bytes(h)])
                     blobs.append(vec)
-        vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim).astype(np.float32)
+        vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim)  # read-only view
         return np.asarray(pos, np.int64), vectors
 
     def put(self, model: str, items: Iterable[tuple[bytes, np.ndarray]]) -> None:

@@ -69,7 +69,7 @@ def embed_texts(
     finally:
         if own:
             cache.close()
-    return vectors[inverse]
+    return vectors if len(uniq) == n else vectors[inverse]  # all distinct: inverse is the identity
 
 
 def _embed_missing(emb, uniq, hashes, todo, vectors, cache, batch_size, progress) -> None:

@@ -10,6 +10,7 @@ package's own folder, which holds both `weights/` and `tokenizers/`; with
 
 from __future__ import annotations
 
+import threading
 from importlib.metadata import version as _dist_version
 from pathlib import Path
 
@@ -26,21 +27,35 @@ class WordLlamaEmbedder(Embedder):
 
     def __init__(self, dim: int = 256, max_tokens: int = 512, batch_size: int = 256) -> None:
         try:
-            import wordllama
-            from wordllama import WordLlama
+            import wordllama  # noqa: F401  (the weights load on first use: a warm cache never needs them)
         except ImportError as e:  # pragma: no cover - depends on the install
             raise ConfigError("embedder wordllama needs the `wordllama` package (pip install wordllama)") from e
-        try:
-            self._model = WordLlama.load(CONFIG, cache_dir=Path(wordllama.__file__).parent, dim=dim,
-                                         disable_download=True)
-        except FileNotFoundError as e:
-            raise ConfigError(f"embedder wordllama: bundled weights not found ({e})") from e
-        # Truncation bounds the padded batch (batch x tokens x dim floats) on long documents.
-        self._model.tokenizer.enable_truncation(max_tokens)
-        self._dim = int(self._model.embedding.shape[1])
+        self._dim = dim
         self._max_tokens = max_tokens
         self._batch = batch_size
         self._version = f"{_dist_version('wordllama')}-{CONFIG}-{self._dim}-t{max_tokens}"
+        self._loaded = None
+        self._lock = threading.Lock()
+
+    @property
+    def _model(self):
+        with self._lock:
+            if self._loaded is None:
+                import wordllama
+                from wordllama import WordLlama
+
+                try:
+                    model = WordLlama.load(CONFIG, cache_dir=Path(wordllama.__file__).parent, dim=self._dim,
+                                           disable_download=True)
+                except FileNotFoundError as e:
+                    raise ConfigError(f"embedder wordllama: bundled weights not found ({e})") from e
+                if int(model.embedding.shape[1]) != self._dim:
+                    raise ConfigError(f"embedder wordllama: asked for {self._dim} dimensions, "
+                                      f"the weights give {model.embedding.shape[1]}")
+                # Truncation bounds the padded batch (batch x tokens x dim floats) on long documents.
+                model.tokenizer.enable_truncation(self._max_tokens)
+                self._loaded = model
+            return self._loaded
 
     @property
     def version(self) -> str:
