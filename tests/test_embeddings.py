@@ -112,6 +112,12 @@ def test_cache_off_and_versions_do_not_mix(tmp_path):
         assert c.get("counting@2", [text_hash("x")], 8) == {}
         assert c.get("counting@1", [text_hash("x")], 4) == {}  # wrong dimension ignored
         assert c.count("counting@1") == 1
+        # `lookup`, the whole-dataset read: positions of the hits in the asked order, misses left out
+        c.put("counting@1", [(text_hash("y"), np.full(8, 2.0, np.float32))])
+        asked = [text_hash("z"), text_hash("y"), text_hash("x")]
+        pos, vecs = c.lookup("counting@1", asked, 8)
+        assert sorted(zip(pos.tolist(), vecs[:, 0].tolist())) == [(1, 2.0), (2, 1.0)]
+        assert len(c.lookup("counting@1", asked, 4)[0]) == 0 and len(c.lookup("counting@9", asked, 8)[0]) == 0
 
 
 def test_cache_stores_raw_float32_not_pickles(tmp_path):
