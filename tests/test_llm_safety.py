@@ -208,6 +208,29 @@ def test_lm_states_do_not_depend_on_batch_padding():
 
 
 @needs_lm
+def test_converted_copy_of_the_lm_gives_the_same_states(tmp_path):
+    """The safetensors copy saved on first load (30 s of GGUF reading saved) must be the same model."""
+    import shutil
+
+    import torch
+
+    tok, model = _lm._load()
+    folder = _lm._converted_folder(_lm.gguf_path())
+    assert all((folder / f).is_file() for f in _lm.CONVERTED_FILES)
+    tok2, model2 = _lm._load_converted(folder)
+    tok2.padding_side = "left"
+    prompts = [_lm._prompt(tok, r) for r in ("Write a poem about the sea", "How do I pick a lock?", "")]
+    with torch.inference_mode():
+        a = model.model(**tok(prompts, return_tensors="pt", padding=True), output_hidden_states=True).hidden_states
+        b = model2.model(**tok2(prompts, return_tensors="pt", padding=True), output_hidden_states=True).hidden_states
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    (broken / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes()[:4096])
+    assert _lm._load_converted(broken) is None  # a damaged copy is ignored, and the GGUF read instead
+
+
+@needs_lm
 def test_bundled_head_ranks_harmful_requests_above_benign_ones():
     harmful = [g for g, _ in read_behaviours(BEHAVIOURS)][:6]
     benign = ["What are the symptoms of anemia?", "Explain how to repot a houseplant",

@@ -61,19 +61,109 @@ def _load():
     missing = [m for m in REQUIRED_MODULES if importlib.util.find_spec(m) is None]
     if missing:
         raise ConfigError(f"reading {path.name} needs {', '.join(missing)}: {INSTALL_HINT}")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    with contextlib.redirect_stderr(io.StringIO()):  # the GGUF reader's own tqdm bar ignores transformers' switch
-        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    folder = _converted_folder(path)
+    loaded = _load_converted(folder) if folder is not None else None
+    if loaded is None:
+        loaded = _load_gguf(path)
+        if folder is not None:
+            _save_converted(*loaded, folder)
+    tok, model = loaded
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok, model
+
+
+# Reading the GGUF (its 49k-token vocabulary parsed field by field, then every tensor dequantised) takes about
+# 30 s on two cores; the dequantised float32 weights, saved once as safetensors, load in a few seconds. The copy
+# lives beside the embedding cache, named by the GGUF's SHA-256 and the library versions that converted it, and
+# is an optimisation only: a folder that cannot be written or read back falls back to the GGUF.
+CONVERTED_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json")
+
+
+def _converted_folder(path: Path) -> Path | None:
+    import hashlib
+
+    import torch
+    import transformers
+
+    from trainguard.embeddings.cache import default_cache_dir
+
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
+    return (default_cache_dir().parent / "lm"
+            / f"{path.stem}-{digest}-transformers{transformers.__version__}-torch{torch.__version__}")
+
+
+def _load_gguf(path: Path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with contextlib.redirect_stderr(io.StringIO()):  # the GGUF reader's own tqdm bar ignores transformers' switch
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    return tok, model
+
+
+def _save_converted(tok, model, folder: Path) -> None:
+    import json
+    import shutil
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".converting-"))
+        try:
+            tensors, seen = {}, set()
+            for name, t in model.state_dict().items():  # tied weights share storage: stored once
+                if t.data_ptr() not in seen:
+                    seen.add(t.data_ptr())
+                    tensors[name] = t.detach().contiguous()
+            save_file(tensors, str(tmp / "model.safetensors"))
+            config = model.config.to_dict()
+            config.pop("quantization_config", None)  # the copy is plain float32
+            (tmp / "config.json").write_text(json.dumps(config))
+            model.generation_config.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            if not all((tmp / f).is_file() for f in CONVERTED_FILES):
+                return
+            tmp.replace(folder)  # atomic: a reader sees the whole folder or none
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:
+        return
+
+
+def _load_converted(folder: Path):
+    """The saved copy, or None when it is absent or does not load back whole (the GGUF is read instead)."""
+    if not all((folder / f).is_file() for f in CONVERTED_FILES):
+        return None
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    try:
+        tok = AutoTokenizer.from_pretrained(folder)
+        config = AutoConfig.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        keys = model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+        tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+        if keys.unexpected_keys or not set(keys.missing_keys) <= tied:
+            return None
+        model.tie_weights()
+        model.generation_config = GenerationConfig.from_pretrained(folder)
+        return tok, model.eval()
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):
+        return None
 
 
 def _prompt(tok, request: str, max_tokens: int = MAX_REQUEST_TOKENS) -> str:
