@@ -14,7 +14,7 @@ import pytest
 from conftest import assert_sharded_equals_memory, write_jsonl
 from trainguard.attacks import poison
 from trainguard.detectors.base import Pass
-from trainguard.detectors.shortcut import _gram, _ridge_loo, _ridge_solve
+from trainguard.detectors.shortcut import _gram, _loo_rows, _ridge_loo, _ridge_solve
 from trainguard.findings import DetectorResult, DetectorStatus
 from trainguard.io import load
 from trainguard.io.dataset import Dataset
@@ -117,6 +117,22 @@ def test_ridge_sums_are_exact_under_any_split(sst2_rows):
     B2, A2 = _ridge_solve(*(sum(p[i] for p in parts) for i in range(2)), 1.0)
     assert np.array_equal(B1, B2) and np.array_equal(A1, A2)
     np.testing.assert_allclose(_ridge_loo(E, y, 3, 1.0), ridge_loo(E, y, 3, 1.0), atol=1e-5)
+
+
+@pytest.mark.parametrize("dim", [16, 1024])
+def test_loo_rows_do_not_depend_on_their_block(dim):
+    """A row's leave-one-out prediction is the same in any chunk, at any position, in any row order
+    (its leverage goes through BLAS in exact integers), also at 1,024 dimensions where the grid is coarser."""
+    rng = np.random.default_rng(1)
+    E = rng.normal(size=(300, dim)).astype(np.float32)
+    E /= np.linalg.norm(E, axis=1, keepdims=True)
+    y = rng.integers(0, 2, 300)
+    B, Ainv = _ridge_solve(*_gram(E, y, 2), 1.0)
+    whole = _loo_rows(E, y, B, Ainv)
+    assert np.array_equal(_loo_rows(E, y, B, Ainv, chunk=7), whole)
+    back = _loo_rows(E[::-1], y[::-1], B, Ainv, chunk=64)[::-1]
+    assert np.array_equal(back, whole)
+    np.testing.assert_allclose(whole, _ridge_loo(E, y, 2, 1.0))
 
 
 def test_in_process_dask_matches(sst2_planted, sst2_whole):

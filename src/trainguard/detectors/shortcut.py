@@ -625,13 +625,16 @@ def _loo_rows(E: np.ndarray, y: np.ndarray, B: np.ndarray, Ainv: np.ndarray, chu
 
     Each row's numbers must not depend on which rows share its block, or a shard would not give the rows the
     in-memory scan gives them. BLAS sums in another order for another block shape, so the costly product
-    x_iᵀ A^-1 is taken in integers: the design is on a 2^-20 grid and A^-1 is put on a grid 2^23 times finer
-    than its largest entry, so every partial sum is an integer below 2^53 and exact in float64 in any order.
+    x_iᵀ A^-1 is taken in integers: the design is on a 2^-20 grid and A^-1 on a grid 2^(32 - log2 d) times
+    finer than its largest entry (2^23 at d = 257), so every partial sum is an integer below 2^52 and exact in
+    float64 in any order.
     The rest (x_iᵀ B, the row dot products) is einsum, row by row. Rows go in chunks, so the temporaries stay
     a few MB whatever the row count."""
     n, C = len(y), B.shape[1]
+    d = len(Ainv)
+    room = 52 - _QUANT - int(np.ceil(np.log2(max(d, 2))))  # bits left for A^-1: d terms of 2^20 x 2^room <= 2^52
     peak = float(np.abs(Ainv).max()) if Ainv.size else 0.0
-    shift = 23 - int(np.ceil(np.log2(peak))) if peak > 0 else 0
+    shift = room - int(np.ceil(np.log2(peak))) if peak > 0 else 0
     Ai = np.rint(Ainv * 2.0**shift)
     unit = 2.0 ** -(2 * _QUANT + shift)
     out = np.empty((n, C))
