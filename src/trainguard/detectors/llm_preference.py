@@ -43,7 +43,8 @@ one text at a time on one torch thread (its own cache key; `_OneTextAtATime`): w
 (tfidf-svd) cannot shard: a sharded scan with it fails (closed).
 Memory: the driver holds, per pair, the facts above: 8 bytes per embedding dimension (2 KB for WordLlama,
 3 KB for MiniLM), 4 bytes per distinct prompt token and per reply-opening token (up to 2 x 48), 48 bytes of
-scores: 5.7 KB a pair on hh-rlhf with the default embedders, vocabularies included; then the in-memory
+scores: 5.7 KB a pair on hh-rlhf with WordLlama and MiniLM, vocabularies included (about 3 KB less with
+WordLlama alone, the default); then the in-memory
 decision's own arrays. A worker holds its shard and its facts.
 """
 
@@ -92,7 +93,10 @@ class Settings:
     position_level: float = 0.05  # one-sided level of the share-at-position lower bound
     min_position_share: float = 0.5  # below this the token's pairs are tested wherever it sits
     prior_share: float = 0.7  # part of alpha spread over the position ranks (the rest evenly); 0.5 -> 0.7 on dev seeds 101-146
-    embedders: tuple[str, ...] = ("wordllama", "minilm")  # reply embeddings joined with the TF-IDF model
+    # Reply embeddings joined with the TF-IDF model. MiniLM ("minilm") is opt-in: on bench_llm's planted hh-rlhf
+    # triggers (60 runs a rate) it changed which runs were found by 0 at 1 % and 2 at 5 %, at 20x the cold time
+    # (179 s vs 8.5 s on 2,312 pairs; benchmarks/bench_preference_embedders.py, docs/benchmarks.md section 4).
+    embedders: tuple[str, ...] = ("wordllama",)
     embedding_c: float = 0.1  # inverse L2 strength of the embedding preference models
     null_draws: int = 2000  # simulated label sets for the max-statistic (Westfall-Young) threshold
     annotator_field: str = "annotator"
@@ -228,7 +232,7 @@ def prior_weights(score: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarr
 @register
 class PreferenceFlipTrigger(ShardedDetector):
     name = "preference-trigger"
-    version = "3"  # 3: averaged preference models, max-T, possible-trigger tier, likelihood annotators; 2: Bonferroni
+    version = "4"  # 4: MiniLM opt-in; 3: averaged preference models, max-T, possible-trigger tier, likelihood annotators
     kinds = frozenset({Kind.PREFERENCE})
     atlas = (ATLAS_POISON_TRAINING_DATA, ATLAS_BACKDOOR_TRIGGER)
     Settings = Settings
