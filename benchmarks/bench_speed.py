@@ -82,7 +82,8 @@ def markdown(res: dict) -> str:
         f"Commit {res['commit']}, {res['cpus']} CPU cores, measured {res['date']}. Command: `{res['command']}`.",
         "",
         "Each run is a fresh process: wall = import + model loading + load + scan; rows/s = rows / (load + scan).",
-        "Cold: an empty embedding cache; warm: the same cache after the cold run.",
+        "Cold: an empty cache folder (no embeddings, no saved copy of the SmolLM2 weights); "
+        "warm: the same folder after the cold run.",
         "",
         "| data | rows | cache | wall s | CPU s | load + scan s | rows/s | peak RSS MB | load avg before | bar |",
         "|---|---|---|---|---|---|---|---|---|---|",
