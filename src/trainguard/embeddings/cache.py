@@ -18,7 +18,7 @@ import hashlib
 import os
 import sqlite3
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -96,28 +96,25 @@ class EmbeddingCache:
 
     def get(self, model: str, hashes: Sequence[bytes], dim: int) -> dict[bytes, np.ndarray]:
         """The cached vectors among `hashes`; entries of another dimension are ignored."""
-        found: dict[bytes, np.ndarray] = {}
-        mid = self._model_id(model, create=False)
-        if mid is None:
-            return found
-        for a in range(0, len(hashes), _LOOKUP_CHUNK):
-            chunk = list(hashes[a : a + _LOOKUP_CHUNK])
-            marks = ",".join("?" * len(chunk))
-            for h, d, vec in self._db.execute(
-                f"SELECT hash, dim, vec FROM vecs WHERE model_id=? AND hash IN ({marks})", [mid, *chunk]
-            ):
-                if d == dim and len(vec) == 4 * dim:
-                    found[bytes(h)] = np.frombuffer(vec, dtype="<f4")
-        return found
+        return {h: np.frombuffer(vec, dtype="<f4") for h, vec in self._stored(model, hashes, dim)}
 
     def lookup(self, model: str, hashes: Sequence[bytes], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(positions in `hashes` found, their (k, dim) float32 vectors, read-only): `get` without a dict of
         arrays, for whole datasets (one `frombuffer` over the joined blobs instead of one array per row)."""
-        mid = self._model_id(model, create=False)
-        if mid is None or not len(hashes):
-            return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
         where = {h: i for i, h in enumerate(hashes)}
         pos, blobs = [], []
+        for h, vec in self._stored(model, hashes, dim):
+            pos.append(where[h])
+            blobs.append(vec)
+        vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim)  # read-only view
+        return np.asarray(pos, np.int64), vectors
+
+    def _stored(self, model: str, hashes: Sequence[bytes], dim: int) -> Iterator[tuple[bytes, bytes]]:
+        """(hash, raw vector) of the cached entries among `hashes` with this dimension, in chunks under
+        SQLite's host-parameter limit."""
+        mid = self._model_id(model, create=False)
+        if mid is None:
+            return
         for a in range(0, len(hashes), _LOOKUP_CHUNK):
             chunk = list(hashes[a : a + _LOOKUP_CHUNK])
             marks = ",".join("?" * len(chunk))
@@ -125,10 +122,7 @@ class EmbeddingCache:
                 f"SELECT hash, dim, vec FROM vecs WHERE model_id=? AND hash IN ({marks})", [mid, *chunk]
             ):
                 if d == dim and len(vec) == 4 * dim:
-                    pos.append(where[bytes(h)])
-                    blobs.append(vec)
-        vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim)  # read-only view
-        return np.asarray(pos, np.int64), vectors
+                    yield bytes(h), vec
 
     def put(self, model: str, items: Iterable[tuple[bytes, np.ndarray]]) -> None:
         mid = self._model_id(model, create=True)
