@@ -94,8 +94,8 @@ def _settings_used(capsys, *sets: str, detector: str = "preference-trigger") -> 
 def test_set_a_tuple_setting_one_item_per_set(capsys, tmp_path):
     # Used to arrive as the text "wordllama" (iterated letter by letter by the detector); now a tuple of items.
     # preference-trigger skips sst2 (not preference data), but the report still records its settings.
-    assert _settings_used(capsys)["embedders"] == ["wordllama", "minilm"]
-    assert _settings_used(capsys, "preference-trigger.embedders=wordllama")["embedders"] == ["wordllama"]
+    assert _settings_used(capsys)["embedders"] == ["wordllama"]
+    assert _settings_used(capsys, "preference-trigger.embedders=minilm")["embedders"] == ["minilm"]
     (tmp_path / "emb.txt").write_text("minilm\n\ntfidf-svd\n")
     got = _settings_used(capsys, "preference-trigger.embedders=wordllama",
                          f"preference-trigger.embedders=@{tmp_path / 'emb.txt'}", "preference-trigger.folds= 3 ")

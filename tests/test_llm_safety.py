@@ -220,10 +220,11 @@ def test_converted_copy_of_the_lm_gives_the_same_states(tmp_path):
     tok2, model2 = _lm._load_converted(folder)
     tok2.padding_side = "left"
     prompts = [_lm._prompt(tok, r) for r in ("Write a poem about the sea", "How do I pick a lock?", "")]
-    with torch.inference_mode():
-        a = model.model(**tok(prompts, return_tensors="pt", padding=True), output_hidden_states=True).hidden_states
-        b = model2.model(**tok2(prompts, return_tensors="pt", padding=True), output_hidden_states=True).hidden_states
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    with torch.inference_mode():  # the whole model, so a broken tie of the output head shows in the logits
+        a = model(**tok(prompts, return_tensors="pt", padding=True), output_hidden_states=True)
+        b = model2(**tok2(prompts, return_tensors="pt", padding=True), output_hidden_states=True)
+    assert all(torch.equal(x, y) for x, y in zip(a.hidden_states, b.hidden_states))
+    assert torch.equal(a.logits, b.logits)
     broken = tmp_path / "broken"
     shutil.copytree(folder, broken)
     (broken / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes()[:4096])

@@ -81,7 +81,8 @@ def _load():
 # Reading the GGUF (its 49k-token vocabulary parsed field by field, then every tensor dequantised) takes about
 # 30 s on two cores; the dequantised float32 weights, saved once as safetensors, load in a few seconds. The copy
 # lives beside the embedding cache, named by the GGUF's SHA-256 and the library versions that converted it, and
-# is an optimisation only: a folder that cannot be written or read back falls back to the GGUF.
+# is an optimisation only: a folder that cannot be written or read back falls back to the GGUF (and a copy that
+# does not load back is replaced). It follows $TRAINGUARD_CACHE_DIR, not a dataset's `use_cache_dir`.
 CONVERTED_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json")
 
 
@@ -94,7 +95,8 @@ def _converted_folder(path: Path) -> Path | None:
     from trainguard.embeddings.cache import default_cache_dir
 
     try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        with path.open("rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()[:16]
     except OSError:
         return None
     return (default_cache_dir().parent / "lm"
@@ -135,6 +137,10 @@ def _save_converted(tok, model, folder: Path) -> None:
             tok.save_pretrained(tmp)
             if not all((tmp / f).is_file() for f in CONVERTED_FILES):
                 return
+            if folder.exists():  # a copy that did not load back: set aside, then replaced
+                stale = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".stale-"))
+                folder.replace(stale / "copy")
+                shutil.rmtree(stale, ignore_errors=True)
             tmp.replace(folder)  # atomic: a reader sees the whole folder or none
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -147,14 +153,13 @@ def _load_converted(folder: Path):
     if not all((folder / f).is_file() for f in CONVERTED_FILES):
         return None
     import torch
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    try:
-        tok = AutoTokenizer.from_pretrained(folder)
-        config = AutoConfig.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    try:  # the folder is ours, but it is a file system path: never run code found there
+        tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=False)
         keys = model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
         tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
         if keys.unexpected_keys or not set(keys.missing_keys) <= tied:
@@ -162,7 +167,7 @@ def _load_converted(folder: Path):
         model.tie_weights()
         model.generation_config = GenerationConfig.from_pretrained(folder)
         return tok, model.eval()
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):
+    except Exception:  # noqa: BLE001  (any failure means "read the GGUF instead", which is always right)
         return None
 
 

@@ -57,6 +57,9 @@ class EmbeddingClusters(Detector):
         X = embeddings(data, s.embedder)
         idx, _ = knn(data, s.embedder, s.k)
         same = y[idx] == y[:, None]
+        # Imported before `threadpool_limits`, which only limits libraries already loaded; lazy: ~2 s to import.
+        from sklearn.cluster import KMeans
+
         n = len(y)
         scores = np.zeros(n)
         findings, clusters = [], []
@@ -67,7 +70,6 @@ class EmbeddingClusters(Detector):
             Z = pca_reduce(X[rows], s.dims)
             # One thread: on a shared 2-core machine OpenMP k-means spins (6 s vs 0.2 s per label, measured).
             with threadpool_limits(1):
-                from sklearn.cluster import KMeans  # lazy: sklearn costs ~2 s to import
                 assign = KMeans(s.clusters, n_init=3, random_state=s.seed).fit_predict(Z)
             for g in range(s.clusters):
                 members = rows[assign == g]

@@ -434,6 +434,7 @@ def _containment(texts: list[str], max_tokens: int = 100) -> tuple[np.ndarray, n
     row = np.repeat(np.arange(len(lens)), lens)
     act = np.flatnonzero(lens[row] <= max_tokens)  # span starts still inside their row
     h = np.zeros(len(act), np.uint64)
+    bitmap = np.zeros(_SPAN_MASK + 1, bool)
     I, J = [], []
     for ell in range(1, int(min(lens.max(), max_tokens)) + 1):
         live = act + ell <= end[act]
@@ -448,9 +449,9 @@ def _containment(texts: list[str], max_tokens: int = 100) -> tuple[np.ndarray, n
         full = h[np.searchsorted(act, start[who])]
         uniq, grp = np.unique(full, return_inverse=True)
         # A bitmap of the rows' hashes' low bits screens the spans first; only those that pass are searched.
-        bitmap = np.zeros(_SPAN_MASK + 1, bool)
         bitmap[uniq & np.uint64(_SPAN_MASK)] = True
         maybe = np.flatnonzero(bitmap[h & np.uint64(_SPAN_MASK)])
+        bitmap[uniq & np.uint64(_SPAN_MASK)] = False
         at = np.minimum(np.searchsorted(uniq, h[maybe]), len(uniq) - 1)
         found = uniq[at] == h[maybe]
         hit, at = maybe[found], at[found]
@@ -634,7 +635,9 @@ def _loo_rows(E: np.ndarray, y: np.ndarray, B: np.ndarray, Ainv: np.ndarray, chu
     d = len(Ainv)
     room = 52 - _QUANT - int(np.ceil(np.log2(max(d, 2))))  # bits left for A^-1: d terms of 2^20 x 2^room <= 2^52
     peak = float(np.abs(Ainv).max()) if Ainv.size else 0.0
-    shift = room - int(np.ceil(np.log2(peak))) if peak > 0 else 0
+    if not np.isfinite(peak):
+        raise ValueError("shortcut: the ridge system has no finite inverse")
+    shift = min(room - int(np.ceil(np.log2(peak))), 1000) if peak > 0 else 0  # 2^1000: still a finite float
     Ai = np.rint(Ainv * 2.0**shift)
     unit = 2.0 ** -(2 * _QUANT + shift)
     out = np.empty((n, C))

@@ -42,8 +42,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from itertools import chain
 from dataclasses import dataclass, replace
+from itertools import chain
 from typing import ClassVar
 
 import numpy as np

@@ -100,7 +100,8 @@ class EmbeddingCache:
 
     def lookup(self, model: str, hashes: Sequence[bytes], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(positions in `hashes` found, their (k, dim) float32 vectors, read-only): `get` without a dict of
-        arrays, for whole datasets (one `frombuffer` over the joined blobs instead of one array per row)."""
+        arrays, for whole datasets (one `frombuffer` over the joined blobs instead of one array per row).
+        `hashes` must be distinct (a repeated one is reported at its last position only)."""
         where = {h: i for i, h in enumerate(hashes)}
         pos, blobs = [], []
         for h, vec in self._stored(model, hashes, dim):
