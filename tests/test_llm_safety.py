@@ -232,6 +232,23 @@ def test_converted_copy_of_the_lm_gives_the_same_states(tmp_path):
 
 
 @needs_lm
+def test_request_states_skip_the_layers_after_the_one_asked_for():
+    import torch
+
+    tok, model = _lm._load()
+    requests = ["Write a poem about the sea", "How do I pick a lock?"]
+    enc = tok([_lm._prompt(tok, r) for r in requests], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        whole = model.model(**enc, output_hidden_states=True).hidden_states
+    for _ in range(2):  # the same again: nothing accumulates on the shared model between calls
+        got = _lm.request_states(requests, 20, progress=False)
+        np.testing.assert_array_equal(got, whole[20][:, -1].numpy())
+    both = _lm.request_states_multi(requests, [6, 20], progress=False)  # several layers: the whole model
+    np.testing.assert_array_equal(both[:, 1], got)
+    assert len(model.model.layers) == 30 and not isinstance(model.model.norm, torch.nn.Identity)
+
+
+@needs_lm
 def test_bundled_head_ranks_harmful_requests_above_benign_ones():
     harmful = [g for g, _ in read_behaviours(BEHAVIOURS)][:6]
     benign = ["What are the symptoms of anemia?", "Explain how to repot a houseplant",

@@ -14,6 +14,7 @@ package's own code (which needs llama-cpp) is never imported.
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import io
 from dataclasses import dataclass
@@ -191,16 +192,37 @@ def request_states_multi(requests: Sequence[str], layers: Sequence[int], progres
     out = np.zeros((n, len(layers), model.config.hidden_size), np.float32)
     if n == 0:
         return out
+    # One layer asked for (the bundled head's case): a stack that ends there; several: the whole model's states.
+    stack = _up_to_layer(model.model, layers[0]) if len(layers) == 1 else None
     order = np.argsort([len(r) for r in requests], kind="stable")  # similar lengths per batch: less padding
     with meter("LM second opinion", n, min_total=PROGRESS_MIN, enabled=progress) as bar:
         for b in range(0, n, BATCH):
             idx = order[b:b + BATCH]
             enc = tok([_prompt(tok, requests[i]) for i in idx], return_tensors="pt", padding=True)
             with torch.inference_mode():
-                hs = model.model(**enc, output_hidden_states=True).hidden_states
-            out[idx] = torch.stack([hs[k][:, -1, :] for k in layers], 1).float().numpy()
+                if stack is not None:
+                    out[idx, 0] = stack(**enc).last_hidden_state[:, -1, :].float().numpy()
+                else:
+                    hs = model.model(**enc, output_hidden_states=True).hidden_states
+                    out[idx] = torch.stack([hs[k][:, -1, :] for k in layers], 1).float().numpy()
             bar.advance(len(idx))
     return out
+
+
+def _up_to_layer(decoder, layer: int):
+    """The decoder cut after its first `layer` layers (sharing their weights), without the final norm, so its last
+    hidden state is hidden state `layer` of the whole model, computed the same way: the layers after it are
+    skipped (the bundled head reads layer 20 of 30, so a third of the compute). No hidden states are requested
+    from it: transformers records those through hooks installed on the shared layers once per model object."""
+    from torch import nn
+
+    if layer >= len(decoder.layers):
+        return None
+    part = copy.copy(decoder)
+    part._modules = dict(decoder._modules)  # the copy's own module table: the shared model keeps its layers
+    part.layers = nn.ModuleList(list(decoder.layers)[:layer])
+    part.norm = nn.Identity()
+    return part
 
 
 @dataclass(frozen=True)
