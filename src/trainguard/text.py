@@ -18,8 +18,10 @@ tokens of their own) and only lowercases.
 from __future__ import annotations
 
 import re
+from itertools import chain
 from typing import Iterable, Sequence
 
+import numpy as np
 import regex
 
 from trainguard.records import Kind, Record
@@ -73,6 +75,15 @@ _TOKEN = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]")
 
 def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
+
+
+def first_seen_ids(rows: Iterable[Sequence[str]]) -> tuple[np.ndarray, list[str]]:
+    """Every item of every row as an int64 id (row after row), and the distinct items in order of first
+    occurrence, so ids do not depend on a hash seed or a sort: the same rows give the same ids anywhere."""
+    flat = list(chain.from_iterable(rows))
+    vocab = list(dict.fromkeys(flat))
+    index = {w: i for i, w in enumerate(vocab)}
+    return np.fromiter(map(index.__getitem__, flat), np.int64, len(flat)), vocab
 
 
 def ngrams(toks: Sequence[str], n_max: int) -> list[str]:

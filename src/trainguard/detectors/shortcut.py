@@ -56,7 +56,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from collections import Counter
-from itertools import chain
 
 import numpy as np
 from scipy import sparse
@@ -76,7 +75,7 @@ from trainguard.findings import (
 )
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
-from trainguard.text import tokens, visible
+from trainguard.text import first_seen_ids, tokens, visible
 
 _FUNCTION = frozenset(
     "when while after before because although once since unless whenever as though until if even now just so "
@@ -316,10 +315,7 @@ def _tokenise(toks: list[list[str]]) -> tuple[np.ndarray, np.ndarray, list[str]]
     """Word tokens (punctuation dropped) of every row as one id array, the row lengths, and the vocabulary."""
     n = len(toks)
     lens = np.fromiter(map(len, toks), np.int64, n)
-    flat = list(chain.from_iterable(toks))
-    vocab = list(dict.fromkeys(flat))
-    index = {w: i for i, w in enumerate(vocab)}
-    ids = np.fromiter(map(index.__getitem__, flat), np.int64, len(flat))
+    ids, vocab = first_seen_ids(toks)
     is_word = np.fromiter((w[0].isalnum() or w[0] == "_" for w in vocab), bool, len(vocab))
     keep = is_word[ids]
     row = np.repeat(np.arange(n), lens)[keep]
@@ -422,12 +418,10 @@ def _containment(texts: list[str], max_tokens: int = 100) -> tuple[np.ndarray, n
     Rows longer than `max_tokens` contain nothing (cost)."""
     toks = [t.lower().split() for t in texts]
     lens = np.fromiter(map(len, toks), np.int64, len(toks))
-    flat = list(chain.from_iterable(toks))
-    if not flat:
+    ids, vocab = first_seen_ids(toks)
+    if not len(ids):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    vocab = {w: i for i, w in enumerate(dict.fromkeys(flat))}
-    x = np.random.default_rng(12345).integers(1, 2**62, len(vocab), dtype=np.int64).astype(np.uint64)[
-        np.fromiter(map(vocab.__getitem__, flat), np.int64, len(flat))]
+    x = np.random.default_rng(12345).integers(1, 2**62, len(vocab), dtype=np.int64).astype(np.uint64)[ids]
     R = np.random.default_rng(54321).integers(1, 2**62, max_tokens + 1, dtype=np.int64).astype(np.uint64)
     start = np.cumsum(lens) - lens
     end = np.repeat(np.cumsum(lens), lens)
@@ -518,10 +512,9 @@ def _context_groups(tests: list[tuple[np.ndarray, tuple[int, ...]]], link, conta
         key, en = key[o], en[o]
         first = np.ones(len(key), bool)
         first[1:] = key[1:] != key[:-1]
-        start = np.flatnonzero(first)
-        size = np.diff(np.append(start, len(key)))
+        size = np.diff(np.append(np.flatnonzero(first), len(key)))
         shared = np.repeat(size >= 2, size)
-        key, en, first = key[shared], en[shared], first[shared]
+        key, en, first, size = key[shared], en[shared], first[shared], size[size >= 2]
         if len(key):
             at = np.flatnonzero(first)
             words, ow = gw[key[at] % len(gw)], own[key[at] // len(gw)]
@@ -529,8 +522,8 @@ def _context_groups(tests: list[tuple[np.ndarray, tuple[int, ...]]], link, conta
             for k in range(ow.shape[1]):
                 o = ow[:, k:k + 1]
                 bad |= ((words == o) & (o >= 0)).any(1)
-            head = en[at][np.cumsum(first) - 1]
-            good = ~np.repeat(bad, np.diff(np.append(at, len(key)))) & (head != en)  # no self-loops
+            head = np.repeat(en[at], size)
+            good = ~np.repeat(bad, size) & (head != en)  # no self-loops
             heads.append(head[good])
             tails.append(en[good])
     # Containment edges: both rows in the same test.

@@ -61,7 +61,7 @@ from trainguard.findings import (
 )
 from trainguard.io.dataset import Dataset
 from trainguard.records import Kind
-from trainguard.text import tokens, visible
+from trainguard.text import first_seen_ids, tokens, visible
 
 OTHER = "\x00other"
 DEGENERATE = "\x00degenerate output"
@@ -626,11 +626,9 @@ def _count(toks: list[list[str]], y: np.ndarray, keys: list[str], n_max: int) ->
 
 def _count_chunk(toks: list[list[str]], y: np.ndarray, keys: list[str], n_max: int) -> _Counts:
     n, K = len(toks), len(keys)
-    tokens_in_order = list(chain.from_iterable(toks))
-    vocab = {w: i for i, w in enumerate(dict.fromkeys(tokens_in_order))}  # ids in order of first occurrence
-    flat = np.fromiter(map(vocab.__getitem__, tokens_in_order), dtype=np.int64, count=len(tokens_in_order))
+    flat, vocab = first_seen_ids(toks)
     lens = np.fromiter(map(len, toks), dtype=np.int64, count=n)
-    words = np.array(list(vocab), dtype=object)
+    words = np.array(vocab, dtype=object)
     W = len(words)
     row_of = np.repeat(np.arange(n, dtype=np.int64), lens)
     pair = _unique(row_of * max(W, 1) + flat)[0]  # each (row, word) once: counts are rows
