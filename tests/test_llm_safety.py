@@ -232,6 +232,23 @@ def test_converted_copy_of_the_lm_gives_the_same_states(tmp_path):
 
 
 @needs_lm
+def test_gguf_metadata_is_parsed_once_per_load_and_the_reader_restored():
+    """transformers parses the GGUF for the tokenizer and again for the model (~17 s each); one parse is shared."""
+    import gguf
+
+    original = gguf.GGUFReader
+    path = str(_lm.gguf_path())
+    with _lm._gguf_parsed_once():
+        first = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(path) is first and isinstance(first, original)
+        assert "general.architecture" in first.fields
+    assert gguf.GGUFReader is original
+    with pytest.raises(RuntimeError), _lm._gguf_parsed_once():
+        raise RuntimeError("a failed load")
+    assert gguf.GGUFReader is original
+
+
+@needs_lm
 def test_request_states_skip_the_layers_after_the_one_asked_for():
     import torch
 

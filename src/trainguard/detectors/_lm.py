@@ -17,6 +17,7 @@ import contextlib
 import copy
 import importlib.util
 import io
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -79,8 +80,8 @@ def _load():
     return tok, model
 
 
-# Reading the GGUF (its 49k-token vocabulary parsed field by field, then every tensor dequantised) takes about
-# 30 s on two cores; the dequantised float32 weights, saved once as safetensors, load in a few seconds. The copy
+# Reading the GGUF (its 49k-token vocabulary parsed field by field, once: `_gguf_parsed_once`, then every tensor
+# dequantised) takes about 15-20 s on two cores; the dequantised float32 weights, saved once as safetensors, load in a few seconds. The copy
 # lives beside the embedding cache, named by the GGUF's SHA-256 and the library versions that converted it, and
 # is an optimisation only: a folder that cannot be written or read back falls back to the GGUF (and a copy that
 # does not load back is replaced). It follows $TRAINGUARD_CACHE_DIR, not a dataset's `use_cache_dir`.
@@ -104,11 +105,37 @@ def _converted_folder(path: Path) -> Path | None:
             / f"{path.stem}-{digest}-transformers{transformers.__version__}-torch{torch.__version__}")
 
 
+@contextlib.contextmanager
+def _gguf_parsed_once():
+    """Within this block, `gguf.GGUFReader` (as transformers' loader looks it up) parses each file once.
+
+    transformers reads the GGUF's metadata for the tokenizer and again for the model; each parse walks
+    SmolLM2's 49k-token vocabulary field by field through a numpy memmap, about 17 s on two cores. The
+    shared reader is the library's own object, so what the loader sees is unchanged."""
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[tuple[str, str], object] = {}
+
+    def shared(path, mode="r"):
+        key = (os.fspath(path), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = shared
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 def _load_gguf(path: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with contextlib.redirect_stderr(io.StringIO()):  # the GGUF reader's own tqdm bar ignores transformers' switch
+    # the GGUF reader's own tqdm bar ignores transformers' switch
+    with contextlib.redirect_stderr(io.StringIO()), _gguf_parsed_once():
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
     return tok, model
