@@ -8,6 +8,44 @@ near-identical groups in one pass; each group is then judged by its outputs:
   group (a fixed payload) is high severity;
 - near-identical inputs with conflicting labels point at flips (medium);
 - plain duplicate groups are reported at low severity as data hygiene.
+
+Three maps over the data, so a sharded scan holds what the shard and the
+duplicates need, not every row (issue 14); `run` (in memory) is the one-shard
+case of the same passes, so its findings are those of any split:
+
+1. `KeySketch`: every row's b LSH band keys (a 64-bit hash of each band of its
+   signature; b = 12 bands of 5 at the defaults) set k = 3 bits each in two
+   bitsets of 2^29 bits, "hit once" and "hit at least twice". Shards merge by
+   `twice = twice_a | twice_b | (once_a & once_b)`, `once = once_a | once_b`
+   (small ones keep the sorted bit positions instead: the same sets), so the
+   merge is exact and order-free and a key that occurs twice anywhere has all
+   its bits in `twice`.
+2. `_FlagPass`: each row's keys whose bits are all in `twice` (every repeated
+   key, plus the sketch's false positives), with the row's file row; the
+   finalize counts them exactly and keeps the rows holding a key that occurs at
+   least twice.
+3. `_GatherPass`: those candidate rows' signatures, digests, 80-byte excerpts,
+   outputs and labels, plus exact counts, over all rows, of the outputs the
+   candidates carry; the grouping and the decision run on the candidates only.
+
+Why nothing is lost: LSH pairs two rows only when they share a band bucket,
+i.e. a band key that occurs at least twice, so every row of every group (and
+every row whose normalised input repeats: equal token lists give equal
+signatures) is a candidate; a false candidate shares no bucket and stays a
+singleton. Buckets of two or more rows are the same sets among the candidates
+as among all rows, candidates keep their order, so the candidate pairs,
+their verification, the components and their order are the in-memory ones.
+With `min_cluster` <= 1 every row is a group and every row is gathered.
+
+Memory per process (the one that merges and finalises): the sketch, 2 x 64 MiB
+(up to three alive during a merge: 384 MiB; a 100k-row shard's own sketch is
+sparse, ~15 MB); pass 2: 16 B per flagged key (a 3-hash filter at 2^29 bits
+flags a non-repeated key with probability (1 - exp(-3 D / 2^29))^3 for D
+distinct keys: ~3e-4 at 1M rows, ~0.12 at 10M rows of unique text); pass 3:
+~370 B per candidate row (signature 256, excerpt 80, position, digest, output
+and label 32) plus the findings themselves. Candidates are the rows with a
+repeated band key: on data without repeats that is the duplicate rows; on data
+that is mostly near-duplicates it is most of the rows, and memory grows with them.
 """
 
 from __future__ import annotations
@@ -21,7 +59,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-from trainguard.detectors.base import ShardedDetector, register
+from trainguard.detectors.base import Pass, ShardedDetector, register
 from trainguard.findings import (
     ATLAS_ERODE_INTEGRITY,
     ATLAS_POISON_TRAINING_DATA,
@@ -48,33 +86,125 @@ class Settings:
     seed: int = 1
 
 
-@dataclass
-class DuplicateSummary:
-    """Per-row MinHash signature, a digest of the normalised input, its output and label.
+SKETCH_BITS = 1 << 29  # bits in each of the sketch's two bitsets (64 MiB each when dense)
+SKETCH_HASHES = 3  # bits per band key
+_CHUNK = 1 << 17  # rows whose band keys are sketched at once
+DIRECT_GATHER = 0.01  # expected share of rows flagged without a repeated key, below which pass 2 is skipped
 
-    About 350 bytes a row at 64 permutations: deduplication is inherently
-    per-row, so this summary grows with the data, but it holds fixed-width
-    arrays and an 80-byte excerpt, never whole texts. Outputs and labels are
-    interned: a dataset has few distinct ones. Rows are positions: the engine
-    maps them to file rows and record ids.
+
+@dataclass
+class KeySketch:
+    """Pass 1: which band-key bits were hit once, and which at least twice, over the rows summarised.
+
+    Sparse (sorted uint32 bit positions) while that is smaller than the bitsets, then dense (uint64
+    words of `SKETCH_BITS` bits). Both forms hold the same sets and merge exactly, in any order.
+    Classification data also counts its labels here (its outputs: a handful of values).
     """
 
-    sigs: np.ndarray  # [n, num_perm] uint32
-    digests: np.ndarray  # [n] uint64, normalised-input identity
-    examples: np.ndarray  # [n] S80, UTF-8 excerpts of the normalised input
+    n: int
+    once: np.ndarray
+    twice: np.ndarray
+    dense: bool = False
+    labels: Counter | None = None
+
+    @classmethod
+    def of(cls, keys: np.ndarray, n: int, labels: Counter | None = None) -> "KeySketch":
+        p = np.sort(_bit_positions(keys).ravel().astype(np.uint32))
+        new = np.r_[True, p[1:] != p[:-1]] if len(p) else np.zeros(0, bool)
+        return cls(n, p[new], _uniq(p[1:][~new[1:]]), False, labels)._fit()
+
+    def _fit(self) -> "KeySketch":
+        if self.dense or len(self.once) * 32 <= SKETCH_BITS:
+            return self
+        once, twice = _words(), _words()
+        _set_bits(once, self.once)
+        _set_bits(twice, self.twice)
+        return KeySketch(self.n, once, twice, True, self.labels)
+
+    def merge(self, other: "KeySketch") -> "KeySketch":
+        n = self.n + other.n
+        labels = None if self.labels is None or other.labels is None else self.labels + other.labels
+        if not self.dense and not other.dense:
+            both = np.intersect1d(self.once, other.once, assume_unique=True)
+            twice = _uniq(np.concatenate([self.twice, other.twice, both]))
+            return KeySketch(n, _uniq(np.concatenate([self.once, other.once])), twice, False, labels)._fit()
+        a, b = (self, other) if self.dense else (other, self)
+        if b.dense:
+            twice = a.once & b.once
+            twice |= a.twice
+            twice |= b.twice
+            return KeySketch(n, a.once | b.once, twice, True, labels)
+        twice = a.twice.copy()
+        _set_bits(twice, b.twice)
+        _set_bits(twice, b.once[_has_bits(a.once, True, b.once)])
+        once = a.once.copy()
+        _set_bits(once, b.once)
+        return KeySketch(n, once, twice, True, labels)
+
+    def once_fill(self) -> float:
+        """Share of bits hit at least once: a key seen once has all its bits in `twice` with
+        probability about once_fill ** SKETCH_HASHES."""
+        hit = int(np.bitwise_count(self.once).sum()) if self.dense else len(self.once)
+        return hit / SKETCH_BITS
+
+    def repeated(self, keys: np.ndarray) -> np.ndarray:
+        """Per key: all its bits are in `twice` (true for every key that occurred twice or more)."""
+        return _has_bits(self.twice, self.dense, _bit_positions(keys)).all(-1)
+
+    def twice_for_lookups(self) -> tuple[np.ndarray, bool]:
+        """`twice` as later passes test it: dense once it has more than a few positions (fast lookups)."""
+        if self.dense or len(self.twice) <= SKETCH_BITS // 8192:  # 64K positions: binary search is cheap
+            return self.twice, self.dense
+        words = _words()
+        _set_bits(words, self.twice)
+        return words, True
+
+
+@dataclass
+class _Flagged:
+    """Pass 2: the band keys the sketch calls repeated, each with its row's file row; the flagged
+    rows' output digests (to count those outputs in pass 3)."""
+
+    n: int
+    keys: np.ndarray  # [F] uint64
+    key_rows: np.ndarray  # [F] int64 file rows
+    rows: np.ndarray  # [R] int64 file rows with any flagged key
+    outs: np.ndarray | None  # [R] uint64 digests of their outputs (None: documents)
+
+    def merge(self, other: "_Flagged") -> "_Flagged":
+        return _Flagged(self.n + other.n, np.concatenate([self.keys, other.keys]),
+                        np.concatenate([self.key_rows, other.key_rows]), np.concatenate([self.rows, other.rows]),
+                        None if self.outs is None or other.outs is None else np.concatenate([self.outs, other.outs]))
+
+
+@dataclass
+class DuplicateSummary:
+    """Pass 3: the candidate rows' MinHash signatures, input digests and excerpts, outputs and labels.
+
+    About 370 bytes a candidate at 64 permutations: fixed-width arrays and an
+    80-byte excerpt, never whole texts. Outputs and labels are interned: a
+    dataset has few distinct ones. `out_counts` counts, over every row, the
+    outputs the candidates carry (`_judge` needs how often a group's output
+    occurs elsewhere). Positions are over all rows summarised (`n`), in order:
+    the engine maps them to file rows and record ids.
+    """
+
+    n: int
+    pos: np.ndarray  # [c] int64 positions of the candidate rows
+    sigs: np.ndarray  # [c, num_perm] uint32
+    digests: np.ndarray  # [c] uint64, normalised-input identity
+    examples: np.ndarray  # [c] S80, UTF-8 excerpts of the normalised input
     outputs: list[str | None] | None
     labels: list[str | None]
-
-    @property
-    def n(self) -> int:
-        return len(self.digests)
+    out_counts: Counter
 
     def merge(self, other: "DuplicateSummary") -> "DuplicateSummary":
         return DuplicateSummary(
+            self.n + other.n, np.concatenate([self.pos, other.pos + self.n]),
             np.concatenate([self.sigs, other.sigs]), np.concatenate([self.digests, other.digests]),
             np.concatenate([self.examples, other.examples]),
             None if self.outputs is None or other.outputs is None else self.outputs + other.outputs,
-            self.labels + other.labels,
+            self.labels + other.labels, self.out_counts + other.out_counts,
         )
 
 
@@ -87,22 +217,47 @@ class NearDuplicates(ShardedDetector):
     Settings = Settings
     description = "MinHash/LSH groups of near-identical inputs, judged by their outputs"
 
-    def summarize(self, shard: Dataset) -> DuplicateSummary:
-        s = self.settings
-        toks = shard.artefact("tokens", lambda: [tokens(r.text) for r in shard])
-        joined = [" ".join(t) for t in toks]
-        return DuplicateSummary(
-            sigs=_signatures([_shingles(t, s.shingle) for t in toks], s.num_perm, s.seed),
-            digests=np.array([_digest(j) for j in joined], dtype=np.uint64),
-            examples=np.array([j.encode("utf-8", "surrogatepass")[:80] for j in joined], dtype="S80"),
-            outputs=None if shard.kind is Kind.DOCUMENTS else [_intern(output_key(r)) for r in shard],
-            labels=[_intern(r.label) for r in shard],
-        )
+    def summarize(self, shard: Dataset) -> KeySketch:
+        keys = self._band_keys(shard)
+        labels = Counter(output_key(r) for r in shard) if shard.kind is Kind.CLASSIFICATION else None
+        sketch = KeySketch(0, np.zeros(0, np.uint32), np.zeros(0, np.uint32), False, labels)
+        for lo in range(0, len(keys), _CHUNK):  # bounded temporaries on a large in-memory set
+            part = keys[lo : lo + _CHUNK]
+            sketch = sketch.merge(KeySketch.of(part, len(part), None if labels is None else Counter()))
+        return sketch
 
-    def finalize(self, summary: DuplicateSummary, kind: Kind) -> DetectorResult:
+    def finalize(self, sketch: KeySketch, kind: Kind) -> "_FlagPass | _GatherPass":
+        """Gather the rows the sketch flags when it flags few rows that repeat no key; else first
+        count the flagged keys exactly (pass 2) and gather only rows whose key repeats. The same
+        choice in any split: the sketch is the same."""
+        counts = Counter() if kind is Kind.DOCUMENTS else sketch.labels
+        if self.settings.min_cluster <= 1:  # every row is a group of its own: every row is needed
+            return _GatherPass(self, None, None, False, None, counts)
+        twice, dense = sketch.twice_for_lookups()
+        b, _ = _band_params(self.settings.num_perm, self.settings.threshold)
+        if counts is not None and b * sketch.once_fill() ** SKETCH_HASHES <= DIRECT_GATHER:
+            return _GatherPass(self, None, twice, dense, None, counts)
+        return _FlagPass(self, twice, dense, counts)
+
+    def _signatures(self, shard: Dataset) -> np.ndarray:
+        """Every row's signature, kept on the data: in memory the three passes compute it once."""
+        s = self.settings
+        return shard.artefact(self._sig_key(), lambda: _signatures(
+            [_shingles(t, s.shingle) for t in shard.artefact("tokens", lambda: [tokens(r.text) for r in shard])],
+            s.num_perm, s.seed))
+
+    def _sig_key(self) -> str:
+        s = self.settings
+        return f"{self.name}:minhash:{s.num_perm}:{s.seed}:{s.shingle}"
+
+    def _band_keys(self, shard: Dataset) -> np.ndarray:
+        b, r = _band_params(self.settings.num_perm, self.settings.threshold)
+        return _band_keys(self._signatures(shard), b, r)
+
+    def _decide(self, summary: DuplicateSummary, kind: Kind) -> DetectorResult:
         s = self.settings
         inv, size = _lsh_groups(summary.sigs, s.threshold)
-        out_total = Counter(summary.outputs) if summary.outputs is not None else Counter()
+        out_total = summary.out_counts
         findings = []
         row_scores = np.zeros(summary.n)
         plain: list[Alert] = []
@@ -111,7 +266,8 @@ class NearDuplicates(ShardedDetector):
         for g in np.flatnonzero(size >= s.min_cluster):
             members = np.sort(by_group[bounds[g] : bounds[g + 1]])
             f = self._judge(summary, kind, members, out_total)
-            row_scores[members] = np.maximum(row_scores[members], f.score)
+            rows = summary.pos[members]
+            row_scores[rows] = np.maximum(row_scores[rows], f.score)
             (plain if f.rule == "duplicate-group" else findings).append(f)
         if plain:
             findings.append(self._hygiene(summary, plain))
@@ -122,7 +278,8 @@ class NearDuplicates(ShardedDetector):
                 row_scores[suspects] = np.maximum(row_scores[suspects], conflict.score)
                 # A tie says the labels disagree, not which row is wrong: listed, but kept under the bar.
                 row_scores[tied] = np.maximum(row_scores[tied], TIED_SCORE)
-        stats = {"groups": int((size >= 2).sum()), "groups_at_min_size": int((size >= s.min_cluster).sum())}
+        stats = {"groups": int((size >= 2).sum()), "groups_at_min_size": int((size >= s.min_cluster).sum()),
+                 "candidate_rows": len(summary.pos)}  # rows with a repeated band key: what pass 3 held
         return DetectorResult(tuple(findings), row_scores, stats)
 
     def _conflicting_labels(self, summary: DuplicateSummary) -> tuple[Alert | None, list[int], list[int]]:
@@ -135,17 +292,18 @@ class NearDuplicates(ShardedDetector):
         for i, d in enumerate(summary.digests.tolist()):
             by_text.setdefault(d, []).append(i)
         suspects, tied, groups = [], [], []
+        pos = summary.pos.tolist()  # candidate index -> position (increasing, so orders carry over)
         for idx in by_text.values():
             labels = Counter(summary.labels[i] for i in idx)
             if len(labels) < 2:
                 continue
             (top, n_top), (_, n_next) = labels.most_common(2)
             if n_top > n_next:
-                suspects.extend(i for i in idx if summary.labels[i] != top)
+                suspects.extend(pos[i] for i in idx if summary.labels[i] != top)
             else:
-                tied.extend(idx)
+                tied.extend(pos[i] for i in idx)
             groups.append({"input": _example(summary, idx[0]), "labels": {str(k): v for k, v in labels.most_common()},
-                           "positions": [int(i) for i in idx][:20]})
+                           "positions": [pos[i] for i in idx][:20]})
         if not suspects and not tied:
             return None, [], []
         listed = sorted(suspects + tied)
@@ -197,8 +355,176 @@ class NearDuplicates(ShardedDetector):
             else:
                 severity, rule, score = Severity.LOW, "duplicate-group", 0.2
                 title = f"{len(members)} near-identical records share output {str(top)[:40]!r}"
-        return Alert(rule=rule, title=title, positions=tuple(int(i) for i in members), score=score,
+        return Alert(rule=rule, title=title, positions=tuple(summary.pos[members].tolist()), score=score,
                      severity=severity, confidence=Confidence.MEDIUM, evidence=evidence)
+
+
+@dataclass
+class _FlagPass(Pass):
+    """Pass 2: with the merged sketch's `twice` bits, each row's keys that may repeat, by file row."""
+
+    det: NearDuplicates
+    twice: np.ndarray
+    dense: bool
+    counts: Counter | None  # classification: the labels counted in pass 1
+
+    def summarize(self, shard: Dataset) -> _Flagged:
+        keys = self.det._band_keys(shard)
+        flag = _has_bits(self.twice, self.dense, _bit_positions(keys)).all(-1)  # [n, bands]
+        hit = np.flatnonzero(flag.any(1))
+        file_rows = np.fromiter((shard.records[i].row for i in hit.tolist()), np.int64, len(hit))
+        per_row = flag[hit].sum(1)
+        outs = None
+        if self.counts is None:  # instruction / preference: which outputs to count in pass 3
+            outs = np.fromiter((_digest(output_key(shard.records[i]) or "") for i in hit.tolist()), np.uint64, len(hit))
+        return _Flagged(len(shard), keys[hit][flag[hit]], np.repeat(file_rows, per_row), file_rows, outs)
+
+    def finalize(self, summary: _Flagged, kind: Kind) -> "_GatherPass | DetectorResult":
+        order = np.argsort(summary.keys, kind="stable")
+        keys = summary.keys[order]
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        sizes = np.diff(np.r_[starts, len(keys)])
+        cand = _uniq(summary.key_rows[order][np.repeat(sizes >= 2, sizes)])
+        del order, keys
+        if not len(cand):  # no row shares a bucket: no group and no repeated input
+            return self.det._decide(_empty(summary.n, kind), kind)
+        wanted = None if summary.outs is None else _uniq(summary.outs[np.isin(summary.rows, cand)])
+        return _GatherPass(self.det, _row_mask(cand), None, False, wanted, self.counts)
+
+
+@dataclass
+class _GatherPass(Pass):
+    """Pass 3 (or 2): the candidate rows, picked by a bitmask over file rows (after pass 2), by the
+    sketch's `twice` bits (when it flags few rows falsely), or all rows (neither), and output counts."""
+
+    det: NearDuplicates
+    mask: np.ndarray | None
+    twice: np.ndarray | None
+    dense: bool
+    wanted: np.ndarray | None  # sorted uint64 digests of the candidates' outputs; None: count every output
+    counts: Counter | None  # outputs already counted (classification labels, in pass 1; documents: none)
+
+    def summarize(self, shard: Dataset) -> DuplicateSummary:
+        det, s = self.det, self.det.settings
+        recs = shard.records
+        if self.twice is not None:
+            flag = _has_bits(self.twice, self.dense, _bit_positions(det._band_keys(shard))).all(-1)
+            take = np.flatnonzero(flag.any(1))
+        elif self.mask is not None:
+            take = np.flatnonzero(_in_mask(self.mask, np.fromiter((r.row for r in recs), np.int64, len(recs))))
+        else:
+            take = np.arange(len(recs))
+        picked = [recs[i] for i in take.tolist()]
+        if det._sig_key() in shard._artefacts:  # computed by this or an earlier pass on the same data
+            sigs = shard._artefacts[det._sig_key()][take]
+            toks = [shard._artefacts["tokens"][i] for i in take.tolist()]
+        else:
+            toks = [tokens(r.text) for r in picked]
+            sigs = _signatures([_shingles(t, s.shingle) for t in toks], s.num_perm, s.seed)
+        joined = [" ".join(t) for t in toks]
+        outputs, counts = None, Counter()
+        if shard.kind is not Kind.DOCUMENTS:
+            outputs = [_intern(output_key(r)) for r in picked]
+            if self.counts is None:
+                every = [output_key(r) for r in recs]
+                if self.wanted is None:
+                    counts = Counter(every)
+                else:
+                    digests = np.fromiter((_digest(o or "") for o in every), np.uint64, len(every))
+                    counts = Counter(every[i] for i in np.flatnonzero(np.isin(digests, self.wanted)).tolist())
+        return DuplicateSummary(
+            n=len(recs), pos=take.astype(np.int64),
+            sigs=sigs.reshape(len(picked), s.num_perm),
+            digests=np.array([_digest(j) for j in joined], dtype=np.uint64),
+            examples=np.array([j.encode("utf-8", "surrogatepass")[:80] for j in joined], dtype="S80"),
+            outputs=outputs, labels=[_intern(r.label) for r in picked], out_counts=counts,
+        )
+
+    def finalize(self, summary: DuplicateSummary, kind: Kind) -> DetectorResult:
+        if self.counts is not None:
+            summary.out_counts = self.counts
+        return self.det._decide(summary, kind)
+
+
+def _empty(n: int, kind: Kind) -> DuplicateSummary:
+    return DuplicateSummary(n, np.zeros(0, np.int64), np.zeros((0, 1), np.uint32), np.zeros(0, np.uint64),
+                            np.zeros(0, "S80"), None if kind is Kind.DOCUMENTS else [], [], Counter())
+
+
+def _uniq(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (by a sort: numpy's hashing `unique` is several times slower here)."""
+    a = np.sort(a)
+    return a[np.r_[True, a[1:] != a[:-1]]] if len(a) else a
+
+
+def _band_keys(sig: np.ndarray, b: int, r: int) -> np.ndarray:
+    """[rows, b] uint64: a 64-bit hash of each band of r signature values, salted by the band's index."""
+    n = len(sig)
+    v = np.ascontiguousarray(sig[:, : b * r]).reshape(n, b, r).astype(np.uint64)
+    h = np.broadcast_to((np.arange(1, b + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)), (n, b)).copy()
+    for c in range(r):
+        h ^= v[:, :, c]
+        h = _fmix64(h)
+    return h
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser."""
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xFF51AFD7ED558CCD)
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> np.uint64(33))
+
+
+def _bit_positions(keys: np.ndarray) -> np.ndarray:
+    """[..., SKETCH_HASHES] distinct bit positions of each key (double hashing with an odd step)."""
+    mask = np.uint64(SKETCH_BITS - 1)
+    step = (keys >> np.uint64(32)) | np.uint64(1)
+    i = np.arange(SKETCH_HASHES, dtype=np.uint64)
+    return ((keys & mask)[..., None] + step[..., None] * i) & mask
+
+
+def _words() -> np.ndarray:
+    return np.zeros(SKETCH_BITS // 64, np.uint64)
+
+
+def _set_bits(words: np.ndarray, p: np.ndarray) -> None:
+    """Set the bits at sorted, distinct positions `p` in `words`."""
+    if not len(p):
+        return
+    p = p.astype(np.uint64)
+    w = (p >> np.uint64(6)).astype(np.intp)
+    bits = np.left_shift(np.uint64(1), p & np.uint64(63))
+    starts = np.r_[0, np.flatnonzero(np.diff(w)) + 1]
+    words[w[starts]] |= np.bitwise_or.reduceat(bits, starts)
+
+
+def _has_bits(bits: np.ndarray, dense: bool, p: np.ndarray) -> np.ndarray:
+    """Whether each position in `p` is set: `bits` dense words, or sorted uint32 positions."""
+    if dense:
+        p = p.astype(np.uint64)
+        return ((bits[(p >> np.uint64(6)).astype(np.intp)] >> (p & np.uint64(63))) & np.uint64(1)).astype(bool)
+    if not len(bits):
+        return np.zeros(p.shape, bool)
+    q = p.astype(np.uint32)
+    i = np.minimum(np.searchsorted(bits, q), len(bits) - 1)
+    return bits[i] == q
+
+
+def _row_mask(file_rows: np.ndarray) -> np.ndarray:
+    """A bitmask over file rows 0..max (1 bit a row: 1.25 MB at 10M rows)."""
+    mask = np.zeros(int(file_rows.max()) // 8 + 1, np.uint8)
+    np.bitwise_or.at(mask, file_rows // 8, (1 << (file_rows % 8)).astype(np.uint8))
+    return mask
+
+
+def _in_mask(mask: np.ndarray, file_rows: np.ndarray) -> np.ndarray:
+    inside = (file_rows >= 0) & (file_rows < len(mask) * 8)
+    out = ~inside  # a row the mask cannot say anything about is gathered: extra candidates are harmless
+    r = file_rows[inside]
+    out[inside] = ((mask[r // 8] >> (r % 8).astype(np.uint8)) & 1).astype(bool)
+    return out
 
 
 def _intern(value: str | None) -> str | None:
@@ -277,31 +603,36 @@ def _lsh_groups(sig: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarr
 
     Banding in numpy: rows that share any band bucket become candidate pairs
     (each bucket chained to its first member), verified on the full signature.
+    A pair is kept as one int64 (first * n + other): sorted, that is the order of
+    the (first, other) rows, at a quarter of their memory.
     """
     n, num_perm = sig.shape
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     b, r = _band_params(num_perm, threshold)
-    src, dst = [], []
+    keys = []
     for band in range(b):
         block = np.ascontiguousarray(sig[:, band * r : (band + 1) * r])
         _, bucket = np.unique(block.view(np.dtype((np.void, block.dtype.itemsize * r))).ravel(),
                               return_inverse=True)
-        order = np.argsort(bucket, kind="stable")
-        sb = bucket[order]
+        order = np.argsort(bucket.ravel(), kind="stable")
+        sb = bucket.ravel()[order]
         starts = np.r_[0, np.flatnonzero(np.diff(sb)) + 1]
         first = order[np.repeat(starts, np.diff(np.r_[starts, n]))]
         keep = first != order
-        src.append(first[keep])
-        dst.append(order[keep])
-    src_a, dst_a = np.concatenate(src), np.concatenate(dst)
-    if len(src_a):
-        pairs = np.unique(np.stack([src_a, dst_a], 1), axis=0)
-        agree = np.concatenate([  # in blocks: a duplicate-heavy set has millions of candidate pairs
-            (sig[p[:, 0]] == sig[p[:, 1]]).mean(1) >= threshold for p in np.array_split(pairs, -(-len(pairs) // 65536))
-        ])
-        pairs = pairs[agree]
-    else:
-        pairs = np.zeros((0, 2), dtype=np.int64)
-    graph = sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+        keys.append(first[keep].astype(np.int64) * n + order[keep])
+        del block, bucket, order, sb, first, keep
+    pair_keys = _uniq(np.concatenate(keys))
+    del keys
+    if len(pair_keys):
+        agree = np.zeros(len(pair_keys), bool)
+        for lo in range(0, len(pair_keys), 65536):  # in blocks: a duplicate-heavy set has millions of pairs
+            k = pair_keys[lo : lo + 65536]
+            src, dst = k // n, k % n
+            agree[lo : lo + len(k)] = (sig[src] == sig[dst]).mean(1) >= threshold
+        pair_keys = pair_keys[agree]
+    src, dst = pair_keys // n, pair_keys % n
+    graph = sparse.coo_matrix((np.ones(len(pair_keys)), (src, dst)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     _, inv, size = np.unique(labels, return_inverse=True, return_counts=True)
     return inv, size
