@@ -53,7 +53,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import sparse
@@ -163,34 +163,34 @@ class KeySketch:
 @dataclass
 class _Flagged:
     """Pass 2: the band keys the sketch calls repeated, each with its row's file row; the flagged
-    rows' output digests (to count those outputs in pass 3)."""
+    rows' output digests (to count those outputs in pass 3). Per shard; merging lists them."""
 
     n: int
-    keys: np.ndarray  # [F] uint64
-    key_rows: np.ndarray  # [F] int64 file rows
-    rows: np.ndarray  # [R] int64 file rows with any flagged key
-    outs: np.ndarray | None  # [R] uint64 digests of their outputs (None: documents)
+    keys: list[np.ndarray]  # uint64
+    key_rows: list[np.ndarray]  # int64 file rows, one per key
+    rows: list[np.ndarray]  # int64 file rows with any flagged key
+    outs: list[np.ndarray] | None  # uint64 digests of their outputs (None: classification, documents)
 
     def merge(self, other: "_Flagged") -> "_Flagged":
-        return _Flagged(self.n + other.n, np.concatenate([self.keys, other.keys]),
-                        np.concatenate([self.key_rows, other.key_rows]), np.concatenate([self.rows, other.rows]),
-                        None if self.outs is None or other.outs is None else np.concatenate([self.outs, other.outs]))
+        outs = None if self.outs is None or other.outs is None else self.outs + other.outs
+        return _Flagged(self.n + other.n, self.keys + other.keys, self.key_rows + other.key_rows,
+                        self.rows + other.rows, outs)
 
 
 @dataclass
-class DuplicateSummary:
-    """Pass 3: the candidate rows' MinHash signatures, input digests and excerpts, outputs and labels.
+class Candidates:
+    """The candidate rows' MinHash signatures, input digests and excerpts, outputs and labels, in order.
 
     About 370 bytes a candidate at 64 permutations: fixed-width arrays and an
     80-byte excerpt, never whole texts. Outputs and labels are interned: a
     dataset has few distinct ones. `out_counts` counts, over every row, the
     outputs the candidates carry (`_judge` needs how often a group's output
-    occurs elsewhere). Positions are over all rows summarised (`n`), in order:
-    the engine maps them to file rows and record ids.
+    occurs elsewhere). `pos` are positions over all `n` rows, in order: the
+    engine maps them to file rows and record ids.
     """
 
     n: int
-    pos: np.ndarray  # [c] int64 positions of the candidate rows
+    pos: np.ndarray  # [c] int64
     sigs: np.ndarray  # [c, num_perm] uint32
     digests: np.ndarray  # [c] uint64, normalised-input identity
     examples: np.ndarray  # [c] S80, UTF-8 excerpts of the normalised input
@@ -198,14 +198,53 @@ class DuplicateSummary:
     labels: list[str | None]
     out_counts: Counter
 
+
+@dataclass
+class _Part:
+    """One shard's candidates; `pos` is local to the shard, `offset` the rows before it."""
+
+    offset: int
+    pos: np.ndarray | None
+    sigs: np.ndarray | None
+    digests: np.ndarray | None
+    examples: np.ndarray | None
+    outputs: list[str | None] | None
+    labels: list[str | None] | None
+
+
+@dataclass
+class DuplicateSummary:
+    """The last pass's summary: the shards' candidate parts, kept apart until the finalize.
+
+    Merging only lists the parts (no copy, so merging never holds the candidates twice);
+    `flatten` moves them into one `Candidates`, releasing each part as it is copied.
+    """
+
+    n: int
+    parts: list[_Part]
+    out_counts: Counter
+
     def merge(self, other: "DuplicateSummary") -> "DuplicateSummary":
-        return DuplicateSummary(
-            self.n + other.n, np.concatenate([self.pos, other.pos + self.n]),
-            np.concatenate([self.sigs, other.sigs]), np.concatenate([self.digests, other.digests]),
-            np.concatenate([self.examples, other.examples]),
-            None if self.outputs is None or other.outputs is None else self.outputs + other.outputs,
-            self.labels + other.labels, self.out_counts + other.out_counts,
-        )
+        moved = [replace(q, offset=q.offset + self.n) for q in other.parts]
+        return DuplicateSummary(self.n + other.n, self.parts + moved, self.out_counts + other.out_counts)
+
+    def flatten(self, num_perm: int, documents: bool) -> Candidates:
+        parts, self.parts = self.parts, []
+        sizes = [len(q.pos) for q in parts]
+        ends = np.cumsum([0, *sizes])
+        pos = np.concatenate([q.pos + q.offset for q in parts]) if parts else np.zeros(0, np.int64)
+        sigs = np.empty((int(ends[-1]), num_perm), np.uint32)
+        digests = np.empty(int(ends[-1]), np.uint64)
+        examples = np.empty(int(ends[-1]), "S80")
+        outputs: list | None = None if documents else []
+        labels: list = []
+        for q, lo, hi in zip(parts, ends[:-1], ends[1:]):
+            sigs[lo:hi], digests[lo:hi], examples[lo:hi] = q.sigs, q.digests, q.examples
+            if outputs is not None:
+                outputs.extend(q.outputs)
+            labels.extend(q.labels)
+            q.pos = q.sigs = q.digests = q.examples = q.outputs = q.labels = None
+        return Candidates(self.n, pos.astype(np.int64), sigs, digests, examples, outputs, labels, self.out_counts)
 
 
 @register
@@ -254,7 +293,7 @@ class NearDuplicates(ShardedDetector):
         b, r = _band_params(self.settings.num_perm, self.settings.threshold)
         return _band_keys(self._signatures(shard), b, r)
 
-    def _decide(self, summary: DuplicateSummary, kind: Kind) -> DetectorResult:
+    def _decide(self, summary: Candidates, kind: Kind) -> DetectorResult:
         s = self.settings
         inv, size = _lsh_groups(summary.sigs, s.threshold)
         out_total = summary.out_counts
@@ -282,7 +321,7 @@ class NearDuplicates(ShardedDetector):
                  "candidate_rows": len(summary.pos)}  # rows with a repeated band key: what pass 3 held
         return DetectorResult(tuple(findings), row_scores, stats)
 
-    def _conflicting_labels(self, summary: DuplicateSummary) -> tuple[Alert | None, list[int], list[int]]:
+    def _conflicting_labels(self, summary: Candidates) -> tuple[Alert | None, list[int], list[int]]:
         """Identical inputs with different labels: the minority label rows are flip suspects.
 
         Only exact (normalised) identity counts: near-identical sentiment phrases
@@ -319,7 +358,7 @@ class NearDuplicates(ShardedDetector):
         )
         return finding, sorted(suspects), sorted(tied)
 
-    def _hygiene(self, summary: DuplicateSummary, groups: list[Alert]) -> Alert:
+    def _hygiene(self, summary: Candidates, groups: list[Alert]) -> Alert:
         """Plain duplicate groups are data hygiene: one low finding, not hundreds."""
         groups.sort(key=lambda f: -len(f.positions))
         positions = sorted({p for f in groups for p in f.positions})
@@ -331,7 +370,7 @@ class NearDuplicates(ShardedDetector):
                       "largest": [dict(f.evidence, positions=list(f.positions[:20])) for f in groups[:10]]},
         )
 
-    def _judge(self, summary: DuplicateSummary, kind: Kind, members: np.ndarray, out_total: Counter) -> Alert:
+    def _judge(self, summary: Candidates, kind: Kind, members: np.ndarray, out_total: Counter) -> Alert:
         s = self.settings
         distinct_inputs = len(set(summary.digests[members].tolist()))
         evidence = {"group_size": int(len(members)), "distinct_inputs": distinct_inputs,
@@ -377,18 +416,25 @@ class _FlagPass(Pass):
         outs = None
         if self.counts is None:  # instruction / preference: which outputs to count in pass 3
             outs = np.fromiter((_digest(output_key(shard.records[i]) or "") for i in hit.tolist()), np.uint64, len(hit))
-        return _Flagged(len(shard), keys[hit][flag[hit]], np.repeat(file_rows, per_row), file_rows, outs)
+        return _Flagged(len(shard), [keys[hit][flag[hit]]], [np.repeat(file_rows, per_row)], [file_rows],
+                        None if outs is None else [outs])
 
     def finalize(self, summary: _Flagged, kind: Kind) -> "_GatherPass | DetectorResult":
-        order = np.argsort(summary.keys, kind="stable")
-        keys = summary.keys[order]
+        self.twice = None  # every shard has been summarised
+        keys = np.concatenate(summary.keys)
+        summary.keys = []
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
         starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
         sizes = np.diff(np.r_[starts, len(keys)])
-        cand = _uniq(summary.key_rows[order][np.repeat(sizes >= 2, sizes)])
-        del order, keys
+        del keys
+        cand = _uniq(np.concatenate(summary.key_rows)[order][np.repeat(sizes >= 2, sizes)])
+        del order, sizes, starts
         if not len(cand):  # no row shares a bucket: no group and no repeated input
             return self.det._decide(_empty(summary.n, kind), kind)
-        wanted = None if summary.outs is None else _uniq(summary.outs[np.isin(summary.rows, cand)])
+        wanted = None
+        if summary.outs is not None:
+            wanted = _uniq(np.concatenate(summary.outs)[np.isin(np.concatenate(summary.rows), cand)])
         return _GatherPass(self.det, _row_mask(cand), None, False, wanted, self.counts)
 
 
@@ -432,23 +478,23 @@ class _GatherPass(Pass):
                 else:
                     digests = np.fromiter((_digest(o or "") for o in every), np.uint64, len(every))
                     counts = Counter(every[i] for i in np.flatnonzero(np.isin(digests, self.wanted)).tolist())
-        return DuplicateSummary(
-            n=len(recs), pos=take.astype(np.int64),
-            sigs=sigs.reshape(len(picked), s.num_perm),
-            digests=np.array([_digest(j) for j in joined], dtype=np.uint64),
-            examples=np.array([j.encode("utf-8", "surrogatepass")[:80] for j in joined], dtype="S80"),
-            outputs=outputs, labels=[_intern(r.label) for r in picked], out_counts=counts,
-        )
+        part = _Part(0, take.astype(np.int64), sigs.reshape(len(picked), s.num_perm),
+                     np.array([_digest(j) for j in joined], dtype=np.uint64),
+                     np.array([j.encode("utf-8", "surrogatepass")[:80] for j in joined], dtype="S80"),
+                     outputs, [_intern(r.label) for r in picked])
+        return DuplicateSummary(len(recs), [part], counts)
 
     def finalize(self, summary: DuplicateSummary, kind: Kind) -> DetectorResult:
+        self.twice = self.mask = None  # every shard has been summarised: free them before the decision
+        flat = summary.flatten(self.det.settings.num_perm, kind is Kind.DOCUMENTS)
         if self.counts is not None:
-            summary.out_counts = self.counts
-        return self.det._decide(summary, kind)
+            flat.out_counts = self.counts
+        return self.det._decide(flat, kind)
 
 
-def _empty(n: int, kind: Kind) -> DuplicateSummary:
-    return DuplicateSummary(n, np.zeros(0, np.int64), np.zeros((0, 1), np.uint32), np.zeros(0, np.uint64),
-                            np.zeros(0, "S80"), None if kind is Kind.DOCUMENTS else [], [], Counter())
+def _empty(n: int, kind: Kind) -> Candidates:
+    return Candidates(n, np.zeros(0, np.int64), np.zeros((0, 1), np.uint32), np.zeros(0, np.uint64),
+                      np.zeros(0, "S80"), None if kind is Kind.DOCUMENTS else [], [], Counter())
 
 
 def _uniq(a: np.ndarray) -> np.ndarray:
@@ -531,7 +577,7 @@ def _intern(value: str | None) -> str | None:
     return None if value is None else sys.intern(value)
 
 
-def _example(summary: DuplicateSummary, i: int) -> str:
+def _example(summary: Candidates, i: int) -> str:
     return summary.examples[i].decode("utf-8", "ignore")
 
 
