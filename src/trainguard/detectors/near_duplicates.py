@@ -9,43 +9,50 @@ near-identical groups in one pass; each group is then judged by its outputs:
 - near-identical inputs with conflicting labels point at flips (medium);
 - plain duplicate groups are reported at low severity as data hygiene.
 
-Three maps over the data, so a sharded scan holds what the shard and the
-duplicates need, not every row (issue 14); `run` (in memory) is the one-shard
-case of the same passes, so its findings are those of any split:
+Two or three maps over the data, so a sharded scan holds what one shard and
+the duplicates need, not every row (issue 14); `run` (in memory) is the
+one-shard case of the same passes, so its findings are those of any split:
 
 1. `KeySketch`: every row's b LSH band keys (a 64-bit hash of each band of its
    signature; b = 12 bands of 5 at the defaults) set k = 3 bits each in two
    bitsets of 2^29 bits, "hit once" and "hit at least twice". Shards merge by
    `twice = twice_a | twice_b | (once_a & once_b)`, `once = once_a | once_b`
    (small ones keep the sorted bit positions instead: the same sets), so the
-   merge is exact and order-free and a key that occurs twice anywhere has all
-   its bits in `twice`.
-2. `_FlagPass`: each row's keys whose bits are all in `twice` (every repeated
-   key, plus the sketch's false positives), with the row's file row; the
-   finalize counts them exactly and keeps the rows holding a key that occurs at
-   least twice.
-3. `_GatherPass`: those candidate rows' signatures, digests, 80-byte excerpts,
-   outputs and labels, plus exact counts, over all rows, of the outputs the
-   candidates carry; the grouping and the decision run on the candidates only.
+   merge is exact and order-free, and a key that occurs twice anywhere has all
+   its bits in `twice`. Classification data counts its labels (its outputs) here.
+2. `_FlagPass`, only when the sketch would flag many rows without a repeated
+   key (expected share b * fill^k > 1 %, fill = share of bits hit: ~10M
+   distinct rows and more) or the outputs are not labels (instruction,
+   preference data): each row's keys whose bits are all in `twice`, with its
+   file row and its output's digest; the finalize counts the keys exactly and
+   keeps the rows holding a key that occurs at least twice.
+3. `_GatherPass`: the candidate rows (flagged by the sketch, or by pass 2's
+   exact counts) with their signatures, digests, 80-byte excerpts, outputs and
+   labels, plus exact counts over all rows of the outputs the candidates carry
+   (unless pass 1 counted them); grouping and decision run on these rows only.
 
 Why nothing is lost: LSH pairs two rows only when they share a band bucket,
 i.e. a band key that occurs at least twice, so every row of every group (and
 every row whose normalised input repeats: equal token lists give equal
 signatures) is a candidate; a false candidate shares no bucket and stays a
 singleton. Buckets of two or more rows are the same sets among the candidates
-as among all rows, candidates keep their order, so the candidate pairs,
-their verification, the components and their order are the in-memory ones.
-With `min_cluster` <= 1 every row is a group and every row is gathered.
+as among all rows and candidates keep their order, so the candidate pairs,
+their verification, the components and their order are the all-rows ones.
+Band-key hash collisions only add candidates. With `min_cluster` <= 1 every
+row is a group and every row is gathered.
 
-Memory per process (the one that merges and finalises): the sketch, 2 x 64 MiB
-(up to three alive during a merge: 384 MiB; a 100k-row shard's own sketch is
-sparse, ~15 MB); pass 2: 16 B per flagged key (a 3-hash filter at 2^29 bits
-flags a non-repeated key with probability (1 - exp(-3 D / 2^29))^3 for D
-distinct keys: ~3e-4 at 1M rows, ~0.12 at 10M rows of unique text); pass 3:
-~370 B per candidate row (signature 256, excerpt 80, position, digest, output
-and label 32) plus the findings themselves. Candidates are the rows with a
-repeated band key: on data without repeats that is the duplicate rows; on data
-that is mostly near-duplicates it is most of the rows, and memory grows with them.
+Memory in the process that merges and finalises: the sketch, 2 x 64 MiB once
+dense (a 100k-row shard's own is sparse, ~15 MB; three are alive during a
+merge of two dense ones: 384 MiB); pass 2, when run: 16 B per flagged key (a
+3-bit filter of 2^29 bits flags a non-repeated key with probability about
+(1 - exp(-3 D / 2^29))^3 for D distinct keys: ~3e-4 at 1M rows, ~0.12 at 10M
+rows of unique text); the last pass: ~370 B per candidate row (signature 256,
+excerpt 80, position, digest, output and label 32; shards' parts are listed,
+not copied, when merged) plus the findings. Candidates are the rows with a
+repeated band key: on data without much repetition, about the duplicates; on
+data that is mostly near-duplicates, most rows (94 % of the 300k
+`make_synthetic.py` file), and then memory grows with them. A shard's own map
+(read, tokenise, sign 100k rows) adds ~250 MB at any row count.
 """
 
 from __future__ import annotations
