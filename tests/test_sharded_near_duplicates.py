@@ -216,3 +216,13 @@ def test_rows_without_a_repeated_key_are_not_held():
     held, result = _candidates(NearDuplicates(), classification(rows))
     assert set(held.tolist()) >= {10, 2000, 2001, 2002, 2003} and len(held) < 20
     assert result.summary["candidate_rows"] == len(held)
+
+
+def test_signatures_do_not_depend_on_the_blocks():
+    """Rows are signed in blocks of about `block` shingles (a long row alone): any blocking, same values."""
+    rng = random.Random(2)
+    rows = [[f"w{rng.randrange(300)}" for _ in range(rng.randint(1, 40))] for _ in range(700)]
+    rows[100] = [f"long{i}" for i in range(5000)]
+    want = nd._signatures(rows, 64, 1, block=1)
+    for block in (7, 64, 1 << 12, 1 << 18):
+        np.testing.assert_array_equal(nd._signatures(rows, 64, 1, block=block), want)

