@@ -198,9 +198,9 @@ class Candidates:
 
     n: int
     pos: np.ndarray  # [c] int64
-    sigs: np.ndarray  # [c, num_perm] uint32
+    sigs: "_Stacked"  # [c, num_perm] uint32
     digests: np.ndarray  # [c] uint64, normalised-input identity
-    examples: np.ndarray  # [c] S80, UTF-8 excerpts of the normalised input
+    examples: "_Stacked"  # [c] S80, UTF-8 excerpts of the normalised input
     outputs: list[str | None] | None
     labels: list[str | None]
     out_counts: Counter
@@ -236,22 +236,50 @@ class DuplicateSummary:
         return DuplicateSummary(self.n + other.n, self.parts + moved, self.out_counts + other.out_counts)
 
     def flatten(self, num_perm: int, documents: bool) -> Candidates:
+        """One `Candidates`: positions, digests, outputs and labels joined (8 B a row each); signatures
+        and excerpts stay in their shards' arrays behind a row index (copying them would hold them twice,
+        and the allocator does not hand freed parts back)."""
         parts, self.parts = self.parts, []
-        sizes = [len(q.pos) for q in parts]
-        ends = np.cumsum([0, *sizes])
-        pos = np.concatenate([q.pos + q.offset for q in parts]) if parts else np.zeros(0, np.int64)
-        sigs = np.empty((int(ends[-1]), num_perm), np.uint32)
-        digests = np.empty(int(ends[-1]), np.uint64)
-        examples = np.empty(int(ends[-1]), "S80")
-        outputs: list | None = None if documents else []
-        labels: list = []
-        for q, lo, hi in zip(parts, ends[:-1], ends[1:]):
-            sigs[lo:hi], digests[lo:hi], examples[lo:hi] = q.sigs, q.digests, q.examples
-            if outputs is not None:
-                outputs.extend(q.outputs)
-            labels.extend(q.labels)
-            q.pos = q.sigs = q.digests = q.examples = q.outputs = q.labels = None
-        return Candidates(self.n, pos.astype(np.int64), sigs, digests, examples, outputs, labels, self.out_counts)
+        pos = np.concatenate([np.zeros(0, np.int64), *(q.pos + q.offset for q in parts)])
+        digests = np.concatenate([np.zeros(0, np.uint64), *(q.digests for q in parts)])
+        outputs: list | None = None if documents else [o for q in parts for o in q.outputs]
+        labels = [y for q in parts for y in q.labels]
+        sigs = _Stacked([q.sigs for q in parts], (0, num_perm), np.uint32)
+        examples = _Stacked([q.examples for q in parts], (0,), "S80")
+        return Candidates(self.n, pos, sigs, digests, examples, outputs, labels, self.out_counts)
+
+
+class _Stacked:
+    """Arrays of rows kept apart, read as one: `take(rows)`, `columns(lo, hi)`, `len`."""
+
+    def __init__(self, parts: list[np.ndarray], empty: tuple[int, ...], dtype) -> None:
+        self.parts = [q for q in parts if len(q)] or [np.zeros(empty, dtype)]
+        self.ends = np.cumsum([0, *(len(q) for q in self.parts)])
+
+    @classmethod
+    def of(cls, a: "np.ndarray | _Stacked") -> "_Stacked":
+        return a if isinstance(a, _Stacked) else cls([a], (0, *a.shape[1:]), a.dtype)
+
+    def __len__(self) -> int:
+        return int(self.ends[-1])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self.parts[0].shape[1:])
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, np.int64)
+        if len(self.parts) == 1:
+            return self.parts[0][rows]
+        out = np.empty((len(rows), *self.parts[0].shape[1:]), self.parts[0].dtype)
+        which = np.searchsorted(self.ends, rows, side="right") - 1
+        for j in np.unique(which).tolist():
+            sel = which == j
+            out[sel] = self.parts[j][rows[sel] - self.ends[j]]
+        return out
+
+    def columns(self, lo: int, hi: int) -> np.ndarray:
+        return np.concatenate([q[:, lo:hi] for q in self.parts])
 
 
 @register
@@ -506,8 +534,8 @@ class _GatherPass(Pass):
 
 
 def _empty(n: int, kind: Kind) -> Candidates:
-    return Candidates(n, np.zeros(0, np.int64), np.zeros((0, 1), np.uint32), np.zeros(0, np.uint64),
-                      np.zeros(0, "S80"), None if kind is Kind.DOCUMENTS else [], [], Counter())
+    return Candidates(n, np.zeros(0, np.int64), _Stacked([], (0, 1), np.uint32), np.zeros(0, np.uint64),
+                      _Stacked([], (0,), "S80"), None if kind is Kind.DOCUMENTS else [], [], Counter())
 
 
 def _uniq(a: np.ndarray) -> np.ndarray:
@@ -597,7 +625,7 @@ def _intern(value: str | None) -> str | None:
 
 
 def _example(summary: Candidates, i: int) -> str:
-    return summary.examples[i].decode("utf-8", "ignore")
+    return summary.examples.take(np.array([i]))[0].decode("utf-8", "ignore")
 
 
 def _digest(text: str) -> int:
@@ -665,7 +693,7 @@ def _band_params(num_perm: int, threshold: float) -> tuple[int, int]:
     return best
 
 
-def _lsh_groups(sig: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def _lsh_groups(sig: "np.ndarray | _Stacked", threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Connected groups of rows whose signatures agree on >= threshold of positions.
 
     Banding in numpy: rows that share any band bucket become candidate pairs
@@ -673,13 +701,14 @@ def _lsh_groups(sig: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarr
     A pair is kept as one int64 (first * n + other): sorted, that is the order of
     the (first, other) rows, at a quarter of their memory.
     """
+    sig = _Stacked.of(sig)
     n, num_perm = sig.shape
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     b, r = _band_params(num_perm, threshold)
     keys = []
     for band in range(b):
-        block = np.ascontiguousarray(sig[:, band * r : (band + 1) * r])
+        block = np.ascontiguousarray(sig.columns(band * r, (band + 1) * r))
         _, bucket = np.unique(block.view(np.dtype((np.void, block.dtype.itemsize * r))).ravel(),
                               return_inverse=True)
         order = np.argsort(bucket.ravel(), kind="stable")
@@ -695,8 +724,7 @@ def _lsh_groups(sig: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarr
         agree = np.zeros(len(pair_keys), bool)
         for lo in range(0, len(pair_keys), 65536):  # in blocks: a duplicate-heavy set has millions of pairs
             k = pair_keys[lo : lo + 65536]
-            src, dst = k // n, k % n
-            agree[lo : lo + len(k)] = (sig[src] == sig[dst]).mean(1) >= threshold
+            agree[lo : lo + len(k)] = (sig.take(k // n) == sig.take(k % n)).mean(1) >= threshold
         pair_keys = pair_keys[agree]
     src, dst = pair_keys // n, pair_keys % n
     graph = sparse.coo_matrix((np.ones(len(pair_keys)), (src, dst)), shape=(n, n))
