@@ -463,19 +463,18 @@ class _FlagPass(Pass):
     def finalize(self, summary: _Flagged, kind: Kind) -> "_GatherPass | DetectorResult":
         self.twice = None  # every shard has been summarised
         keys = np.concatenate(summary.keys)
-        summary.keys = []
-        order = np.argsort(keys, kind="stable")
-        keys = keys[order]
-        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-        sizes = np.diff(np.r_[starts, len(keys)])
+        keys.sort()
+        repeated = _uniq(keys[1:][keys[1:] == keys[:-1]])  # keys seen twice or more: few next to the flagged
         del keys
-        cand = _uniq(np.concatenate(summary.key_rows)[order][np.repeat(sizes >= 2, sizes)])
-        del order, sizes, starts
+        hit = [np.isin(k, repeated) for k in summary.keys]  # part by part: no joined copy of the rows
+        cand = _uniq(np.concatenate([np.zeros(0, np.int64), *(r[h] for r, h in zip(summary.key_rows, hit))]))
+        del hit, repeated
+        summary.keys = summary.key_rows = []
         if not len(cand):  # no row shares a bucket: no group and no repeated input
             return self.det._decide(_empty(summary.n, kind), kind)
         wanted = None
         if summary.outs is not None:
-            wanted = _uniq(np.concatenate(summary.outs)[np.isin(np.concatenate(summary.rows), cand)])
+            wanted = _uniq(np.concatenate([o[np.isin(r, cand)] for o, r in zip(summary.outs, summary.rows)]))
         return _GatherPass(self.det, _row_mask(cand), None, False, wanted, self.counts)
 
 
