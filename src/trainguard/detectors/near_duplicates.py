@@ -41,18 +41,21 @@ their verification, the components and their order are the all-rows ones.
 Band-key hash collisions only add candidates. With `min_cluster` <= 1 every
 row is a group and every row is gathered.
 
-Memory in the process that merges and finalises: the sketch, 2 x 64 MiB once
-dense (a 100k-row shard's own is sparse, ~15 MB; three are alive during a
-merge of two dense ones: 384 MiB); pass 2, when run: 16 B per flagged key (a
-3-bit filter of 2^29 bits flags a non-repeated key with probability about
-(1 - exp(-3 D / 2^29))^3 for D distinct keys: ~3e-4 at 1M rows, ~0.12 at 10M
-rows of unique text); the last pass: ~370 B per candidate row (signature 256,
-excerpt 80, position, digest, output and label 32; shards' parts are listed,
-not copied, when merged) plus the findings. Candidates are the rows with a
-repeated band key: on data without much repetition, about the duplicates; on
-data that is mostly near-duplicates, most rows (94 % of the 300k
-`make_synthetic.py` file), and then memory grows with them. A shard's own map
-(read, tokenise, sign 100k rows) adds ~250 MB at any row count.
+Memory in the process that merges and finalises (issue 14's bar: <= 1 GB at
+10M rows in 100k-row shards): one shard's map (read, tokenise, sign 100k rows:
+~210 MB over the imports, at any row count); the sketch, 2 x 64 MiB once dense
+(a 100k-row shard's own is sparse, ~15 MB; a merge of two dense ones holds
+three: 384 MiB); pass 2, when it runs, 16 B per flagged key (a 3-bit filter of
+2^29 bits flags a key seen once with probability about (1 - exp(-3 D / 2^29))^3
+for D distinct keys: ~3e-4 at 1M rows of unique text, ~0.12 at 10M, i.e. ~14M
+keys, ~225 MB, and one sorted copy of the keys in its finalize); the last
+pass, ~370 B per candidate row (signature 256, excerpt 80, position, digest,
+output and label 32), kept in the shards' own arrays, plus the findings.
+Candidates are the rows with a repeated band key: on data without much
+repetition about the duplicates (9,790 of 1M rows of `benchmarks/make_unique.py`
+text with 5,124 planted); on data that is mostly near-duplicates most rows
+(978,128 of the 1M `make_synthetic.py` rows: each SST-2 sentence recurs in
+many pairs), and then memory grows with them (~370 B a row).
 """
 
 from __future__ import annotations
@@ -212,7 +215,7 @@ class _Part:
 
     offset: int
     pos: np.ndarray | None
-    sigs: np.ndarray | None
+    sigs: "np.ndarray | _Indexed | None"
     digests: np.ndarray | None
     examples: np.ndarray | None
     outputs: list[str | None] | None
@@ -249,10 +252,29 @@ class DuplicateSummary:
         return Candidates(self.n, pos, sigs, digests, examples, outputs, labels, self.out_counts)
 
 
+class _Indexed:
+    """Rows `index` of `array`, not copied (in memory the candidates' signatures are most of the rows
+    of the signatures computed for the sketch: copying them would hold both)."""
+
+    def __init__(self, array: np.ndarray, index: np.ndarray) -> None:
+        self.array, self.index = array, index
+        self.shape = (len(index), *array.shape[1:])
+        self.dtype = array.dtype
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        return self.array[self.index[rows]]
+
+    def columns(self, lo: int, hi: int) -> np.ndarray:
+        return self.array[self.index, lo:hi]
+
+
 class _Stacked:
     """Arrays of rows kept apart, read as one: `take(rows)`, `columns(lo, hi)`, `len`."""
 
-    def __init__(self, parts: list[np.ndarray], empty: tuple[int, ...], dtype) -> None:
+    def __init__(self, parts: list, empty: tuple[int, ...], dtype) -> None:
         self.parts = [q for q in parts if len(q)] or [np.zeros(empty, dtype)]
         self.ends = np.cumsum([0, *(len(q) for q in self.parts)])
 
@@ -279,7 +301,7 @@ class _Stacked:
         return out
 
     def columns(self, lo: int, hi: int) -> np.ndarray:
-        return np.concatenate([q[:, lo:hi] for q in self.parts])
+        return np.concatenate([q.columns(lo, hi) if isinstance(q, _Indexed) else q[:, lo:hi] for q in self.parts])
 
 
 @register
@@ -502,7 +524,8 @@ class _GatherPass(Pass):
             take = np.arange(len(recs))
         picked = [recs[i] for i in take.tolist()]
         if det._sig_key() in shard._artefacts:  # computed by this or an earlier pass on the same data
-            sigs = shard._artefacts[det._sig_key()][take]
+            every_sig = shard._artefacts[det._sig_key()]
+            sigs = _Indexed(every_sig, take) if 2 * len(take) >= len(recs) else every_sig[take]
             toks = [shard._artefacts["tokens"][i] for i in take.tolist()]
         else:
             toks = [tokens(r.text) for r in picked]
@@ -518,7 +541,7 @@ class _GatherPass(Pass):
                 else:
                     digests = np.fromiter((_digest(o or "") for o in every), np.uint64, len(every))
                     counts = Counter(every[i] for i in np.flatnonzero(np.isin(digests, self.wanted)).tolist())
-        part = _Part(0, take.astype(np.int64), sigs.reshape(len(picked), s.num_perm),
+        part = _Part(0, take.astype(np.int64), sigs,
                      np.array([_digest(j) for j in joined], dtype=np.uint64),
                      np.array([j.encode("utf-8", "surrogatepass")[:80] for j in joined], dtype="S80"),
                      outputs, [_intern(r.label) for r in picked])
