@@ -159,7 +159,7 @@ class KeySketch:
 
     def repeated(self, keys: np.ndarray) -> np.ndarray:
         """Per key: all its bits are in `twice` (true for every key that occurred twice or more)."""
-        return _has_bits(self.twice, self.dense, _bit_positions(keys)).all(-1)
+        return _flagged(self.twice, self.dense, keys)
 
     def twice_for_lookups(self) -> tuple[np.ndarray, bool]:
         """`twice` as later passes test it: dense once it has more than a few positions (fast lookups)."""
@@ -472,7 +472,7 @@ class _FlagPass(Pass):
 
     def summarize(self, shard: Dataset) -> _Flagged:
         keys = self.det._band_keys(shard)
-        flag = _has_bits(self.twice, self.dense, _bit_positions(keys)).all(-1)  # [n, bands]
+        flag = _flagged(self.twice, self.dense, keys)  # [n, bands]
         hit = np.flatnonzero(flag.any(1))
         file_rows = np.fromiter((shard.records[i].row for i in hit.tolist()), np.int64, len(hit))
         per_row = flag[hit].sum(1)
@@ -516,7 +516,7 @@ class _GatherPass(Pass):
         det, s = self.det, self.det.settings
         recs = shard.records
         if self.twice is not None:
-            flag = _has_bits(self.twice, self.dense, _bit_positions(det._band_keys(shard))).all(-1)
+            flag = _flagged(self.twice, self.dense, det._band_keys(shard))
             take = np.flatnonzero(flag.any(1))
         elif self.mask is not None:
             take = np.flatnonzero(_in_mask(self.mask, np.fromiter((r.row for r in recs), np.int64, len(recs))))
@@ -625,6 +625,14 @@ def _has_bits(bits: np.ndarray, dense: bool, p: np.ndarray, chunk: int = 1 << 20
             i = np.minimum(np.searchsorted(bits, q), len(bits) - 1)
             out[lo : lo + len(q)] = bits[i] == q
     return out.reshape(p.shape)
+
+
+def _flagged(twice: np.ndarray, dense: bool, keys: np.ndarray) -> np.ndarray:
+    """Per key (any shape): all its bits are in `twice`; `_CHUNK` keys' rows at a time (bounded temporaries)."""
+    out = np.zeros(keys.shape, bool)
+    for lo in range(0, len(keys), _CHUNK):
+        out[lo : lo + _CHUNK] = _has_bits(twice, dense, _bit_positions(keys[lo : lo + _CHUNK])).all(-1)
+    return out
 
 
 def _row_mask(file_rows: np.ndarray) -> np.ndarray:
