@@ -65,7 +65,10 @@ def test_sketch_merge_is_exact_and_order_free(monkeypatch, bits):
             right = p.merge(right)  # merges are commutative too
         shuffled = list(parts)
         random.Random(len(cuts)).shuffle(shuffled)
-        for merged in (left, right, _tree(parts), _tree(shuffled)):
+        folded = KeySketch.of(keys[:0], 0)
+        for k in np.split(keys, cuts):
+            folded = folded.absorb(KeySketch.of(k, len(k)))  # in place once dense (pass 1 in memory)
+        for merged in (left, right, _tree(parts), _tree(shuffled), folded):
             assert merged.n == len(keys)
             once, twice = _dense(merged)
             np.testing.assert_array_equal(once, want_once)
