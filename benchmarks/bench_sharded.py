@@ -65,7 +65,15 @@ def _child(mode: str, path: str, shard_rows: int, address: str, detectors: str =
                       "status": {r.name: r.status.value for r in report.detectors},
                       "row_scores": hashlib.sha256(b"".join(report.row_scores[k].tobytes()
                                                             for k in sorted(report.row_scores))).hexdigest(),
-                      "digest": hashlib.sha256(str(digest).encode()).hexdigest()}))
+                      "digest": hashlib.sha256(str(digest).encode()).hexdigest(),
+                      "full_digest": _full_digest(report),
+                      "summaries": {r.name: dict(r.summary or {}) for r in report.detectors}}))
+
+
+def _full_digest(report) -> str:
+    """sha256 of every finding as the JSON report writes it (rows, ids, lines, severity, score, evidence)."""
+    body = json.dumps([f.to_dict() for f in report.findings], sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
 
 
 def _proc(pid: int) -> dict:
