@@ -545,10 +545,11 @@ class _GatherPass(Pass):
         else:
             take = np.arange(len(recs))
         picked = [recs[i] for i in take.tolist()]
-        if det._sig_key() in shard._artefacts:  # computed by this or an earlier pass on the same data
-            every_sig = shard._artefacts[det._sig_key()]
+        every_sig = shard.cached_artefact(det._sig_key())  # computed by this or an earlier pass on the same data
+        if every_sig is not None:
             sigs = _Indexed(every_sig, take) if 2 * len(take) >= len(recs) else every_sig[take]
-            toks = [shard._artefacts["tokens"][i] for i in take.tolist()]
+            every_tok = shard.artefact("tokens", lambda: [tokens(r.text) for r in shard])
+            toks = [every_tok[i] for i in take.tolist()]
         else:
             toks = [tokens(r.text) for r in picked]
             sigs = _signatures([_shingles(t, s.shingle) for t in toks], s.num_perm, s.seed)

@@ -69,6 +69,10 @@ class Dataset:
             self._artefacts[name] = build()
         return self._artefacts[name]
 
+    def cached_artefact(self, name: str) -> Any | None:
+        """An artefact an earlier detector or pass already built, or None (nothing is built)."""
+        return self._artefacts.get(name)
+
     @property
     def labels(self) -> list[str | None]:
         return [r.label for r in self.records]
