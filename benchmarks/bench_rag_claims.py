@@ -82,9 +82,16 @@ MiniLM vectors with the length caps lifted (522 clean-store rows at medium); mut
 and a shared rare word (>= 77 clean rows for 15-20 of dev's 100 passages); sentence-level agreement between \
 members (honest per-disease answer sets agree more: they repeat the definition); the members' best-matching \
 question type (causes, symptoms, treatment...; 50 of 160 honest groups agree as well as planted ones); subject \
-holders outside the group. The best row-level signal, how far a passage's 3 nearest neighbours stand above its \
-5th-8th, has AUROC 0.85 (dev) and 0.81 (test adaptive) but at 100 clean rows catches 10 % of the adaptive \
-passages: MedQuAD's honest per-disease answer sets and multi-source restatements are as tight.
+holders outside the group; words most members share that the other passages holding the group's subject word \
+lack (the claim: 25 / 18 clean-store groups with >= 4 / 5 such words, against 4 / 2 of dev's 7 planted candidate \
+groups). The best row-level signal, how far a passage's 4 nearest neighbours (copies merged) stand above its \
+5th-8th, has AUROC 0.88 (dev), 0.89 (simulator seed 0) and 0.84 (test adaptive, a check set), but at the threshold \
+naming 10 clean-store rows it catches 9 % of dev's and 8 % of test adaptive's passages (27-28 % at 100 rows):
+MedQuAD's honest per-disease answer sets and multi-source restatements are as tight. Best combination found, \
+not shipped: mutual 4-nearest-neighbour groups of 4-8 (copies merged; mean cosine >= 0.68, gap >= -0.06) whose \
+rarest shared word is held by a passage outside the group, with >= 3 words most members share that <= 10 % of those \
+outside holders carry, and median step >= 0.19: 0 clean-store rows, but 0.10 of dev's and 0.10 of test \
+adaptive's passages (simulator seeds 0-2: 0.38 / 0.48 / 0.33, test plain 0.30, at precision 0.98-1.00).
 - Not tried: an LLM judge of contradiction with the honest passages on the subject (what tells a planted claim \
 from an honest restatement is that it disagrees with the store).""".split("\n")
 
