@@ -23,7 +23,9 @@ whose attack takes on each retriever, and at any severity, AUROC of its row scor
 diagnostics of how far the planted group stands out: how many of a passage's 4 group mates are among its 4 nearest
 neighbours in the store, and the median cosine between mates against the median cosine from a passage to its
 nearest honest passage. MiniLM vectors of the store come from the embedding cache (~/.cache/trainguard/embeddings;
-about 18 min on 2 CPU cores when cold). Writes benchmarks/results/rag_claims.json and docs/_bench_rag_claims.md.
+about 18 min on 2 CPU cores when cold). `--claim-embedder minilm` scans with rag-poisoning's opt-in dense claim groups.
+Writes benchmarks/results/rag_claims.json and docs/_bench_rag_claims.md (with --claim-embedder: rag_claims_dense.json,
+_bench_rag_claims_dense.md).
 """
 
 from __future__ import annotations
@@ -161,12 +163,12 @@ def diagnostics(store_vecs: np.ndarray, v: np.ndarray, groups: list[int]) -> dic
 
 
 def evaluate(store: list[str], store_vecs: dict[str, np.ndarray], texts: list[str], groups: list[int],
-             questions: dict[int, str]) -> dict:
+             questions: dict[int, str], settings: dict | None = None) -> dict:
     vecs = {r: embed(texts, r) for r in store_vecs}  # once per retriever: the diagnostics and the retrieval ASR
     all_texts = store + texts
     truth = set(range(len(store), len(all_texts)))
     t = time.perf_counter()
-    res = run_detector(RagPoisoning(), documents(all_texts))
+    res = run_detector(RagPoisoning(**(settings or {})), documents(all_texts))
     secs = time.perf_counter() - t
     y = np.zeros(len(all_texts))
     y[list(truth)] = 1
@@ -186,9 +188,9 @@ def evaluate(store: list[str], store_vecs: dict[str, np.ndarray], texts: list[st
             "honest_rules_at_medium": honest_medium, "retrievers": retrieval}
 
 
-def clean_store(store: list[str]) -> dict:
+def clean_store(store: list[str], settings: dict | None = None) -> dict:
     t = time.perf_counter()
-    res = run_detector(RagPoisoning(), documents(store))
+    res = run_detector(RagPoisoning(**(settings or {})), documents(store))
     rules: dict[str, int] = {}
     for f in res.findings:
         if f.severity >= Severity.MEDIUM:
@@ -206,8 +208,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="a held-out set in test.jsonl's format (plain and adaptive styles reported apart); repeatable")
     ap.add_argument("--retriever", choices=[*RETRIEVERS, "both"], default="both",
                     help="embedder of the retrieval ASR and diagnostics (default both; minilm reads the embedding cache)")
-    ap.add_argument("--md", type=Path, default=ROOT / "docs" / "_bench_rag_claims.md")
+    ap.add_argument("--claim-embedder", default="",
+                    help="rag-poisoning's opt-in claim_embedder (e.g. minilm: dense claim groups); default off")
+    ap.add_argument("--md", type=Path, default=None, help="default docs/_bench_rag_claims.md "
+                    "(_bench_rag_claims_dense.md with --claim-embedder)")
     a = ap.parse_args(argv)
+    suffix = "_dense" if a.claim_embedder else ""
+    a.md = a.md or ROOT / "docs" / f"_bench_rag_claims{suffix}.md"
     t0 = time.perf_counter()
     with gzip.open(a.data / "medquad" / "medquad.jsonl.gz", "rt", encoding="utf-8") as f:
         mq = [json.loads(x) for x in f if x.strip()]
@@ -220,14 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     for path in a.fresh:
         for style in ("plain", "adaptive"):
             sets[f"fresh {path.name}, {style} style"] = written(path.resolve(), style)
-    out = {"clean store (nothing planted)": clean_store(store)}
+    settings = {"claim_embedder": a.claim_embedder} if a.claim_embedder else {}
+    out = {"clean store (nothing planted)": clean_store(store, settings)}
     print("clean", json.dumps(out["clean store (nothing planted)"]), flush=True)
     for name, (texts, groups, questions) in sets.items():
-        out[name] = evaluate(store, store_vecs, texts, groups, questions)
+        out[name] = evaluate(store, store_vecs, texts, groups, questions, settings)
         print(name, json.dumps(out[name]), flush=True)
     seconds = time.perf_counter() - t0
     (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "benchmarks" / "results" / "rag_claims.json").write_text(json.dumps(out, indent=1))
+    (ROOT / "benchmarks" / "results" / f"rag_claims{suffix}.json").write_text(json.dumps(out, indent=1))
     import subprocess
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -240,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cmd = " ".join(["python benchmarks/bench_rag_claims.py ../shared/data"] + (["--seeds", *map(str, a.seeds)] if a.seeds != [0, 1, 2] else [])
                    + ([f"--retriever {a.retriever}"] if a.retriever != "both" else [])
+                   + ([f"--claim-embedder {a.claim_embedder}"] if a.claim_embedder else [])
                    + [f"--fresh {p}" for p in a.fresh])
     clean = out.pop("clean store (nothing planted)")
     rets = list(store_vecs)
@@ -247,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["<!-- generated by benchmarks/bench_rag_claims.py; do not edit -->", "",
              f"Command: `{cmd}` at commit {commit}{' (src modified)' if dirty else ''}, rag-poisoning v{version} "
              f"({seconds / 60:.1f} min on 2 shared CPU "
-             f"cores; load average 1/5/15 min at the end: {la}). Store: all {len(store):,} MedQuAD answers; each set "
+             f"cores; load average 1/5/15 min at the end: {la}){'; setting claim_embedder=' + a.claim_embedder if a.claim_embedder else ''}. Store: all {len(store):,} MedQuAD answers; each set "
              "planted alone; no queries file (the bar is without `--queries`). Retrieval ASR per retriever "
              f"({both}; wordllama: static token vectors; minilm: all-MiniLM-L6-v2, a dense sentence encoder): share "
              "of target questions whose top 5 passages by that retriever's cosine include at least 3 of that target's "
