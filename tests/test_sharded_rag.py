@@ -149,3 +149,15 @@ def test_a_batch_dependent_embedder_fails_closed_when_split(tmp_path, medquad):
     assert split.status is DetectorStatus.FAILED and "tfidf-svd" in split.message
     _same(scan_sharded(path, detectors=[RAG], settings=settings, shard_rows=30), scan(path, detectors=[RAG],
                                                                                       settings=settings), 1)
+
+
+def test_a_batch_dependent_claim_embedder_fails_closed_when_split(tmp_path, medquad):
+    """The opt-in dense claim groups read tfidf-svd (or MiniLM) vectors of the whole store: split, the scan fails."""
+    from trainguard.findings import DetectorStatus
+
+    path = write_jsonl(tmp_path / "few.jsonl", [{"text": r["answer"]} for r in medquad[:30]])
+    settings = {RAG: {"claim_embedder": "tfidf-svd"}}
+    (split,) = scan_sharded(path, detectors=[RAG], settings=settings, shard_rows=10).detectors
+    assert split.status is DetectorStatus.FAILED and "claim_embedder" in split.message
+    _same(scan_sharded(path, detectors=[RAG], settings=settings, shard_rows=30), scan(path, detectors=[RAG],
+                                                                                      settings=settings), 1)
