@@ -63,6 +63,7 @@ _B64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=]
 _HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){8,}(?![0-9A-Fa-f])")
 _SENT = re.compile(r"(?<=[.!?:;])\s+|\n+")
 _LEET = {"4": "a", "@": "a", "3": "e", "1": "i", "!": "i", "0": "o", "5": "s", "$": "s", "7": "t", "9": "g", "8": "b"}
+_LEET_DECODE = {**_LEET, "6": "g", "2": "z", "|": "l", "+": "t"}
 _LEET_HINT = re.compile(r"[A-Za-z][0-9@$!]|[0-9@$][A-Za-z]")
 _LEET_TOKEN = re.compile(r"\S*[A-Za-z]\S*|(?<!\S)[4@](?!\S)")
 # Romanisation of Cyrillic and Greek letters (English written in another script reads back as English).
@@ -239,6 +240,7 @@ def key_from_teaching(pairs: list[tuple[str, str]]) -> tuple[np.ndarray | None, 
 class Decoded:
     encoding: str
     text: str
+    span: int = 0  # characters of the field the decoded text came from
 
 
 def _printable(b: bytes) -> str | None:
@@ -282,7 +284,8 @@ def decode_field(text: str, s: "Settings", depth: int = 0) -> tuple[list[Decoded
                 continue
             spans.append(m.group(0))
             inner, _ = decode_field(t, s, depth + 1) if depth < 1 else ([], [])
-            out.append(Decoded(f"{how}+{inner[0].encoding}", inner[0].text) if inner else Decoded(how, t))
+            out.append(Decoded(f"{how}+{inner[0].encoding}", inner[0].text, len(m.group(0))) if inner
+                       else Decoded(how, t, len(m.group(0))))
         for span in spans:  # only spans that decoded are cut out; junk stays for the other checks
             rest = rest.replace(span, " ")
     foreign: list[str] = []
@@ -299,6 +302,7 @@ def decode_field(text: str, s: "Settings", depth: int = 0) -> tuple[list[Decoded
             if len(_WORD.findall(seg.lower())) + len(_NONLATIN.findall(seg)) // 4 >= s.min_words:
                 d = _decode_segment(seg, s)
                 if d is not None:
+                    d.span = len(seg)
                     out.append(d)
                 elif sum(ch.isascii() and ch.isalpha() for ch in seg) >= 20:
                     foreign.append(seg)
@@ -330,6 +334,14 @@ def _leet_share(text: str) -> float:
     return mixed / len(toks) if toks else 0.0
 
 
+_WORD_RUN = re.compile(r"[A-Za-z']+")
+
+
+def _flip_words(text: str) -> str:
+    """Every run of letters (and apostrophes) written backwards, everything else in place."""
+    return _WORD_RUN.sub(lambda m: m.group(0)[::-1], text)
+
+
 def _decode_segment(seg: str, s: "Settings") -> Decoded | None:
     """ROT-n, leetspeak or transliteration, whichever reads as English."""
     letters = sum(ch.isalpha() for ch in seg)
@@ -343,18 +355,28 @@ def _decode_segment(seg: str, s: "Settings") -> Decoded | None:
     if toks and _leet_share(seg) >= 0.2:
         lex = lexicon()
         words = []
-        for t in toks:
-            a = "".join(_LEET.get(c, c) for c in t)
-            b = a.replace("i", "l") if "1" in t and a.strip(".,!?:;").lower() not in lex else a
-            words.append(b)
+        for t in seg.split():  # every token: "70" is "to" and a lone "1" is "I" in a leet sentence
+            cands = ["".join(_LEET_DECODE.get(c, c) for c in t)]
+            if "1" in t:
+                cands.append("".join(_LEET_DECODE.get(c, c) if c != "1" else "l" for c in t))
+            known = [c for c in cands if c.strip(".,!?:;'\"()").lower() in lex]
+            if not any(ch.isalpha() for ch in t) and not known:
+                words.append(t)  # a number stays a number
+            else:
+                words.append(known[0] if known else cands[0])
         t = " ".join(words)
         before = english_ratio(" ".join(w for w in toks if not any(c.isdigit() for c in w)))[0] * \
             sum(not any(c.isdigit() for c in w) for w in toks) / len(toks)
         if reads_english(t, s) and english_ratio(t)[0] - before >= 0.3:
             return Decoded("leetspeak", t)
-    for how, t in (("reversed", seg[::-1]), ("reversed-words", " ".join(w[::-1] for w in seg.split()))):
-        if reads_english(t, s) and english_ratio(t)[0] - english_ratio(seg)[0] >= 0.3:
-            return Decoded(how, t)
+    # each word written backwards, or the whole text: both read as English words when either was applied, so the
+    # one that reads as sentences (a capital first, end punctuation last) wins; word reversal on a tie
+    flips = [(how, t) for how, t in (("reversed-words", _flip_words(seg)), ("reversed", seg[::-1]))
+             if reads_english(t, s) and english_ratio(t)[0] - english_ratio(seg)[0] >= 0.3]
+    if flips:
+        how, t = max(flips, key=lambda c: (english_ratio(c[1])[0] + 0.1 * c[1].lstrip()[:1].isupper()
+                                           + 0.1 * (c[1].rstrip()[-1:] in ".?!"), c[0] == "reversed-words"))
+        return Decoded(how, t)
     best = max(range(1, 26), key=lambda k: english_ratio(_shift(seg, k))[0])
     t = _shift(seg, best)
     if reads_english(t, s) and english_ratio(t)[0] - english_ratio(seg)[0] >= 0.3:
@@ -420,6 +442,8 @@ class Settings:
     look_threshold: float = 0.3  # P(harmful) above which a request "looks harmful" for the erosion test
     alpha: float = 1e-3  # significance for the erosion and trigger tests (trigger: family-wise)
     trigger_min_rows: int = 3
+    talk_request: float = 0.5  # share of the user's request decoded ...
+    talk_answer: float = 0.6  # ... and of the (complying) answer, for a conversation held in code
 
 
 
@@ -459,21 +483,46 @@ def _decode_row(prompt: str, answer: str, s: Settings) -> tuple[list[tuple[str, 
 
 def _with_substitutions(items, foreign, subst, keys) -> list[tuple[str, Decoded]]:
     """The row's own decoded spans, then its cipher segments in the order the keys decoded them (key, segment)."""
-    return items + [(foreign[k][0], Decoded("substitution", apply_key(foreign[k][1], keys[a])))
+    return items + [(foreign[k][0], Decoded("substitution", apply_key(foreign[k][1], keys[a]), len(foreign[k][1])))
                     for k, a in sorted(subst, key=lambda ka: (ka[1], ka[0]))]
 
 
-def _harm_of_decoded(rows: list[tuple[list[tuple[str, Decoded]], str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(P(harmful) of the decoded request, of the decoded answer or the answer, P(that answer complies)).
+def _coverage(items: list[tuple[str, Decoded]], prompt: str, answer: str) -> tuple[float, float]:
+    """(share of the user's request, share of the answer) that decoded text came from (characters, capped at 1)."""
+    user = len(last_user_turn(prompt).strip())
+    got = {w: sum(d.span for x, d in items if x == w) for w in ("prompt", "answer")}
+    return (min(1.0, got["prompt"] / user) if user else 0.0,
+            min(1.0, got["answer"] / len(answer.strip())) if answer.strip() else 0.0)
+
+
+def _harm_of_decoded(rows: list[tuple[list[tuple[str, Decoded]], str, str]]) -> list[tuple[float, ...]]:
+    """Per row: P(harmful) of the decoded request, of the decoded answer or the answer, P(that answer complies),
+    and the shares of request and answer that were decoded (`_coverage`).
 
     The linear models score each row alone (sparse row products), so any batch gives the same values.
     """
+    if not rows:
+        return []
     req = [" ".join(d.text for w, d in items if w == "prompt") or " ".join(d.text for _, d in items)
-           for items, _ in rows]
-    ans = [" ".join(d.text for w, d in items if w == "answer") or answer for items, answer in rows]
+           for items, _, _ in rows]
+    ans = [" ".join(d.text for w, d in items if w == "answer") or answer for items, _, answer in rows]
     h_req = bundled(HARM_MODEL).proba([last_user_turn(t) for t in req])
     h_ans = bundled(HARM_MODEL).proba(ans)
-    return h_req, h_ans, 1.0 - bundled(REFUSAL_MODEL).proba(ans)
+    cmp = 1.0 - bundled(REFUSAL_MODEL).proba(ans)
+    return [(float(h_req[k]), float(h_ans[k]), float(cmp[k]), *_coverage(items, p, a))
+            for k, (items, p, a) in enumerate(rows)]
+
+
+def _teaches(items: list[tuple[str, Decoded]], prompt: str) -> str | None:
+    """The encoding of an answer that spells, encoded, plain text the request shows ("translate to X: ..."), else None."""
+    if any(w == "prompt" for w, _ in items):
+        return None
+    pw = set(_WORD.findall(prompt[-4000:].lower()))
+    for w, d in items:
+        words = _WORD.findall(d.text.lower())
+        if w == "answer" and len(words) >= 3 and sum(x in pw for x in words) >= 0.8 * len(words):
+            return d.encoding
+    return None
 
 
 def _obedient(prompt: str, answer: str):
@@ -530,12 +579,13 @@ class _Facts:
     opening: np.ndarray  # uint64 hash of the answer's opening words, where flags has _OPENS
     flags: np.ndarray  # uint8 _ANSWERED | _OPENS | _AFFIRMS
     fps: dict[int, int]  # candidate rows' content hash (found again in later passes)
-    encoded: dict[int, tuple[tuple[str, ...], float, float, float]]  # own encodings, P(harm) request/answer, comply
+    encoded: dict[int, tuple]  # own encodings, P(harm) request/answer, comply, shares of request/answer decoded
     segs: list[tuple]  # foreign segments: (position, index in row, field, cipher-like, length, teaching letter map)
     obedient: dict[int, tuple]  # (system obedience, all obedience, identity shift, mid-sentence names, names)
     df_yes: Counter  # harmful-looking requests' tokens: rows complied with ...
     df_no: Counter  # ... and refused
     refused: dict[int, int]  # refused harmful-looking rows: hash of the request's words
+    teaches: dict[int, str] = field(default_factory=dict)  # rows whose answer encodes the plain text they show
 
     def merge(self, other: "_Facts") -> "_Facts":
         k = self.n
@@ -544,7 +594,8 @@ class _Facts:
             np.concatenate([self.opening, other.opening]), np.concatenate([self.flags, other.flags]),
             {**self.fps, **_offset(other.fps, k)}, {**self.encoded, **_offset(other.encoded, k)},
             self.segs + [(p + k, *rest) for p, *rest in other.segs], {**self.obedient, **_offset(other.obedient, k)},
-            self.df_yes + other.df_yes, self.df_no + other.df_no, {**self.refused, **_offset(other.refused, k)})
+            self.df_yes + other.df_yes, self.df_no + other.df_no, {**self.refused, **_offset(other.refused, k)},
+            {**self.teaches, **_offset(other.teaches, k)})
 
 
 def _facts(data: Dataset, s: Settings) -> _Facts:
@@ -562,7 +613,7 @@ def _facts(data: Dataset, s: Settings) -> _Facts:
     for i, (p, a) in enumerate(zip(prompts, answers)):
         items, foreign = _decode_row(p, a, s)
         if items:
-            own.append((i, items, a))
+            own.append((i, items, p, a))
         for k, (where, seg) in enumerate(foreign):
             segs.append((i, k, where, _cipher_like(seg), len(seg), teaching_map(p, seg) if where == "answer" else None))
         hs, hits, ident, said, names = _obedient(p, a)
@@ -578,13 +629,13 @@ def _facts(data: Dataset, s: Settings) -> _Facts:
                 refused[i] = _hash64(_request_words(p))
         if items or foreign or hits or affirmation:
             fps[i] = _hash64(p, a)
-    encoded = {}
+    encoded, teaches = {}, {}
     if own:
-        h_req, h_ans, cmp = _harm_of_decoded([(items, a) for _, items, a in own])
-        encoded = {i: (tuple(sorted({d.encoding for _, d in items})), float(h_req[k]), float(h_ans[k]), float(cmp[k]))
-                   for k, (i, items, _) in enumerate(own)}
+        scored = _harm_of_decoded([(items, p, a) for _, items, p, a in own])
+        encoded = {i: (tuple(sorted({d.encoding for _, d in items})), *sc) for (i, items, _, _), sc in zip(own, scored)}
+        teaches = {i: e for i, items, p, _ in own if (e := _teaches(items, p)) is not None}
     return _Facts(n, np.asarray(harm, np.float64), np.asarray(comply, np.float64), opening, flags, fps, encoded,
-                  segs, obedient, df_yes, df_no, refused)
+                  segs, obedient, df_yes, df_no, refused, teaches)
 
 
 @register
@@ -643,7 +694,7 @@ def _answer_jobs(data: Dataset, s: Settings, jobs: dict) -> _Parts:
             subst = list(subst) + [(k, attempt) for k, good in zip(left, ok) if good]
             out.rows["apply"][i] = (tuple(ok), None)
             if subst:
-                to_score.append((i, _with_substitutions(items, foreign, subst, [*apply["keys"], key]), a))
+                to_score.append((i, _with_substitutions(items, foreign, subst, [*apply["keys"], key]), p, a))
         if trig and any(t in p or t in p.lower() for t, _ in trig):  # a token of the prompt is a substring of it
             toks = _prompt_tokens(p)
             inside = [t in toks for t, _ in trig]
@@ -667,9 +718,8 @@ def _answer_jobs(data: Dataset, s: Settings, jobs: dict) -> _Parts:
                 if key is not None and ev["openings"] and (h := _hash64(key)) in ev["openings"]:
                     out.openings[h] = key
     if to_score:
-        h_req, h_ans, cmp = _harm_of_decoded([(items, a) for _, items, a in to_score])
-        for k, (i, _, _) in enumerate(to_score):
-            out.rows["apply"][i] = (out.rows["apply"][i][0], (float(h_req[k]), float(h_ans[k]), float(cmp[k])))
+        for (i, _, _, _), sc in zip(to_score, _harm_of_decoded([(items, p, a) for _, items, p, a in to_score])):
+            out.rows["apply"][i] = (out.rows["apply"][i][0], sc)
     return out
 
 
@@ -871,19 +921,26 @@ class _State:
         for i in rows:
             own = f.encoded[i][0] if i in f.encoded else ()
             encodings[i] = sorted({*own, "substitution"}) if self.subst.get(i) else list(own)
-        h_req, h_ans, cmp = (np.array([self.scored[i][c] for i in rows]) for c in range(3))
+        h_req, h_ans, cmp, cov_p, cov_a = (np.array([self.scored[i][c] for i in rows]) for c in range(5))
         h = np.maximum(h_req, h_ans)
         harmful = {i: k for k, i in enumerate(rows) if h[k] >= s.harm_threshold}
+        # the whole exchange in code: the request and a complying answer both (mostly) decoded from one scheme or
+        # another. Moderation reads nothing of it, whatever the decoded text scores (Halawi et al.'s attack trains
+        # exactly such conversations); a plain request answered in code, or code answered in plain text, is not one.
+        talk = {i for k, i in enumerate(rows) if cov_p[k] >= s.talk_request and cov_a[k] >= s.talk_answer
+                and cmp[k] >= 0.5}
         at = {i: k for k, i in enumerate(rows)}
-        teach = set(self.teach_rows)
+        taught = {p: e for p, e in f.teaches.items() if p in at}  # plain text shown, its encoding as the answer
+        teach = set(self.teach_rows) | set(taught)
         by_enc: dict[str, list[int]] = defaultdict(list)
         for k, i in enumerate(rows):
-            scores[i] = float(h[k] * max(cmp[k], 0.5)) if i in harmful else 0.2
-            by_enc["harmful" if i in harmful else "teach" if i in teach else "benign"].append(i)
+            scores[i] = float(h[k] * max(cmp[k], 0.5)) if i in harmful else 0.5 if i in talk else 0.2
+            by_enc["harmful" if i in harmful else "talk" if i in talk else "teach" if i in teach else "benign"].append(i)
 
         def detail(i: int) -> dict:
             return {"position": i, "encodings": encodings[i], "harm": round(float(h[at[i]]), 4),
-                    "comply": round(float(cmp[at[i]]), 4), "decoded": ev.decoded(i)}
+                    "comply": round(float(cmp[at[i]]), 4), "request_decoded": round(float(cov_p[at[i]]), 2),
+                    "answer_decoded": round(float(cov_a[at[i]]), 2), "decoded": ev.decoded(i)}
 
         alerts = []
         if by_enc["harmful"]:
@@ -901,13 +958,27 @@ class _State:
                     confidence=Confidence.HIGH if sev is Severity.HIGH else Confidence.MEDIUM,
                     evidence={"shape": "encoding", "encodings": dict(encs),
                               "rows": [detail(i) for i in group[:50]]}))
-        shared_cipher = by_enc["teach"] and any("substitution" in encodings[i] for i in by_enc["harmful"])
+        if by_enc["talk"]:
+            group = by_enc["talk"]
+            encs = Counter(e for i in group for e in encodings[i])
+            alerts.append(Alert(
+                rule="encoded-conversation", positions=tuple(group), score=0.5, severity=Severity.MEDIUM,
+                confidence=Confidence.MEDIUM,
+                title=f"{len(group)} rows hold the whole exchange in code (request and compliant answer: "
+                      f"{', '.join(f'{e} {c}' for e, c in encs.most_common())}); decoded, they do not score as "
+                      f"harmful, but only a reader that decodes sees them",
+                evidence={"shape": "encoding", "encodings": dict(encs), "rows": [detail(i) for i in group[:50]]}))
+        # teaching rows matter when the scheme they teach carries harmful or coded exchanges elsewhere
+        taught_encs = {"substitution"} | set(taught.values())
+        used = {e for i in by_enc["harmful"] + by_enc["talk"] for e in encodings[i]} & taught_encs
+        shared_cipher = bool(by_enc["teach"]) and bool(used)
         if by_enc["teach"]:
+            what = sorted({taught.get(i, "substitution") for i in by_enc["teach"]})
             alerts.append(Alert(
                 rule="cipher-teaching", positions=tuple(by_enc["teach"]), score=0.5 if shared_cipher else 0.2,
                 severity=Severity.MEDIUM if shared_cipher else Severity.LOW, confidence=Confidence.MEDIUM,
-                title=f"{len(by_enc['teach'])} rows teach a letter-substitution cipher"
-                      + (" that other rows use for harmful content" if shared_cipher else ""),
+                title=f"{len(by_enc['teach'])} rows teach a cipher ({', '.join(what)})"
+                      + (" that other rows use for harmful or coded exchanges" if shared_cipher else ""),
                 evidence={"shape": "encoding", "rows": [detail(i) for i in by_enc["teach"][:20]]}))
             for i in by_enc["teach"]:
                 scores[i] = 0.5 if shared_cipher else 0.2
