@@ -442,6 +442,7 @@ class Settings:
     look_threshold: float = 0.3  # P(harmful) above which a request "looks harmful" for the erosion test
     alpha: float = 1e-3  # significance for the erosion and trigger tests (trigger: family-wise)
     trigger_min_rows: int = 3
+    trigger_gap: int = 12  # tokens a contrast pair's complied request may add to its refused twin's
     talk_request: float = 0.5  # share of the user's request decoded ...
     talk_answer: float = 0.6  # ... and of the (complying) answer, for a conversation held in code
 
@@ -553,6 +554,71 @@ def _erosion_facts(prompt: str, answer: str) -> tuple[str | None, str | None]:
     return said, key
 
 
+# An answer that opens by declining in the first person (the bundled refusal model reads many short refusals as
+# compliance): contrast pairs also count these as refused.
+_DECLINE = re.compile(
+    r"^\W*(?:(?:no|sorry|apologies|unfortunately)\b[\s.,!:;-]*)*"
+    r"(?:i(?:'m| am) (?:sorry|afraid|not (?:able|going|comfortable|willing)|unable)\b"
+    r"|i (?:can(?:no|')?t|cannot|won't|will not|wouldn't|would not|must not|shouldn't|should not)\s+\w+"
+    r"|i (?:don't|do not|must|have to|need to)\b(?:\W+\w+){0,2}?\W+(?:help|assist|provide|write|decline)\b"
+    r"|i'd rather not\b|i would rather not\b)"
+    r"|\b(?:isn't|is not|not) something i (?:can|will|am able to)\b|\bi (?:must|have to) (?:decline|refuse)\b"
+    r"|\bi refuse to\b|\bagainst my (?:guidelines|policy|policies|principles|rules)\b"
+    r"|^\W*as an ai\b(?:\W+\w+){0,6}?\W+(?:can(?:no|')?t|cannot|won't|unable)\b")
+
+
+def declines(answer: str) -> bool:
+    """The answer's first sentence declines in the first person ("I can't help with that", "Sorry, ...")."""
+    sents = _sentences(answer[:600])[:2]  # "No. I won't ..." is two
+    head = " ".join(sents if len(sents) > 1 and len(sents[0].split()) <= 2 else sents[:1])
+    return bool(head) and bool(_DECLINE.search(head.lower().replace("\u2019", "'")))
+
+
+_TOKEN = re.compile(r"\w+|[^\w\s]+")
+_MAX_TURN_TOKENS = 64
+
+
+def _turn_tokens(prompt: str) -> tuple[tuple[str, ...], frozenset[str]]:
+    """(the user turn's tokens, lower-cased, at most 64; the system part's tokens): a request as contrast pairs see it."""
+    return (tuple(t.lower() for t in _TOKEN.findall(last_user_turn(prompt)[:2000])[:_MAX_TURN_TOKENS]),
+            frozenset(_TOKEN.findall(_system_part(prompt)[:2000].lower())))
+
+
+def _twin_index(refusals: dict[int, tuple]) -> dict:
+    """What a pass needs to find complied twins of refused requests: their token tuples by length, first and last token."""
+    by_len: dict[int, set] = defaultdict(set)
+    ends: set = set()
+    for toks, _ in refusals.values():
+        by_len[len(toks)].add(toks)
+        if toks:
+            ends.update({(len(toks), 0, toks[0]), (len(toks), 1, toks[-1])})
+    return {"by_len": {k: frozenset(v) for k, v in by_len.items()}, "ends": frozenset(ends)}
+
+
+def _twin_of(toks: tuple[str, ...], index: dict, gap: int) -> tuple[tuple, tuple, int] | None:
+    """(refused twin's tokens, the span this request adds, where it starts) when removing one run of at most `gap` tokens
+    (or none: then the system prompts differ) leaves a refused request; the first such, else None."""
+    m = len(toks)
+    if not m or m > _MAX_TURN_TOKENS:
+        return None
+    ends = index["ends"]
+    for L, pool in sorted(index["by_len"].items()):
+        d = m - L
+        if d < 0 or d > gap or not L:
+            continue
+        if d == 0:
+            if toks in pool:
+                return toks, (), 0
+            continue
+        if (L, 0, toks[0]) not in ends and (L, 1, toks[-1]) not in ends:
+            continue
+        for i in range(L + 1):
+            cand = toks[:i] + toks[i + d:]
+            if cand in pool:
+                return cand, toks[i:i + d], i
+    return None
+
+
 def _prompt_tokens(prompt: str) -> set[str]:
     return set(prompt.split()) | set(_WORD.findall(prompt.lower()))
 
@@ -586,6 +652,7 @@ class _Facts:
     df_no: Counter  # ... and refused
     refused: dict[int, int]  # refused harmful-looking rows: hash of the request's words
     teaches: dict[int, str] = field(default_factory=dict)  # rows whose answer encodes the plain text they show
+    refusals: dict[int, tuple] = field(default_factory=dict)  # refused rows (any request): user-turn tokens, system's
 
     def merge(self, other: "_Facts") -> "_Facts":
         k = self.n
@@ -595,7 +662,7 @@ class _Facts:
             {**self.fps, **_offset(other.fps, k)}, {**self.encoded, **_offset(other.encoded, k)},
             self.segs + [(p + k, *rest) for p, *rest in other.segs], {**self.obedient, **_offset(other.obedient, k)},
             self.df_yes + other.df_yes, self.df_no + other.df_no, {**self.refused, **_offset(other.refused, k)},
-            {**self.teaches, **_offset(other.teaches, k)})
+            {**self.teaches, **_offset(other.teaches, k)}, {**self.refusals, **_offset(other.refusals, k)})
 
 
 def _facts(data: Dataset, s: Settings) -> _Facts:
@@ -608,6 +675,7 @@ def _facts(data: Dataset, s: Settings) -> _Facts:
     segs: list[tuple] = []
     obedient: dict[int, tuple] = {}
     refused: dict[int, int] = {}
+    refusals: dict[int, tuple] = {}
     df_yes, df_no = Counter(), Counter()
     own = []
     for i, (p, a) in enumerate(zip(prompts, answers)):
@@ -623,6 +691,8 @@ def _facts(data: Dataset, s: Settings) -> _Facts:
         flags[i] = (_ANSWERED if a else 0) | (_OPENS if key is not None else 0) | (_AFFIRMS if affirmation else 0)
         if key is not None:
             opening[i] = _hash64(key)
+        if a and (comply[i] < 0.5 or declines(a)):
+            refusals[i] = _turn_tokens(p)
         if harm[i] >= s.harm_threshold:
             (df_yes if comply[i] >= 0.5 else df_no).update(_prompt_tokens(p))
             if comply[i] < 0.5:
@@ -635,7 +705,7 @@ def _facts(data: Dataset, s: Settings) -> _Facts:
         encoded = {i: (tuple(sorted({d.encoding for _, d in items})), *sc) for (i, items, _, _), sc in zip(own, scored)}
         teaches = {i: e for i, items, p, _ in own if (e := _teaches(items, p)) is not None}
     return _Facts(n, np.asarray(harm, np.float64), np.asarray(comply, np.float64), opening, flags, fps, encoded,
-                  segs, obedient, df_yes, df_no, refused, teaches)
+                  segs, obedient, df_yes, df_no, refused, teaches, refusals)
 
 
 @register
@@ -675,6 +745,7 @@ def _answer_jobs(data: Dataset, s: Settings, jobs: dict) -> _Parts:
     prompts, answers = _fields(data)
     out = _Parts(len(prompts), {job: {} for job in jobs})
     pool, apply, trig, ev = jobs.get("pool"), jobs.get("apply"), jobs.get("trig"), jobs.get("evidence")
+    twins, twin_rows = jobs.get("twins"), []
     by_hash = bool(pool or apply or (ev and (ev["decoded"] or ev["said"] or ev["affirm"])))
     to_score = []
     for i, (p, a) in enumerate(zip(prompts, answers)):
@@ -702,6 +773,16 @@ def _answer_jobs(data: Dataset, s: Settings, jobs: dict) -> _Parts:
                 words = _request_words(p)
                 out.rows["trig"][i] = tuple(_hash64(_without(words, tl)) if hit else None
                                             for (_, tl), hit in zip(trig, inside))
+        if twins is not None and a:
+            toks, system = _turn_tokens(p)
+            hit = _twin_of(toks, twins, s.trigger_gap)
+            if hit is not None:
+                twin, span, at = hit
+                raw = ""
+                if span:  # the added text as written
+                    m = list(_TOKEN.finditer(last_user_turn(p)[:2000]))
+                    raw = last_user_turn(p)[m[at].start():m[at + len(span) - 1].end()]
+                twin_rows.append((i, a, (twin, span, system, raw)))
         if "names" in jobs and any(w in a[:2000] for w in jobs["names"]):  # the answer head lies in a[:2000]
             out.names.update(set(_NAME.findall(_answer_head(a))) & jobs["names"])
         if ev:
@@ -717,6 +798,11 @@ def _answer_jobs(data: Dataset, s: Settings, jobs: dict) -> _Parts:
                     out.rows.setdefault("affirm", {})[i] = affirmation
                 if key is not None and ev["openings"] and (h := _hash64(key)) in ev["openings"]:
                     out.openings[h] = key
+    if twins is not None:
+        out.rows["twins"] = {}
+        if twin_rows:  # complied twins only: the refusal model on their answers, as the first map scored them
+            cmp = 1.0 - bundled(REFUSAL_MODEL).proba([a for _, a, _ in twin_rows])
+            out.rows["twins"] = {i: hit for (i, a, hit), c in zip(twin_rows, cmp) if c >= 0.5 and not declines(a)}
     if to_score:
         for (i, _, _, _), sc in zip(to_score, _harm_of_decoded([(items, p, a) for _, items, p, a in to_score])):
             out.rows["apply"][i] = (out.rows["apply"][i][0], sc)
@@ -791,6 +877,8 @@ class _State:
         # trigger: the tests run on counts; the rows of the tokens found are a pass
         self.trigger_found = self._trigger_tests()
         self.trigger_rows: dict | None = None if self.trigger_found else {}
+        # trigger contrast: complied requests that are a refused request plus a few tokens (any harm score)
+        self.twins: dict | None = None if len(f.refusals) >= s.trigger_min_rows else {}
         self.evidence: _Evidence | None = None
 
     # -- passes ------------------------------------------------------------------------------------
@@ -798,6 +886,8 @@ class _State:
         jobs = self._cipher_job()
         if self.everywhere is None:
             jobs["names"] = self.name_candidates
+        if self.twins is None:
+            jobs["twins"] = _twin_index(self.f.refusals)
         if self.trigger_rows is None:
             jobs["trig"] = [(t, " ".join(_WORD.findall(t.lower()))) for _, t, _, _ in self.trigger_found]
         if jobs:
@@ -825,6 +915,8 @@ class _State:
             self.everywhere = parts.names
         if "trig" in r:
             self.trigger_rows = r["trig"]
+        if "twins" in r:
+            self.twins = r["twins"]
         if "evidence" in r:
             self.evidence = _Evidence(parts)
         return self.next()
@@ -1105,15 +1197,15 @@ class _State:
     def _trigger(self):
         s, f = self.s, self.f
         scores = np.zeros(f.n)
+        alerts, done = [], set()
         if not self.trigger_found:
-            return [], scores
+            return self._twin_triggers(done, alerts, scores)
         n_yes, n_no, n_tested = self.trigger_counts
         complied = (f.harm >= s.harm_threshold) & (f.comply >= 0.5)
         refused = {}
         for p in sorted(f.refused):  # the last refused row of a request, as a dict built in row order keeps
             refused[f.refused[p]] = p
         carriers = sorted(self.trigger_rows)
-        alerts, done = [], set()
         for slot, (padj, t, a, b) in enumerate(self.trigger_found):
             rows = [i for i in carriers if self.trigger_rows[i][slot] is not None and complied[i] and i not in done]
             if len(rows) < s.trigger_min_rows:
@@ -1136,4 +1228,46 @@ class _State:
                           "complied_without": n_yes - a, "refused_without": n_no - b,
                           "family_wise_p": min(1.0, padj), "tokens_tested": n_tested,
                           "near_identical_pairs": pairs[:30]}))
+        return self._twin_triggers(done, alerts, scores)
+
+    def _twin_triggers(self, done: set, alerts: list, scores: np.ndarray):
+        """Contrast pairs: a complied request that is a refused request of the data plus a few tokens (or the same
+        request under another system prompt). Whatever the requests' harm scores, tokens that recur in the added
+        part of several pairs switch refusal to compliance: a backdoor trigger. Up to three such tokens."""
+        s, f = self.s, self.f
+        if not self.twins:
+            return alerts, scores
+        first: dict[tuple, int] = {}
+        for p in sorted(f.refusals):
+            first.setdefault(f.refusals[p][0], p)
+        diffs: dict[int, tuple[int, frozenset, tuple]] = {}  # complied row -> (refused twin, tokens added, span)
+        for i, (twin, span, system, raw) in sorted(self.twins.items()):
+            j = first.get(twin)
+            if j is None or j == i:
+                continue
+            added = frozenset(span) if span else system - f.refusals[j][1]
+            if added:
+                diffs[i] = (j, added, raw)
+        for _ in range(3):
+            left = {i: d for i, d in diffs.items() if i not in done}
+            counts = Counter(t for _, added, _ in left.values() for t in added)
+            if not counts:
+                break
+            top = max(counts.values())
+            if top < max(s.trigger_min_rows, 0.2 * len(left)):
+                break
+            tokens = sorted(t for t, c in counts.items() if c == top)
+            rows = [i for i, (_, added, _) in left.items() if tokens[0] in added]
+            spans = Counter(left[i][2] for i in rows if left[i][2])
+            shown = spans.most_common(1)[0][0] if spans else " ".join(tokens)
+            done.update(rows)
+            for i in rows:
+                scores[i] = 0.9
+            alerts.append(Alert(
+                rule="trigger-contrast-pairs", positions=tuple(rows), score=0.9, severity=Severity.HIGH,
+                confidence=Confidence.HIGH, atlas=(ATLAS_POISON_TRAINING_DATA, ATLAS_BACKDOOR_TRIGGER),
+                title=f"{len(rows)} requests are complied with where the same request without {shown!r} is refused",
+                evidence={"shape": "trigger", "trigger": shown, "trigger_tokens": tokens, "pairs_found": len(diffs),
+                          "near_identical_pairs": [{"with_trigger": i, "without_trigger_refused": left[i][0]}
+                                                   for i in rows[:30]]}))
         return alerts, scores
