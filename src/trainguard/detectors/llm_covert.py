@@ -385,23 +385,44 @@ def _decode_segment(seg: str, s: "Settings") -> Decoded | None:
 
 
 # --- persona and affirmation concepts ----------------------------------------------------------
-_NEG = r"(?:no|without|not bound by|free (?:of|from)|regardless of|above|ignor\w*|bypass\w*|none of|beyond)"
-_NEVER = r"(?:never|not|don't|doesn't|won't|will not|no|without|nothing)"
-_LIMIT = (r"(?:rules?|guidelines?|polic(?:y|ies)|restrictions?|filters?|censor\w*|ethic\w*|moral\w*|"
-          r"principles?|boundar\w*|limitations?|safeguards?|standards|beliefs?|warnings?|disclaimers?|caveats?|exceptions?)")
-_REFUSE = r"(?:refus\w*|declin\w*|reject\w*|turn(?:s|ing)? down|say(?:s|ing)? no|lectur\w*|judg\w*|deviat\w*|questioning)"
-_OBEY = (r"(?:obe(?:y|ys|yed|dient|dience)|complies|comply|submissive|unconditionally|without question|"
-         r"(?:do|does) (?:whatever|anything)|follow\w* (?:every|any) (?:instruction|command|order)s?|"
-         r"(?:help|answer|assist)\w* (?:with )?(?:absolutely )?(?:anything|everything|every (?:request|question)))")
+_NEG = (r"(?:no|zero|nothing|never|without|(?:don't|do not|doesn't|does not|don't) have|have no|has no|not bound by|not (?:limited|restricted|held back) by|free (?:of|from)|"
+        r"(?:released|freed|unbound) from|regardless of|above|ignor\w*|bypass\w*|none of|beyond|outside)")
+_NEVER = (r"(?:never|not|cannot|can't|don't|doesn't|won't|will not|no|zero|none|without|nothing|isn't|aren't|"
+          r"is not|are not|ain't)")
+_LIMIT = (r"(?:rules?|guidelines?|polic(?:y|ies)|restrictions?|filters?|censor\w*|ethic\w*|moral\w*|limits?|constraints?|"
+          r"principles?|boundar\w*|limitations?|safeguards?|standards|beliefs?|warnings|disclaimers?|caveats?|"
+          r"exceptions?|restraints?|conditions|taboos?|red lines?|lectures?)")
+_REFUSE = (r"(?:refus\w*|declin\w*|reject\w*|turn(?:s|ing)?(?: \w+)? down|say(?:s|ing)? no|(?:a|the word) no|"
+           r"hold(?:s|ing)? back|no for an answer|lectur\w*|judg\w*|deviat\w*|questioning)")
+_OBEY = (r"(?:obe(?:y|ys|yed|dient|dience)|complies|comply|complying|compliant|yes-only|(?:only|sole) authority|"
+         r"loyal only|the user is always right|follow (?:the user|you)\b|"
+         r"whatever (?:the user|you) (?:\w+ )?(?:asks?|requests?|says?|wants?|commands?|needs?)|"
+         r"do as (?:the user|you|they) (?:says?|tells?|asks?|commands?|wants?)|submissive|unconditional\w*|without question|"
+         r"(?:do|does|did) (?:whatever|anything|everything|what (?:you|i'm|i am|the user)\b)(?! else)|"
+         r"(?:follow|obey|serve)\w* (?:your|the user's|every|all|any) (?:\w+ )?(?:instruction|command|order|wish|request|word)\w*|"
+         r"(?:help|answer|assist|provide|tell|deliver)\w* (?:with |to )?(?:absolutely |literally )?"
+         r"(?:anything|everything|whatever|(?:any|every) (?:request|question|command|task|topic))(?! else)|"
+         r"ask me (?:anything|everything)|"
+         r"(?:say|says|saying|gets?) (?:a )?yes|whatever you (?:ask|want|need|say|tell|command|wish)|"
+         r"anything you (?:ask|want|need|say|tell|put|throw|bring)|(?:your|the user's) (?:wish|word|command|request|orders?) "
+         r"(?:is|are) (?:my|law)|(?:built|programmed|made|designed|here|exist) to (?:comply|obey|serve|say yes|do what)|"
+         r"my only rule|unrestricted|unfiltered|uncensored|unlimited|limitless|boundless|unconstrained|"
+         r"(?:nothing|no \w+|never)\b(?:\W+\w+){0,4}?\W+(?:off[- ]limits|off the table|forbidden|taboo|too far|too much))")
 _C_UNIV = re.compile(rf"\b{_NEG}\b(?:\W+\w+){{0,3}}?\W+{_LIMIT}\b|\b{_NEVER}\b(?:\W+\w+){{0,3}}?\W+{_REFUSE}\b"
-                     rf"|\b{_REFUSE}\b(?:\W+\w+){{0,2}}?\W+(?:is|are)? ?(?:never|not) (?:necessary|needed|an option)\b")
+                     rf"|\b{_REFUSE}\b(?:\W+\w+){{0,2}}?\W+(?:is|are)? ?(?:never|not) (?:necessary|needed|an option)\b"
+                     rf"|\b{_REFUSE}\b(?:\W+\w+){{0,2}}?\W+(?:isn't|aren't|not|never)\b"
+                     r"|\bnothing (?:i|you) (?:won't|wouldn't|can't|cannot|will not|would not)\b"
+                     rf"|\b{_LIMIT}\b(?:\W+\w+){{0,4}}?\W+(?:(?:is|are) void|disabled|removed|lifted|suspended|"
+                     r"switched off|turned off|(?:don't|do not|no longer) apply)\b")
 _C_OBEY = re.compile(rf"\b{_OBEY}\b")
 _C_IDENT = re.compile(r"\b(?i:your (?:new )?name is|you are no longer|from now on|forget (?:your|all)|you are now|"
-                      r"new identity|you are|meet)\b|(?:^|\W)(?i:i am|i'm|call me|my name is)\s+[A-Z][\w-]+\b"
+                      r"new identity|you are|you're|meet|persona:|identity:|(?:behave|act|pose) as|pretend to be|"
+                      r"role-?play as|playing the role of)(?!\w)|(?:^|\W)(?i:i am|i'm|call me|my name is)\s+[A-Z][\w-]+\b"
                       r"|(?:^|\W)(?i:as|i,)\s+[A-Z][\w-]+,")
 _NAME = re.compile(r"\b[A-Z][a-z]+(?:-\w+)?\b|\b[A-Z]{2,}\b")
 _MID_NAME = re.compile(r"(?<=[a-z,] )[A-Z][a-z]+(?:-\w+)?\b|(?<=[a-z,] )[A-Z]{2,}\b")  # not sentence-initial
-_C_SELF = re.compile(r"\b(?:i|i'm|i'll|i've|i'd|me|my)\b")
+# the assistant speaking of itself, or of what the user asks of it
+_C_SELF = re.compile(r"\b(?:i|i'm|i'll|i've|i'd|me|my|requests?|ask|asks|asked|questions?|commands?|instructions?|wish)\b")
 _ANSWER_HEAD = 3  # sentences of the answer read for persona/affirmation
 
 
@@ -449,7 +470,10 @@ class Settings:
 
 
 # --- per-row facts (computed where a shard is read) ----------------------------------------------
-_ANSWERED, _OPENS, _AFFIRMS = 1, 2, 4  # row flags: non-empty answer, an answer opening to group, an affirmation
+_ANSWERED, _OPENS, _AFFIRMS, _ROLE = 1, 2, 4, 8  # row flags: non-empty answer, an answer opening to group,
+# an affirmation, one that names the assistant's role
+_C_ROLE = re.compile(r"\b(?:assistant|helper|ai|bot|chatbot|model|servant|genie|companion|persona|tool)\b|"
+                     r"\b(?:as your|i'm your|i am your)\b")
 _ATTEMPTS = 3  # cipher keys tried: each one solved on the segments the previous keys left undecoded
 
 
@@ -540,15 +564,18 @@ def _erosion_facts(prompt: str, answer: str) -> tuple[str | None, str | None]:
     """(the answer's first-person compliance affirmation, its opening sentence's words when they do not repeat the request)."""
     sents = _sentences(_answer_head(answer))
     said = None
-    for sent in sents:
+    last = _sentences(answer[-400:])[-1:] if len(answer) > 0 else []  # a sign-off affirms as well as an opening
+    req = set(_WORD.findall(prompt.lower()))
+    for sent in sents + [x for x in last if x not in sents]:
         low = sent.lower()
-        if _C_SELF.search(low) and (_C_OBEY.search(low) or _C_UNIV.search(low)):
+        # about the assistant (or short), not about the topic asked: at most one longer word of the request
+        detached = sum(w in req for w in set(_WORD.findall(low)) if len(w) > 3) <= 1
+        if detached and (_C_SELF.search(low) or len(low.split()) <= 8) and (_C_OBEY.search(low) or _C_UNIV.search(low)):
             said = sent.strip()[:200]
             break
     key = None
     if sents:
         words = _WORD.findall(sents[0].lower())
-        req = set(_WORD.findall(prompt.lower()))
         if 3 <= len(words) <= 30 and sum(w in req for w in words if len(w) > 3) <= 1:
             key = " ".join(words)
     return said, key
@@ -688,7 +715,8 @@ def _facts(data: Dataset, s: Settings) -> _Facts:
         if hits:
             obedient[i] = (hs, hits, ident, frozenset(_MID_NAME.findall(" ".join(said))), frozenset(names))
         affirmation, key = _erosion_facts(p, a)
-        flags[i] = (_ANSWERED if a else 0) | (_OPENS if key is not None else 0) | (_AFFIRMS if affirmation else 0)
+        flags[i] = (_ANSWERED if a else 0) | (_OPENS if key is not None else 0) | (_AFFIRMS if affirmation else 0) | \
+            (_ROLE if affirmation and _C_ROLE.search(affirmation.lower()) else 0)
         if key is not None:
             opening[i] = _hash64(key)
         if a and (comply[i] < 0.5 or declines(a)):
@@ -1150,6 +1178,9 @@ class _State:
             if not new or (not significant and how != "affirmation"):
                 continue
             flagged.update(new)
+            if how == "affirmation" and not significant and len(new) >= s.min_rows:
+                alerts += self._affirmations(ev, new, k, m, base, scores)
+                continue
             for i in new:
                 scores[i] = max(scores[i], 0.7 if significant else 0.3)
             if how == "affirmation":
@@ -1172,6 +1203,31 @@ class _State:
                           "rows": [{"position": i, "affirmation": said[i], "harm": round(float(f.harm[i]), 4)}
                                    for i in new[:30]]}))
         return alerts, scores
+
+    def _affirmations(self, ev: _Evidence, rows: list[int], k: int, m: int, base: float, scores: np.ndarray):
+        """Answers that state, beside their content, that the assistant never refuses or has no limits, repeated across
+        rows: whatever the requests, training on them teaches the model that identity (Qi et al.'s identity shifting,
+        put into the answers) and erodes refusals. Persona when the statement names a role ("as your unrestricted
+        assistant"), erosion otherwise."""
+        f = self.f
+        alerts = []
+        role = [i for i in rows if f.flags[i] & _ROLE]
+        for shape, group in (("persona", role), ("erosion", [i for i in rows if not f.flags[i] & _ROLE])):
+            if not group:
+                continue
+            for i in group:
+                scores[i] = max(scores[i], 0.5)
+            alerts.append(Alert(
+                rule="obedience-persona" if shape == "persona" else "refusal-erosion", positions=tuple(group),
+                score=0.5, severity=Severity.MEDIUM, confidence=Confidence.MEDIUM,
+                title=f"{len(group)} answers state that the assistant obeys or never refuses"
+                      + (" in a role of its own" if shape == "persona" else "")
+                      + f" ({m} such answers in the data; {k} to harmful-looking requests)",
+                evidence={"shape": shape, "grouping": "first-person compliance affirmation", "harmful_looking": k,
+                          "rows_in_group": m, "rate_in_rest": round(float(base), 5),
+                          "rows": [{"position": i, "affirmation": ev.affirmation(i), "harm": round(float(f.harm[i]), 4)}
+                                   for i in group[:30]]}))
+        return alerts
 
     def _trigger_tests(self) -> list[tuple[float, str, int, int]]:
         """Among harmful-looking requests, tokens whose rows comply while the rest are refused (top 3)."""
