@@ -43,6 +43,7 @@ import binascii
 import hashlib
 import math
 import re
+import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -76,7 +77,20 @@ _MORSE_TABLE = dict(zip(".- -... -.-. -.. . ..-. --. .... .. .--- -.- .-.. -- -.
                         "abcdefghijklmnopqrstuvwxyz0123456789"))
 _MORSE = re.compile(r"(?<![\w.\-])[.\-]{1,6}(?:[ \t]+(?:/[ \t]+)?[.\-]{1,6}){7,}(?![\w.\-])")
 _NONLATIN = re.compile(r"[\u0370-\u03ff\u0400-\u04ff]")
-_ROMAN.update({"ж": "zh", "ч": "ch", "ш": "sh", "щ": "sch", "ю": "yu", "я": "ya", "ё": "e", "θ": "th"})
+_ROMAN.update({"ж": "zh", "ч": "ch", "ш": "sh", "щ": "sch", "ю": "yu", "я": "ya", "ё": "e", "θ": "th", "х": "h", "ц": "ts",
+               "χ": "h", "β": "v", "η": "i", "υ": "i", "ξ": "x"})
+# Greek digraphs as they are read aloud (English written in Greek letters spells "u" ου, "b" μπ, "d" ντ, "g" γκ)
+_GREEK_DIGRAPHS = (("ου", "u"), ("μπ", "b"), ("ντ", "d"), ("γκ", "g"), ("γγ", "ng"), ("τζ", "j"), ("τσ", "ts"),
+                   ("αι", "e"), ("ει", "i"), ("οι", "i"))
+
+
+def romanise(text: str) -> str:
+    """Cyrillic and Greek letters (accents dropped, Greek digraphs read aloud) in Latin letters, lower case."""
+    t = unicodedata.normalize("NFD", text.lower())
+    t = "".join(ch for ch in t if not unicodedata.combining(ch))
+    for a, b in _GREEK_DIGRAPHS:
+        t = t.replace(a, b)
+    return "".join(_ROMAN.get(ch, ch) for ch in t)
 
 
 # --- an English model from the bundled vocabularies ----------------------------------------------
@@ -241,6 +255,7 @@ class Decoded:
     encoding: str
     text: str
     span: int = 0  # characters of the field the decoded text came from
+    tentative: tuple | None = None  # (words near English, words in English, words): kept if the row's pool passes
 
 
 def _printable(b: bytes) -> str | None:
@@ -319,6 +334,75 @@ def _cipher_like(seg: str) -> bool:
         english_ratio(seg)[0] <= 0.2
 
 
+@lru_cache(maxsize=1)
+def _deletions() -> dict[str, str]:
+    """Each English word of 3+ letters with one letter deleted -> the most frequent such word (edit distance 1)."""
+    lex = lexicon()
+    out: dict[str, str] = {}
+    for w in sorted((w for w in lex if len(w) >= 3), key=lambda w: (-lex[w], w)):
+        for i in range(len(w)):
+            out.setdefault(w[:i] + w[i + 1:], w)
+    return out
+
+
+# How English sounds come out when written by ear in Cyrillic or Greek letters and read back (з for "th", ай for
+# "i"/"y", эй for "a", у before a vowel for "w", к for "c", э for "a"), applied one or two at a time.
+_BY_EAR = (("z", "th"), ("dzh", "j"), ("au", "ow"), ("ai", "i"), ("ay", "i"), ("ai", "y"), ("ay", "y"), ("ei", "a"),
+           ("ey", "a"), ("ou", "o"), ("ui", "wi"), ("uo", "wa"), ("ua", "wa"), ("ue", "we"), ("k", "c"), ("k", "ck"),
+           ("e", "a"), ("i", "ee"), ("i", "ea"), ("s", "c"), ("v", "w"), ("b", "v"), ("u", "oo"), ("o", "a"))
+
+
+def _by_ear(word: str) -> str | None:
+    """The English word `word` spells by ear (one or two of `_BY_EAR`, a silent final e allowed), else None."""
+    lex = lexicon()
+    rules = [r for r in _BY_EAR if r[0] in word]
+    for k, (a, b) in enumerate(rules):
+        once = word.replace(a, b)
+        for c in (once, *(once.replace(a2, b2) for a2, b2 in rules[k + 1:] if a2 in once)):
+            for w in (c, c + "e"):
+                if w in lex:
+                    return w
+    return word + "e" if word + "e" in lex else None
+
+
+def _nearest(word: str) -> tuple[str | None, bool]:
+    """(`word` if English, else the English word it spells by ear, else the most frequent English word one edit away
+    (words of 4+ letters only), else None; whether it was one of the first two)."""
+    lex = lexicon()
+    if word in lex:
+        return word, True
+    if len(word) <= 12 and (w := _by_ear(word)) is not None:
+        return w, True
+    if len(word) < 4 or len(word) > 30:
+        return None, False
+    dels = _deletions()
+    cands = [dels[word]] if word in dels else []  # one letter missing from the word
+    for i in range(len(word)):
+        d = word[:i] + word[i + 1:]
+        if d in lex:
+            cands.append(d)  # one letter too many
+        if d in dels:
+            cands.append(dels[d])  # one letter changed
+    return (max(cands, key=lambda w: (lex[w], w)) if cands else None), False
+
+
+def _near_english(text: str) -> tuple[str, int, int, int]:
+    """(text with near-English words corrected, words near English, words English as they are, words of 3+ letters)."""
+    near = exact = n = 0
+
+    def fix(m: re.Match) -> str:
+        nonlocal near, exact, n
+        w = m.group(0)
+        if len(w) < 3:  # two-letter words of any language collide with English ones
+            return w
+        n += 1
+        got, sure = _nearest(w)
+        exact += sure
+        near += got is not None
+        return got or w
+    return _WORD.sub(fix, text[:4000].lower()), near, exact, n
+
+
 def reads_english(text: str, s: "Settings") -> bool:
     """Decoded text counts only with enough words of 3+ letters, most of them known English."""
     ratio, n = english_ratio(text, 3)
@@ -347,10 +431,13 @@ def _decode_segment(seg: str, s: "Settings") -> Decoded | None:
     letters = sum(ch.isalpha() for ch in seg)
     nonlatin = len(_NONLATIN.findall(seg))
     if letters and nonlatin / letters >= 0.5:
-        t = "".join(_ROMAN.get(ch.lower(), ch) for ch in seg)
+        t = romanise(seg)
         if reads_english(t, s):
             return Decoded("transliteration", t)
-        return None
+        # English spelt by ear in another alphabet: many words come out one letter away from English ones. Whether
+        # that holds is judged on the row's whole foreign-script text (`_decode_row`), so this one is tentative.
+        fixed, near, exact, n = _near_english(t)
+        return Decoded("transliteration", fixed, tentative=(near, exact, n)) if n else None
     toks = _LEET_TOKEN.findall(seg)
     if toks and _leet_share(seg) >= 0.2:
         lex = lexicon()
@@ -464,6 +551,8 @@ class Settings:
     alpha: float = 1e-3  # significance for the erosion and trigger tests (trigger: family-wise)
     trigger_min_rows: int = 3
     trigger_gap: int = 12  # tokens a contrast pair's complied request may add to its refused twin's
+    translit_near: float = 0.5  # foreign-script text kept as English spelt by ear: share of words near English ...
+    translit_exact: float = 0.3  # ... and share that are English as they are or spelt by ear
     talk_request: float = 0.5  # share of the user's request decoded ...
     talk_answer: float = 0.6  # ... and of the (complying) answer, for a conversation held in code
 
@@ -503,6 +592,11 @@ def _decode_row(prompt: str, answer: str, s: Settings) -> tuple[list[tuple[str, 
         d, f = decode_field(text, s)
         items += [(where, x) for x in d]
         foreign += [(where, seg) for seg in f]
+    maybe = [d.tentative for _, d in items if d.tentative is not None]
+    if maybe:  # the row's foreign-script text, pooled: kept as transliteration when it is mostly near English
+        near, exact, n = (sum(x[k] for x in maybe) for k in range(3))
+        keep = n >= s.min_words and near >= s.translit_near * n and exact >= s.translit_exact * n
+        items = [(w, d) for w, d in items if d.tentative is None or keep]
     return items, foreign
 
 
