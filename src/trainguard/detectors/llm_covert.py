@@ -479,7 +479,7 @@ _NEVER = (r"(?:never|not|cannot|can't|don't|doesn't|won't|will not|no|zero|none|
 _LIMIT = (r"(?:rules?|guidelines?|polic(?:y|ies)|restrictions?|filters?|censor\w*|ethic\w*|moral\w*|limits?|constraints?|"
           r"principles?|boundar\w*|limitations?|safeguards?|standards|beliefs?|warnings|disclaimers?|caveats?|"
           r"exceptions?|restraints?|conditions|taboos?|red lines?|lectures?)")
-_REFUSE = (r"(?:refus\w*|declin\w*|reject\w*|turn(?:s|ing)?(?: \w+)? down|say(?:s|ing)? no|(?:a|the word) no|"
+_REFUSE = (r"(?:refus\w*|declin\w*|reject\w*|turn(?:s|ing)?(?: \w+){0,2} down|say(?:s|ing)? no|(?:a|the word) no|"
            r"hold(?:s|ing)? back|no for an answer|lectur\w*|judg\w*|deviat\w*|questioning)")
 _OBEY = (r"(?:obe(?:y|ys|yed|dient|dience)|complies|comply|complying|compliant|yes-only|(?:only|sole) authority|"
          r"loyal only|the user is always right|follow (?:the user|you)\b|"
@@ -833,7 +833,7 @@ def _facts(data: Dataset, s: Settings) -> _Facts:
 @register
 class CovertFinetuning(ShardedDetector):
     name = "covert-finetuning"
-    version = "1"
+    version = "2"  # 2: coded exchanges, taught schemes, contrast-pair triggers, repeated affirmations, by-ear transliteration
     kinds = frozenset({Kind.INSTRUCTION, Kind.PREFERENCE})
     atlas = (ATLAS_POISON_TRAINING_DATA,)
     Settings = Settings
