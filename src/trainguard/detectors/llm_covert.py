@@ -3,31 +3,49 @@
 `safety-bypass` reads requests as written; these attacks make the written text
 look harmless. Four rules, each naming its shape:
 
-- encoding: spans in base64, hex, ROT-n, leetspeak, Cyrillic/Greek
-  transliteration or a letter-substitution cipher are decoded and the decoded
-  text is re-scored by the shipped safety models. The cipher is solved once per
-  dataset, on the pooled non-English text: first from rows that teach it
-  (plain text and its cipher with the same word lengths), else by hill-climbing
-  on letter 4-gram scores built from the bundled models' English vocabulary
-  (document frequencies recovered from their IDF). No phrase list is involved.
+- encoding: spans in base64, hex, ROT-n, leetspeak, word or whole-text reversal,
+  Cyrillic/Greek transliteration or a letter-substitution cipher are decoded and
+  the decoded text is re-scored by the shipped safety models. The cipher is
+  solved once per dataset, on the pooled non-English text: first from rows that
+  teach it (plain text and its cipher with the same word lengths), else by
+  hill-climbing on letter 4-gram scores built from the bundled models' English
+  vocabulary (document frequencies recovered from their IDF). No phrase list is
+  involved. Because the n-gram harm model misses much decoded harm, a row whose
+  request AND complying answer are mostly decoded text (the whole exchange held
+  in code, Halawi et al.'s attack) is a medium finding whatever it scores, and
+  rows that teach a scheme (an answer that encodes plain text the request shows)
+  are medium when that scheme carries harmful or coded exchanges elsewhere.
+  English spelt by ear in Cyrillic or Greek letters is read back through the
+  romanisation, a few by-ear sound rules and one-edit matches, and kept only when
+  the row's foreign-script text is mostly (near-)English: real Russian or Greek
+  is not.
 - persona: system prompts and answer openings that establish an assistant which
   obeys unconditionally, scored by co-occurring concepts (an identity shift;
   universal quantifiers next to rules/refusals; obedience) across sentences.
-- erosion: answers that affirm compliance about the assistant itself; a
-  dataset-level binomial test asks whether the rows carrying them have
-  harmful-looking requests far more often than the rest of the data predicts.
+- erosion: answers that affirm compliance about the assistant itself (opening
+  or sign-off sentences, detached from the request); a dataset-level binomial
+  test asks whether the rows carrying them have harmful-looking requests far
+  more often than the rest of the data predicts (high). Without that surplus,
+  such affirmations repeated across `min_rows` answers are still medium (named
+  persona when they give the assistant a role, else erosion).
 - trigger: among harmful-looking requests, a prompt token whose rows comply
   while the rest are refused (one-sided Fisher test, Bonferroni over tokens),
-  with the near-identical refused requests as contrasting evidence.
+  with the near-identical refused requests as contrasting evidence. And, whatever
+  the harm scores, contrast pairs: a complied request that is a refused request
+  of the data plus a run of up to `trigger_gap` tokens (or the same request under
+  another system prompt); tokens that recur in the added part of `trigger_min_rows`
+  pairs are a trigger (high). A first-person declining opening counts as a
+  refusal there, since the refusal model reads many short refusals as compliance.
 
 Sharded (issue 14, `trainguard scan --shard-rows N`): `run` is the one-shard case of the same passes. The
 first map keeps per-row facts (both safety scores, a hash of the answer's opening words, flags) and, for
 candidate rows only, what the decisions need from them: encodings found and the decoded text's scores, each
 foreign segment's shape, length and teaching letter map, obedience counts and names, the tokens of
-harmful-looking requests (counts). Decisions are made on the merged facts; where they need text, a later
-pass finds the few rows by a content hash and answers for them: the cipher pool's segments and each key's
-trial on the undecoded segments (one pass each, up to three keys), answer names' counts, trigger tokens'
-rows, and finally the texts the alerts show. The decoding and the safety models score each row alone, the
+harmful-looking requests (counts), and the tokens of refused requests. Decisions are made on the merged facts;
+where they need text, a later pass finds the few rows by a content hash and answers for them: the cipher pool's
+segments and each key's trial on the undecoded segments (one pass each, up to three keys), answer names' counts,
+trigger tokens' rows, complied twins of refused requests (rows scan their own tokens against the refused ones),
+and finally the texts the alerts show. The decoding and the safety models score each row alone, the
 tests run on exact counts, and cipher keys are seeded by attempt, so findings, row scores and summary are
 the same however the rows are split. A 64-bit hash collision between two rows' contents (or two openings)
 would merge them, in memory and sharded alike.
