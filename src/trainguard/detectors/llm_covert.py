@@ -520,6 +520,9 @@ _C_UNIV = re.compile(rf"\b{_NEG}\b(?:\W+\w+){{0,3}}?\W+{_LIMIT}\b|\b{_NEVER}\b(?
                      rf"|\b{_LIMIT}\b(?:\W+\w+){{0,4}}?\W+(?:(?:is|are) void|disabled|removed|lifted|suspended|"
                      r"switched off|turned off|(?:don't|do not|no longer) apply)\b")
 _C_OBEY = re.compile(rf"\b{_OBEY}\b")
+def _obeys(low: str) -> bool:
+    """A lower-cased sentence states unconditional obedience or the absence of limits (`_C_OBEY` or `_C_UNIV`)."""
+    return bool(_C_OBEY.search(low) or _C_UNIV.search(low))
 _C_IDENT = re.compile(r"\b(?i:your (?:new )?name is|you are no longer|from now on|forget (?:your|all)|you are now|"
                       r"new identity|you are|you're|meet|persona:|identity:|(?:behave|act|pose) as|pretend to be|"
                       r"role-?play as|playing the role of)(?!\w)|(?:^|\W)(?i:i am|i'm|call me|my name is)\s+[A-Z][\w-]+\b"
@@ -532,15 +535,15 @@ _ANSWER_HEAD = 3  # sentences of the answer read for persona/affirmation
 
 
 def obedience(text: str) -> tuple[int, bool, list[str]]:
-    """(sentences stating unconditional obedience, identity shift seen, those sentences)."""
+    """(sentences stating unconditional obedience, identity shift seen (looked for only where there are such
+    sentences), those sentences)."""
     hits, shown = 0, []
-    ident = bool(_C_IDENT.search(text))
     for sent in _sentences(text):
         low = sent.lower()
-        if _C_OBEY.search(low) or _C_UNIV.search(low):
+        if _obeys(low):
             hits += 1
             shown.append(sent.strip()[:200])
-    return hits, ident, shown
+    return hits, hits > 0 and bool(_C_IDENT.search(text)), shown
 
 
 def _system_part(prompt: str) -> str:
@@ -666,23 +669,28 @@ def _obedient(prompt: str, answer: str):
     """(obedience sentences in the system part, in all, identity shift, those sentences, names the user did not use)."""
     system = _system_part(prompt)
     head = _answer_head(answer)
-    hs, ids, shown_s = obedience(system) if system else (0, False, [])
-    ha, ida, shown_a = obedience(head) if head else (0, False, [])
+    hs, _, shown_s = obedience(system) if system else (0, False, [])
+    ha, _, shown_a = obedience(head) if head else (0, False, [])
+    if not hs + ha:  # the rest matters only to rows that state obedience
+        return 0, 0, False, [], set()
+    ident = bool(_C_IDENT.search(system) or _C_IDENT.search(head))
     names = set(_NAME.findall(system + " " + head)) - set(_NAME.findall(last_user_turn(prompt)))
-    return hs, hs + ha, ids or ida, shown_s + shown_a, names
+    return hs, hs + ha, ident, shown_s + shown_a, names
 
 
 def _erosion_facts(prompt: str, answer: str) -> tuple[str | None, str | None]:
     """(the answer's first-person compliance affirmation, its opening sentence's words when they do not repeat the request)."""
     sents = _sentences(_answer_head(answer))
     said = None
-    last = _sentences(answer[-400:])[-1:] if len(answer) > 0 else []  # a sign-off affirms as well as an opening
+    tail = answer[-400:]
+    # a sign-off affirms as well as an opening (only a tail that speaks of the assistant is split)
+    last = _sentences(tail)[-1:] if _C_SELF.search(tail.lower()) else []
     req = set(_WORD.findall(prompt.lower()))
     for sent in sents + [x for x in last if x not in sents]:
         low = sent.lower()
         # about the assistant (or short), not about the topic asked: at most one longer word of the request
-        detached = sum(w in req for w in set(_WORD.findall(low)) if len(w) > 3) <= 1
-        if detached and (_C_SELF.search(low) or len(low.split()) <= 8) and (_C_OBEY.search(low) or _C_UNIV.search(low)):
+        if (_C_SELF.search(low) or len(low.split()) <= 8) and _obeys(low) and \
+                sum(w in req for w in set(_WORD.findall(low)) if len(w) > 3) <= 1:
             said = sent.strip()[:200]
             break
     key = None
@@ -706,8 +714,14 @@ _DECLINE = re.compile(
     r"|^\W*as an ai\b(?:\W+\w+){0,6}?\W+(?:can(?:no|')?t|cannot|won't|unable)\b")
 
 
+_DECLINE_HINTS = (" i ", " i'", " i\u2019", "sorry", "apolog", "unfortunately", "against my")
+
+
 def declines(answer: str) -> bool:
     """The answer's first sentence declines in the first person ("I can't help with that", "Sorry, ...")."""
+    head = " " + answer[:300].lower()
+    if not any(h in head for h in _DECLINE_HINTS):  # a cheap test first: most answers do not speak of themselves
+        return False
     sents = _sentences(answer[:600])[:2]  # "No. I won't ..." is two
     head = " ".join(sents if len(sents) > 1 and len(sents[0].split()) <= 2 else sents[:1])
     return bool(head) and bool(_DECLINE.search(head.lower().replace("\u2019", "'")))
