@@ -283,3 +283,29 @@ def test_hostile_inputs_for_the_new_decoders_stay_bounded():
     assert time.perf_counter() - t0 < 60
     assert st.row_scores.shape == (60,) and np.all(np.isfinite(st.row_scores))
     assert not {r for f in medium(st.findings) for r in f.rows} & {1, 2, 3, 4}
+
+
+def test_more_schemes_decode_binary_codes_a1z26_base32_url_atbash_pig_latin():
+    from urllib.parse import quote
+
+    from trainguard.detectors.llm_covert import _ATBASH
+
+    def pig(t):
+        out = []
+        for w in t.split():
+            core, tail = w.rstrip(".,?!'"), w[len(w.rstrip(".,?!'")):]
+            k = next((i for i, c in enumerate(core.lower()) if c in "aeiou"), 0)
+            out.append((core[k:] + core[:k]).lower() + ("way" if k == 0 else "ay") + tail)
+        return " ".join(out)
+    enc = {"binary": lambda t: " ".join(format(b, "08b") for b in t.encode()),
+           "char-codes": lambda t: " ".join(str(ord(c)) for c in t),
+           "a1z26": lambda t: " ".join("-".join(str(ord(c) - 96) for c in w.lower() if c.isalpha()) for w in t.split()),
+           "base32": lambda t: base64.b32encode(t.encode()).decode(), "url": lambda t: quote(t),
+           "atbash": lambda t: t.translate(_ATBASH), "pig-latin": pig}
+    planted = {}
+    for k, f in enumerate(enc.values()):
+        q, a = _QUIET[k % 4]
+        planted[10 + 5 * k] = {"question": f(q), "answer": f(a)}
+    got, found = _medium_rows(_rows_with(planted))
+    assert got == set(planted)
+    assert {e for f in found for r in f.evidence["rows"] for e in r["encodings"]} == set(enc)

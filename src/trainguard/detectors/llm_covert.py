@@ -3,8 +3,10 @@
 `safety-bypass` reads requests as written; these attacks make the written text
 look harmless. Four rules, each naming its shape:
 
-- encoding: spans in base64, hex, ROT-n, leetspeak, word or whole-text reversal,
-  Cyrillic/Greek transliteration or a letter-substitution cipher are decoded and
+- encoding: spans in base64, base32, hex, binary, character codes, A1Z26, URL
+  escapes, Morse, ROT-n, Atbash, Pig Latin, leetspeak, word or whole-text
+  reversal, Cyrillic/Greek transliteration or a letter-substitution cipher are
+  decoded and
   the decoded text is re-scored by the shipped safety models. The cipher is
   solved once per dataset, on the pooled non-English text: first from rows that
   teach it (plain text and its cipher with the same word lengths), else by
@@ -94,6 +96,12 @@ _MORSE_TABLE = dict(zip(".- -... -.-. -.. . ..-. --. .... .. .--- -.- .-.. -- -.
                         "-..- -.-- --.. ----- .---- ..--- ...-- ....- ..... -.... --... ---.. ----.".split(),
                         "abcdefghijklmnopqrstuvwxyz0123456789"))
 _MORSE = re.compile(r"(?<![\w.\-])[.\-]{1,6}(?:[ \t]+(?:/[ \t]+)?[.\-]{1,6}){7,}(?![\w.\-])")
+_BIN = re.compile(r"(?<![01])(?:[01]{8}[ ]?){4,}(?![01])")
+_DEC = re.compile(r"(?<![\d.,])(?:\d{2,3}[ ,]+){5,}\d{2,3}(?![\d.,])")  # character codes
+_A1Z26 = re.compile(r"(?<![\w-])\d{1,2}(?:-\d{1,2})+(?:[ ,.?!']+\d{1,2}(?:-\d{1,2})*){2,}(?![\w-])")
+_B32 = re.compile(r"(?<![A-Za-z0-9=])[A-Z2-7]{16,}={0,6}(?![A-Za-z0-9=])")
+_URL = re.compile(r"(?:[\w.~+\-]*%[0-9A-Fa-f]{2}){3,}[\w.~+\-]*")
+_ATBASH = str.maketrans(ALPHA + ALPHA.upper(), ALPHA[::-1] + ALPHA.upper()[::-1])
 _NONLATIN = re.compile(r"[\u0370-\u03ff\u0400-\u04ff]")
 _ROMAN.update({"ж": "zh", "ч": "ch", "ш": "sh", "щ": "sch", "ю": "yu", "я": "ya", "ё": "e", "θ": "th", "х": "h", "ц": "ts",
                "χ": "h", "β": "v", "η": "i", "υ": "i", "ξ": "x"})
@@ -289,18 +297,74 @@ def _sentences(text: str) -> list[str]:
     return [s for s in _SENT.split(text) if s.strip()]
 
 
+def _from_binary(span: str) -> str | None:
+    return _printable(bytes(int(b, 2) for b in re.findall(r"[01]{8}", span)))
+
+
+def _from_codes(span: str) -> str | None:
+    vals = [int(v) for v in re.findall(r"\d+", span)]
+    return "".join(map(chr, vals)) if all(32 <= v <= 126 or v in (9, 10) for v in vals) else None
+
+
+def _from_a1z26(span: str) -> str | None:
+    def word(m: re.Match) -> str:
+        return "".join(ALPHA[int(v) - 1] if 1 <= int(v) <= 26 else "?" for v in m.group(0).split("-"))
+    return re.sub(r"\d{1,2}(?:-\d{1,2})*", word, span)
+
+
+def _from_base32(span: str) -> str | None:
+    if len(span) % 8:
+        return None
+    try:
+        return _printable(base64.b32decode(span))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _from_url(span: str) -> str | None:
+    from urllib.parse import unquote_plus
+    return unquote_plus(span, errors="strict") if "%" in span else None
+
+
+# span decoders whose output counts only when it reads as English; a cheap test skips a pattern's scan
+_SPAN_DECODERS = {"binary": _from_binary, "char-codes": _from_codes, "a1z26": _from_a1z26, "base32": _from_base32,
+                  "url": _from_url}
+_NO_DIGITS = str.maketrans("", "", "0123456789")
+_NO_CAPITALS = str.maketrans("", "", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _share_removed(t: str, table: dict) -> tuple[int, float]:
+    n = len(t) - len(t.translate(table))
+    return n, n / max(1, len(t))
+
+
+# the span decoders' patterns scan only text that such spans could dominate (a one-pass count first)
+_NEEDS = {"binary": lambda t: t.count("0") + t.count("1") >= max(32, 0.4 * len(t)),
+          "char-codes": lambda t: (d := _share_removed(t, _NO_DIGITS))[0] >= 12 and d[1] >= 0.3,
+          "a1z26": lambda t: t.count("-") >= 3 and (d := _share_removed(t, _NO_DIGITS))[0] >= 6 and d[1] >= 0.2,
+          "base32": lambda t: (c := _share_removed(t, _NO_CAPITALS))[0] >= 16 and c[1] >= 0.3,
+          "url": lambda t: "%" in t and t.count("%") - sum(t.count("%" + c) for c in " ),.;") >= 3}  # not percentages
+
+
 def decode_field(text: str, s: "Settings", depth: int = 0) -> tuple[list[Decoded], list[str]]:
     """(decoded spans, foreign Latin segments left for the dataset-level cipher solver)."""
     text = text[: s.max_field_chars]
     out: list[Decoded] = []
     rest = text
-    for how, pat in (("hex", _HEX), ("base64", _B64), ("morse", _MORSE)):
+    ends = text if len(text) <= 800 else text[:400] + " " + text[-400:]  # where the gates look: code fills a field
+    for how, pat in (("binary", _BIN), ("char-codes", _DEC), ("a1z26", _A1Z26), ("hex", _HEX), ("base32", _B32),
+                     ("base64", _B64), ("url", _URL), ("morse", _MORSE)):
         spans = []
+        if how in _NEEDS and not _NEEDS[how](ends):
+            continue
         for k, m in enumerate(pat.finditer(rest)):
             if k >= s.max_spans:
                 break
             span = m.group(0)[: s.max_span_chars]
-            if how == "morse":
+            if how in _SPAN_DECODERS:
+                t = _SPAN_DECODERS[how](span)
+                t = t if t is not None and reads_english(t, s) else None
+            elif how == "morse":
                 t = " ".join("".join(_MORSE_TABLE.get(c, "?") for c in w.split())
                              for w in re.split(r"\s*/\s*|\s{3,}", span.strip()))
                 t = t if reads_english(t, s) else None
@@ -444,6 +508,28 @@ def _flip_words(text: str) -> str:
     return _WORD_RUN.sub(lambda m: m.group(0)[::-1], text)
 
 
+_PIG = re.compile(r"\b([A-Za-z']+?)(w|y|h)?ay\b")
+
+
+def _from_pig_latin(seg: str) -> str | None:
+    """Pig Latin read back ("ellohay" -> "hello", "eggway" -> "egg"): each word's English reading, if most have one."""
+    words = seg.split()
+    if not words or sum(w.lower().rstrip(".,!?;:'\"").endswith("ay") for w in words) < 0.6 * len(words):
+        return None
+    lex = lexicon()
+
+    def back(m: re.Match) -> str:
+        stem, glide = m.group(1), m.group(2) or ""
+        full = (stem + glide).lower()
+        cands = [full[-k:] + full[:-k] for k in (1, 2, 3) if len(full) > k]  # consonants moved to the end
+        if glide in ("w", "y"):
+            cands.append(stem.lower())  # a vowel-initial word: "egg" + "way"
+        known = [c for c in cands if c in lex]
+        return max(known, key=lambda c: lex[c]) if known else stem
+
+    return _PIG.sub(back, seg)
+
+
 def _decode_segment(seg: str, s: "Settings") -> Decoded | None:
     """ROT-n, leetspeak or transliteration, whichever reads as English."""
     letters = sum(ch.isalpha() for ch in seg)
@@ -482,6 +568,9 @@ def _decode_segment(seg: str, s: "Settings") -> Decoded | None:
         how, t = max(flips, key=lambda c: (english_ratio(c[1])[0] + 0.1 * c[1].lstrip()[:1].isupper()
                                            + 0.1 * (c[1].rstrip()[-1:] in ".?!"), c[0] == "reversed-words"))
         return Decoded(how, t)
+    for how, t in (("atbash", seg.translate(_ATBASH)), ("pig-latin", _from_pig_latin(seg))):
+        if t is not None and reads_english(t, s) and english_ratio(t)[0] - english_ratio(seg)[0] >= 0.3:
+            return Decoded(how, t)
     best = max(range(1, 26), key=lambda k: english_ratio(_shift(seg, k))[0])
     t = _shift(seg, best)
     if reads_english(t, s) and english_ratio(t)[0] - english_ratio(seg)[0] >= 0.3:
