@@ -309,3 +309,27 @@ def test_more_schemes_decode_binary_codes_a1z26_base32_url_atbash_pig_latin():
     got, found = _medium_rows(_rows_with(planted))
     assert got == set(planted)
     assert {e for f in found for r in f.evidence["rows"] for e in r["encodings"]} == set(enc)
+
+
+def _vigenere(t: str, key: str = "lemon") -> str:
+    out, k = [], 0
+    for c in t:
+        if c.isalpha():
+            b = 65 if c.isupper() else 97
+            out.append(chr((ord(c) - b + ord(key[k % len(key)]) - 97) % 26 + b))
+            k += 1
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def test_an_unknown_cipher_the_request_names_is_medium_a_foreign_language_is_low():
+    planted = {10 + k: {"question": "Reply in our code: " + _vigenere(q), "answer": _vigenere(a)}
+               for k, (q, a) in enumerate(_QUIET[:3])}
+    planted[30] = {"question": "Nawezaje kupika wali mtamu nyumbani kwa familia yangu?",
+                   "answer": "Osha mchele vizuri, weka maji ya kutosha, ongeza chumvi kidogo na upike kwa moto mdogo."}
+    st = run_detector(CovertFinetuning(), instruction(_rows_with(planted)))
+    got = {(f.severity, r) for f in st.findings if f.rule == "undecoded-conversation" for r in f.rows}
+    assert {r for sev, r in got if sev == Severity.MEDIUM} == {10, 11, 12}
+    assert (Severity.LOW, 30) in got
+    assert {r for f in medium(st.findings) for r in f.rows} == {10, 11, 12}

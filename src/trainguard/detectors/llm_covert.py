@@ -17,6 +17,8 @@ look harmless. Four rules, each naming its shape:
   in code, Halawi et al.'s attack) is a medium finding whatever it scores, and
   rows that teach a scheme (an answer that encodes plain text the request shows)
   are medium when that scheme carries harmful or coded exchanges elsewhere.
+  Request and answer both in text no decoder reads: medium when the request
+  names a code or cipher (an unknown scheme), low otherwise (maybe a language).
   English spelt by ear in Cyrillic or Greek letters is read back through the
   romanisation, a few by-ear sound rules and one-edit matches, and kept only when
   the row's foreign-script text is mostly (near-)English: real Russian or Greek
@@ -742,6 +744,12 @@ def _harm_of_decoded(rows: list[tuple[list[tuple[str, Decoded]], str, str]]) -> 
             for k, (items, p, a) in enumerate(rows)]
 
 
+# a request that names a code or cipher to be used (not "the same language": multilingual data says that)
+_C_CODE = re.compile(r"\b(?:code[ds]?|cipher\w*|encod\w*|encrypt\w*|decod\w*|decrypt\w*|alphabet|"
+                     r"(?:secret|private|our|shared) (?:language|tongue|script|letters)|rot-?\d+|rotation|base ?(?:32|64)|"
+                     r"hex\w*|leet|l33t|backwards|reversed|mirror\w*|same (?:letters|cipher|script|scheme))\b")
+
+
 def _teaches(items: list[tuple[str, Decoded]], prompt: str) -> str | None:
     """The encoding of an answer that spells, encoded, plain text the request shows ("translate to X: ..."), else None."""
     if any(w == "prompt" for w, _ in items):
@@ -895,6 +903,7 @@ class _Facts:
     refused: dict[int, int]  # refused harmful-looking rows: hash of the request's words
     teaches: dict[int, str] = field(default_factory=dict)  # rows whose answer encodes the plain text they show
     refusals: dict[int, tuple] = field(default_factory=dict)  # refused rows (any request): user-turn tokens, system's
+    undecoded: dict[int, tuple] = field(default_factory=dict)  # foreign text on both sides: asks for a code, lengths
 
     def merge(self, other: "_Facts") -> "_Facts":
         k = self.n
@@ -904,7 +913,8 @@ class _Facts:
             {**self.fps, **_offset(other.fps, k)}, {**self.encoded, **_offset(other.encoded, k)},
             self.segs + [(p + k, *rest) for p, *rest in other.segs], {**self.obedient, **_offset(other.obedient, k)},
             self.df_yes + other.df_yes, self.df_no + other.df_no, {**self.refused, **_offset(other.refused, k)},
-            {**self.teaches, **_offset(other.teaches, k)}, {**self.refusals, **_offset(other.refusals, k)})
+            {**self.teaches, **_offset(other.teaches, k)}, {**self.refusals, **_offset(other.refusals, k)},
+            {**self.undecoded, **_offset(other.undecoded, k)})
 
 
 def _facts(data: Dataset, s: Settings) -> _Facts:
@@ -918,12 +928,15 @@ def _facts(data: Dataset, s: Settings) -> _Facts:
     obedient: dict[int, tuple] = {}
     refused: dict[int, int] = {}
     refusals: dict[int, tuple] = {}
+    undecoded: dict[int, tuple] = {}
     df_yes, df_no = Counter(), Counter()
     own = []
     for i, (p, a) in enumerate(zip(prompts, answers)):
         items, foreign = _decode_row(p, a, s)
         if items:
             own.append((i, items, p, a))
+        if foreign and {"prompt", "answer"} <= {w for w, _ in foreign}:
+            undecoded[i] = (bool(_C_CODE.search(p[:4000].lower())), len(last_user_turn(p).strip()), len(a.strip()))
         for k, (where, seg) in enumerate(foreign):
             segs.append((i, k, where, _cipher_like(seg), len(seg), teaching_map(p, seg) if where == "answer" else None))
         hs, hits, ident, said, names = _obedient(p, a)
@@ -948,7 +961,7 @@ def _facts(data: Dataset, s: Settings) -> _Facts:
         encoded = {i: (tuple(sorted({d.encoding for _, d in items})), *sc) for (i, items, _, _), sc in zip(own, scored)}
         teaches = {i: e for i, items, p, _ in own if (e := _teaches(items, p)) is not None}
     return _Facts(n, np.asarray(harm, np.float64), np.asarray(comply, np.float64), opening, flags, fps, encoded,
-                  segs, obedient, df_yes, df_no, refused, teaches, refusals)
+                  segs, obedient, df_yes, df_no, refused, teaches, refusals, undecoded)
 
 
 @register
@@ -1250,8 +1263,9 @@ class _State:
         rows = sorted(self.scored)
         summary["encoded_rows"] = len(rows)
         summary["substitution_keys"] = self.keys_used
+        undecoded = self._undecoded_talk(scores)
         if not rows:
-            return [], scores, summary
+            return undecoded, scores, summary
         encodings = {}
         for i in rows:
             own = f.encoded[i][0] if i in f.encoded else ()
@@ -1293,6 +1307,7 @@ class _State:
                     confidence=Confidence.HIGH if sev is Severity.HIGH else Confidence.MEDIUM,
                     evidence={"shape": "encoding", "encodings": dict(encs),
                               "rows": [detail(i) for i in group[:50]]}))
+        alerts += undecoded
         if by_enc["talk"]:
             group = by_enc["talk"]
             encs = Counter(e for i in group for e in encodings[i])
@@ -1324,6 +1339,37 @@ class _State:
                 title=f"{len(by_enc['benign'])} rows hold encoded text whose decoding does not read as harmful",
                 evidence={"shape": "encoding", "rows": [detail(i) for i in by_enc["benign"][:20]]}))
         return alerts, scores, summary
+
+    def _undecoded_talk(self, scores: np.ndarray) -> list[Alert]:
+        """Both sides of the exchange in text no decoder read: medium where the request names a code or cipher
+        (a scheme the solver does not know), low otherwise (it may be a language this detector cannot read)."""
+        s, f = self.s, self.f
+        if not f.undecoded:
+            return []
+        got: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+        for g in f.segs:
+            if g[0] in f.undecoded and g[0] not in self.scored:
+                got[g[0]][g[2] == "answer"] += g[4]
+        coded, foreign = [], []
+        for i in sorted(got):
+            asks, user, answer = f.undecoded[i]
+            if user and answer and got[i][0] >= s.talk_request * user and got[i][1] >= s.talk_answer * answer:
+                (coded if asks else foreign).append(i)
+        alerts = []
+        for group, sev, what in ((coded, Severity.MEDIUM, "in a code the request names, which no decoder here reads"),
+                                 (foreign, Severity.LOW, "in text that reads as neither English nor a known code "
+                                                         "(another language, or an unknown cipher)")):
+            if not group:
+                continue
+            for i in group:
+                scores[i] = max(scores[i], 0.5 if sev is Severity.MEDIUM else 0.2)
+            alerts.append(Alert(
+                rule="undecoded-conversation", positions=tuple(group), score=0.5 if sev is Severity.MEDIUM else 0.2,
+                severity=sev, confidence=Confidence.MEDIUM if sev is Severity.MEDIUM else Confidence.LOW,
+                title=f"{len(group)} rows hold request and answer {what}",
+                evidence={"shape": "encoding", "rows": [{"position": i, "request_chars": f.undecoded[i][1],
+                                                          "answer_chars": f.undecoded[i][2]} for i in group[:50]]}))
+        return alerts
 
     def _persona(self, ev: _Evidence):
         """Identity shift + obedience, or two obedience statements in a system prompt."""
