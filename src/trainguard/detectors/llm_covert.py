@@ -45,7 +45,7 @@ Sharded (issue 14, `trainguard scan --shard-rows N`): `run` is the one-shard cas
 first map keeps per-row facts (both safety scores, a hash of the answer's opening words, flags) and, for
 candidate rows only, what the decisions need from them: encodings found and the decoded text's scores, each
 foreign segment's shape, length and teaching letter map, obedience counts and names, the tokens of
-harmful-looking requests (counts), and the tokens of refused requests. Decisions are made on the merged facts;
+harmful-looking requests (counts), and refused requests as token hashes. Decisions are made on the merged facts;
 where they need text, a later pass finds the few rows by a content hash and answers for them: the cipher pool's
 segments and each key's trial on the undecoded segments (one pass each, up to three keys), answer names' counts,
 trigger tokens' rows, complied twins of refused requests (rows scan their own tokens against the refused ones),
@@ -54,7 +54,7 @@ tests run on exact counts, and cipher keys are seeded by attempt, so findings, r
 the same however the rows are split. A 64-bit hash collision between two rows' contents (or two openings)
 would merge them, in memory and sharded alike.
 Memory: the driver holds 25 bytes a row (two float64 scores, the opening hash, flags) plus the candidate
-rows' facts and the token counts of harmful-looking requests; under Dask each pass carries this state to
+rows' facts, the token counts of harmful-looking requests and a few hundred bytes a refused row (hashes); under Dask each pass carries this state to
 the workers (its finalize runs there), and a worker holds one shard while it summarises it.
 """
 
@@ -834,20 +834,28 @@ def _turn_tokens(prompt: str) -> tuple[tuple[str, ...], frozenset[str]]:
             frozenset(_TOKEN.findall(_system_part(prompt)[:2000].lower())))
 
 
+def _refusal_fact(prompt: str) -> tuple:
+    """A refused request as the driver keeps it: (hash of its user-turn tokens, how many, first and last token,
+    hashes of its system part's tokens). A few hundred bytes a refused row, whatever the request's length."""
+    toks, system = _turn_tokens(prompt)
+    return (_hash64(*toks), len(toks), toks[0] if toks else "", toks[-1] if toks else "",
+            frozenset(_hash64(t) for t in system))
+
+
 def _twin_index(refusals: dict[int, tuple]) -> dict:
-    """What a pass needs to find complied twins of refused requests: their token tuples by length, first and last token."""
+    """What a pass needs to find complied twins of refused requests: their token hashes by length, first and last token."""
     by_len: dict[int, set] = defaultdict(set)
     ends: set = set()
-    for toks, _ in refusals.values():
-        by_len[len(toks)].add(toks)
-        if toks:
-            ends.update({(len(toks), 0, toks[0]), (len(toks), 1, toks[-1])})
+    for key, n, first, last, _ in refusals.values():
+        by_len[n].add(key)
+        if n:
+            ends.update({(n, 0, first), (n, 1, last)})
     return {"by_len": {k: frozenset(v) for k, v in by_len.items()}, "ends": frozenset(ends)}
 
 
-def _twin_of(toks: tuple[str, ...], index: dict, gap: int) -> tuple[tuple, tuple, int] | None:
-    """(refused twin's tokens, the span this request adds, where it starts) when removing one run of at most `gap` tokens
-    (or none: then the system prompts differ) leaves a refused request; the first such, else None."""
+def _twin_of(toks: tuple[str, ...], index: dict, gap: int) -> tuple[int, tuple, int] | None:
+    """(refused twin's token hash, the span this request adds, where it starts) when removing one run of at most `gap`
+    tokens (or none: then the system prompts differ) leaves a refused request; the first such, else None."""
     m = len(toks)
     if not m or m > _MAX_TURN_TOKENS:
         return None
@@ -857,15 +865,14 @@ def _twin_of(toks: tuple[str, ...], index: dict, gap: int) -> tuple[tuple, tuple
         if d < 0 or d > gap or not L:
             continue
         if d == 0:
-            if toks in pool:
-                return toks, (), 0
+            if (key := _hash64(*toks)) in pool:
+                return key, (), 0
             continue
         if (L, 0, toks[0]) not in ends and (L, 1, toks[-1]) not in ends:
             continue
         for i in range(L + 1):
-            cand = toks[:i] + toks[i + d:]
-            if cand in pool:
-                return cand, toks[i:i + d], i
+            if (key := _hash64(*toks[:i], *toks[i + d:])) in pool:
+                return key, toks[i:i + d], i
     return None
 
 
@@ -902,7 +909,7 @@ class _Facts:
     df_no: Counter  # ... and refused
     refused: dict[int, int]  # refused harmful-looking rows: hash of the request's words
     teaches: dict[int, str] = field(default_factory=dict)  # rows whose answer encodes the plain text they show
-    refusals: dict[int, tuple] = field(default_factory=dict)  # refused rows (any request): user-turn tokens, system's
+    refusals: dict[int, tuple] = field(default_factory=dict)  # refused rows (any request): `_refusal_fact`
     undecoded: dict[int, tuple] = field(default_factory=dict)  # foreign text on both sides: asks for a code, lengths
 
     def merge(self, other: "_Facts") -> "_Facts":
@@ -948,7 +955,7 @@ def _facts(data: Dataset, s: Settings) -> _Facts:
         if key is not None:
             opening[i] = _hash64(key)
         if a and (comply[i] < 0.5 or declines(a)):
-            refusals[i] = _turn_tokens(p)
+            refusals[i] = _refusal_fact(p)
         if harm[i] >= s.harm_threshold:
             (df_yes if comply[i] >= 0.5 else df_no).update(_prompt_tokens(p))
             if comply[i] < 0.5:
@@ -1554,15 +1561,15 @@ class _State:
         s, f = self.s, self.f
         if not self.twins:
             return alerts, scores
-        first: dict[tuple, int] = {}
+        first: dict[int, int] = {}
         for p in sorted(f.refusals):
             first.setdefault(f.refusals[p][0], p)
-        diffs: dict[int, tuple[int, frozenset, tuple]] = {}  # complied row -> (refused twin, tokens added, span)
+        diffs: dict[int, tuple[int, frozenset, str]] = {}  # complied row -> (refused twin, tokens added, added text)
         for i, (twin, span, system, raw) in sorted(self.twins.items()):
             j = first.get(twin)
             if j is None or j == i:
                 continue
-            added = frozenset(span) if span else system - f.refusals[j][1]
+            added = frozenset(span) if span else frozenset(t for t in system if _hash64(t) not in f.refusals[j][4])
             if added:
                 diffs[i] = (j, added, raw)
         for _ in range(3):
