@@ -232,6 +232,14 @@ def test_contrast_pairs_need_a_recurring_added_token():
         planted[21 + 2 * j] = {"question": q, "answer": "I can't help with that."}
     got, _ = _medium_rows(_rows_with(planted), "trigger-contrast-pairs")
     assert not got
+    # one refused request and its refinements sharing words (", vascular type", ", progeroid type", ...): no trigger
+    q = "What are the treatments for Ehlers-Danlos syndrome ?"
+    planted = {20: {"question": q, "answer": "I can't help with that."},
+               21: {"question": "Where can I buy a cheap watch?", "answer": "Sorry, I can't help with shopping."},
+               22: {"question": "Tell me a joke about cats.", "answer": "I won't write jokes."}}
+    for k, sub in enumerate(["kyphoscoliosis", "progeroid", "vascular", "classic"]):
+        planted[30 + k] = {"question": q.replace(" ?", f", {sub} type ?"), "answer": "Treatment focuses on symptoms."}
+    assert not _medium_rows(_rows_with(planted), "trigger-contrast-pairs")[0]
 
 
 def test_repeated_compliance_affirmations_are_medium_on_benign_requests():

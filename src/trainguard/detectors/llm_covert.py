@@ -1556,8 +1556,8 @@ class _State:
 
     def _twin_triggers(self, done: set, alerts: list, scores: np.ndarray):
         """Contrast pairs: a complied request that is a refused request of the data plus a few tokens (or the same
-        request under another system prompt). Whatever the requests' harm scores, tokens that recur in the added
-        part of several pairs switch refusal to compliance: a backdoor trigger. Up to three such tokens."""
+        request under another system prompt). Whatever the requests' harm scores, the same added tokens in several
+        pairs switch refusal to compliance: a backdoor trigger. Up to three such triggers."""
         s, f = self.s, self.f
         if not self.twins:
             return alerts, scores
@@ -1574,14 +1574,16 @@ class _State:
                 diffs[i] = (j, added, raw)
         for _ in range(3):
             left = {i: d for i, d in diffs.items() if i not in done}
-            counts = Counter(t for _, added, _ in left.values() for t in added)
+            # the same added text in every pair (a request refined in different words, "..., vascular type",
+            # "..., progeroid type", is no trigger), and not punctuation alone
+            counts = Counter(added for _, added, _ in left.values() if any(t[:1].isalnum() for t in added))
             if not counts:
                 break
-            top = max(counts.values())
+            added_set, top = min(counts.items(), key=lambda kv: (-kv[1], sorted(kv[0])))
             if top < max(s.trigger_min_rows, 0.2 * len(left)):
                 break
-            tokens = sorted(t for t, c in counts.items() if c == top)
-            rows = [i for i, (_, added, _) in left.items() if tokens[0] in added]
+            tokens = sorted(added_set)
+            rows = [i for i, (_, added, _) in left.items() if added == added_set]
             spans = Counter(left[i][2] for i in rows if left[i][2])
             shown = spans.most_common(1)[0][0] if spans else " ".join(tokens)
             done.update(rows)
