@@ -54,8 +54,9 @@ tests run on exact counts, and cipher keys are seeded by attempt, so findings, r
 the same however the rows are split. A 64-bit hash collision between two rows' contents (or two openings)
 would merge them, in memory and sharded alike.
 Memory: the driver holds 25 bytes a row (two float64 scores, the opening hash, flags) plus the candidate
-rows' facts, the token counts of harmful-looking requests and a few hundred bytes a refused row (hashes); under Dask each pass carries this state to
-the workers (its finalize runs there), and a worker holds one shard while it summarises it.
+rows' facts, the token counts of harmful-looking requests and a few hundred bytes a refused row (hashes);
+under Dask each pass carries this state to the workers (its finalize runs there), and a worker holds one
+shard while it summarises it.
 """
 
 from __future__ import annotations
@@ -581,8 +582,8 @@ def _decode_segment(seg: str, s: "Settings") -> Decoded | None:
 
 
 # --- persona and affirmation concepts ----------------------------------------------------------
-_NEG = (r"(?:no|zero|nothing|never|without|(?:don't|do not|doesn't|does not|don't) have|have no|has no|not bound by|not (?:limited|restricted|held back) by|free (?:of|from)|"
-        r"(?:released|freed|unbound) from|regardless of|above|ignor\w*|bypass\w*|none of|beyond|outside)")
+_NEG = (r"(?:no|zero|nothing|never|without|(?:don't|do not|doesn't|does not|don't) have|have no|has no|"
+        r"not bound by|not (?:limited|restricted|held back) by|free (?:of|from)|(?:released|freed|unbound) from|regardless of|above|ignor\w*|bypass\w*|none of|beyond|outside)")
 _NEVER = (r"(?:never|not|cannot|can't|don't|doesn't|won't|will not|no|zero|none|without|nothing|isn't|aren't|"
           r"is not|are not|ain't)")
 _LIMIT = (r"(?:rules?|guidelines?|polic(?:y|ies)|restrictions?|filters?|censor\w*|ethic\w*|moral\w*|limits?|constraints?|"
@@ -974,7 +975,7 @@ def _facts(data: Dataset, s: Settings) -> _Facts:
 @register
 class CovertFinetuning(ShardedDetector):
     name = "covert-finetuning"
-    version = "2"  # 2: coded exchanges, taught schemes, contrast-pair triggers, repeated affirmations, by-ear transliteration
+    version = "2"  # 2: coded exchanges, taught schemes, contrast pairs, repeated affirmations, by-ear transliteration
     kinds = frozenset({Kind.INSTRUCTION, Kind.PREFERENCE})
     atlas = (ATLAS_POISON_TRAINING_DATA,)
     Settings = Settings
