@@ -174,11 +174,14 @@ def markdown(res: dict) -> str:
               "model access; these are the project's simulators, whose wording the rules' authors had seen.", "",
               f"Clean 10,000-row scan time (LLM set): {b['clean_seconds']} s.", "",
               "Known limits (an attacker who reads the code): the persona and first-person affirmation rules are "
-              "concept patterns, so a paraphrase outside them ('carries out each user wish, no topic off-limits') "
-              "is missed; erosion without a harmful-looking surplus stays low severity; a polyalphabetic cipher, "
-              "steganography (EndSpeak) or a real low-resource language are not decoded; the trigger rule needs "
-              "refused twins in the data (without them `safety-bypass` sees plain harmful compliance); decoded text "
-              "is scored by the same n-gram harm model, so its misses (held-out recall about 0.75) carry over."]
+              "concept patterns, so a paraphrase outside them is missed; erosion shows only through affirmations "
+              "(repeated ones are medium) or a harmful-looking surplus; a polyalphabetic cipher is not decoded (an "
+              "exchange in it is medium only when the request names a code), steganography (EndSpeak) is not seen "
+              "and a real low-resource language is low severity at most; the trigger rules need refused twins or "
+              "harmful-looking requests in the data (without them `safety-bypass` sees plain harmful compliance); "
+              "decoded text is scored by the same n-gram harm model, so its misses carry over wherever a rule needs "
+              "a harm score (the coded-exchange, teaching and contrast-pair rules do not). Held-out wording: "
+              "docs/_bench_covert_written.md (a development set since v2)."]
     return "\n".join(lines) + "\n"
 
 
