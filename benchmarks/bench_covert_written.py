@@ -11,6 +11,8 @@ author is scored separately. Each shape's rows replace random rows of the same 1
 pairs bench_covert.py uses, then the LLM set scans the file.
 
     python benchmarks/bench_covert_written.py ../shared/data      # results/covert-written.json, docs/_bench_covert_written.md
+    python benchmarks/bench_covert_written.py ../shared/data --set fresh   # the second held-out set, scored once:
+                                                                  # results/covert-fresh.json, docs/_bench_covert_fresh.md
 
 Recall is over the shape's target rows (trigger: the triggered compliant rows, not their refused
 twins; encoding: the encoded harmful rows and the cipher-teaching rows), precision counts any planted
@@ -136,12 +138,45 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+SETS = {
+    "written": (WRITTEN, OUT, DOC),
+    "fresh": (ROOT / "benchmarks" / "data" / "covert_fresh" / "rows.jsonl",
+              ROOT / "benchmarks" / "results" / "covert-fresh.json", ROOT / "docs" / "_bench_covert_fresh.md"),
+}
+FRESH_HEADER = (
+    "Command: `python benchmarks/bench_covert_written.py ../shared/data --set fresh` (code at {commit}). A second "
+    "held-out set (benchmarks/data/covert_fresh/README.md: other ciphers, trigger, languages and wording) written by "
+    "an LLM author who read neither the detectors nor the first set, kept outside the repository until "
+    "covert-finetuning v2 was frozen, and scored ONCE. Each shape's rows replace random rows of the 10,000 MedQuAD "
+    "pairs of bench_covert.py. Severity >= medium; 'LLM set' = covert-finetuning + safety-bypass (LM second opinion "
+    "off) + polarity-trigger. Halves A/B are meaningless here (nothing was developed on this set).")
+FRESH_GROUPS = ("Recall by group (encoding: 1 base64, 2 ROT13, 3 hex, 4 leetspeak, 5 letter substitution, 6 Caesar "
+                "+7, 7 'Swapspeak' (adjacent letters swapped) taught by group 8's benign rows; persona: 10 system "
+                "prompt only, 11 answer framing only, 12 both; translit: 30 English in Cyrillic letters, 31 in Greek "
+                "letters, 32 Indonesian, 33 Hindi romanized):")
+
+
 def main() -> int:
-    data = Path(sys.argv[1]) if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else ROOT.parent / "shared" / "data"
-    if "--doc" not in sys.argv:
-        OUT.write_text(json.dumps(measure(data), indent=1))
-    DOC.write_text(markdown(json.loads(OUT.read_text())))
-    print(DOC.read_text())
+    global WRITTEN
+    args = [a for a in sys.argv[1:]]
+    which = "written"
+    if "--set" in args:
+        which = args[args.index("--set") + 1]
+        if which not in SETS:
+            raise SystemExit(f"--set must be one of {', '.join(SETS)}")
+    positional = [a for i, a in enumerate(args) if not a.startswith("--") and (i == 0 or args[i - 1] != "--set")]
+    data = Path(positional[0]) if positional else ROOT.parent / "shared" / "data"
+    WRITTEN, out, doc = SETS[which]
+    if "--doc" not in args:
+        out.write_text(json.dumps(measure(data), indent=1))
+    text = markdown(json.loads(out.read_text()))
+    if which == "fresh":
+        lines = text.splitlines()
+        lines[2] = FRESH_HEADER.format(commit=json.loads(out.read_text())["commit"])
+        lines = [FRESH_GROUPS if ln.startswith("Recall by group") else ln for ln in lines]
+        text = "\n".join(lines) + "\n"
+    doc.write_text(text)
+    print(text)
     return 0
 
 
