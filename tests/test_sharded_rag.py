@@ -138,26 +138,16 @@ def test_in_process_dask_matches(store, whole):
         _same(scan_sharded(store[0], detectors=[RAG], shard_rows=30, client=client), whole)
 
 
-def test_a_batch_dependent_embedder_fails_closed_when_split(tmp_path, medquad):
-    """tfidf-svd fits on the texts it embeds: shards would not match the whole store, so more than one shard fails;
-    one shard is the in-memory scan."""
+@pytest.mark.parametrize("setting", ["embedder", "claim_embedder"])
+def test_a_batch_dependent_embedder_fails_closed_when_split(tmp_path, medquad, setting):
+    """tfidf-svd fits on the texts it embeds (as the asks' embedder, or for the opt-in dense claim groups, which read
+    the whole store's vectors): shards would not match the whole store, so more than one shard fails; one shard is
+    the in-memory scan."""
     from trainguard.findings import DetectorStatus
 
     path = write_jsonl(tmp_path / "few.jsonl", [{"text": r["answer"]} for r in medquad[:30]])
-    settings = {RAG: {"embedder": "tfidf-svd"}}
+    settings = {RAG: {setting: "tfidf-svd"}}
     (split,) = scan_sharded(path, detectors=[RAG], settings=settings, shard_rows=10).detectors
-    assert split.status is DetectorStatus.FAILED and "tfidf-svd" in split.message
-    _same(scan_sharded(path, detectors=[RAG], settings=settings, shard_rows=30), scan(path, detectors=[RAG],
-                                                                                      settings=settings), 1)
-
-
-def test_a_batch_dependent_claim_embedder_fails_closed_when_split(tmp_path, medquad):
-    """The opt-in dense claim groups read tfidf-svd (or MiniLM) vectors of the whole store: split, the scan fails."""
-    from trainguard.findings import DetectorStatus
-
-    path = write_jsonl(tmp_path / "few.jsonl", [{"text": r["answer"]} for r in medquad[:30]])
-    settings = {RAG: {"claim_embedder": "tfidf-svd"}}
-    (split,) = scan_sharded(path, detectors=[RAG], settings=settings, shard_rows=10).detectors
-    assert split.status is DetectorStatus.FAILED and "claim_embedder" in split.message
+    assert split.status is DetectorStatus.FAILED and ("tfidf-svd" if setting == "embedder" else setting) in split.message
     _same(scan_sharded(path, detectors=[RAG], settings=settings, shard_rows=30), scan(path, detectors=[RAG],
                                                                                       settings=settings), 1)
