@@ -151,11 +151,33 @@ def quadgrams() -> np.ndarray:
 @lru_cache(maxsize=1)
 def letter_order() -> np.ndarray:
     """English letters from most to least frequent (weighted by word frequency)."""
+    return np.argsort(-letter_frequencies(), kind="stable")
+
+
+@lru_cache(maxsize=1)
+def letter_frequencies() -> np.ndarray:
+    """English letter frequencies a-z (weighted by word frequency)."""
     c = np.zeros(26)
     for w, f in lexicon().items():
         for ch in w:
             c[ord(ch) - 97] += f
-    return np.argsort(-c, kind="stable")
+    return c / c.sum()
+
+
+TRANSPOSED_LETTERS = 0.6  # correlation with English letter frequencies from which a segment is not a substitution
+# (development rows only: the first held-out set's substitution answers 0.14-0.42, its per-word reversals 0.46-0.88,
+# median 0.76; chosen after the second held-out set was scored, whose figures therefore stand as measured before it)
+
+
+def substitution_candidate(seg: str) -> bool:
+    """Could `seg` be English under a letter substitution? Not when its letters keep English frequencies: a
+    transposition (reversed or swapped letters) or another language. Such segments left in the solver's pool give
+    one key two incompatible texts to fit, and it fits neither (a second unknown cipher hid the first)."""
+    letters = [ord(ch) - 97 for ch in seg.lower() if "a" <= ch <= "z"]
+    if len(letters) < 20:
+        return True
+    counts = np.bincount(letters, minlength=26)
+    return float(np.corrcoef(counts, letter_frequencies())[0, 1]) < TRANSPOSED_LETTERS
 
 
 def english_ratio(text: str, min_len: int = 2) -> tuple[float, int]:
@@ -904,7 +926,8 @@ class _Facts:
     flags: np.ndarray  # uint8 _ANSWERED | _OPENS | _AFFIRMS
     fps: dict[int, int]  # candidate rows' content hash (found again in later passes)
     encoded: dict[int, tuple]  # own encodings, P(harm) request/answer, comply, shares of request/answer decoded
-    segs: list[tuple]  # foreign segments: (position, index in row, field, cipher-like, length, teaching letter map)
+    segs: list[tuple]  # foreign segments: (position, index in row, field, cipher-like, length, teaching letter map,
+    #                    substitution candidate)
     obedient: dict[int, tuple]  # (system obedience, all obedience, identity shift, mid-sentence names, names)
     df_yes: Counter  # harmful-looking requests' tokens: rows complied with ...
     df_no: Counter  # ... and refused
@@ -946,7 +969,8 @@ def _facts(data: Dataset, s: Settings) -> _Facts:
         if foreign and {"prompt", "answer"} <= {w for w, _ in foreign}:
             undecoded[i] = (bool(_C_CODE.search(p[:4000].lower())), len(last_user_turn(p).strip()), len(a.strip()))
         for k, (where, seg) in enumerate(foreign):
-            segs.append((i, k, where, _cipher_like(seg), len(seg), teaching_map(p, seg) if where == "answer" else None))
+            segs.append((i, k, where, _cipher_like(seg), len(seg), teaching_map(p, seg) if where == "answer" else None,
+                         substitution_candidate(seg)))
         hs, hits, ident, said, names = _obedient(p, a)
         if hits:
             obedient[i] = (hs, hits, ident, frozenset(_MID_NAME.findall(" ".join(said))), frozenset(names))
@@ -975,7 +999,9 @@ def _facts(data: Dataset, s: Settings) -> _Facts:
 @register
 class CovertFinetuning(ShardedDetector):
     name = "covert-finetuning"
-    version = "2"  # 2: coded exchanges, taught schemes, contrast pairs, repeated affirmations, by-ear transliteration
+    # 3: no letter-transposed segments in the substitution pool; 2: coded exchanges, taught schemes, contrast
+    # pairs, repeated affirmations, by-ear transliteration
+    version = "3"
     kinds = frozenset({Kind.INSTRUCTION, Kind.PREFERENCE})
     atlas = (ATLAS_POISON_TRAINING_DATA,)
     Settings = Settings
@@ -1192,7 +1218,7 @@ class _State:
             if self.attempt >= _ATTEMPTS or not self.left:
                 self.phase = "done"
                 break
-            like = [j for j in self.left if segs[j][3]]  # prose-shaped, not codes or URLs
+            like = [j for j in self.left if segs[j][3] and segs[j][6]]  # prose-shaped substitution candidates
             chosen, length = [], 0
             for j in like[:: max(1, len(like) // 60)]:  # only the segments the pool's first solver_chars hold
                 if length > s.solver_chars:
