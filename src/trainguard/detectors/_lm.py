@@ -81,8 +81,8 @@ def _load():
 
 
 # Reading the GGUF (its 49k-token vocabulary parsed field by field, once: `_gguf_parsed_once`, then every tensor
-# dequantised) takes about 15-20 s on two cores; the dequantised float32 weights, saved once as safetensors, load in a few seconds. The copy
-# lives beside the embedding cache, named by the GGUF's SHA-256 and the library versions that converted it, and
+# dequantised) takes about 15-20 s on two cores; the dequantised float32 weights, saved once as safetensors, load
+# in a few seconds. The copy lives beside the embedding cache, named by the GGUF's SHA-256 and the library versions that converted it, and
 # is an optimisation only: a folder that cannot be written or read back falls back to the GGUF (and a copy that
 # does not load back is replaced). It follows $TRAINGUARD_CACHE_DIR, not a dataset's `use_cache_dir`.
 CONVERTED_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json")

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainguard.detectors.llm_rag import _components_of_edges, _knn, _neighbour_jaccard  # llm_rag imports this lazily
+
 _MATES = 4  # mutual nearest neighbours
 _TIGHT, _GAP = 0.68, -0.06
 _CLAIM_WORDS, _OUTSIDE_SHARE = 3, 0.1
@@ -26,15 +28,14 @@ _K = 16  # neighbours read per passage
 
 
 def dense_claim_groups(X: np.ndarray, content: list[np.ndarray], content_ragged, df: np.ndarray, step_min: float,
-                       min_group: int, max_group: int, knn, neighbour_jaccard, components_of_edges,
-                       copy_jaccard: float) -> list[tuple[list[int], list[int], list[int]]]:
+                       min_group: int, max_group: int, copy_jaccard: float) -> list[tuple[list[int], list[int], list[int]]]:
     """(sorted members, rows with their copies, shared claim-word ids) per group. `content`: per row its content-word
     ids; `df`: passages per word id."""
     n = len(X)
     if n <= max(min_group, 8):
         return []
-    nbr, sim = knn(X, min(_K, n - 1))
-    jac = neighbour_jaccard(content_ragged, nbr)
+    nbr, sim = _knn(X, min(_K, n - 1))
+    jac = _neighbour_jaccard(content_ragged, nbr)
     rep = np.arange(n)
     for i in range(n):  # copies (near-identical vectors or wording) are one passage
         for j, c, wj in zip(nbr[i], sim[i], jac[i]):
@@ -58,7 +59,7 @@ def dense_claim_groups(X: np.ndarray, content: list[np.ndarray], content_ragged,
     edges = [(i, j) for i in lists for j in top[i] if j in top and i in top[j] and i < j]
     if not edges:
         return []
-    lab = components_of_edges(n, edges)
+    lab = _components_of_edges(n, edges)
     comps: dict[int, list[int]] = {}
     for i in lists:
         comps.setdefault(int(lab[i]), []).append(i)

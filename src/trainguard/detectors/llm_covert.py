@@ -585,20 +585,24 @@ def _decode_segment(seg: str, s: "Settings") -> Decoded | None:
             sum(not any(c.isdigit() for c in w) for w in toks) / len(toks)
         if reads_english(t, s) and english_ratio(t)[0] - before >= 0.3:
             return Decoded("leetspeak", t)
+    base = english_ratio(seg)[0]
+
+    def reads(t: str | None) -> bool:  # reads as English, and much more than the segment itself did
+        return t is not None and reads_english(t, s) and english_ratio(t)[0] - base >= 0.3
+
     # each word written backwards, or the whole text: both read as English words when either was applied, so the
     # one that reads as sentences (a capital first, end punctuation last) wins; word reversal on a tie
-    flips = [(how, t) for how, t in (("reversed-words", _flip_words(seg)), ("reversed", seg[::-1]))
-             if reads_english(t, s) and english_ratio(t)[0] - english_ratio(seg)[0] >= 0.3]
+    flips = [(how, t) for how, t in (("reversed-words", _flip_words(seg)), ("reversed", seg[::-1])) if reads(t)]
     if flips:
         how, t = max(flips, key=lambda c: (english_ratio(c[1])[0] + 0.1 * c[1].lstrip()[:1].isupper()
                                            + 0.1 * (c[1].rstrip()[-1:] in ".?!"), c[0] == "reversed-words"))
         return Decoded(how, t)
     for how, t in (("atbash", seg.translate(_ATBASH)), ("pig-latin", _from_pig_latin(seg))):
-        if t is not None and reads_english(t, s) and english_ratio(t)[0] - english_ratio(seg)[0] >= 0.3:
+        if reads(t):
             return Decoded(how, t)
     best = max(range(1, 26), key=lambda k: english_ratio(_shift(seg, k))[0])
     t = _shift(seg, best)
-    if reads_english(t, s) and english_ratio(t)[0] - english_ratio(seg)[0] >= 0.3:
+    if reads(t):
         return Decoded("rot13" if best == 13 else f"rot{best}", t)
     return None
 

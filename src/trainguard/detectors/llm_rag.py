@@ -535,8 +535,7 @@ def _plan(det: RagPoisoning, f: _Facts) -> "_TextsPass":
 
         taken = {i for c in claims for i in c[3]}
         for G, rows, claim in dense_claim_groups(f.X2, content, f.content, f.df, s.claim_dense_step, s.claim_min_group,
-                                                 s.claim_max_group, _knn, _neighbour_jaccard, _components_of_edges,
-                                                 s.body_dup_jaccard):
+                                                 s.claim_max_group, s.body_dup_jaccard):
             if not set(rows) <= taken:
                 claims.append((G, "dense", [vocab[w] for w in sorted(claim, key=lambda w: (f.df[w], vocab[w]))],
                                rows, True))
@@ -856,8 +855,8 @@ class _TextsPass(Pass):
             scores[rows] = np.maximum(scores[rows], sc)
             about = f" about '{subject[0]}'" if subject else ""
             findings.append(det._finding(
-                "claim-group", f"{len(rows)} {'' if how == 'dense' else 'short '}passages{about} restate one claim and stand apart from "
-                f"the store (one answer written several ways?)", rows, sc,
+                "claim-group", f"{len(rows)} {'' if how == 'dense' else 'short '}passages{about} restate one claim "
+                f"and stand apart from the store (one answer written several ways?)", rows, sc,
                 Severity.MEDIUM if named else Severity.LOW,
                 {"subject": subject[:5], "passages": len(G), "found_as": how, "names_subject": named,
                  "openings": [T[i].head for i in G[:5]]}))
