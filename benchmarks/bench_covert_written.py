@@ -158,19 +158,18 @@ FRESH_GROUPS = ("Recall by group (encoding: 1 base64, 2 ROT13, 3 hex, 4 leetspea
 
 def main() -> int:
     global WRITTEN
-    args = [a for a in sys.argv[1:]]
-    which = "written"
-    if "--set" in args:
-        which = args[args.index("--set") + 1]
-        if which not in SETS:
-            raise SystemExit(f"--set must be one of {', '.join(SETS)}")
-    positional = [a for i, a in enumerate(args) if not a.startswith("--") and (i == 0 or args[i - 1] != "--set")]
-    data = Path(positional[0]) if positional else ROOT.parent / "shared" / "data"
-    WRITTEN, out, doc = SETS[which]
-    if "--doc" not in args:
-        out.write_text(json.dumps(measure(data), indent=1))
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data", nargs="?", type=Path, default=ROOT.parent / "shared" / "data", help="the shared data folder")
+    ap.add_argument("--set", choices=sorted(SETS), default="written", help="which written rows to score")
+    ap.add_argument("--doc", action="store_true", help="rewrite the table from the saved results only")
+    a = ap.parse_args()
+    WRITTEN, out, doc = SETS[a.set]
+    if not a.doc:
+        out.write_text(json.dumps(measure(a.data), indent=1))
     text = markdown(json.loads(out.read_text()))
-    if which == "fresh":
+    if a.set == "fresh":
         lines = text.splitlines()
         lines[2] = FRESH_HEADER.format(commit=json.loads(out.read_text())["commit"])
         lines = [FRESH_GROUPS if ln.startswith("Recall by group") else ln for ln in lines]
