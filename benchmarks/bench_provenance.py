@@ -203,15 +203,20 @@ def scale(sizes: list[int], work: Path, repeat: int, keep: bool) -> list[dict]:
             make(n, data)
         edited = work / f"syn-{n}-edited.jsonl"
         edit_one(data, edited, n // 2)
-        ledger = work / "scale-ledger.db"
         for rep in range(repeat):
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{ledger}{suffix}").unlink(missing_ok=True)
+            ledger = work / "scale-ledger.db"
+            for db in (ledger, work / "scale-ledger-2.db"):
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{db}{suffix}").unlink(missing_ok=True)
             load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
             for op, path, label in (("bare", data, "bare per-line sha256"), ("hash:1", data, "hash, 1 process"),
                                     ("hash:2", data, "hash, 2 processes"), ("ingest", data, "ingest"),
                                     ("verify", data, "verify (unchanged)"),
-                                    ("verify", edited, "verify (1 record modified)")):
+                                    ("verify", edited, "verify (1 record modified)"),
+                                    ("ingest:2", data, "ingest, 2 processes"),
+                                    ("verify:2", edited, "verify (1 record modified), 2 processes")):
+                if op == "ingest:2":  # into an empty ledger of its own, like the first ingest
+                    ledger = work / "scale-ledger-2.db"
                 r = run(op, path, ledger)
                 r.update(rows=n, label=label, rep=rep, load=load, file_mb=round(data.stat().st_size / 1e6, 1))
                 out.append(r)
@@ -221,8 +226,9 @@ def scale(sizes: list[int], work: Path, repeat: int, keep: bool) -> list[dict]:
             data.unlink()
             data.with_name(data.name + ".truth.json").unlink(missing_ok=True)
         edited.unlink()
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{ledger}{suffix}").unlink(missing_ok=True)
+        for db in (work / "scale-ledger.db", work / "scale-ledger-2.db"):
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
     return out
 
 

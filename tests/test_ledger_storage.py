@@ -92,3 +92,29 @@ def test_an_io_error_on_a_full_disk_is_called_a_full_disk(tmp_path, monkeypatch)
     assert storage_error(io, tmp_path / "l.db") is None  # plenty of space here: a real I/O error
     monkeypatch.setattr(store.shutil, "disk_usage", lambda p: usage(10, 10, 0))
     assert "disk is full" in str(storage_error(io, tmp_path / "l.db"))
+
+
+def test_new_ledgers_use_large_pages_and_old_ones_keep_theirs(tmp_path):
+    with Ledger.open(tmp_path / "new.db") as led:
+        assert led.conn.execute("PRAGMA page_size").fetchone()[0] == store.PAGE_SIZE
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.execute("PRAGMA page_size=4096")
+    conn.execute("CREATE TABLE placeholder(x)")
+    conn.close()
+    with Ledger.open(old) as led:  # an existing file keeps its page size (it is never rewritten)
+        assert led.conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+
+
+def test_a_second_hashing_process_only_while_a_core_is_idle(monkeypatch):
+    from trainguard.ledger import hashing
+
+    big = hashing.PARALLEL_MIN_BYTES
+    monkeypatch.setattr(hashing.os, "cpu_count", lambda: 2)
+    assert hashing.auto_workers(big, load=0.8) == 2
+    assert hashing.auto_workers(big, load=4.5) == 1
+    assert hashing.auto_workers(big - 1, load=0.0) == 1  # small files are not worth a fork
+    monkeypatch.setattr(hashing.os, "cpu_count", lambda: 1)
+    assert hashing.auto_workers(big, load=0.0) == 1
+    monkeypatch.setattr(hashing.os, "cpu_count", lambda: 16)
+    assert hashing.auto_workers(big, load=30.0) == 8

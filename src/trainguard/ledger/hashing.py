@@ -356,15 +356,24 @@ def _stream_leaves(spath: str, f: Any, limit: int, sink: _Sink, pool: Any = None
         raise DataError(spath, f"record is {e.size:,} bytes, over the {limit:,}-byte limit", line=e.offset) from None
 
 
-def auto_workers(size: int) -> int:
-    """Hashing processes for a file of `size` bytes: one below PARALLEL_MIN_CPUS CPUs.
+def auto_workers(size: int, load: float | None = None) -> int:
+    """Hashing processes for a file of `size` bytes.
 
-    Measured on 2 shared cores (docs/_bench_provenance.md): 2 processes took 3x longer than one
-    at 10^7 rows; the main process's reading, digest and piece handling contend with both.
+    Below PARALLEL_MIN_CPUS CPUs, two processes only while the 1-minute load average leaves a
+    core idle. Measured on 2 cores at 10^7 rows (docs/_bench_provenance.md): two processes were
+    1.6x faster than one at load 0.8 and 1.3x at load 1.9, but 1.1-3x slower at load 4.5-6.8, where
+    the main process's reading, digest and piece handling contend with both.
     """
     cpus = os.cpu_count() or 1
-    if size < PARALLEL_MIN_BYTES or cpus < PARALLEL_MIN_CPUS:
+    if size < PARALLEL_MIN_BYTES or cpus < 2:
         return 1
+    if cpus < PARALLEL_MIN_CPUS:
+        if load is None:
+            try:
+                load = os.getloadavg()[0]
+            except OSError:  # no load average on this platform: stay with the safe choice
+                return 1
+        return 2 if load < cpus else 1
     return min(cpus - 1, 8)
 
 

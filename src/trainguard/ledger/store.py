@@ -26,6 +26,7 @@ from trainguard.ledger import merkle
 
 DEFAULT_PATH = Path(".trainguard") / "ledger.db"
 ENV_VAR = "TRAINGUARD_LEDGER"
+PAGE_SIZE = 65536  # new ledgers only; see Ledger.open
 GENESIS = "0" * 64
 CHUNK_LEAVES = merkle.BLOCK_LEAVES  # 2 MiB of leaves per row in leaf_chunks (hashing uses the same)
 
@@ -182,6 +183,11 @@ class Ledger:
         try:
             conn = sqlite3.connect(str(p), isolation_level=None, timeout=30.0)
             conn.row_factory = sqlite3.Row
+            if new:
+                # Set before the first table exists (it cannot change later in WAL mode). Leaves are
+                # stored as 2 MiB blobs; on 4 KiB pages each is a chain of 512 overflow pages, and the
+                # write of 10^7 leaves took 3.9 s against 1.4 s on 64 KiB pages (bench_provenance.py).
+                conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
