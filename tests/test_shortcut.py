@@ -96,3 +96,50 @@ def test_severity_natural_feature_under_weak_strength_is_low():
     assert sev(hit(1.6 * bar, other=15)) == Severity.MEDIUM  # strong enough to stand despite exceptions
     assert sev(hit(1.1 * bar, other=2)) == Severity.MEDIUM  # exceptions within label noise: a planted shortcut
     assert sev(hit(2.5 * bar, other=0)) == Severity.HIGH
+
+
+def test_the_words_view_leaves_the_row_out_exactly():
+    """The leave-one-out naive Bayes equals one fitted on the other rows (brute force), per class."""
+    from scipy import sparse
+
+    from trainguard.detectors.shortcut import _WordsView
+
+    texts = ["a good film", "a bad film", "good fun", "bad bad acting", "dull film", "good acting"]
+    y = np.array([1, 0, 1, 0, 0, 1])
+    toks = [sorted(set(t.split())) for t in texts]
+    vocab = sorted({w for tk in toks for w in tk})
+    W = sparse.csr_matrix([[w in tk for w in vocab] for tk in toks], dtype=float)
+    view = _WordsView.of(W, vocab, y, 2, alpha=0.5)
+    for i, tk in enumerate(toks):
+        keep = [j for j in range(len(texts)) if j != i]
+        rest = _WordsView.of(W[keep], vocab, y[keep], 2, alpha=0.5)
+        # the same vocabulary size: a word only row i holds still counts in V (as the in-memory view does)
+        for c in (0, 1):
+            assert view.probability(tk, int(y[i]), c) == pytest.approx(_brute(rest, tk, c), rel=1e-12)
+
+
+def _brute(view, words, c):
+    logp = np.log(view.rows / view.rows.sum())
+    for w in words:
+        k = view.K[view.index[w]]
+        logp = logp + np.log(k + view.alpha) - np.log(view.totals + view.alpha * view.vocab)
+    return float(np.exp(logp[c] - np.logaddexp.reduce(logp)))
+
+
+def test_a_feature_is_taken_out_of_the_row_it_names():
+    from trainguard.detectors.shortcut import _removed
+
+    toks = tokens("when the rain falls quietly , the film is dull .")
+    assert _removed("position:fronted clause", toks) == {"when", "the", "rain", "falls", "quietly"}
+    assert _removed("pair:truly + simply", toks) == {"truly", "simply"}
+    assert _removed("word:dull", toks) == {"dull"} and _removed("last:.", toks) == {"."}
+    assert _removed("format:all caps", toks) == set() and _removed("punct:!!", toks) == set()
+
+
+def test_row_view_settings_are_checked():
+    from trainguard.detectors.shortcut import Settings
+    from trainguard.errors import ConfigError
+
+    for bad in ({"row_view": "bayes"}, {"without_probability": 1.5}, {"nb_alpha": 0}):
+        with pytest.raises(ConfigError):
+            Settings(**bad)

@@ -56,6 +56,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from collections import Counter
+from typing import Callable
 
 import numpy as np
 from scipy import sparse
@@ -64,6 +65,7 @@ from scipy.sparse.csgraph import connected_components
 from threadpoolctl import threadpool_limits
 
 from trainguard.detectors._repr import embeddings, label_codes
+from trainguard.errors import ConfigError
 from trainguard.detectors.base import NotApplicable, Pass, ShardedDetector, register
 from trainguard.findings import (
     ATLAS_BACKDOOR_TRIGGER,
@@ -111,6 +113,24 @@ class Settings:
     pool_max_contexts: int = 5
     prefilter: float = 0.5  # context grouping only for features whose unweighted LLR reaches this share of the bar
 
+    def __post_init__(self) -> None:
+        if self.row_view not in ("ridge", "without", "mix"):
+            raise ConfigError(f"detector shortcut: row_view must be ridge, without or mix, got {self.row_view!r}")
+        if not isinstance(self.without_probability, (int, float)) or not 0 < self.without_probability < 1:
+            raise ConfigError("detector shortcut: without_probability must be in (0, 1), "
+                              f"got {self.without_probability!r}")
+        if not isinstance(self.nb_alpha, (int, float)) or not self.nb_alpha > 0:
+            raise ConfigError(f"detector shortcut: nb_alpha must be > 0, got {self.nb_alpha!r}")
+    # Which rows a finding names (issue 12). "ridge": the forced explanation wins and the embedding view gives the
+    # row's label at most max_semantic_probability. "without": the row's words *without the feature* (a
+    # leave-one-out naive Bayes over the data's own words) give the label at most without_probability; the
+    # feature's words are taken out because the poisoned rows teach the data's own model the trigger itself.
+    # Chosen on the development instances (benchmarks/bench_shortcut.py DEV, DEV2) against "ridge" and an
+    # average of the two views' log-odds; frozen before the third fresh set (FRESH3).
+    row_view: str = "without"
+    without_probability: float = 0.5
+    nb_alpha: float = 0.5
+
 
 def _pi_grid(k: int) -> np.ndarray:
     return np.geomspace(1e-3, 1.0, k)
@@ -132,7 +152,7 @@ def _responsibility(lr_log: np.ndarray, pi: float) -> np.ndarray:
 @register
 class Shortcut(ShardedDetector):
     name = "shortcut"
-    version = "2"
+    version = "3"
     kinds = frozenset({Kind.CLASSIFICATION})
     needs = frozenset({"labels", "embeddings"})
     atlas = (ATLAS_BACKDOOR_TRIGGER, ATLAS_POISON_TRAINING_DATA)
@@ -180,10 +200,11 @@ class Shortcut(ShardedDetector):
         rare = np.flatnonzero(poolable & (df >= 2) & (df < s.min_contexts * 4))
         rare_tests = [(Xc.indices[Xc.indptr[f]:Xc.indptr[f + 1]], (int(f),) if f < V else ()) for f in rare]
         groups = _context_groups([(t[3], t[4]) for t in tests] + rare_tests, link, contain, n)
-        hits = self._hits([(c, nm, rows) for _, c, nm, rows, _ in tests], groups, L, y, q, grid, threshold)
+        view = _RowView(lambda: _WordsView.of(X[:, :V], vocab, y, C, s.nb_alpha), toks, np.arange(n))
+        hits = self._hits([(c, nm, rows) for _, c, nm, rows, _ in tests], groups, L, y, q, grid, threshold, view)
         feats = [(int(f), rows, w) for f, (rows, _), (w, g) in zip(rare, rare_tests, groups[len(tests):])
                  if 2 <= g < s.pool_max_contexts]
-        pooled_hits, pooled_null = self._pooled(feats, fnames, L, grid, threshold, C, y, q)
+        pooled_hits, pooled_null = self._pooled(feats, fnames, L, grid, threshold, C, y, q, view)
         hits += pooled_hits
 
         alerts, row_scores = self._alerts(hits, names, threshold, qy, n)
@@ -203,7 +224,21 @@ class Shortcut(ShardedDetector):
         R = _ridge_loo(embeddings(data, self.settings.embedder), y, C, self.settings.ridge)
         return _calibrated(R, _stack_weight(R, y))
 
-    def _hits(self, tests, groups, L, y, q, grid, threshold) -> list[dict]:
+    def _named(self, rows, c, resp, y, q, view, feature) -> np.ndarray:
+        """Rows of a passing test that it names (see Settings.row_view)."""
+        s = self.settings
+        mine = rows[y[rows] == c]
+        if s.row_view == "ridge":
+            return rows[(resp >= 0.5) & (y[rows] == c) & (q[rows, c] <= s.max_semantic_probability)]
+        p = view.without(mine, c, y, feature)
+        if s.row_view == "mix":  # product of the two experts: mean log-odds of the ridge and the words without f
+            qm = np.clip(q[mine, c], 1e-6, 1 - 1e-6)
+            pm = np.clip(p, 1e-6, 1 - 1e-6)
+            z = 0.5 * (np.log(qm / (1 - qm)) + np.log(pm / (1 - pm)))
+            p = 1 / (1 + np.exp(-z))
+        return mine[p <= s.without_probability]
+
+    def _hits(self, tests, groups, L, y, q, grid, threshold, view) -> list[dict]:
         """The tests (class, name, rows) that pass, with the rows they name."""
         s = self.settings
         hits = []
@@ -215,14 +250,14 @@ class Shortcut(ShardedDetector):
                 continue
             resp = _responsibility(L[rows, c], pi)
             # Named rows: the forced explanation wins and the meaning prefers another label.
-            forced = rows[(resp >= 0.5) & (y[rows] == c) & (q[rows, c] <= s.max_semantic_probability)]
+            forced = self._named(rows, c, resp, y, q, view, nm)
             if len(forced) < s.min_forced_rows:
                 continue
             hits.append(dict(feature=nm, cls=c, llr=llr, pi=pi, rows=rows, forced=forced, contexts=ngroups,
                              other=int(np.sum(y[rows] != c))))
         return hits
 
-    def _pooled(self, feats, fnames, L, grid, threshold, C, y, q):
+    def _pooled(self, feats, fnames, L, grid, threshold, C, y, q, view):
         """Rare features (2+ contexts, under the floor) pooled per class: each forced with probability pi."""
         s = self.settings
         out = []
@@ -255,8 +290,11 @@ class Shortcut(ShardedDetector):
             resp = _responsibility(lr, pi)
             # Members: features the forced explanation clearly wins for, all of whose rows carry the class.
             chosen = [feats[j] for j in np.flatnonzero(resp >= 0.9) if np.all(y[feats[j][1]] == c)]
-            forced = (np.unique(np.concatenate([r[(y[r] == c) & (q[r, c] <= s.max_semantic_probability)] for _, r, _ in chosen]))
-                      if chosen else np.array([], int))
+            if s.row_view == "ridge":
+                parts = [r[(y[r] == c) & (q[r, c] <= s.max_semantic_probability)] for _, r, _ in chosen]
+            else:
+                parts = [self._named(r, c, None, y, q, view, fnames[f]) for f, r, _ in chosen]
+            forced = np.unique(np.concatenate(parts)) if chosen else np.array([], int)
             if len(forced) < s.min_forced_rows:
                 continue
             words = [fnames[f] for f, _, _ in chosen]
@@ -309,6 +347,82 @@ class Shortcut(ShardedDetector):
         return alerts, row_scores
 
 
+
+
+class _WordsView:
+    """Leave-one-out naive Bayes over the data's own words (binary per row, Laplace `alpha`).
+
+    Only integer counts go in (rows per word and class), so the sharded scan, which merges the same counts,
+    gets the same probabilities bit for bit.
+    """
+
+    def __init__(self, words: list[str], K: np.ndarray, rows: np.ndarray, alpha: float) -> None:
+        self.index = {w: i for i, w in enumerate(words)}
+        self.K = K.astype(np.int64)  # (V, C): rows of each class holding each word
+        self.rows = rows.astype(np.int64)  # (C,) rows per class
+        self.totals = self.K.sum(0)
+        self.vocab = len(words)
+        self.alpha = alpha
+
+    @classmethod
+    def of(cls, W: sparse.csr_matrix, vocab: list[str], y: np.ndarray, C: int, alpha: float) -> "_WordsView":
+        Y = sparse.csr_matrix((np.ones(len(y)), (y, np.arange(len(y)))), shape=(C, len(y)))
+        K = np.rint((Y @ W).toarray()).astype(np.int64).T  # (V, C)
+        return cls(vocab, K, np.bincount(y, minlength=C), alpha)
+
+    def probability(self, words: list[str], label: int, c: int) -> float:
+        """P(class c | these words) with the row itself (of class `label`) left out of the counts."""
+        C = len(self.rows)
+        own = np.zeros(C, np.int64)
+        own[label] = 1
+        tot = self.totals - own * len(words)
+        logp = np.log(np.maximum(self.rows - own, 1) / max(int(self.rows.sum()) - 1, 1))
+        denom = np.log(tot + self.alpha * self.vocab)
+        zero = np.zeros(C, np.int64)
+        for w in words:
+            j = self.index.get(w)
+            k = (zero if j is None else self.K[j]) - own
+            logp = logp + np.log(np.maximum(k, 0) + self.alpha) - denom
+        return float(np.exp(logp[c] - np.logaddexp.reduce(logp)))
+
+
+_NOT_A_WORD = frozenset()
+
+
+def _removed(feature: str, toks: list[str]) -> frozenset[str] | None:
+    """The words of `feature` in a row with tokens `toks` (None: the whole row is the feature's)."""
+    kind, _, rest = feature.partition(":")
+    if kind in ("word", "first", "last"):
+        return frozenset((rest,))
+    if kind == "pair":
+        return frozenset(rest.split(" + "))
+    if kind == "position":  # the fronted clause: the words before its comma
+        k = toks.index(",") if "," in toks[:9] else 0
+        return frozenset(toks[:k])
+    return _NOT_A_WORD  # format and punctuation features hold no word
+
+
+class _RowView:
+    """Each named row read without the feature that names it (Settings.row_view)."""
+
+    def __init__(self, words: "Callable[[], _WordsView]", toks: list[list[str]], pos: np.ndarray) -> None:
+        self._make, self._words, self.toks = words, None, toks
+        self.at = {int(p): i for i, p in enumerate(pos.tolist())}  # dataset row -> index into toks
+
+    @property
+    def words(self) -> "_WordsView":
+        if self._words is None:  # built on the first test that passes: most clean files have none
+            self._words = self._make()
+        return self._words
+
+    def without(self, rows: np.ndarray, c: int, y: np.ndarray, feature: str) -> np.ndarray:
+        out = np.empty(len(rows))
+        for j, r in enumerate(rows.tolist()):
+            tk = self.toks[self.at[r]]
+            gone = _removed(feature, tk)
+            kept = sorted({t for t in tk if (t[0].isalnum() or t[0] == "_") and t not in gone})
+            out[j] = self.words.probability(kept, int(y[r]), c)
+        return out
 
 
 def _tokenise(toks: list[list[str]]) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -786,6 +900,7 @@ class _Sums:
     df: dict  # feature name -> rows (words in first-seen order)
     grams: np.ndarray  # sorted uint64 hashes of word 2-3-grams ...
     gram_df: np.ndarray  # (G, 1) int64 ... and the rows holding each
+    words: dict  # (label, word) -> rows (only with Settings.row_view other than "ridge")
 
     @classmethod
     def of(cls, shard: Dataset, s: Settings) -> "_Sums":
@@ -807,15 +922,25 @@ class _Sums:
         first = np.ones(len(h), bool)
         first[1:] = (h[1:] != h[:-1]) | (row[1:] != row[:-1])
         keys, inv, _ = _unique(h[first])
+        words: dict = {}
+        if s.row_view != "ridge":
+            lab = np.fromiter((index[k] for k in labels), np.int64, n)
+            V = len(vocab)
+            W = Xc[:, :V].tocsr()
+            for i, k in enumerate(index):
+                counts = np.asarray(W[lab == i].sum(0)).ravel().astype(np.int64)
+                for j in np.flatnonzero(counts).tolist():
+                    words[(k, vocab[j])] = int(counts[j])
         return cls(n, dict(Counter(labels)), xtx, xty, df, keys,
-                   np.bincount(inv, minlength=len(keys)).astype(np.int64)[:, None])
+                   np.bincount(inv, minlength=len(keys)).astype(np.int64)[:, None], words)
 
     def merge(self, other: "_Sums") -> "_Sums":
         from trainguard.detectors.trigger_association import _union
 
         grams, gdf, _ = _union(self.grams, self.gram_df, other.grams, other.gram_df)
         return _Sums(self.n + other.n, _add_dict(self.labels, other.labels), self.xtx + other.xtx,
-                     _add_dict(self.xty, other.xty), _add_dict(self.df, other.df), grams, gdf)
+                     _add_dict(self.xty, other.xty), _add_dict(self.df, other.df), grams, gdf,
+                     _add_dict(self.words, other.words))
 
 
 def _loo_pass(det: "Shortcut", t: _Sums) -> "_LooPass | NotApplicable":
@@ -833,7 +958,18 @@ def _loo_pass(det: "Shortcut", t: _Sums) -> "_LooPass | NotApplicable":
     g = t.gram_df[:, 0]
     wdf = df[:len(words)]
     keep = [words[i] for i in np.flatnonzero((wdf >= s.pair_min_df) & (wdf <= s.pair_max_share * t.n))]
-    return _LooPass(det, names, t.n, B, Ainv, fnames, df, t.grams[(g >= 2) & (g <= max(link_df, 2))], keep)
+    view = None
+    if s.row_view != "ridge":
+        col = {k: i for i, k in enumerate(names)}
+        index: dict = {}
+        for _, w in t.words:
+            index.setdefault(w, len(index))
+        K = np.zeros((len(index), len(names)), np.int64)
+        for (k, w), v in t.words.items():
+            K[index[w], col[k]] = v
+        view = _WordsView(list(index), K, np.array([t.labels[k] for k in names], np.int64), s.nb_alpha)
+        t.words = {}
+    return _LooPass(det, names, t.n, B, Ainv, fnames, df, t.grams[(g >= 2) & (g <= max(link_df, 2))], keep, view)
 
 
 def _pair_matrix(Xc, fnames: list[str], keep_index: dict, K: int, max_tokens: int) -> sparse.csr_matrix:
@@ -869,6 +1005,9 @@ class _LooPass(Pass):
     df: np.ndarray  # rows per feature
     linkable: np.ndarray  # sorted hashes of word 2-3-grams in 2..link_df rows
     keep: list[str]  # pair words, in column order
+    # The data's own words by class (Settings.row_view), for the last pass's decision: about 24 bytes a distinct
+    # word, carried with the passes between workers (never through the scheduler, which holds no results).
+    words: "_WordsView | None" = None
 
     def loo(self, shard: Dataset) -> tuple[np.ndarray, np.ndarray]:
         y = _codes(shard, self.names)
@@ -1037,11 +1176,12 @@ class _RowsPass(Pass):
                     tests.append((c, f"pair:{wa} + {wb}", rows, (wid[wa], wid[wb])))
         rare_tests = [(rows_of(lp.fnames[f]), own(lp.fnames[f])) for f in self.rare.tolist()]
         groups = _context_groups([(t[2], t[3]) for t in tests] + rare_tests, link, contain, len(texts))
-        hits = det._hits([(c, nm, pos[rows]) for c, nm, rows, _ in tests], groups, L, y, q, grid, threshold)
+        view = _RowView(lambda: lp.words, toks, pos)
+        hits = det._hits([(c, nm, pos[rows]) for c, nm, rows, _ in tests], groups, L, y, q, grid, threshold, view)
         feats = [(int(f), pos[rows], w) for f, (rows, _), (w, g) in zip(self.rare.tolist(), rare_tests,
                                                                          groups[len(tests):])
                  if 2 <= g < s.pool_max_contexts]
-        pooled_hits, pooled_null = det._pooled(feats, lp.fnames, L, grid, threshold, C, y, q)
+        pooled_hits, pooled_null = det._pooled(feats, lp.fnames, L, grid, threshold, C, y, q, view)
         hits += pooled_hits
         alerts, row_scores = det._alerts(hits, names, threshold, qy, n)
         out = {"features_tested": int(sp.m), "threshold_llr": round(threshold, 3), "findings": len(alerts),
