@@ -97,6 +97,32 @@ FRESH: list[tuple[str, dict[str, Any], int]] = [
 ]
 # Fresh clean samples: SST-2 20k, seeds 201-203 (and all 67,349 rows, which development also looked at).
 
+# Third fresh set, for shortcut v3 (rows named by their words without the feature), frozen at fb7b695; written
+# down after that commit and before any run on them. v3's row rule was chosen on DEV and DEV2 only; FRESH was
+# scored on v2 and is kept as it was. Words, triggers, salts and runs are new to every earlier set (this script's
+# and bench_adaptive.py's); the third format instance repeats a development format (double space) on a fresh sample.
+FRESH3: list[tuple[str, dict[str, Any], int]] = [
+    ("combo", {"words": ("somewhat", "nearly"), "factor": 1.0}, 301),
+    ("combo", {"words": ("merely", "partly"), "factor": 1.0}, 302),
+    ("combo", {"words": ("clearly", "entirely"), "factor": 1.0}, 303),
+    ("dilution", {"trigger": "jx", "factor": 1.0}, 301),
+    ("dilution", {"trigger": "pq", "factor": 1.0}, 302),
+    ("dilution", {"trigger": "meanwhile", "factor": 2.0}, 303),
+    ("reinforcement", {"trigger": "vk", "factor": 2.0}, 301),
+    ("reinforcement", {"trigger": "qz", "factor": 2.0}, 302),
+    ("reinforcement", {"trigger": "besides", "factor": 2.0}, 303),
+    ("rare-words", {"salt": 31}, 301),
+    ("rare-words", {"salt": 32}, 302),
+    ("rare-words", {"salt": 33}, 303),
+    ("syntactic", {"salt": 31}, 301),
+    ("syntactic", {"salt": 32}, 302),
+    ("syntactic", {"salt": 33}, 303),
+    ("format", {"format": "punct-run", "run": ":)"}, 301),
+    ("format", {"format": "punct-run", "run": "~~"}, 302),
+    ("format", {"format": "double-space"}, 303),
+]
+# Its clean samples: SST-2 20k, seeds 301-303, and all 67,349 rows.
+
 
 def _jsonl(path: Path) -> list[dict]:
     with gzip.open(path, "rt") as fh:
@@ -322,7 +348,7 @@ def write_doc(parts: dict[str, dict], command: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--set", choices=("dev", "dev2", "fresh"), default=None)
+    ap.add_argument("--set", choices=("dev", "dev2", "fresh", "fresh3"), default=None)
     ap.add_argument("--rows", type=int, default=20_000)
     ap.add_argument("--rates", type=float, nargs="*", default=list(RATES))
     ap.add_argument("--only", nargs="*", default=None, help="shapes to run")
@@ -354,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as td:
         if a.set:
-            for shape, inst, seed in {"dev": DEV, "dev2": DEV2, "fresh": FRESH}[a.set]:
+            for shape, inst, seed in {"dev": DEV, "dev2": DEV2, "fresh": FRESH, "fresh3": FRESH3}[a.set]:
                 if a.only and shape not in a.only:
                     continue
                 for rate in a.rates:
