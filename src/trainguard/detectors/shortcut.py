@@ -24,6 +24,13 @@ no longer hide the trigger; reinforcing rows fit either.
 Features in too few contexts to test alone (rare words, 2-4 rows each) are
 pooled per class: the same mixture over *features* (each rare feature is
 forced with probability pi), one test instead of hundreds under the floor.
+Named rows (version 3): of a passing test's rows with its class, those whose words *without the feature* read as
+another label, by a leave-one-out naive Bayes over the data's own words (`_WordsView`). The feature's words are
+taken out because the poisoned rows teach the data's own model the trigger; the embedding ridge read the whole
+row, clause and all, and named natural fronted clauses and rare words that a bag-of-words embedding misreads
+(development: syntactic precision 0.57-0.67 -> 0.79-0.84, rare words 0.62-0.81 -> 0.86-0.95, at recall 0.84-0.96
+of what v2 named). The tests themselves still use the ridge view.
+
 Severity: high from 2x the bar; under 1.5x (`weak_strength`) a feature whose rows carry another label more
 often than label noise allows (natural use on both sides: 'too', a trailing '?', which a bag-of-words view
 misreads) is low. Planted shortcuts force their label with at most epsilon exceptions (dilution rows are
@@ -107,7 +114,7 @@ class Settings:
     null_draws: int = 5  # pooled test: random-row replicates for its empirical null ...
     null_margin: float = 1.5  # ... which its LLR must exceed by this factor
     pooled_factor: float = 2.5  # pooled tests also need this multiple of the bar (heavy-tailed label noise)
-    max_semantic_probability: float = 0.75  # named rows: the meaning gives their label at most this
+    max_semantic_probability: float = 0.75  # row_view "ridge": named rows' label has at most this ridge probability
     # Rare features with 2 to this many contexts (exclusive) enter the pooled test. 10 found rare words of 8 rows in
     # 40k rows (development) but pulled natural misread words into pooled findings on 20k rows: kept at min_contexts.
     pool_max_contexts: int = 5
