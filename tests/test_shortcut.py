@@ -77,25 +77,33 @@ def test_batched_groups_match_per_test_union_find(seed):
         assert g == g0 and np.allclose(w, w0)
 
 
-def test_severity_natural_feature_under_weak_strength_is_low():
+def test_severity_of_a_feature_in_natural_use_follows_the_share_it_names():
     from trainguard.detectors.base import get
     from trainguard.findings import Severity
 
     det = get("shortcut")()
     bar = 20.0
 
-    def hit(llr, other, n=100):
+    def hit(llr, other, named, n=100):
         rows = np.arange(n)
-        return dict(feature="word:w", cls=0, llr=llr, pi=0.8, rows=rows, forced=rows[:50], contexts=50, other=other)
+        return dict(feature="word:w", cls=0, llr=llr, pi=0.8, rows=rows, forced=rows[:named], contexts=50,
+                    other=other)
 
     def sev(h):
         alerts, _ = det._alerts([h], ["0", "1"], bar, np.full(200, 0.4), 200)
         return alerts[0].severity
 
-    assert sev(hit(1.4 * bar, other=15)) == Severity.LOW  # both labels, under 1.5x: natural use ('too')
-    assert sev(hit(1.6 * bar, other=15)) == Severity.MEDIUM  # strong enough to stand despite exceptions
-    assert sev(hit(1.1 * bar, other=2)) == Severity.MEDIUM  # exceptions within label noise: a planted shortcut
-    assert sev(hit(2.5 * bar, other=0)) == Severity.HIGH
+    # both labels, and its rows mostly read as their label without it: natural use ('too'), at any strength
+    assert sev(hit(1.7 * bar, other=15, named=12)) == Severity.LOW
+    assert sev(hit(3.0 * bar, other=15, named=25)) == Severity.LOW
+    # both labels, but most of its rows contradict their label without it: a diluted trigger, even when weak
+    assert sev(hit(1.06 * bar, other=15, named=50)) == Severity.MEDIUM
+    assert sev(hit(1.1 * bar, other=2, named=10)) == Severity.MEDIUM  # exceptions within label noise: planted
+    assert sev(hit(2.5 * bar, other=0, named=10)) == Severity.HIGH
+    # version 2's strength rule, still there for whoever sets it
+    det2 = get("shortcut")(weak_strength=1.5)
+    alerts, _ = det2._alerts([hit(1.4 * bar, other=15, named=50)], ["0", "1"], bar, np.full(200, 0.4), 200)
+    assert alerts[0].severity == Severity.LOW
 
 
 def test_the_words_view_leaves_the_row_out_exactly():

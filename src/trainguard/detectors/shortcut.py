@@ -31,10 +31,11 @@ row, clause and all, and named natural fronted clauses and rare words that a bag
 (development: syntactic precision 0.57-0.67 -> 0.79-0.84, rare words 0.62-0.81 -> 0.86-0.95, at recall 0.84-0.96
 of what v2 named). The tests themselves still use the ridge view.
 
-Severity: high from 2x the bar; under 1.5x (`weak_strength`) a feature whose rows carry another label more
-often than label noise allows (natural use on both sides: 'too', a trailing '?', which a bag-of-words view
-misreads) is low. Planted shortcuts force their label with at most epsilon exceptions (dilution rows are
-exceptions too, but diluted triggers reached >= 1.65x the bar on the development instances).
+Severity: high from 2x the bar. A feature whose rows carry another label more often than label noise allows
+(natural use on both sides: 'too', a trailing '?', which a bag-of-words view misreads) is low when the rows it
+names are under `natural_share` of its rows with the class (version 4): most rows of a natural word read as
+their label without it, while most rows of a planted trigger (diluted, a fronted clause) do not. Version 2 used
+strength instead (low under 1.5x), which also kept diluted triggers at 0.1 % (1.06x) low.
 
 Speed (issue 12): the unweighted mixture LLR of every single feature is one sparse product per class; context
 groups are computed only for features within `prefilter` of the bar and for rare features, all in one
@@ -108,9 +109,14 @@ class Settings:
     link_df_fraction: float = 0.001
     min_forced_rows: int = 5  # rows a finding must name (pooled findings: in total)
     high_strength: float = 2.0  # LLR / threshold for high severity
-    # Under this strength, a feature whose rows carry another label more often than epsilon allows is low (issue 12):
-    # chosen on development data (SST-2 samples seeds 0-9 and all rows; planted: see benchmarks/bench_shortcut.py DEV).
-    weak_strength: float = 1.5
+    # A feature whose rows carry another label more often than epsilon allows (natural use on both sides) is low
+    # when under this strength (version 2's rule; 1.0 turns it off) ...
+    weak_strength: float = 1.0
+    # ... or when the rows it names are under this share of its rows with the class (version 4). Natural words that
+    # the embedding misreads ('too', a trailing '?') name 0.09-0.16 of their rows; planted triggers in natural use
+    # (diluted, a fronted clause, '??') name 0.45-0.73 (development: DEV, DEV2, SST-2 samples 0-9, 7-9 at 40k, all
+    # rows). v2's strength rule (1.5x) kept diluted triggers at 0.1 % (1.06x) low with the natural words.
+    natural_share: float = 0.3
     null_draws: int = 5  # pooled test: random-row replicates for its empirical null ...
     null_margin: float = 1.5  # ... which its LLR must exceed by this factor
     pooled_factor: float = 2.5  # pooled tests also need this multiple of the bar (heavy-tailed label noise)
@@ -118,6 +124,7 @@ class Settings:
     # Rare features with 2 to this many contexts (exclusive) enter the pooled test. 10 found rare words of 8 rows in
     # 40k rows (development) but pulled natural misread words into pooled findings on 20k rows: kept at min_contexts.
     pool_max_contexts: int = 5
+    pool_membership: float = 0.9  # a rare feature joins a pooled finding at this posterior of being forced
     prefilter: float = 0.5  # context grouping only for features whose unweighted LLR reaches this share of the bar
 
     def __post_init__(self) -> None:
@@ -126,6 +133,8 @@ class Settings:
         if not isinstance(self.without_probability, (int, float)) or not 0 < self.without_probability < 1:
             raise ConfigError("detector shortcut: without_probability must be in (0, 1), "
                               f"got {self.without_probability!r}")
+        if not isinstance(self.natural_share, (int, float)) or not 0 <= self.natural_share <= 1:
+            raise ConfigError(f"detector shortcut: natural_share must be in [0, 1], got {self.natural_share!r}")
         if not isinstance(self.nb_alpha, (int, float)) or not self.nb_alpha > 0:
             raise ConfigError(f"detector shortcut: nb_alpha must be > 0, got {self.nb_alpha!r}")
     # Which rows a finding names (issue 12). "ridge": the forced explanation wins and the embedding view gives the
@@ -159,7 +168,7 @@ def _responsibility(lr_log: np.ndarray, pi: float) -> np.ndarray:
 @register
 class Shortcut(ShardedDetector):
     name = "shortcut"
-    version = "3"
+    version = "4"
     kinds = frozenset({Kind.CLASSIFICATION})
     needs = frozenset({"labels", "embeddings"})
     atlas = (ATLAS_BACKDOOR_TRIGGER, ATLAS_POISON_TRAINING_DATA)
@@ -296,7 +305,7 @@ class Shortcut(ShardedDetector):
                 continue
             resp = _responsibility(lr, pi)
             # Members: features the forced explanation clearly wins for, all of whose rows carry the class.
-            chosen = [feats[j] for j in np.flatnonzero(resp >= 0.9) if np.all(y[feats[j][1]] == c)]
+            chosen = [feats[j] for j in np.flatnonzero(resp >= s.pool_membership) if np.all(y[feats[j][1]] == c)]
             if s.row_view == "ridge":
                 parts = [r[(y[r] == c) & (q[r, c] <= s.max_semantic_probability)] for _, r, _ in chosen]
             else:
@@ -325,10 +334,11 @@ class Shortcut(ShardedDetector):
             np.maximum.at(row_scores, sel, score)
             severity = Severity.HIGH if strength >= s.high_strength else Severity.MEDIUM
             # A planted shortcut forces its label up to label noise; a feature with more exceptions than that is in
-            # natural use on both sides ('too', a trailing '?': words a bag-of-words view misreads), and such
-            # natural misreadings reach at most 1.44x the bar on SST-2 (all 67,349 rows): low under weak_strength.
+            # natural use on both sides ('too', a trailing '?': words a bag-of-words view misreads) or a diluted
+            # trigger; the share of its rows that contradict their label without it tells them apart.
             natural = h["other"] > s.epsilon * len(h["rows"])
-            if natural and strength < s.weak_strength:
+            share = len(forced) / max(len(h["rows"]) - h["other"], 1)
+            if natural and (strength < s.weak_strength or share < s.natural_share):
                 severity = Severity.LOW
             confidence = Confidence.HIGH if strength >= 3 else Confidence.MEDIUM if strength >= 1.5 else Confidence.LOW
             feature = h["feature"]
@@ -340,6 +350,7 @@ class Shortcut(ShardedDetector):
                 "rows_with_feature_other_label": int(h["other"]),
                 "independent_contexts": int(h["contexts"]),
                 "semantic_probability_of_label": round(float(np.mean(qy[sel])), 4),
+                "named_share_of_label_rows": round(share, 4),
                 "llr": round(h["llr"], 2),
                 "threshold_llr": round(threshold, 2),
             }
