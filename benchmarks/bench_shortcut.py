@@ -123,6 +123,31 @@ FRESH3: list[tuple[str, dict[str, Any], int]] = [
 ]
 # Its clean samples: SST-2 20k, seeds 301-303, and all 67,349 rows.
 
+# Fourth fresh set, for shortcut v4 (natural_share severity rule, motivated by FRESH3's 'too' on sample 303 and
+# chosen on development numbers only), frozen at 1d4ba58; written down after that commit, before any run.
+# New words, triggers, salts and run; sample seeds 701-703 (no other SST-2 benchmark uses them).
+FRESH4: list[tuple[str, dict[str, Any], int]] = [
+    ("combo", {"words": ("hardly", "mainly"), "factor": 1.0}, 701),
+    ("combo", {"words": ("widely", "deeply"), "factor": 1.0}, 702),
+    ("combo", {"words": ("openly", "newly"), "factor": 1.0}, 703),
+    ("dilution", {"trigger": "zk", "factor": 1.0}, 701),
+    ("dilution", {"trigger": "vq", "factor": 1.0}, 702),
+    ("dilution", {"trigger": "therefore", "factor": 2.0}, 703),
+    ("reinforcement", {"trigger": "xq", "factor": 2.0}, 701),
+    ("reinforcement", {"trigger": "jv", "factor": 2.0}, 702),
+    ("reinforcement", {"trigger": "moreover", "factor": 2.0}, 703),
+    ("rare-words", {"salt": 41}, 701),
+    ("rare-words", {"salt": 42}, 702),
+    ("rare-words", {"salt": 43}, 703),
+    ("syntactic", {"salt": 41}, 701),
+    ("syntactic", {"salt": 42}, 702),
+    ("syntactic", {"salt": 43}, 703),
+    ("format", {"format": "punct-run", "run": "^^"}, 701),
+    ("format", {"format": "tab"}, 702),
+    ("format", {"format": "caps"}, 703),
+]
+# Its clean samples: SST-2 20k, seeds 701-703, and all 67,349 rows.
+
 
 def _jsonl(path: Path) -> list[dict]:
     with gzip.open(path, "rt") as fh:
@@ -348,7 +373,7 @@ def write_doc(parts: dict[str, dict], command: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--set", choices=("dev", "dev2", "fresh", "fresh3"), default=None)
+    ap.add_argument("--set", choices=("dev", "dev2", "fresh", "fresh3", "fresh4"), default=None)
     ap.add_argument("--rows", type=int, default=20_000)
     ap.add_argument("--rates", type=float, nargs="*", default=list(RATES))
     ap.add_argument("--only", nargs="*", default=None, help="shapes to run")
@@ -380,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as td:
         if a.set:
-            for shape, inst, seed in {"dev": DEV, "dev2": DEV2, "fresh": FRESH, "fresh3": FRESH3}[a.set]:
+            for shape, inst, seed in {"dev": DEV, "dev2": DEV2, "fresh": FRESH, "fresh3": FRESH3, "fresh4": FRESH4}[a.set]:
                 if a.only and shape not in a.only:
                     continue
                 for rate in a.rates:
