@@ -199,3 +199,19 @@ def test_a_few_exceptions_do_not_take_a_contradicting_trigger_below_high(sst2_ro
     found = [f for f in run_detector(TriggerAssociation(), classification(rows)).findings if f.evidence["trigger"] == "cf"]
     assert found and found[0].evidence["rows_with_trigger_other_output"] == 1
     assert found[0].severity == Severity.HIGH
+
+
+def test_rows_cut_from_one_sentence_are_one_context():
+    """SST-2 holds phrases cut from the same sentence, each a row: a run of another row's tokens is not
+    independent evidence (version 2: 'smarter and' reached high from 8 rows of 4 sentences)."""
+    import numpy as np
+
+    from trainguard.detectors.trigger_association import _contained
+
+    rows = [[5, 6, 7], [4, 5, 6, 7, 8], [5, 6], [6, 5], [9, 5, 6, 10]]
+    lens = np.array([len(r) for r in rows])
+    a, b = _contained(np.array([t for r in rows for t in r]), lens)
+    pairs = set(zip(a.tolist(), b.tolist()))
+    assert (0, 1) in pairs and (2, 0) in pairs and (2, 1) in pairs and (2, 4) in pairs
+    assert not any(3 in p for p in pairs)  # the same tokens in another order are another sentence
+    assert (0, 4) not in pairs  # a shared run is not containment

@@ -91,6 +91,9 @@ class Settings:
     response_prefix_tokens: int = 24  # instruction data: response pattern key length
     max_classes: int = 64
     companion_share: float = 0.9  # words in this share of a feature's rows leave the context with it
+    # A row whose tokens are a contiguous run of another row's is the same context (version 2; SST-2 holds phrases
+    # cut from one sentence, each labelled: 'smarter and' in 8 rows from 4 sentences reached high).
+    contained_rows: bool = True
     high_strength: float = 1.5  # LLR / threshold needed for high severity ...
     high_contradiction_z: float = -1.0  # ... with content not supporting the output (topic words sit below -1)
     class_defining_share: float = 0.5  # a feature in this share of its class defines it: not a trigger
@@ -110,7 +113,7 @@ class Settings:
 @register
 class TriggerAssociation(ShardedDetector):
     name = "trigger-association"
-    version = "1"
+    version = "2"
     kinds = frozenset({Kind.CLASSIFICATION, Kind.INSTRUCTION})
     needs = frozenset({"labels"})
     atlas = (ATLAS_BACKDOOR_TRIGGER, ATLAS_POISON_TRAINING_DATA)
@@ -996,10 +999,32 @@ class _GatherPass(Pass):
             first: dict = {}
             twin = np.array([first.setdefault(r, i) for i, r in enumerate(rest)], np.int64)
             head, row = np.concatenate([head, twin]), np.concatenate([row, np.arange(len(rows))])
+        if self.det.settings.contained_rows and len(rows) <= _CONTAIN_MAX_ROWS:
+            a, b = _contained(sub, lens)
+            head, row = np.concatenate([head, a]), np.concatenate([row, b])
         graph = sparse.coo_matrix((np.ones(len(row)), (head, row)), shape=(len(rows), len(rows)))
         ngroups, labels = connected_components(graph, directed=False)
         size = np.bincount(labels)
         return 1.0 / size[labels], int(ngroups)
+
+
+_CONTAIN_MAX_ROWS = 400  # a candidate in more rows has contexts to spare: its pairs are not compared (cost)
+
+
+def _contained(tokens: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i, j) of rows whose tokens are a contiguous run of row j's (a phrase cut from the same sentence,
+    a quoted or truncated copy): not independent evidence, so one context."""
+    starts = np.cumsum(lens) - lens
+    keys = [" " + " ".join(map(str, tokens[a : a + k].tolist())) + " " for a, k in zip(starts.tolist(), lens.tolist())]
+    order = sorted(range(len(keys)), key=lambda i: (len(keys[i]), i))
+    a, b = [], []
+    for x, i in enumerate(order):
+        ki = keys[i]
+        for j in order[x + 1:]:
+            if ki in keys[j]:
+                a.append(i)
+                b.append(j)
+    return np.array(a, np.int64), np.array(b, np.int64)
 
 
 def _presence(gids: np.ndarray, lens: np.ndarray, n: int, U: int, dtype) -> sparse.csr_matrix:
