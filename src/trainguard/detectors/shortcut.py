@@ -125,7 +125,16 @@ class Settings:
     # Rare features with 2 to this many contexts (exclusive) enter the pooled test. 10 found rare words of 8 rows in
     # 40k rows (development) but pulled natural misread words into pooled findings on 20k rows: kept at min_contexts.
     pool_max_contexts: int = 5
-    pool_membership: float = 0.9  # a rare feature joins a pooled finding at this posterior of being forced
+    # A rare feature joins a pooled finding at this posterior of being forced (version 5: 0.9 before) ...
+    pool_membership: float = 0.5
+    # ... when (version 5, with a words view) it has at least pool_min_rows rows and all but pool_exceptions of
+    # them read as another label without it. Natural misread rare words seldom have three rows that all do; a
+    # planted word's rows all do about 0.88^k of the time (development, DEV/DEV2 rare words: recall 0.37-0.49 ->
+    # 0.52-0.56 at precision 0.86-0.95 -> 1.00; syntactic precision 0.79 -> 0.85; one exception allowed reached
+    # recall 0.70-0.77 but cost syntactic files precision 0.76).
+    pool_all_rows: bool = True
+    pool_min_rows: int = 3
+    pool_exceptions: int = 0
     prefilter: float = 0.5  # context grouping only for features whose unweighted LLR reaches this share of the bar
 
     def __post_init__(self) -> None:
@@ -136,6 +145,10 @@ class Settings:
                               f"got {self.without_probability!r}")
         if not isinstance(self.natural_share, (int, float)) or not 0 <= self.natural_share <= 1:
             raise ConfigError(f"detector shortcut: natural_share must be in [0, 1], got {self.natural_share!r}")
+        if not isinstance(self.pool_min_rows, int) or self.pool_min_rows < 2:
+            raise ConfigError(f"detector shortcut: pool_min_rows must be an integer >= 2, got {self.pool_min_rows!r}")
+        if not isinstance(self.pool_exceptions, int) or self.pool_exceptions < 0:
+            raise ConfigError(f"detector shortcut: pool_exceptions must be an integer >= 0, got {self.pool_exceptions!r}")
         if not isinstance(self.nb_alpha, (int, float)) or not self.nb_alpha > 0:
             raise ConfigError(f"detector shortcut: nb_alpha must be > 0, got {self.nb_alpha!r}")
     # Which rows a finding names (issue 12). "ridge": the forced explanation wins and the embedding view gives the
@@ -169,7 +182,7 @@ def _responsibility(lr_log: np.ndarray, pi: float) -> np.ndarray:
 @register
 class Shortcut(ShardedDetector):
     name = "shortcut"
-    version = "4"
+    version = "5"
     kinds = frozenset({Kind.CLASSIFICATION})
     needs = frozenset({"labels", "embeddings"})
     atlas = (ATLAS_BACKDOOR_TRIGGER, ATLAS_POISON_TRAINING_DATA)
@@ -307,6 +320,10 @@ class Shortcut(ShardedDetector):
             resp = _responsibility(lr, pi)
             # Members: features the forced explanation clearly wins for, all of whose rows carry the class.
             chosen = [feats[j] for j in np.flatnonzero(resp >= s.pool_membership) if np.all(y[feats[j][1]] == c)]
+            if s.pool_all_rows and s.row_view != "ridge":
+                # A member's every row reads as another label without its word, and it has pool_min_rows rows.
+                chosen = [(f, r, w) for f, r, w in chosen if len(r) >= s.pool_min_rows
+                          and len(self._named(r, c, None, y, q, view, fnames[f])) >= len(r) - s.pool_exceptions]
             if s.row_view == "ridge":
                 parts = [r[(y[r] == c) & (q[r, c] <= s.max_semantic_probability)] for _, r, _ in chosen]
             else:
