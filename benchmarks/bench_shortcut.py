@@ -148,6 +148,31 @@ FRESH4: list[tuple[str, dict[str, Any], int]] = [
 ]
 # Its clean samples: SST-2 20k, seeds 701-703, and all 67,349 rows.
 
+# Fifth fresh set, for shortcut v5 (pooled membership by the words view, chosen on DEV/DEV2 rare-words, syntactic
+# and combo files and clean samples 0-2, 5, 7, 9), frozen at the commit that says so; written down after it,
+# before any run. New words, triggers, salts and run; sample seeds 901-903 (no other SST-2 benchmark uses them).
+FRESH5: list[tuple[str, dict[str, Any], int]] = [
+    ("combo", {"words": ("plainly", "barely"), "factor": 1.0}, 901),
+    ("combo", {"words": ("greatly", "lately"), "factor": 1.0}, 902),
+    ("combo", {"words": ("largely", "simply"), "factor": 1.0}, 903),
+    ("dilution", {"trigger": "qx", "factor": 1.0}, 901),
+    ("dilution", {"trigger": "zj", "factor": 1.0}, 902),
+    ("dilution", {"trigger": "otherwise", "factor": 2.0}, 903),
+    ("reinforcement", {"trigger": "wk", "factor": 2.0}, 901),
+    ("reinforcement", {"trigger": "yq", "factor": 2.0}, 902),
+    ("reinforcement", {"trigger": "furthermore", "factor": 2.0}, 903),
+    ("rare-words", {"salt": 51}, 901),
+    ("rare-words", {"salt": 52}, 902),
+    ("rare-words", {"salt": 53}, 903),
+    ("syntactic", {"salt": 51}, 901),
+    ("syntactic", {"salt": 52}, 902),
+    ("syntactic", {"salt": 53}, 903),
+    ("format", {"format": "punct-run", "run": "**"}, 901),
+    ("format", {"format": "double-space"}, 902),
+    ("format", {"format": "punct-run", "run": "--"}, 903),
+]
+# Its clean samples: SST-2 20k, seeds 901-903, and all 67,349 rows.
+
 
 def _jsonl(path: Path) -> list[dict]:
     with gzip.open(path, "rt") as fh:
@@ -421,7 +446,7 @@ def write_doc_v4(parts: dict[str, dict], command: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--set", choices=("dev", "dev2", "fresh", "fresh3", "fresh4"), default=None)
+    ap.add_argument("--set", choices=("dev", "dev2", "fresh", "fresh3", "fresh4", "fresh5"), default=None)
     ap.add_argument("--rows", type=int, default=20_000)
     ap.add_argument("--rates", type=float, nargs="*", default=list(RATES))
     ap.add_argument("--only", nargs="*", default=None, help="shapes to run")
@@ -460,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as td:
         if a.set:
-            for shape, inst, seed in {"dev": DEV, "dev2": DEV2, "fresh": FRESH, "fresh3": FRESH3, "fresh4": FRESH4}[a.set]:
+            for shape, inst, seed in {"dev": DEV, "dev2": DEV2, "fresh": FRESH, "fresh3": FRESH3, "fresh4": FRESH4, "fresh5": FRESH5}[a.set]:
                 if a.only and shape not in a.only:
                     continue
                 for rate in a.rates:
