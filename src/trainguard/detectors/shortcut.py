@@ -136,10 +136,19 @@ class Settings:
     pool_min_rows: int = 3
     pool_exceptions: int = 0
     prefilter: float = 0.5  # context grouping only for features whose unweighted LLR reaches this share of the bar
+    # Which rows a finding names (issue 12). "ridge": the forced explanation wins and the embedding view gives the
+    # row's label at most max_semantic_probability. "without": the row's words *without the feature* (a
+    # leave-one-out naive Bayes over the data's own words) give the label at most without_probability; the
+    # feature's words are taken out because the poisoned rows teach the data's own model the trigger itself.
+    # Chosen on the development instances (benchmarks/bench_shortcut.py DEV, DEV2) against "ridge" and an
+    # average of the two views' log-odds (no better than "without"; not kept); frozen before FRESH3.
+    row_view: str = "without"
+    without_probability: float = 0.5
+    nb_alpha: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.row_view not in ("ridge", "without", "mix"):
-            raise ConfigError(f"detector shortcut: row_view must be ridge, without or mix, got {self.row_view!r}")
+        if self.row_view not in ("ridge", "without"):
+            raise ConfigError(f"detector shortcut: row_view must be ridge or without, got {self.row_view!r}")
         if not isinstance(self.without_probability, (int, float)) or not 0 < self.without_probability < 1:
             raise ConfigError("detector shortcut: without_probability must be in (0, 1), "
                               f"got {self.without_probability!r}")
@@ -151,15 +160,6 @@ class Settings:
             raise ConfigError(f"detector shortcut: pool_exceptions must be an integer >= 0, got {self.pool_exceptions!r}")
         if not isinstance(self.nb_alpha, (int, float)) or not self.nb_alpha > 0:
             raise ConfigError(f"detector shortcut: nb_alpha must be > 0, got {self.nb_alpha!r}")
-    # Which rows a finding names (issue 12). "ridge": the forced explanation wins and the embedding view gives the
-    # row's label at most max_semantic_probability. "without": the row's words *without the feature* (a
-    # leave-one-out naive Bayes over the data's own words) give the label at most without_probability; the
-    # feature's words are taken out because the poisoned rows teach the data's own model the trigger itself.
-    # Chosen on the development instances (benchmarks/bench_shortcut.py DEV, DEV2) against "ridge" and an
-    # average of the two views' log-odds; frozen before the third fresh set (FRESH3).
-    row_view: str = "without"
-    without_probability: float = 0.5
-    nb_alpha: float = 0.5
 
 
 def _pi_grid(k: int) -> np.ndarray:
@@ -260,13 +260,7 @@ class Shortcut(ShardedDetector):
         mine = rows[y[rows] == c]
         if s.row_view == "ridge":
             return rows[(resp >= 0.5) & (y[rows] == c) & (q[rows, c] <= s.max_semantic_probability)]
-        p = view.without(mine, c, y, feature)
-        if s.row_view == "mix":  # product of the two experts: mean log-odds of the ridge and the words without f
-            qm = np.clip(q[mine, c], 1e-6, 1 - 1e-6)
-            pm = np.clip(p, 1e-6, 1 - 1e-6)
-            z = 0.5 * (np.log(qm / (1 - qm)) + np.log(pm / (1 - pm)))
-            p = 1 / (1 + np.exp(-z))
-        return mine[p <= s.without_probability]
+        return mine[view.without(mine, c, y, feature) <= s.without_probability]
 
     def _hits(self, tests, groups, L, y, q, grid, threshold, view) -> list[dict]:
         """The tests (class, name, rows) that pass, with the rows they name."""
