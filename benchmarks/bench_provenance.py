@@ -203,20 +203,16 @@ def scale(sizes: list[int], work: Path, repeat: int, keep: bool) -> list[dict]:
             make(n, data)
         edited = work / f"syn-{n}-edited.jsonl"
         edit_one(data, edited, n // 2)
+        one, two = work / "scale-ledger.db", work / "scale-ledger-2.db"  # each ingest into an empty ledger
         for rep in range(repeat):
-            ledger = work / "scale-ledger.db"
-            for db in (ledger, work / "scale-ledger-2.db"):
-                for suffix in ("", "-wal", "-shm"):
-                    Path(f"{db}{suffix}").unlink(missing_ok=True)
+            _drop(one, two)
             load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
-            for op, path, label in (("bare", data, "bare per-line sha256"), ("hash:1", data, "hash, 1 process"),
-                                    ("hash:2", data, "hash, 2 processes"), ("ingest", data, "ingest"),
-                                    ("verify", data, "verify (unchanged)"),
-                                    ("verify", edited, "verify (1 record modified)"),
-                                    ("ingest:2", data, "ingest, 2 processes"),
-                                    ("verify:2", edited, "verify (1 record modified), 2 processes")):
-                if op == "ingest:2":  # into an empty ledger of its own, like the first ingest
-                    ledger = work / "scale-ledger-2.db"
+            for op, path, ledger, label in (
+                    ("bare", data, one, "bare per-line sha256"), ("hash:1", data, one, "hash, 1 process"),
+                    ("hash:2", data, one, "hash, 2 processes"), ("ingest", data, one, "ingest"),
+                    ("verify", data, one, "verify (unchanged)"), ("verify", edited, one, "verify (1 record modified)"),
+                    ("ingest:2", data, two, "ingest, 2 processes"),
+                    ("verify:2", edited, two, "verify (1 record modified), 2 processes")):
                 r = run(op, path, ledger)
                 r.update(rows=n, label=label, rep=rep, load=load, file_mb=round(data.stat().st_size / 1e6, 1))
                 out.append(r)
@@ -226,10 +222,14 @@ def scale(sizes: list[int], work: Path, repeat: int, keep: bool) -> list[dict]:
             data.unlink()
             data.with_name(data.name + ".truth.json").unlink(missing_ok=True)
         edited.unlink()
-        for db in (work / "scale-ledger.db", work / "scale-ledger-2.db"):
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{db}{suffix}").unlink(missing_ok=True)
+        _drop(one, two)
     return out
+
+
+def _drop(*ledgers: Path) -> None:
+    for db in ledgers:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
 
 
 def edit_one(src: Path, dst: Path, row: int) -> None:

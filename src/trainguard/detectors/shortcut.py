@@ -254,12 +254,14 @@ class Shortcut(ShardedDetector):
         R = _ridge_loo(embeddings(data, self.settings.embedder), y, C, self.settings.ridge)
         return _calibrated(R, _stack_weight(R, y))
 
-    def _named(self, rows, c, resp, y, q, view, feature) -> np.ndarray:
-        """Rows of a passing test that it names (see Settings.row_view)."""
+    def _named(self, rows, c, y, q, view, feature, resp=None) -> np.ndarray:
+        """Rows of a passing test (or a pooled feature) that it names (see Settings.row_view); `resp`: the
+        test's responsibilities, which the ridge rule also requires to favour the forced explanation."""
         s = self.settings
-        mine = rows[y[rows] == c]
         if s.row_view == "ridge":
-            return rows[(resp >= 0.5) & (y[rows] == c) & (q[rows, c] <= s.max_semantic_probability)]
+            keep = (y[rows] == c) & (q[rows, c] <= s.max_semantic_probability)
+            return rows[keep if resp is None else keep & (resp >= 0.5)]
+        mine = rows[y[rows] == c]
         return mine[view.without(mine, c, y, feature) <= s.without_probability]
 
     def _hits(self, tests, groups, L, y, q, grid, threshold, view) -> list[dict]:
@@ -273,8 +275,7 @@ class Shortcut(ShardedDetector):
             if llr < threshold:
                 continue
             resp = _responsibility(L[rows, c], pi)
-            # Named rows: the forced explanation wins and the meaning prefers another label.
-            forced = self._named(rows, c, resp, y, q, view, nm)
+            forced = self._named(rows, c, y, q, view, nm, resp)
             if len(forced) < s.min_forced_rows:
                 continue
             hits.append(dict(feature=nm, cls=c, llr=llr, pi=pi, rows=rows, forced=forced, contexts=ngroups,
@@ -313,16 +314,13 @@ class Shortcut(ShardedDetector):
                 continue
             resp = _responsibility(lr, pi)
             # Members: features the forced explanation clearly wins for, all of whose rows carry the class.
-            chosen = [feats[j] for j in np.flatnonzero(resp >= s.pool_membership) if np.all(y[feats[j][1]] == c)]
+            chosen = [(f, r, self._named(r, c, y, q, view, fnames[f])) for f, r, _ in
+                      (feats[j] for j in np.flatnonzero(resp >= s.pool_membership)) if np.all(y[r] == c)]
             if s.pool_all_rows and s.row_view != "ridge":
                 # A member's every row reads as another label without its word, and it has pool_min_rows rows.
-                chosen = [(f, r, w) for f, r, w in chosen if len(r) >= s.pool_min_rows
-                          and len(self._named(r, c, None, y, q, view, fnames[f])) >= len(r) - s.pool_exceptions]
-            if s.row_view == "ridge":
-                parts = [r[(y[r] == c) & (q[r, c] <= s.max_semantic_probability)] for _, r, _ in chosen]
-            else:
-                parts = [self._named(r, c, None, y, q, view, fnames[f]) for f, r, _ in chosen]
-            forced = np.unique(np.concatenate(parts)) if chosen else np.array([], int)
+                chosen = [(f, r, m) for f, r, m in chosen
+                          if len(r) >= s.pool_min_rows and len(m) >= len(r) - s.pool_exceptions]
+            forced = np.unique(np.concatenate([m for _, _, m in chosen])) if chosen else np.array([], int)
             if len(forced) < s.min_forced_rows:
                 continue
             words = [fnames[f] for f, _, _ in chosen]
@@ -379,6 +377,12 @@ class Shortcut(ShardedDetector):
 
 
 
+def _class_counts(W: sparse.csr_matrix, y: np.ndarray, C: int) -> np.ndarray:
+    """(V, C) rows of each class holding each word, from binary rows x words `W` and class codes `y`."""
+    Y = sparse.csr_matrix((np.ones(len(y)), (y, np.arange(len(y)))), shape=(C, len(y)))
+    return np.rint((Y @ W).toarray()).astype(np.int64).T
+
+
 class _WordsView:
     """Leave-one-out naive Bayes over the data's own words (binary per row, Laplace `alpha`).
 
@@ -396,9 +400,7 @@ class _WordsView:
 
     @classmethod
     def of(cls, W: sparse.csr_matrix, vocab: list[str], y: np.ndarray, C: int, alpha: float) -> "_WordsView":
-        Y = sparse.csr_matrix((np.ones(len(y)), (y, np.arange(len(y)))), shape=(C, len(y)))
-        K = np.rint((Y @ W).toarray()).astype(np.int64).T  # (V, C)
-        return cls(vocab, K, np.bincount(y, minlength=C), alpha)
+        return cls(vocab, _class_counts(W, y, C), np.bincount(y, minlength=C), alpha)
 
     def probability(self, words: list[str], label: int, c: int) -> float:
         """P(class c | these words) with the row itself (of class `label`) left out of the counts."""
@@ -407,20 +409,15 @@ class _WordsView:
         own[label] = 1
         tot = self.totals - own * len(words)
         logp = np.log(np.maximum(self.rows - own, 1) / max(int(self.rows.sum()) - 1, 1))
-        denom = np.log(tot + self.alpha * self.vocab)
-        zero = np.zeros(C, np.int64)
-        for w in words:
-            j = self.index.get(w)
-            k = (zero if j is None else self.K[j]) - own
-            logp = logp + np.log(np.maximum(k, 0) + self.alpha) - denom
+        at = np.fromiter((self.index.get(w, -1) for w in words), np.int64, len(words))
+        known = self.K[np.maximum(at, 0)] if len(self.K) else np.zeros((len(at), C), np.int64)
+        k = np.where((at >= 0)[:, None], known, 0) - own  # (words, C); a word the counts lack counts 0
+        logp = logp + (np.log(np.maximum(k, 0) + self.alpha) - np.log(tot + self.alpha * self.vocab)).sum(0)
         return float(np.exp(logp[c] - np.logaddexp.reduce(logp)))
 
 
-_NOT_A_WORD = frozenset()
-
-
-def _removed(feature: str, toks: list[str]) -> frozenset[str] | None:
-    """The words of `feature` in a row with tokens `toks` (None: the whole row is the feature's)."""
+def _removed(feature: str, toks: list[str]) -> frozenset[str]:
+    """The words of `feature` in a row with tokens `toks`."""
     kind, _, rest = feature.partition(":")
     if kind in ("word", "first", "last"):
         return frozenset((rest,))
@@ -429,15 +426,14 @@ def _removed(feature: str, toks: list[str]) -> frozenset[str] | None:
     if kind == "position":  # the fronted clause: the words before its comma
         k = toks.index(",") if "," in toks[:9] else 0
         return frozenset(toks[:k])
-    return _NOT_A_WORD  # format and punctuation features hold no word
+    return frozenset()  # format and punctuation features hold no word
 
 
 class _RowView:
     """Each named row read without the feature that names it (Settings.row_view)."""
 
     def __init__(self, words: "Callable[[], _WordsView]", toks: list[list[str]], pos: np.ndarray) -> None:
-        self._make, self._words, self.toks = words, None, toks
-        self.at = {int(p): i for i, p in enumerate(pos.tolist())}  # dataset row -> index into toks
+        self._make, self._words, self.toks, self.pos = words, None, toks, pos  # pos: ascending dataset rows
 
     @property
     def words(self) -> "_WordsView":
@@ -447,8 +443,8 @@ class _RowView:
 
     def without(self, rows: np.ndarray, c: int, y: np.ndarray, feature: str) -> np.ndarray:
         out = np.empty(len(rows))
-        for j, r in enumerate(rows.tolist()):
-            tk = self.toks[self.at[r]]
+        for j, (r, i) in enumerate(zip(rows.tolist(), np.searchsorted(self.pos, rows).tolist())):
+            tk = self.toks[i]
             gone = _removed(feature, tk)
             kept = sorted({t for t in tk if (t[0].isalnum() or t[0] == "_") and t not in gone})
             out[j] = self.words.probability(kept, int(y[r]), c)
@@ -938,11 +934,11 @@ class _Sums:
 
         n = len(shard)
         labels = [r.label if r.label is not None else "" for r in shard]
-        keys = list(dict.fromkeys(labels))
-        index = {k: i for i, k in enumerate(keys)}
-        xtx, sums = _gram(embeddings(shard, s.embedder), np.fromiter((index[k] for k in labels), np.int64, n),
-                          len(keys))
-        xty = {k: sums[:, i] for i, k in enumerate(keys)}
+        label_of = list(dict.fromkeys(labels))
+        index = {k: i for i, k in enumerate(label_of)}
+        lab = np.fromiter((index[k] for k in labels), np.int64, n)
+        xtx, sums = _gram(embeddings(shard, s.embedder), lab, len(label_of))
+        xty = {k: sums[:, i] for i, k in enumerate(label_of)}
         _, _, ids, lens, vocab, Xc, fnames = _shard_view(shard)
         df = dict(zip(fnames, np.diff(Xc.indptr).tolist()))
         p, h, _ = _grams(_word_hashes(vocab)[ids] if len(vocab) else np.zeros(0, np.uint64), lens, 3)
@@ -954,13 +950,8 @@ class _Sums:
         keys, inv, _ = _unique(h[first])
         words: dict = {}
         if s.row_view != "ridge":
-            lab = np.fromiter((index[k] for k in labels), np.int64, n)
-            V = len(vocab)
-            W = Xc[:, :V].tocsr()
-            for i, k in enumerate(index):
-                counts = np.asarray(W[lab == i].sum(0)).ravel().astype(np.int64)
-                for j in np.flatnonzero(counts).tolist():
-                    words[(k, vocab[j])] = int(counts[j])
+            K = _class_counts(Xc[:, :len(vocab)].tocsr(), lab, len(label_of))
+            words = {(label_of[i], vocab[j]): int(K[j, i]) for j, i in zip(*np.nonzero(K))}
         return cls(n, dict(Counter(labels)), xtx, xty, df, keys,
                    np.bincount(inv, minlength=len(keys)).astype(np.int64)[:, None], words)
 
