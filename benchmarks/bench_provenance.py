@@ -274,6 +274,52 @@ def run(op: str, data: Path, ledger: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def costs(leaves: int, work: Path, lines: int = 1_000_000) -> None:
+    """Where ingest's time goes: the leaf write into SQLite by page size, and hashlib's per-record costs.
+
+    Prints seconds; docs/benchmarks.md quotes them (`--costs 10000000`).
+    """
+    import hashlib
+
+    import numpy as np
+
+    from trainguard.ledger import Ledger, merkle, store
+
+    rng = np.random.default_rng(0)
+    pieces = [rng.bytes(min(merkle.BLOCK_LEAVES, leaves - i) * 32) for i in range(0, leaves, merkle.BLOCK_LEAVES)]
+    root = merkle.block_roots_root([merkle.root(x) for x in pieces]).hex()
+    saved = store.PAGE_SIZE
+    try:
+        for page in (4096, 65536, 4096, 65536):
+            store.PAGE_SIZE = page
+            db = work / "costs-ledger.db"
+            _drop(db)
+            with Ledger.open(db) as led:
+                t = time.perf_counter()
+                with led.transaction():
+                    led.add_version("costs", "costs.jsonl", "jsonl", pieces, root, "0" * 64, 0, "bench")
+                print(f"leaf write, {leaves:,} leaves, {page // 1024} KiB pages: {time.perf_counter() - t:.2f} s")
+            _drop(db)
+    finally:
+        store.PAGE_SIZE = saved
+    data = [rng.bytes(65).hex().encode() for _ in range(lines)]
+    unit = b"\n".join(data) + b"\n"
+    from trainguard.ledger.hashing import _hash_unit
+
+    t = time.perf_counter()
+    for line in data:
+        hashlib.sha256(line).digest()
+    bare = time.perf_counter() - t
+    t = time.perf_counter()
+    packed, _, _ = _hash_unit((unit, 1 << 20))
+    leaf = time.perf_counter() - t
+    t = time.perf_counter()
+    merkle.root(packed)
+    tree = time.perf_counter() - t
+    print(f"per record, {lines:,} lines of 130 bytes: bare sha256 {bare / lines * 1e6:.2f} us, leaf "
+          f"{leaf / lines * 1e6:.2f} us, its share of tree nodes {tree / lines * 1e6:.2f} us")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=1_000_000)
@@ -284,6 +330,8 @@ def main() -> None:
     ap.add_argument("--scale", type=int, action="append", metavar="ROWS",
                     help="ingest/verify at this many synthetic SST-2 rows (repeatable)")
     ap.add_argument("--keep", action="store_true", help="keep the --scale data files in --workdir")
+    ap.add_argument("--costs", type=int, metavar="LEAVES",
+                    help="only the cost breakdown: leaf write by SQLite page size, per-record hash costs")
     args = ap.parse_args()
     if args.child:
         child(*args.child)
@@ -292,6 +340,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     if args.carry_over:
         write_carry(carry_over(args.carry_over, work), args.carry_over)
+        return
+    if args.costs:
+        costs(args.costs, work)
         return
     if args.scale:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,

@@ -28,9 +28,9 @@ Named rows (version 3): of a passing test's rows with its class, those whose wor
 another label, by a leave-one-out naive Bayes over the data's own words (`_WordsView`). The feature's words are
 taken out because the poisoned rows teach the data's own model the trigger; the embedding ridge read the whole
 row, clause and all, and named natural fronted clauses and rare words that a bag-of-words embedding misreads
-(development: syntactic precision 0.57-0.67 -> 0.79-0.84, rare words 0.62-0.81 -> 0.86-0.95; recall on the
-other shapes 0.75-0.96 against 0.77-1.00: the words view misreads about one planted row in eight). The tests
-themselves still use the ridge view.
+(development, benchmarks/bench_shortcut_dev.py rows: syntactic precision 0.57-0.67 -> 0.79-0.84, rare words
+0.62-0.81 -> 0.86-0.95; recall on the other shapes 0.75-0.96 against 0.77-1.00: the words view misreads about one
+planted row in eight). The tests themselves still use the ridge view.
 
 Severity: high from 2x the bar. A feature whose rows carry another label more often than label noise allows
 (natural use on both sides: 'too', a trailing '?', which a bag-of-words view misreads) is low when the rows it
