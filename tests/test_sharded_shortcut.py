@@ -143,3 +143,17 @@ def test_in_process_dask_matches(sst2_planted, sst2_whole):
     distributed = pytest.importorskip("distributed")
     with distributed.Client(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None) as client:
         _same(scan_sharded(sst2_planted[0], detectors=[SC], shard_rows=600, client=client), sst2_whole)
+
+
+def test_pooled_rare_words_sharded_equals_in_memory(tmp_path, sst2_rows):
+    """The pooled test and its members (version 6: the rows' mean reading without each word) from merged counts:
+    4,000 SST-2 rows, 120 rows over 30 made-up words, shards that split the words' rows."""
+    from conftest import read_jsonl
+
+    r = poison(sst2_rows + read_jsonl("sst2_rows_2001_4000.jsonl"), "rare-words", count=120, seed=2, n_words=30,
+               salt=2)
+    path = write_jsonl(tmp_path / "rare.jsonl", r.rows)
+    whole = scan(path, detectors=[SC])
+    pooled = [f for f in whole.findings if f.evidence["feature"].endswith("rare features")]
+    assert pooled and len(set(pooled[0].rows) & set(r.poisoned_rows)) >= 60
+    _same(scan_sharded(path, detectors=[SC], shard_rows=1500), whole, 3)

@@ -151,3 +151,54 @@ def test_row_view_settings_are_checked():
     for bad in ({"row_view": "bayes"}, {"without_probability": 1.5}, {"nb_alpha": 0}):
         with pytest.raises(ConfigError):
             Settings(**bad)
+
+
+class _Readings:
+    """A words view with fixed readings: P(class | the row's words without the feature) per feature."""
+
+    def __init__(self, by_feature):
+        self.by_feature = by_feature
+
+    def without(self, rows, c, y, feature):
+        return np.asarray(self.by_feature[feature], float)
+
+
+def test_pooled_members_by_their_rows_mean_log_odds():
+    """Version 6: a planted rare word with one row the words view misreads still joins; version 5 dropped it."""
+    from trainguard.detectors.base import get
+    from trainguard.detectors.shortcut import _mean_logit, _pi_grid
+
+    n_planted, n_natural, per = 12, 60, 4
+    n = 2000
+    y = np.zeros(n, int)
+    L = np.zeros((n, 2))
+    feats, readings, names = [], {}, []
+    for k in range(n_planted + n_natural):
+        rows = np.arange(k * per, (k + 1) * per)
+        planted = k < n_planted
+        L[rows, 0] = 3.0 if planted else -0.5
+        names.append(f"word:w{k}")
+        # planted: three rows read as another label, one is misread; natural: they read as their label
+        readings[names[-1]] = [0.1, 0.05, 0.2, 0.9] if planted else [0.6, 0.8, 0.4, 0.7]
+        feats.append((k, rows, np.ones(per)))
+    readings["word:w0"] = [0.1, 0.05, 0.2, 0.3]  # one planted word all of whose rows read as another label
+    det6 = get("shortcut")()
+    det5 = get("shortcut")(pool_membership=0.5, pool_mean_logit=None)
+    grid = _pi_grid(32)
+    out6, _ = det6._pooled(feats, names, L, grid, 5.0, 2, y, None, _Readings(readings))
+    out5, _ = det5._pooled(feats, names, L, grid, 5.0, 2, y, None, _Readings(readings))
+    assert out6 and set(out6[0]["members"]) == {f"word:w{k}" for k in range(n_planted)}
+    assert sorted(out6[0]["rows"].tolist()) == list(range(n_planted * per))  # all their rows are named
+    assert not out5  # only w0 qualifies: 4 rows, under min_forced_rows
+    assert _mean_logit(np.array([0.5, 0.5])) == pytest.approx(0.0)
+    assert _mean_logit(np.array([0.0])) == pytest.approx(np.log(1e-6 / (1 - 1e-6)))  # clipped, finite
+
+
+def test_pool_mean_logit_is_checked():
+    from trainguard.detectors.shortcut import Settings
+    from trainguard.errors import ConfigError
+
+    for bad in ("-1", float("nan"), True):
+        with pytest.raises(ConfigError):
+            Settings(pool_mean_logit=bad)
+    assert Settings(pool_mean_logit=None).pool_mean_logit is None

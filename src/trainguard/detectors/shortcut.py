@@ -125,15 +125,19 @@ class Settings:
     # Rare features with 2 to this many contexts (exclusive) enter the pooled test. 10 found rare words of 8 rows in
     # 40k rows (development) but pulled natural misread words into pooled findings on 20k rows: kept at min_contexts.
     pool_max_contexts: int = 5
-    # A rare feature joins a pooled finding at this posterior of being forced (version 5: 0.9 before) ...
-    pool_membership: float = 0.5
-    # ... when (version 5, with a words view) it has at least pool_min_rows rows and all but pool_exceptions of
-    # them read as another label without it. Natural misread rare words seldom have three rows that all do; a
-    # planted word's rows all do about 0.88^k of the time (development, DEV/DEV2 rare words: recall 0.37-0.49 ->
-    # 0.52-0.56 at precision 0.86-0.95 -> 1.00; syntactic precision 0.79 -> 0.85; one exception allowed reached
-    # recall 0.70-0.77 but cost syntactic files precision 0.76).
+    # A rare feature joins a pooled finding at this posterior of being forced (version 6; 0.5 in version 5, 0.9
+    # before) ...
+    pool_membership: float = 0.3
+    # ... when (with a words view) it has at least pool_min_rows rows and (version 6) its rows' mean log-odds of
+    # the class without it is at most pool_mean_logit: together they read as another label, so one row that the
+    # words view misreads no longer drops a planted word. All its rows are named. Version 5 (pool_mean_logit None)
+    # needed all but pool_exceptions rows to read as another label, which a planted word's 4 rows all do about
+    # 0.88^4 = 0.6 of the time. Development (benchmarks/bench_shortcut_dev.py pool6; rare words salts 0-4 on
+    # samples 0, 5, 6, 8, 10, 0.5 %): recall 0.40-0.72 -> 0.80-0.92 at precision 0.89-0.94 (v5 0.94-1.00); on a
+    # syntactic file whose pooled test passes, 6 natural rows more. Medians and clipped means: no better.
     pool_all_rows: bool = True
     pool_min_rows: int = 3
+    pool_mean_logit: float | None = -1.0
     pool_exceptions: int = 0
     prefilter: float = 0.5  # context grouping only for features whose unweighted LLR reaches this share of the bar
     # Which rows a finding names (issue 12). "ridge": the forced explanation wins and the embedding view gives the
@@ -156,6 +160,11 @@ class Settings:
             raise ConfigError(f"detector shortcut: natural_share must be in [0, 1], got {self.natural_share!r}")
         if not isinstance(self.pool_min_rows, int) or self.pool_min_rows < 2:
             raise ConfigError(f"detector shortcut: pool_min_rows must be an integer >= 2, got {self.pool_min_rows!r}")
+        if self.pool_mean_logit is not None and (isinstance(self.pool_mean_logit, bool) or
+                                                 not isinstance(self.pool_mean_logit, (int, float)) or
+                                                 not np.isfinite(self.pool_mean_logit)):
+            raise ConfigError("detector shortcut: pool_mean_logit must be a finite number or null, "
+                              f"got {self.pool_mean_logit!r}")
         if not isinstance(self.pool_exceptions, int) or self.pool_exceptions < 0:
             raise ConfigError(f"detector shortcut: pool_exceptions must be an integer >= 0, got {self.pool_exceptions!r}")
         if not isinstance(self.nb_alpha, (int, float)) or not self.nb_alpha > 0:
@@ -174,6 +183,12 @@ def _mixture_llr(lr_log: np.ndarray, w: np.ndarray, grid: np.ndarray) -> tuple[f
     return float(vals[k]), float(grid[k])
 
 
+def _mean_logit(p: np.ndarray) -> float:
+    """Mean log-odds of probabilities `p` (clipped at 1e-6 so that no row counts for more than ~14 nats)."""
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(np.mean(np.log(p) - np.log1p(-p)))
+
+
 def _responsibility(lr_log: np.ndarray, pi: float) -> np.ndarray:
     a = np.log(pi) + lr_log
     return np.exp(a - np.logaddexp(a, np.log1p(-min(pi, 1 - 1e-12))))
@@ -182,7 +197,7 @@ def _responsibility(lr_log: np.ndarray, pi: float) -> np.ndarray:
 @register
 class Shortcut(ShardedDetector):
     name = "shortcut"
-    version = "5"
+    version = "6"
     kinds = frozenset({Kind.CLASSIFICATION})
     needs = frozenset({"labels", "embeddings"})
     atlas = (ATLAS_BACKDOOR_TRIGGER, ATLAS_POISON_TRAINING_DATA)
@@ -313,13 +328,17 @@ class Shortcut(ShardedDetector):
             if llr < max(s.pooled_factor * threshold, s.null_margin * null):
                 continue
             resp = _responsibility(lr, pi)
-            # Members: features the forced explanation clearly wins for, all of whose rows carry the class.
-            chosen = [(f, r, self._named(r, c, y, q, view, fnames[f])) for f, r, _ in
-                      (feats[j] for j in np.flatnonzero(resp >= s.pool_membership)) if np.all(y[r] == c)]
-            if s.pool_all_rows and s.row_view != "ridge":
-                # A member's every row reads as another label without its word, and it has pool_min_rows rows.
-                chosen = [(f, r, m) for f, r, m in chosen
-                          if len(r) >= s.pool_min_rows and len(m) >= len(r) - s.pool_exceptions]
+            # Members: features the forced explanation wins often enough for, all of whose rows carry the class.
+            members = [(f, r) for f, r, _ in (feats[j] for j in np.flatnonzero(resp >= s.pool_membership))
+                       if np.all(y[r] == c)]
+            if not s.pool_all_rows or s.row_view == "ridge":
+                chosen = [(f, r, self._named(r, c, y, q, view, fnames[f])) for f, r in members]
+            elif s.pool_mean_logit is None:  # version 5: every row (but pool_exceptions) reads as another label
+                chosen = [(f, r, m) for f, r in members if len(r) >= s.pool_min_rows
+                          for m in (self._named(r, c, y, q, view, fnames[f]),) if len(m) >= len(r) - s.pool_exceptions]
+            else:  # version 6: its rows, together, read as another label; all of them are named
+                chosen = [(f, r, r) for f, r in members if len(r) >= s.pool_min_rows
+                          and _mean_logit(view.without(r, c, y, fnames[f])) <= s.pool_mean_logit]
             forced = np.unique(np.concatenate([m for _, _, m in chosen])) if chosen else np.array([], int)
             if len(forced) < s.min_forced_rows:
                 continue
