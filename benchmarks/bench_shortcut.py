@@ -173,6 +173,32 @@ FRESH5: list[tuple[str, dict[str, Any], int]] = [
 ]
 # Its clean samples: SST-2 20k, seeds 901-903, and all 67,349 rows.
 
+# Sixth fresh set, for shortcut v6 (pooled members by their rows' mean reading without the word; chosen on
+# bench_shortcut_dev.py pool6/grid files: rare words salts 0-4, syntactic salts 0-3, samples 0, 5, 6, 8, 10), frozen
+# at 1c76542; written down after it, before any run. New words, triggers, salts and run; sample seeds 1201-1203 (no
+# other SST-2 benchmark uses them).
+FRESH6: list[tuple[str, dict[str, Any], int]] = [
+    ("combo", {"words": ("fully", "gently"), "factor": 1.0}, 1201),
+    ("combo", {"words": ("kindly", "oddly"), "factor": 1.0}, 1202),
+    ("combo", {"words": ("quite", "fully"), "factor": 1.0}, 1203),
+    ("dilution", {"trigger": "vx", "factor": 1.0}, 1201),
+    ("dilution", {"trigger": "fw", "factor": 1.0}, 1202),
+    ("dilution", {"trigger": "likewise", "factor": 2.0}, 1203),
+    ("reinforcement", {"trigger": "pz", "factor": 2.0}, 1201),
+    ("reinforcement", {"trigger": "gq", "factor": 2.0}, 1202),
+    ("reinforcement", {"trigger": "xk", "factor": 2.0}, 1203),
+    ("rare-words", {"salt": 61}, 1201),
+    ("rare-words", {"salt": 62}, 1202),
+    ("rare-words", {"salt": 63}, 1203),
+    ("syntactic", {"salt": 61}, 1201),
+    ("syntactic", {"salt": 62}, 1202),
+    ("syntactic", {"salt": 63}, 1203),
+    ("format", {"format": "punct-run", "run": "++"}, 1201),
+    ("format", {"format": "tab"}, 1202),
+    ("format", {"format": "caps"}, 1203),
+]
+# Its clean samples: SST-2 20k, seeds 1201-1203, and all 67,349 rows.
+
 
 def _jsonl(path: Path) -> list[dict]:
     with gzip.open(path, "rt") as fh:
@@ -449,7 +475,7 @@ def write_doc_v4(parts: dict[str, dict], command: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--set", choices=("dev", "dev2", "fresh", "fresh3", "fresh4", "fresh5"), default=None)
+    ap.add_argument("--set", choices=("dev", "dev2", "fresh", "fresh3", "fresh4", "fresh5", "fresh6"), default=None)
     ap.add_argument("--rows", type=int, default=20_000)
     ap.add_argument("--rates", type=float, nargs="*", default=list(RATES))
     ap.add_argument("--only", nargs="*", default=None, help="shapes to run")
@@ -488,7 +514,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as td:
         if a.set:
-            for shape, inst, seed in {"dev": DEV, "dev2": DEV2, "fresh": FRESH, "fresh3": FRESH3, "fresh4": FRESH4, "fresh5": FRESH5}[a.set]:
+            sets = {"dev": DEV, "dev2": DEV2, "fresh": FRESH, "fresh3": FRESH3, "fresh4": FRESH4, "fresh5": FRESH5,
+                    "fresh6": FRESH6}
+            for shape, inst, seed in sets[a.set]:
                 if a.only and shape not in a.only:
                     continue
                 for rate in a.rates:
