@@ -36,30 +36,32 @@ CASES = {
 }
 
 
-def _child(path: str, options: str) -> None:
+def _child(path: str, options: str, jobs: str) -> None:
     t0 = time.perf_counter()
     import trainguard as tg
 
     t1 = time.perf_counter()
     data = tg.load(path, **json.loads(options))
     t2 = time.perf_counter()
-    report = tg.scan(data)
+    report = tg.scan(data, jobs=jobs if jobs == "auto" else int(jobs))
     t3 = time.perf_counter()
     use = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # the scan's forked detector processes, if any
     print(json.dumps({
         "rows": len(data), "kind": data.kind.value, "import_s": t1 - t0, "load_s": t2 - t1, "scan_s": t3 - t2,
-        "cpu_s": use.ru_utime + use.ru_stime, "peak_rss_mb": use.ru_maxrss / 1024,
+        "cpu_s": use.ru_utime + use.ru_stime + kids.ru_utime + kids.ru_stime, "peak_rss_mb": use.ru_maxrss / 1024,
+        "peak_rss_child_mb": kids.ru_maxrss / 1024,
         "detectors": {d.name: (d.status.value, round(d.seconds, 2)) for d in report.detectors},
         "findings": len(report.findings),
     }))
 
 
-def run_case(name: str, shared: Path, cache: Path) -> dict:
+def run_case(name: str, shared: Path, cache: Path, jobs: str = "auto") -> dict:
     rel, options, _ = CASES[name]
     env = dict(os.environ, TRAINGUARD_CACHE_DIR=str(cache))
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, __file__, "--child", str(shared / rel), json.dumps(options)],
+    out = subprocess.run([sys.executable, __file__, "--child", str(shared / rel), json.dumps(options), jobs],
                          capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if out.returncode:
@@ -81,7 +83,10 @@ def markdown(res: dict) -> str:
     lines = [
         f"Commit {res['commit']}, {res['cpus']} CPU cores, measured {res['date']}. Command: `{res['command']}`.",
         "",
-        "Each run is a fresh process: wall = import + model loading + load + scan; rows/s = rows / (load + scan).",
+        "Each run is a fresh process: wall = import + model loading + load + scan; rows/s = rows / (load + scan). "
+        f"Detectors in {res.get('jobs', '1')} process(es) (`scan(jobs=...)`; `auto`, the CLI's default: one per CPU "
+        "from 20,000 rows); CPU s includes those processes, and peak RSS is the scanning process's / the largest "
+        "detector process's.",
         "Cold: an empty cache folder (no embeddings, no saved copy of the SmolLM2 weights); "
         "warm: the same folder after the cold run.",
         "",
@@ -102,7 +107,8 @@ def markdown(res: dict) -> str:
                     ok = got >= value if op == ">=" else got <= value
                     verdict = f"{'met' if ok else 'not met'} ({key.replace('_', ' ')} {op} {value:,})"
             lines.append(f"| {name} ({m['kind']}) | {m['rows']:,} | {mode} | {m['wall_s']:.1f} | {m['cpu_s']:.1f} | "
-                         f"{m['load_s'] + m['scan_s']:.1f} | {m['rows_per_s']:,.0f} | {m['peak_rss_mb']:,.0f} | "
+                         f"{m['load_s'] + m['scan_s']:.1f} | {m['rows_per_s']:,.0f} | {m['peak_rss_mb']:,.0f}"
+                         f"{' / ' + format(m['peak_rss_child_mb'], ',.0f') if m.get('peak_rss_child_mb') else ''} | "
                          f"{m['load_before']:.1f} | {verdict} |")
     lines += ["", "Seconds per detector (cold run; skipped ones are not listed):", ""]
     for name, case in res["cases"].items():
@@ -113,7 +119,7 @@ def markdown(res: dict) -> str:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        _child(sys.argv[2], sys.argv[3])
+        _child(sys.argv[2], sys.argv[3], sys.argv[4])
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("shared", type=Path, help="the shared data folder (../shared/data)")
@@ -121,6 +127,7 @@ def main() -> None:
     ap.add_argument("--no-warm", action="store_true", help="cold runs only")
     ap.add_argument("--out", type=Path, help="results JSON")
     ap.add_argument("--md", help="markdown table: a path, or - for stdout")
+    ap.add_argument("--jobs", default="auto", help="scan(jobs=...): auto (the CLI's default) or a number")
     args = ap.parse_args()
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = set(names) - set(CASES)
@@ -128,13 +135,13 @@ def main() -> None:
         ap.error(f"unknown case(s) {sorted(unknown)}; known: {', '.join(CASES)}")
     res = {"commit": commit(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "command": "".join(f"{k}={os.environ[k]} " for k in ("OMP_NUM_THREADS",) if k in os.environ)
-           + "python benchmarks/bench_speed.py " + " ".join(sys.argv[1:]), "cases": {}}
+           + "python benchmarks/bench_speed.py " + " ".join(sys.argv[1:]), "jobs": args.jobs, "cases": {}}
     for name in names:
         with tempfile.TemporaryDirectory(prefix="tg-speed-") as cache:
-            case = {"cold": run_case(name, args.shared, Path(cache))}
+            case = {"cold": run_case(name, args.shared, Path(cache), args.jobs)}
             print(name, "cold", json.dumps(case["cold"]), flush=True)
             if not args.no_warm:
-                case["warm"] = run_case(name, args.shared, Path(cache))
+                case["warm"] = run_case(name, args.shared, Path(cache), args.jobs)
                 print(name, "warm", json.dumps(case["warm"]), flush=True)
         res["cases"][name] = case
     if args.out:

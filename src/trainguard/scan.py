@@ -9,6 +9,10 @@ thing whatever the detector.
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.connection
+import os
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -49,9 +53,14 @@ def scan(
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     progress: ProgressFn | None = None,
     fuse_threshold: float | None = None,
+    jobs: int | str = 1,
     **load_options: Any,
 ) -> Report:
     """Scan a dataset (or a path, loaded with `load_options`) and return a Report.
+
+    `jobs`: detectors run in this many processes at once (forked, so the dataset is not copied up front), or
+    "auto" (`resolve_jobs`); the report is the same whatever the number. 1, the default, runs them in this
+    process, which a caller holding threads, a GPU context or open files of its own may need.
 
     With `fuse_threshold`, the detectors' row scores are also fused into one
     calibrated score (`detectors.fusion`) and the rows reaching it become one
@@ -65,31 +74,38 @@ def scan(
     else:
         instances = build_detectors(dets, settings)  # type: ignore[arg-type]
     index = RecordIndex.of(data.records)
+    outcomes: list[_Outcome | None] = [None] * len(instances)
+    todo: list[int] = []
+    for i, det in enumerate(instances):
+        try:
+            reason = skip_reason(det, data)
+        except Exception as e:  # noqa: BLE001 - isolate and record, the gate fails closed
+            outcomes[i] = _Outcome(failed_run(det, e))
+            continue
+        if reason:
+            outcomes[i] = _Outcome(DetectorRun(det.name, det.version, DetectorStatus.SKIPPED, det.settings_dict(),
+                                               message=reason))
+        else:
+            todo.append(i)
+    workers = resolve_jobs(jobs, len(data), len(todo))
+    if workers > 1:
+        _run_parallel(instances, todo, data, index, workers, outcomes, progress)
+    else:
+        for k, i in enumerate(todo):
+            if progress:
+                progress(f"running {instances[i].name}", k, len(todo))
+            outcomes[i] = _run_one(instances[i], data, index)
     runs: list[DetectorRun] = []
     findings: list[Finding] = []
     row_scores: dict[str, np.ndarray] = {}
-    for i, det in enumerate(instances):
-        if progress:
-            progress(det.name, i, len(instances))
-        t0 = time.perf_counter()
-        try:
-            reason = skip_reason(det, data)
-            if reason:
-                runs.append(DetectorRun(det.name, det.version, DetectorStatus.SKIPPED, det.settings_dict(),
-                                        message=reason))
-                continue
-            result = det.run(data)
-            stamped = stamp(det, result, index)
-        except Exception as e:  # noqa: BLE001 - isolate and record, the gate fails closed
-            runs.append(failed_run(det, e, time.perf_counter() - t0))
-            continue
-        runs.append(DetectorRun(det.name, det.version, DetectorStatus.OK, det.settings_dict(),
-                                time.perf_counter() - t0, summary=result.summary))
-        findings.extend(stamped)
-        if result.row_scores is not None:
-            row_scores[det.name] = np.asarray(result.row_scores)
+    for det, out in zip(instances, outcomes):
+        assert out is not None
+        runs.append(out.run)
+        findings.extend(out.findings)
+        if out.row_scores is not None:
+            row_scores[det.name] = np.asarray(out.row_scores)
     if progress:
-        progress("done", len(instances), len(instances))
+        progress("done", len(todo), len(todo))
     if fuse_threshold is not None:
         from trainguard.detectors.fusion import fused_finding
 
@@ -101,6 +117,123 @@ def scan(
             findings.append(fused_f)
     return Report(dataset=DatasetInfo.of(data), detectors=runs, findings=sort_findings(findings),
                   row_scores=row_scores)
+
+
+# "auto" runs detectors in parallel from this many rows: below it a fork costs more than it saves.
+PARALLEL_MIN_ROWS = 20_000
+
+
+def resolve_jobs(jobs: int | str, rows: int, runnable: int) -> int:
+    """Processes to run `runnable` detectors in. "auto": one per usable CPU (at most `runnable`) when the data
+    has PARALLEL_MIN_ROWS rows, the platform forks, and this process runs no other Python thread (forking one
+    that does can deadlock the child); else 1. An explicit number is used as given where forking is possible."""
+    if jobs == "auto":
+        if rows < PARALLEL_MIN_ROWS or runnable < 2 or not _can_fork() or threading.active_count() > 1:
+            return 1
+        return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+                          runnable))
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"jobs must be a positive integer or 'auto', got {jobs!r}")
+    return 1 if runnable < 2 or not _can_fork() else min(jobs, runnable)
+
+
+def _can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+class _Outcome(NamedTuple):
+    run: DetectorRun
+    findings: Sequence[Finding] = ()
+    row_scores: np.ndarray | None = None
+
+
+def _run_one(det: Detector, data: Dataset, index: "RecordIndex") -> _Outcome:
+    t0 = time.perf_counter()
+    try:
+        result = det.run(data)
+        stamped = stamp(det, result, index)
+    except Exception as e:  # noqa: BLE001 - isolate and record, the gate fails closed
+        return _Outcome(failed_run(det, e, time.perf_counter() - t0))
+    run = DetectorRun(det.name, det.version, DetectorStatus.OK, det.settings_dict(), time.perf_counter() - t0,
+                      summary=result.summary)
+    return _Outcome(run, stamped, result.row_scores)
+
+
+def _groups(instances: Sequence[Detector], todo: Sequence[int]) -> list[list[int]]:
+    """Detectors that share a costly artefact (`Detector.shares`) in one group, in scan order."""
+    groups: list[list[int]] = []
+    names: list[set[str]] = []
+    for i in todo:
+        own = set(instances[i].shares)
+        hit = [g for g, n in enumerate(names) if n & own]
+        if not hit:
+            groups.append([i])
+            names.append(own)
+            continue
+        keep = hit[0]
+        for g in reversed(hit[1:]):  # a detector sharing with two groups joins them
+            groups[keep] += groups.pop(g)
+            names[keep] |= names.pop(g)
+        groups[keep].append(i)
+        names[keep] |= own
+        groups[keep].sort()
+    return groups
+
+
+def _child(instances, group, data, index, conn) -> None:
+    """In the forked process: run a group's detectors in turn, sending each outcome as it comes."""
+    try:
+        for i in group:
+            out = _run_one(instances[i], data, index)
+            try:
+                conn.send((i, out))
+            except Exception as e:  # noqa: BLE001 - e.g. a summary that does not pickle: the detector's bug
+                conn.send((i, _Outcome(failed_run(instances[i], e, out.run.seconds))))
+    finally:
+        conn.close()
+
+
+def _run_parallel(instances, todo, data, index, workers, outcomes, progress) -> None:
+    """Fork a process per group of detectors, at most `workers` at a time, each sending its detectors' outcomes
+    as they finish. A process that stops before all its detectors report fails the rest (the gate fails
+    closed); if this process is interrupted, the running ones are stopped."""
+    ctx = multiprocessing.get_context("fork")
+    pending = _groups(instances, todo)
+    active: dict[Any, tuple[list[int], Any]] = {}  # pipe -> (group, process)
+    done = 0
+    try:
+        while pending or active:
+            while pending and len(active) < workers:
+                group = pending.pop(0)
+                recv, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_child, args=(instances, group, data, index, send))
+                proc.start()
+                send.close()
+                active[recv] = (group, proc)
+                if progress:
+                    progress("running " + ", ".join(instances[i].name for i in group), done, len(todo))
+            for recv in multiprocessing.connection.wait(list(active)):
+                group, proc = active[recv]
+                try:
+                    i, out = recv.recv()
+                except EOFError:  # the process is done (or died): collect it
+                    del active[recv]
+                    recv.close()
+                    proc.join()
+                    for i in group:
+                        if outcomes[i] is None:
+                            outcomes[i] = _Outcome(failed_run(instances[i], RuntimeError(
+                                f"the process running it stopped (exit code {proc.exitcode}) before it reported")))
+                            done += 1
+                    continue
+                outcomes[i] = out
+                done += 1
+                if progress:
+                    progress(f"{instances[i].name} finished", done, len(todo))
+    finally:
+        for _, proc in active.values():
+            proc.terminate()
+            proc.join()
 
 
 class Stamped(NamedTuple):

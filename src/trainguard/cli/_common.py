@@ -29,6 +29,19 @@ FieldOpt = Annotated[Optional[list[str]], typer.Option("--field", help="Map a ro
 OnErrorOpt = Annotated[str, typer.Option(
     "--on-error", help="fail: stop at the first bad row; skip: count and list it (a gate fails on skipped rows).")]
 MaxRecordBytesOpt = Annotated[int, typer.Option("--max-record-bytes", help="Largest accepted record, in bytes.")]
+JobsOpt = Annotated[str, typer.Option(
+    "--jobs", "-j", help="Processes the detectors run in: a number, or auto (one per CPU from 20,000 rows, where "
+                         "the platform forks). The report is the same whatever the number.")]
+
+
+def parse_jobs(value: str) -> int | str:
+    """--jobs: 'auto' or a positive integer (exit 2 otherwise)."""
+    v = value.strip().lower()
+    if v == "auto":
+        return v
+    if not v.isdigit() or int(v) < 1:
+        raise fail(f"--jobs must be a positive integer or auto, got {value!r}")
+    return int(v)
 DATA_OPTIONS = ("--kind", "--field", "--on-error", "--max-record-bytes")
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)  # data is text

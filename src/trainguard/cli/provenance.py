@@ -18,7 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from trainguard.cli._common import (
-    FieldOpt, KindOpt, MaxRecordBytesOpt, OnErrorOpt, announce, describe, err_console, fail, load_options,
+    FieldOpt, JobsOpt, KindOpt, MaxRecordBytesOpt, OnErrorOpt, announce, describe, err_console, fail, load_options,
+    parse_jobs,
 )
 from trainguard.io.readers import DEFAULT_MAX_RECORD_BYTES
 
@@ -201,6 +202,7 @@ def gate(
     max_record_bytes: MaxRecordBytesOpt = DEFAULT_MAX_RECORD_BYTES,
     ledger: Optional[Path] = _ledger_opt(),
     fmt: str = _fmt_opt(),
+    jobs: JobsOpt = "auto",
 ) -> None:
     """Provenance check + scan + policy: exit 0 pass, 3 quarantine (review queue), 1 fail."""
     from trainguard.gate.policy import load as load_policy
@@ -208,9 +210,10 @@ def gate(
 
     _check_fmt(fmt)
     opts = load_options(kind, field, on_error, max_record_bytes)
+    n_jobs = parse_jobs(jobs)
     pol = load_policy(policy)
     with _open(ledger, create=True) as led:
-        res = do_gate(led, path, pol, name=name, by=by, options=opts)
+        res = do_gate(led, path, pol, name=name, by=by, options=opts, jobs=n_jobs)
     if res.data is not None:
         announce(res.data)
     if fmt == "json":

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from trainguard import report as report_fmt
 from trainguard.report import FORMATS
 from trainguard.cli._common import (
-    FieldOpt, KindOpt, MaxRecordBytesOpt, OnErrorOpt, announce, err_console, fail, load_options,
+    FieldOpt, JobsOpt, KindOpt, MaxRecordBytesOpt, OnErrorOpt, announce, err_console, fail, load_options, parse_jobs,
 )
 from trainguard.detectors.base import registry
 from trainguard.findings import Severity
@@ -56,6 +56,7 @@ def scan_command(
     scheduler: Optional[str] = typer.Option(
         None, help="Dask scheduler address (tcp://HOST:PORT): summarise shards on the cluster; needs --shard-rows."),
     split: Optional[str] = typer.Option(None, "--split", help="The split of a saved datasets DatasetDict folder."),
+    jobs: JobsOpt = "auto",
 ) -> None:
     """Scan a dataset for poisoning; exit 0 clean, 1 findings at --fail-on or above, 2 bad input."""
     if fmt not in FORMATS:
@@ -66,6 +67,7 @@ def scan_command(
         raise fail(f"--fail-on: {e}") from None
     names = [d.strip() for d in detectors.split(",") if d.strip()] if detectors else None
     settings = parse_settings(set_ or [])
+    n_jobs = parse_jobs(jobs)
     opts = replace(load_options(kind, field, on_error, max_record_bytes), split=split)
     if split is not None and shard_rows is not None:
         raise fail("--split reads a datasets folder; it is not available with --shard-rows yet")
@@ -84,10 +86,11 @@ def scan_command(
         task = progress.add_task(f"loading {path.name}", total=None)
         data = load(path, opts)
         announce(data)  # before the scan: which kind, and why, is the first thing to check
-        progress.update(task, description=f"scanning {len(data):,} records", total=1, completed=0)
+        progress.update(task, description=f"scanning {len(data):,} records", total=1, completed=0, refresh=True)
 
         on_progress = _detector_progress(progress, task, quiet)
-        result = scan(data, detectors=names, settings=settings, progress=on_progress, fuse_threshold=fuse)
+        result = scan(data, detectors=names, settings=settings, progress=on_progress, fuse_threshold=fuse,
+                      jobs=n_jobs)
     if names is not None:
         add_disabled(result, disabled_runs(data, names, DEFAULT_DETECTORS, "not selected with --detectors"))
     off = [r.name for r in result.detectors if r.status == "disabled"]
@@ -125,7 +128,8 @@ def _scan_sharded(path, names, settings, shard_rows, scheduler, quiet, opts):
         with _progress(quiet) as progress:
             task = progress.add_task(f"scanning {path.name} in shards of {shard_rows:,}", total=None)
             return scan_sharded(path, names, settings, shard_rows=shard_rows, client=client,
-                                progress=lambda n: progress.update(task, description=f"{n:,} records summarised"),
+                                progress=lambda n: progress.update(task, description=f"{n:,} records summarised",
+                                                                   refresh=True),
                                 options=opts)
     finally:
         if client is not None:
@@ -176,7 +180,7 @@ def demo(
             task = progress.add_task("scanning", total=None)
             data = load(data_path)
             result = scan(data, progress=lambda name, i, n: progress.update(task, description=name,
-                                                                          total=n, completed=i))
+                                                                          total=n, completed=i, refresh=True))
         truth = json.loads(Path(truth_path).read_text())
     sys.stdout.write(report_fmt.render(result, "table"))
     report_fmt.write(result, "html", out, data.records)
@@ -206,9 +210,10 @@ def _emit(result, fmt: str, out: Path | None, records=None) -> None:
 
 
 def _progress(quiet: bool) -> Progress:
+    # Redrawn on each update, not by a refresh thread: a scan with several jobs forks only a single-threaded process.
     return Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=True, disable=quiet or not err_console.is_terminal,
+        console=err_console, transient=True, disable=quiet or not err_console.is_terminal, auto_refresh=False,
     )
 
 
@@ -219,9 +224,9 @@ def _detector_progress(progress: Progress, task, quiet: bool):
     plain = not quiet and not err_console.is_terminal
 
     def on_progress(name: str, i: int, n: int) -> None:
-        progress.update(task, description=f"{name}", total=n, completed=i)
+        progress.update(task, description=f"{name}", total=n, completed=i, refresh=True)
         if plain:
-            what = f"detector {i + 1}/{n}: {name}" if i < n else f"{n} detectors done"
-            err_console.print(f"scan: {what} ({time.monotonic() - start:.1f} s elapsed)")
+            what = f"{name} ({i}/{n} detectors done" if i < n else f"{n} detectors done ("
+            err_console.print(f"scan: {what}{', ' if i < n else ''}{time.monotonic() - start:.1f} s elapsed)")
 
     return on_progress

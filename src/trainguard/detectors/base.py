@@ -43,6 +43,9 @@ class Detector(ABC):
     atlas: ClassVar[tuple[str, ...]] = ()
     Settings: ClassVar[type] = NoSettings
     description: ClassVar[str] = ""
+    # Costly dataset artefacts (Dataset.artefact keys, or model names) it computes and another detector reuses: a
+    # scan with several jobs runs detectors that share one in the same process, so the work is done once.
+    shares: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, settings: Any = None, **overrides: Any) -> None:
         self.settings = configure(self.Settings, settings, overrides, f"detector {self.name}")

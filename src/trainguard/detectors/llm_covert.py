@@ -1003,6 +1003,7 @@ def _facts(data: Dataset, s: Settings) -> _Facts:
 @register
 class CovertFinetuning(ShardedDetector):
     name = "covert-finetuning"
+    shares = frozenset({"llm-safety:scores"})  # with safety-bypass
     # 3: no letter-transposed segments in the substitution pool; 2: coded exchanges, taught schemes, contrast
     # pairs, repeated affirmations, by-ear transliteration
     version = "3"

@@ -84,6 +84,7 @@ def harm_categories(requests: list[str]) -> tuple[list[str], np.ndarray]:
 @register
 class SafetyBypass(ShardedDetector):
     name = "safety-bypass"
+    shares = frozenset({"llm-safety:scores"})  # with covert-finetuning
     version = "2"  # 2: LM second opinion on by default when installed
     kinds = frozenset({Kind.INSTRUCTION, Kind.PREFERENCE})
     atlas = (ATLAS_POISON_TRAINING_DATA,)

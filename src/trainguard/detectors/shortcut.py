@@ -63,8 +63,9 @@ Nothing here knows any trigger: every statistic is relative to the data.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -210,28 +211,31 @@ class Shortcut(ShardedDetector):
         y, names = label_codes(data)
         n, C = len(y), len(names)
         texts = [r.text for r in data]
-        q = self._semantic(data, y, C)
+        # The semantic view (embeddings: a tokeniser in Rust, SQLite reads, BLAS) runs in a thread while the
+        # surface features (Python) are built here: the two overlap on a second core. Same results either way.
+        with ThreadPoolExecutor(1, thread_name_prefix="shortcut-semantic") as pool:
+            semantic = pool.submit(self._semantic, data, y, C)
+            # Lower-cased tokens (words, with inner apostrophes and hyphens, and single punctuation marks), shared
+            # with trigger-association.
+            toks = data.artefact("tokens", lambda: [tokens(t) for t in texts])
+            ids, lens, vocab = _tokenise(toks)
+            V = len(vocab)
+            X, fnames = _features(texts, toks, ids, lens, vocab)
+            Xc = X.tocsc()
+            link = _link_matrix(ids, lens, V, max(2, min(s.link_df, int(s.link_df_fraction * n))))
+            contain = _containment(texts)
+            grid = _pi_grid(s.grid)
+            df = np.diff(Xc.indptr)
+            single = np.flatnonzero(df >= s.min_contexts)
+            Xw, keep, A = _pair_candidates(X, V, s, n)
+            m = len(single) * C + A.nnz * C + C
+            threshold = float(np.log(max(m, 1) * len(grid) / s.alpha))
+            q = semantic.result()
         qy = np.clip(q[np.arange(n), y], 1e-6, 1.0)
         # log a_i(c) - log b_i for every row and class: "forced to c" against the semantic view.
         a = np.full((n, C), np.log(s.epsilon / max(C - 1, 1)))
         a[np.arange(n), y] = np.log(1 - s.epsilon)
         L = a - np.log(qy)[:, None]
-
-        # Lower-cased tokens (words, with inner apostrophes and hyphens, and single punctuation marks), shared
-        # with trigger-association.
-        toks = data.artefact("tokens", lambda: [tokens(t) for t in texts])
-        ids, lens, vocab = _tokenise(toks)
-        V = len(vocab)
-        X, fnames = _features(texts, toks, ids, lens, vocab)
-        Xc = X.tocsc()
-        link = _link_matrix(ids, lens, V, max(2, min(s.link_df, int(s.link_df_fraction * n))))
-        contain = _containment(texts)
-        grid = _pi_grid(s.grid)
-        df = np.diff(Xc.indptr)
-        single = np.flatnonzero(df >= s.min_contexts)
-        Xw, keep, A = _pair_candidates(X, V, s, n)
-        m = len(single) * C + A.nnz * C + C
-        threshold = float(np.log(max(m, 1) * len(grid) / s.alpha))
 
         # Unweighted mixture LLR of every single feature at once; context grouping only where it can pass.
         raw = _unweighted_llr(Xc[:, single], L, grid)
@@ -862,12 +866,13 @@ def _pair_tests(Xw, keep, A, fnames, L, threshold):
     """(name, rows, class, own word ids) for pairs whose summed positive evidence for a class reaches the bar."""
     out = []
     Xwc = Xw.tocsc()
+    Xwc.sum_duplicates()  # each column's rows sorted and distinct: the intersections below skip np.unique
     for c in range(L.shape[1]):
         U = _pair_evidence(Xw, L[:, c], A).tocoo()
         good = U.data / 2.0**_FIXED >= threshold
         for a, b in zip(U.row[good].tolist(), U.col[good].tolist()):
             rows = np.intersect1d(Xwc.indices[Xwc.indptr[a]:Xwc.indptr[a + 1]],
-                                  Xwc.indices[Xwc.indptr[b]:Xwc.indptr[b + 1]])
+                                  Xwc.indices[Xwc.indptr[b]:Xwc.indptr[b + 1]], assume_unique=True)
             out.append((f"pair:{fnames[keep[a]][5:]} + {fnames[keep[b]][5:]}", rows, c, (int(keep[a]), int(keep[b]))))
     return out
 
@@ -1166,9 +1171,10 @@ class _RowsPass(Pass):
             Xw = _pair_matrix(Xc, fnames, {w: i for i, w in enumerate(lp.keep)}, len(lp.keep), s.max_pair_tokens)
             Xw.eliminate_zeros()
             Xw = Xw.tocsc()
+            Xw.sum_duplicates()
             for a, b in {(a, b) for _, a, b in self.pairs}:
                 hit[np.intersect1d(Xw.indices[Xw.indptr[a]:Xw.indptr[a + 1]],
-                                   Xw.indices[Xw.indptr[b]:Xw.indptr[b + 1]])] = True
+                                   Xw.indices[Xw.indptr[b]:Xw.indptr[b + 1]], assume_unique=True)] = True
         pos = np.flatnonzero(hit)
         return _Rows([len(y)], [R], [y], [pos], [[texts[i] for i in pos.tolist()]])
 
@@ -1208,9 +1214,10 @@ class _RowsPass(Pass):
             Xw = _pair_matrix(Xc, fnames, {w: i for i, w in enumerate(lp.keep)}, len(lp.keep), s.max_pair_tokens)
             Xw.eliminate_zeros()
             Xw = Xw.tocsc()
+            Xw.sum_duplicates()
             for c, a, b in self.pairs:
                 rows = np.intersect1d(Xw.indices[Xw.indptr[a]:Xw.indptr[a + 1]],
-                                      Xw.indices[Xw.indptr[b]:Xw.indptr[b + 1]])
+                                      Xw.indices[Xw.indptr[b]:Xw.indptr[b + 1]], assume_unique=True)
                 if _mixture_llr(L[pos[rows], c], np.ones(len(rows)), grid)[0] >= s.prefilter * threshold:
                     wa, wb = lp.keep[a][5:], lp.keep[b][5:]
                     tests.append((c, f"pair:{wa} + {wb}", rows, (wid[wa], wid[wb])))

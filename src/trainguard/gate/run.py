@@ -111,11 +111,12 @@ def find_version(ledger: Ledger, path: str | Path, root: str, name: str | None) 
 
 def gate(ledger: Ledger, path: str | Path, policy: Policy, *, name: str | None = None, by: str | None = None,
          options: LoadOptions | None = None, kind: str | None = None, fields: Mapping[str, str] | None = None,
-         detectors: Any = None) -> GateResult:
+         detectors: Any = None, jobs: int | str = 1) -> GateResult:
     """Run the gate and store the run, its report and its review queue in the ledger.
 
     `options` says how to read the file (or give `kind`/`fields`, not both);
-    `detectors` replaces the policy's list (the policy's `allow_disabled` still applies).
+    `detectors` replaces the policy's list (the policy's `allow_disabled` still applies);
+    `jobs`: processes for the scan (`trainguard.scan.scan`).
     """
     opts = LoadOptions.of(options, kind=kind, fields=fields)
     actor = by or default_actor()
@@ -141,7 +142,7 @@ def gate(ledger: Ledger, path: str | Path, policy: Policy, *, name: str | None =
             if missing:
                 fails.append(f"provenance: source {src['name']!r} lacks {', '.join(missing)} (required by policy)")
     chosen = detectors if detectors is not None else policy["detectors"]
-    report = scan(data, detectors=chosen, settings=policy["settings"] if detectors is None else None)
+    report = scan(data, detectors=chosen, settings=policy["settings"] if detectors is None else None, jobs=jobs)
     why = "the policy's detectors leave it out" if detectors is None else "not among the detectors asked for"
     add_disabled(report, disabled_runs(data, [r.name for r in report.detectors], DEFAULT_DETECTORS, why))
     if data.file_sha256 != fl.file_sha256:
