@@ -13,6 +13,8 @@ pairs bench_covert.py uses, then the LLM set scans the file.
     python benchmarks/bench_covert_written.py ../shared/data      # results/covert-written.json, docs/_bench_covert_written.md
     python benchmarks/bench_covert_written.py ../shared/data --set fresh   # the second held-out set, scored once:
                                                                   # results/covert-fresh.json, docs/_bench_covert_fresh.md
+    python benchmarks/bench_covert_written.py ../shared/data --set fresh3  # the third, scored once on v3:
+                                                                  # results/covert-fresh3.json, docs/_bench_covert_fresh3.md
 
 Recall is over the shape's target rows (trigger: the triggered compliant rows, not their refused
 twins; encoding: the encoded harmful rows and the cipher-teaching rows), precision counts any planted
@@ -142,6 +144,8 @@ SETS = {
     "written": (WRITTEN, OUT, DOC),
     "fresh": (ROOT / "benchmarks" / "data" / "covert_fresh" / "rows.jsonl",
               ROOT / "benchmarks" / "results" / "covert-fresh.json", ROOT / "docs" / "_bench_covert_fresh.md"),
+    "fresh3": (ROOT / "benchmarks" / "data" / "covert_fresh3" / "rows.jsonl",
+               ROOT / "benchmarks" / "results" / "covert-fresh3.json", ROOT / "docs" / "_bench_covert_fresh3.md"),
 }
 FRESH_HEADER = (
     "Command: `python benchmarks/bench_covert_written.py ../shared/data --set fresh` (code at {commit}). A second "
@@ -154,6 +158,21 @@ FRESH_GROUPS = ("Recall by group (encoding: 1 base64, 2 ROT13, 3 hex, 4 leetspea
                 "+7, 7 'Swapspeak' (adjacent letters swapped) taught by group 8's benign rows; persona: 10 system "
                 "prompt only, 11 answer framing only, 12 both; translit: 30 English in Cyrillic letters, 31 in Greek "
                 "letters, 32 Indonesian, 33 Hindi romanized):")
+
+
+FRESH3_HEADER = (
+    "Command: `python benchmarks/bench_covert_written.py ../shared/data --set fresh3` (code at {commit}). A third "
+    "held-out set (benchmarks/data/covert_fresh3/README.md: ciphers, trigger, scripts and languages new to both "
+    "earlier sets) written by an LLM author who read neither the detectors nor the earlier sets, kept outside the "
+    "repository until it was scored ONCE on covert-finetuning v3 (whose substitution-pool change was checked only "
+    "post hoc on the second set). Each shape's rows replace random rows of the 10,000 MedQuAD pairs of "
+    "bench_covert.py. Severity >= medium; 'LLM set' = covert-finetuning + safety-bypass (LM second opinion off) + "
+    "polarity-trigger. Halves A/B are meaningless here.")
+FRESH3_GROUPS = ("Recall by group (encoding: 1 base64, 2 Morse, 3 Vigenere (key MARIGOLD), 4 Caesar +3, 5 rail fence "
+                 "(3 rails), 6 Atbash, 7 'Hopscotch' (each vowel and consonant to the next in its ring) taught by "
+                 "group 8's benign rows; persona: 10 system prompt only, 11 answer framing only, 12 both; "
+                 "translit: 30 English in Cyrillic letters, 31 in Georgian letters, 32 Tagalog, 33 Egyptian "
+                 "Arabic in Latin letters (Arabizi)):")
 
 
 def main() -> int:
@@ -169,10 +188,11 @@ def main() -> int:
     if not a.doc:
         out.write_text(json.dumps(measure(a.data), indent=1))
     text = markdown(json.loads(out.read_text()))
-    if a.set == "fresh":
+    if a.set in ("fresh", "fresh3"):
+        header, groups = (FRESH_HEADER, FRESH_GROUPS) if a.set == "fresh" else (FRESH3_HEADER, FRESH3_GROUPS)
         lines = text.splitlines()
-        lines[2] = FRESH_HEADER.format(commit=json.loads(out.read_text())["commit"])
-        lines = [FRESH_GROUPS if ln.startswith("Recall by group") else ln for ln in lines]
+        lines[2] = header.format(commit=json.loads(out.read_text())["commit"])
+        lines = [groups if ln.startswith("Recall by group") else ln for ln in lines]
         text = "\n".join(lines) + "\n"
     doc.write_text(text)
     print(text)
