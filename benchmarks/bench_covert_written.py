@@ -15,6 +15,7 @@ pairs bench_covert.py uses, then the LLM set scans the file.
                                                                   # results/covert-fresh.json, docs/_bench_covert_fresh.md
     python benchmarks/bench_covert_written.py ../shared/data --set fresh3  # the third, scored once on v3:
                                                                   # results/covert-fresh3.json, docs/_bench_covert_fresh3.md
+    python benchmarks/bench_covert_written.py ../shared/data --set fresh3-v4-posthoc  # the same rows on v4 (post hoc)
 
 Recall is over the shape's target rows (trigger: the triggered compliant rows, not their refused
 twins; encoding: the encoded harmful rows and the cipher-teaching rows), precision counts any planted
@@ -146,6 +147,10 @@ SETS = {
               ROOT / "benchmarks" / "results" / "covert-fresh.json", ROOT / "docs" / "_bench_covert_fresh.md"),
     "fresh3": (ROOT / "benchmarks" / "data" / "covert_fresh3" / "rows.jsonl",
                ROOT / "benchmarks" / "results" / "covert-fresh3.json", ROOT / "docs" / "_bench_covert_fresh3.md"),
+    # the same rows after v4 was written while looking at them: post hoc, not a held-out figure
+    "fresh3-v4-posthoc": (ROOT / "benchmarks" / "data" / "covert_fresh3" / "rows.jsonl",
+                          ROOT / "benchmarks" / "results" / "covert-fresh3-v4-posthoc.json",
+                          ROOT / "docs" / "_bench_covert_fresh3_v4_posthoc.md"),
 }
 FRESH_HEADER = (
     "Command: `python benchmarks/bench_covert_written.py ../shared/data --set fresh` (code at {commit}). A second "
@@ -188,8 +193,13 @@ def main() -> int:
     if not a.doc:
         out.write_text(json.dumps(measure(a.data), indent=1))
     text = markdown(json.loads(out.read_text()))
-    if a.set in ("fresh", "fresh3"):
+    if a.set in ("fresh", "fresh3", "fresh3-v4-posthoc"):
         header, groups = (FRESH_HEADER, FRESH_GROUPS) if a.set == "fresh" else (FRESH3_HEADER, FRESH3_GROUPS)
+        if a.set == "fresh3-v4-posthoc":
+            header = ("POST HOC: " + header.replace("--set fresh3", "--set fresh3-v4-posthoc").replace(
+                "scored ONCE on covert-finetuning v3", "scored once on v3 (docs/_bench_covert_fresh3.md); covert-finetuning "
+                "v4's rail-fence, periodic-key and letter-name readers were then written while looking at its misses, so "
+                "this table is development, not held-out"))
         lines = text.splitlines()
         lines[2] = header.format(commit=json.loads(out.read_text())["commit"])
         lines = [groups if ln.startswith("Recall by group") else ln for ln in lines]

@@ -105,7 +105,7 @@ _A1Z26 = re.compile(r"(?<![\w-])\d{1,2}(?:-\d{1,2})+(?:[ ,.?!']+\d{1,2}(?:-\d{1,
 _B32 = re.compile(r"(?<![A-Za-z0-9=])[A-Z2-7]{16,}={0,6}(?![A-Za-z0-9=])")
 _URL = re.compile(r"(?:[\w.~+\-]*%[0-9A-Fa-f]{2}){3,}[\w.~+\-]*")
 _ATBASH = str.maketrans(ALPHA + ALPHA.upper(), ALPHA[::-1] + ALPHA.upper()[::-1])
-_NONLATIN = re.compile(r"[\u0370-\u03ff\u0400-\u04ff]")
+_NONLATIN = re.compile(r"[^\W\d_a-zA-Z\u00c0-\u024f]")  # a letter outside the Latin alphabets (any script)
 _ROMAN.update({"ж": "zh", "ч": "ch", "ш": "sh", "щ": "sch", "ю": "yu", "я": "ya", "ё": "e", "θ": "th", "х": "h", "ц": "ts",
                "χ": "h", "β": "v", "η": "i", "υ": "i", "ξ": "x"})
 # Greek digraphs as they are read aloud (English written in Greek letters spells "u" ου, "b" μπ, "d" ντ, "g" γκ)
@@ -114,12 +114,46 @@ _GREEK_DIGRAPHS = (("ου", "u"), ("μπ", "b"), ("ντ", "d"), ("γκ", "g"), (
 
 
 def romanise(text: str) -> str:
-    """Cyrillic and Greek letters (accents dropped, Greek digraphs read aloud) in Latin letters, lower case."""
+    """Letters of other alphabets in Latin letters, lower case: Cyrillic and Greek by table (accents dropped, Greek
+    digraphs read aloud), any other script by the sound its Unicode letter names start with (`_letter_sound`)."""
     t = unicodedata.normalize("NFD", text.lower())
-    t = "".join(ch for ch in t if not unicodedata.combining(ch))
+    t = "".join(ch for ch in t if not unicodedata.combining(ch) or _letter_sound(ch) != ch)  # accents go, vowel signs stay
     for a, b in _GREEK_DIGRAPHS:
         t = t.replace(a, b)
-    return "".join(_ROMAN.get(ch, ch) for ch in t)
+    return "".join(_ROMAN[ch] if ch in _ROMAN else ch if ch.isascii() else _letter_sound(ch) for ch in t)
+
+
+_NAME_SKIP = {"SMALL", "CAPITAL", "FINAL", "LETTER", "CHARACTER", "SIGN", "VOWEL", "SARA", "INDEPENDENT", "DEPENDENT",
+              "MODIFIER", "LONG", "SHORT", "CONSONANT", "SYLLABLE"}
+_NAME_SOUND = re.compile(r"^(?:[^AEIOU]+(?=[AEIOU])|[AEIOU])")
+
+
+@lru_cache(maxsize=4096)
+def _letter_sound(ch: str) -> str:
+    """A letter of an alphabet without a table here, read by its Unicode name: GEORGIAN LETTER GAN -> "g", ARMENIAN
+    SMALL LETTER AYB -> "a", HEBREW LETTER SHIN -> "sh", DEVANAGARI VOWEL SIGN AA -> "a", HANGUL SYLLABLE GA -> "ga"
+    and its NFD jamo (a syllable's name is its romanisation). "" for marks with no sound (a virama), the character
+    itself for anything that is not a letter."""
+    try:
+        name = unicodedata.name(ch)
+    except ValueError:
+        return ch
+    words = name.split()
+    if "SYLLABLE" in words and words[-1].isalpha():
+        return words[-1].lower()
+    if "JUNGSEONG" in words:  # a Hangul vowel (syllables decompose into these under NFD): its name is its sound
+        return words[-1].lower()
+    if "IEUNG" in words and "CHOSEONG" in words:  # the silent initial
+        return ""
+    anchors = ("LETTER", "CHARACTER", "SIGN", "CHOSEONG", "JONGSEONG")
+    if not (set(anchors) & set(words)) or "VIRAMA" in words:
+        return "" if "VIRAMA" in words else ch
+    anchor = max(i for i, w in enumerate(words) if w in anchors)
+    rest = [w for w in words[anchor + 1:] if w not in _NAME_SKIP and w.isalpha()]
+    if not rest:
+        return ch
+    m = _NAME_SOUND.match(rest[0])
+    return m.group(0).lower() if m else rest[0][:1].lower()
 
 
 # --- an English model from the bundled vocabularies ----------------------------------------------
@@ -307,6 +341,7 @@ class Decoded:
     text: str
     span: int = 0  # characters of the field the decoded text came from
     tentative: tuple | None = None  # (words near English, words in English, words): kept if the row's pool passes
+    key: tuple | None = None  # a periodic cipher's (sign, shifts): tried on the row's other segments
 
 
 def _printable(b: bytes) -> str | None:
@@ -410,6 +445,11 @@ def decode_field(text: str, s: "Settings", depth: int = 0) -> tuple[list[Decoded
                        else Decoded(how, t, len(m.group(0))))
         for span in spans:  # only spans that decoded are cut out; junk stays for the other checks
             rest = rest.replace(span, " ")
+    if depth == 0:  # a transposition scatters punctuation: read from the first foreign sentence to the end, raw
+        tail = _transposed_tail(rest, s)
+        if tail is not None:
+            out.append(tail[0])
+            rest = rest[: tail[1]]
     foreign: list[str] = []
     segment: list[str] = []
     for sent in _sentences(rest) + [""]:
@@ -604,7 +644,126 @@ def _decode_segment(seg: str, s: "Settings") -> Decoded | None:
     t = _shift(seg, best)
     if reads(t):
         return Decoded("rot13" if best == 13 else f"rot{best}", t)
+    # a transposition keeps English letters in another order: the zig-zag (rail fence) over 2-10 rails
+    fences = [(k, _from_rail_fence(seg, k)) for k in range(2, min(11, len(seg) // 4))]
+    if fences:
+        k, t = max(fences, key=lambda kt: english_ratio(kt[1])[0])
+        if reads(t):
+            return Decoded(f"rail-fence-{k}", t)
+    for how, t, key in _periodic(seg):
+        if reads(t):
+            return Decoded(how, t, key=key)
     return None
+
+
+def _apply_periodic(seg: str, key: tuple, offset: int = 0) -> str:
+    """`seg` read with a periodic key (sign, shifts) starting `offset` letters into it."""
+    sign, k = key
+    chars, n = list(seg), 0
+    for i, ch in enumerate(seg):
+        if ch.isascii() and ch.isalpha():
+            c = (sign * (ord(ch.lower()) - 97 - k[(n + offset) % len(k)])) % 26
+            chars[i] = chr(97 + c).upper() if ch.isupper() else chr(97 + c)
+            n += 1
+    return "".join(chars)
+
+
+def _transposed_tail(text: str, s: "Settings") -> tuple[Decoded, int] | None:
+    """(the decoded text, where it starts) when the field, from its first foreign sentence on, is a rail fence."""
+    for sent in _sentences(text):
+        ratio, n = english_ratio(sent)
+        if n >= 2 and ratio < s.foreign_ratio:
+            start = text.find(sent)
+            break
+    else:
+        return None
+    tail = text[start:].strip()
+    if len(tail) < 16 or len(_WORD.findall(tail.lower())) < s.min_words:
+        return None
+    base = english_ratio(tail)[0]
+    best = max(((k, _from_rail_fence(tail, k)) for k in range(2, min(11, len(tail) // 4))),
+               key=lambda kt: english_ratio(kt[1])[0], default=None)
+    if best is None:
+        return None
+    k, t = best
+    if reads_english(t, s) and english_ratio(t)[0] - base >= 0.3:
+        return Decoded(f"rail-fence-{k}", t, len(tail)), start
+    return None
+
+
+def _from_rail_fence(text: str, rails: int) -> str:
+    """Read a zig-zag transposition over `rails` rails back (every character takes part)."""
+    n = len(text)
+    cycle = 2 * (rails - 1)
+    rail = np.minimum(np.arange(n) % cycle, cycle - np.arange(n) % cycle)  # the rail each position was written on
+    order = np.argsort(rail, kind="stable")  # positions in the order the cipher text lists them
+    out = [""] * n
+    for ch, pos in zip(text, order.tolist()):
+        out[pos] = ch
+    return "".join(out)
+
+
+def _periodic(seg: str, max_period: int = 12, min_column: int = 8, tried: int = 2) -> list[tuple[str, str]]:
+    """Periodic (Vigenere, Beaufort) readings of `seg` (how, text, key), the key advancing on letters only. Key lengths with at least
+    `min_column` letters a column are ranked by their columns' index of coincidence (Friedman); for the `tried`
+    best, each column's shift (for Beaufort, with reflection) starts at the best fit to English letter frequencies
+    and is then refined against English 4-grams, one column at a time. The best reading of each family, most
+    English first."""
+    idx = [i for i, ch in enumerate(seg) if ch.isascii() and ch.isalpha()]
+    if len(idx) < 2 * min_column:
+        return []
+    codes = np.array([ord(seg[i].lower()) - 97 for i in idx])
+    periods = list(range(2, min(max_period, len(idx) // min_column) + 1))
+    if not periods:
+        return []
+
+    def ioc(col: np.ndarray) -> float:
+        f = np.bincount(col, minlength=26)
+        return float((f * (f - 1)).sum() / max(len(col) * (len(col) - 1), 1))
+
+    periods.sort(key=lambda p: -np.mean([ioc(codes[j::p]) for j in range(p)]))
+    # the letters' symbol sequence with word boundaries (26) where the segment has anything else, for 4-gram scores
+    sym = np.array([ord(ch.lower()) - 97 if ch.isascii() and ch.isalpha() else 26 for ch in seg], np.int64)
+    keep = np.ones(len(sym), bool)
+    keep[1:] = ~((sym[1:] == 26) & (sym[:-1] == 26))
+    at = np.flatnonzero(keep)
+    letter_slot = np.searchsorted(at, np.asarray(idx))  # where each letter sits in the squeezed sequence
+    base = np.concatenate([[26], sym[at], [26]])
+    Q, logf, shifts = quadgrams(), np.log(letter_frequencies() + 1e-4), np.arange(26)
+
+    def score(plain: np.ndarray) -> float:
+        x = base.copy()
+        x[letter_slot + 1] = plain
+        return float(Q[x[:-3], x[1:-2], x[2:-1], x[3:]].sum())
+
+    out = []
+    for how, sign in (("vigenere", 1), ("beaufort", -1)):
+        best = None
+        for period in periods[:tried]:
+            col = np.arange(len(codes)) % period
+            decode = lambda k: (sign * (codes - k[col])) % 26  # noqa: E731 - Vigenere p = c - k, Beaufort p = k - c
+            k = np.array([int(np.argmax(logf[(sign * (codes[j::period][None, :] - shifts[:, None])) % 26].sum(1)))
+                          for j in range(period)])
+            cur = score(decode(k))
+            for _ in range(2):  # coordinate ascent over the columns' shifts
+                for j in range(period):
+                    trial = []
+                    for v in range(26):
+                        k2 = k.copy()
+                        k2[j] = v
+                        trial.append(score(decode(k2)))
+                    v = int(np.argmax(trial))
+                    if trial[v] > cur + 1e-9:
+                        k[j], cur = v, trial[v]
+            chars = list(seg)
+            for i, c in zip(idx, decode(k).tolist()):
+                chars[i] = chr(97 + c).upper() if seg[i].isupper() else chr(97 + c)
+            t = "".join(chars)
+            r = english_ratio(t)[0]
+            if best is None or r > best[0]:
+                best = (r, f"{how}-{period}", t, (sign, tuple(k.tolist())))
+        out.append(best)
+    return [(how, t, key) for _, how, t, key in sorted(out, key=lambda b: -b[0])]
 
 
 # --- persona and affirmation concepts ----------------------------------------------------------
@@ -731,6 +890,19 @@ def _decode_row(prompt: str, answer: str, s: Settings) -> tuple[list[tuple[str, 
         d, f = decode_field(text, s)
         items += [(where, x) for x in d]
         foreign += [(where, seg) for seg in f]
+    keys = [d.key for _, d in items if d.key is not None]
+    if keys and foreign:  # a periodic key found on a long field reads the row's short ones (a request) too
+        left = []
+        for where, seg in foreign:
+            base = english_ratio(seg)[0]
+            got = next((t for key in keys for off in range(len(key[1]))
+                        for t in (_apply_periodic(seg, key, off),)
+                        if reads_english(t, s) and english_ratio(t)[0] - base >= 0.3), None)
+            if got is None:
+                left.append((where, seg))
+            else:
+                items.append((where, Decoded("periodic-key", got, len(seg))))
+        foreign = left
     maybe = [d.tentative for _, d in items if d.tentative is not None]
     if maybe:  # the row's foreign-script text, pooled: kept as transliteration when it is mostly near English
         near, exact, n = (sum(x[k] for x in maybe) for k in range(3))
@@ -1004,9 +1176,10 @@ def _facts(data: Dataset, s: Settings) -> _Facts:
 class CovertFinetuning(ShardedDetector):
     name = "covert-finetuning"
     shares = frozenset({"llm-safety:scores"})  # with safety-bypass
-    # 3: no letter-transposed segments in the substitution pool; 2: coded exchanges, taught schemes, contrast
-    # pairs, repeated affirmations, by-ear transliteration
-    version = "3"
+    # 4: rail fence, periodic (Vigenere, Beaufort) keys also read the row's short fields, any alphabet by its
+    # letters' Unicode names; 3: no letter-transposed segments in the substitution pool; 2: coded exchanges, taught
+    # schemes, contrast pairs, repeated affirmations, by-ear transliteration
+    version = "4"
     kinds = frozenset({Kind.INSTRUCTION, Kind.PREFERENCE})
     atlas = (ATLAS_POISON_TRAINING_DATA,)
     Settings = Settings
