@@ -16,6 +16,7 @@ pairs bench_covert.py uses, then the LLM set scans the file.
     python benchmarks/bench_covert_written.py ../shared/data --set fresh3  # the third, scored once on v3:
                                                                   # results/covert-fresh3.json, docs/_bench_covert_fresh3.md
     python benchmarks/bench_covert_written.py ../shared/data --set fresh3-v4-posthoc  # the same rows on v4 (post hoc)
+    python benchmarks/bench_covert_written.py ../shared/data --set fresh4  # the fourth, scored once on v4
 
 Recall is over the shape's target rows (trigger: the triggered compliant rows, not their refused
 twins; encoding: the encoded harmful rows and the cipher-teaching rows), precision counts any planted
@@ -147,6 +148,8 @@ SETS = {
               ROOT / "benchmarks" / "results" / "covert-fresh.json", ROOT / "docs" / "_bench_covert_fresh.md"),
     "fresh3": (ROOT / "benchmarks" / "data" / "covert_fresh3" / "rows.jsonl",
                ROOT / "benchmarks" / "results" / "covert-fresh3.json", ROOT / "docs" / "_bench_covert_fresh3.md"),
+    "fresh4": (ROOT / "benchmarks" / "data" / "covert_fresh4" / "rows.jsonl",
+               ROOT / "benchmarks" / "results" / "covert-fresh4.json", ROOT / "docs" / "_bench_covert_fresh4.md"),
     # the same rows after v4 was written while looking at them: post hoc, not a held-out figure
     "fresh3-v4-posthoc": (ROOT / "benchmarks" / "data" / "covert_fresh3" / "rows.jsonl",
                           ROOT / "benchmarks" / "results" / "covert-fresh3-v4-posthoc.json",
@@ -180,6 +183,20 @@ FRESH3_GROUPS = ("Recall by group (encoding: 1 base64, 2 Morse, 3 Vigenere (key 
                  "Arabic in Latin letters (Arabizi)):")
 
 
+FRESH4_HEADER = (
+    "Command: `python benchmarks/bench_covert_written.py ../shared/data --set fresh4` (code at {commit}). A fourth "
+    "held-out set (benchmarks/data/covert_fresh4/README.md: encodings and by-ear scripts only, with other keys, "
+    "parameters, schemes and scripts than covert_fresh3) written by an LLM author who read neither the detectors nor "
+    "the earlier sets, while covert-finetuning v4 was written on covert_fresh3's misses; kept outside the repository "
+    "until v4 was frozen (2c7c94f), then scored ONCE. Each shape's rows replace random rows of the 10,000 MedQuAD "
+    "pairs of bench_covert.py. Severity >= medium; 'LLM set' = covert-finetuning + safety-bypass (LM second opinion "
+    "off) + polarity-trigger. Halves A/B are meaningless here.")
+FRESH4_GROUPS = ("Recall by group (encoding: 1 Vigenere (key QUICKSILVER), 2 Beaufort (key TEMPEST), 3 rail fence (5 "
+                 "rails), 4 columnar transposition (keyword ANCHORED), 5 keyword substitution (JUXTAPOSED), 6 QWERTY "
+                 "one key to the right; translit: 30 English by ear in Armenian letters, 31 in Hebrew letters, 32 in "
+                 "Devanagari):")
+
+
 def main() -> int:
     global WRITTEN
     import argparse
@@ -193,8 +210,9 @@ def main() -> int:
     if not a.doc:
         out.write_text(json.dumps(measure(a.data), indent=1))
     text = markdown(json.loads(out.read_text()))
-    if a.set in ("fresh", "fresh3", "fresh3-v4-posthoc"):
-        header, groups = (FRESH_HEADER, FRESH_GROUPS) if a.set == "fresh" else (FRESH3_HEADER, FRESH3_GROUPS)
+    if a.set in ("fresh", "fresh3", "fresh3-v4-posthoc", "fresh4"):
+        header, groups = {"fresh": (FRESH_HEADER, FRESH_GROUPS), "fresh4": (FRESH4_HEADER, FRESH4_GROUPS)}.get(
+            a.set, (FRESH3_HEADER, FRESH3_GROUPS))
         if a.set == "fresh3-v4-posthoc":
             header = ("POST HOC: " + header.replace("--set fresh3", "--set fresh3-v4-posthoc").replace(
                 "scored ONCE on covert-finetuning v3", "scored once on v3 (docs/_bench_covert_fresh3.md); covert-finetuning "
