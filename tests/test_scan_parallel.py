@@ -3,8 +3,10 @@ failures isolated per detector (also a process that dies), and "auto" only where
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import sys
 import threading
 
 import pytest
@@ -30,6 +32,14 @@ def _comparable(report) -> dict:
     return {"report": d, "scores": {k: v.tolist() for k, v in report.row_scores.items()}}
 
 
+@pytest.fixture
+def forkable(monkeypatch):
+    """Earlier tests in this process may have loaded torch or left a thread running, which makes `scan` refuse to
+    fork; these tests' children run only light detectors, so they fork anyway (a `_Dies` run in-process would end
+    pytest itself)."""
+    monkeypatch.setattr(importlib.import_module("trainguard.scan"), "_fork_is_safe", lambda: True)
+
+
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory, sst2_rows):
     rows = poison(sst2_rows, "badnets", count=20, seed=3).rows
@@ -37,6 +47,7 @@ def planted(tmp_path_factory, sst2_rows):
     return write_jsonl(tmp_path_factory.mktemp("par") / "sst2.jsonl", rows)
 
 
+@pytest.mark.usefixtures("forkable")
 def test_two_processes_give_the_same_report_as_one(planted):
     one = scan(planted)
     two = scan(planted, jobs=2)
@@ -69,6 +80,7 @@ class _Dies(Detector):
         os._exit(3)  # a crash no exception handler sees (a segfault, the OOM killer)
 
 
+@pytest.mark.usefixtures("forkable")
 def test_a_failing_or_dying_detector_fails_alone(planted):
     rep = scan(planted, detectors=[_Marker(), _Raises(), _Dies(), _Marker()], jobs=2)
     status = {(i, r.name): (r.status, r.message) for i, r in enumerate(rep.detectors)}
@@ -77,6 +89,28 @@ def test_a_failing_or_dying_detector_fails_alone(planted):
     assert status[(2, "test-dies")][0] == DetectorStatus.FAILED
     assert "stopped (exit code 3)" in status[(2, "test-dies")][1]
     assert len(rep.findings) == 2 * sum("film" in json.loads(line)["text"] for line in planted.read_text().splitlines())
+
+
+class _Unreadable(Exception):
+    def __init__(self, *, needed):  # pickles, but cannot be unpickled (a keyword-only argument)
+        super().__init__("x")
+
+
+class _BadSummary(Detector):
+    name = "test-bad-summary"
+    kinds = frozenset(Kind)
+
+    def run(self, data):
+        return DetectorResult((), None, {"oops": _Unreadable(needed=1)})
+
+
+@pytest.mark.usefixtures("forkable")
+def test_an_outcome_that_does_not_come_back_fails_its_detector_not_the_scan(planted):
+    rep = scan(planted, detectors=[_BadSummary(), _Marker()], jobs=2)
+    runs = {r.name: r for r in rep.detectors}
+    assert runs["test-bad-summary"].status == DetectorStatus.FAILED
+    assert "could not be read back" in runs["test-bad-summary"].message
+    assert runs["test-marker"].status == DetectorStatus.OK
 
 
 def test_detectors_sharing_an_artefact_run_in_one_process():
@@ -88,23 +122,33 @@ def test_detectors_sharing_an_artefact_run_in_one_process():
 
 
 def test_auto_is_one_process_where_forking_is_not_worth_it_or_not_safe(monkeypatch):
-    assert resolve_jobs("auto", PARALLEL_MIN_ROWS - 1, 4) == 1
-    assert resolve_jobs("auto", PARALLEL_MIN_ROWS, 1) == 1
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(threading, "active_count", lambda: 1)  # earlier tests may leave threads (a Dask client)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert resolve_jobs("auto", PARALLEL_MIN_ROWS - 1, 4) == 1
+    assert resolve_jobs("auto", PARALLEL_MIN_ROWS, 1) == 1
     assert resolve_jobs("auto", PARALLEL_MIN_ROWS, 4) == 2
-    monkeypatch.setattr(threading, "active_count", lambda: 2)
-    assert resolve_jobs("auto", PARALLEL_MIN_ROWS, 4) == 1  # another thread: forking could deadlock the child
     assert resolve_jobs(3, 10, 2) == 2 and resolve_jobs(1, 10**6, 4) == 1
+    monkeypatch.setattr(sys, "platform", "darwin")  # fork is unsafe with macOS system frameworks: not by default
+    assert resolve_jobs("auto", PARALLEL_MIN_ROWS, 4) == 1 and resolve_jobs(2, 10, 4) == 2
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(threading, "active_count", lambda: 2)
+    assert resolve_jobs("auto", PARALLEL_MIN_ROWS, 4) == 1 and resolve_jobs(2, 10, 4) == 1  # a thread could hold a lock
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setitem(sys.modules, "torch", object())  # a used OpenMP pool deadlocks a forked child
+    assert resolve_jobs("auto", PARALLEL_MIN_ROWS, 4) == 1 and resolve_jobs(2, 10, 4) == 1
     for bad in (0, -1, "two", 1.5, True):
         with pytest.raises(ConfigError):
             resolve_jobs(bad, 10, 4)
 
 
+@pytest.mark.usefixtures("forkable")
 def test_cli_jobs(capsys, planted):
     code, out, _ = cli(capsys, "scan", planted, "-f", "json", "--jobs", "2", "-q")
     code1, out1, _ = cli(capsys, "scan", planted, "-f", "json", "--jobs", "1", "-q")
     assert code == code1 == 1
     assert json.loads(out)["findings"] == json.loads(out1)["findings"]
-    code, _, err = cli(capsys, "scan", DATA / "sst2_sample.jsonl", "--jobs", "0")
-    assert code == 2 and "--jobs must be a positive integer or auto" in err
+    for bad in ("0", "two", "\u00b2"):
+        code, _, err = cli(capsys, "scan", DATA / "sst2_sample.jsonl", "--jobs", bad)
+        assert code == 2 and "--jobs must be a positive integer or auto" in err

@@ -12,9 +12,12 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
+import sys
 import threading
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
@@ -75,18 +78,9 @@ def scan(
         instances = build_detectors(dets, settings)  # type: ignore[arg-type]
     index = RecordIndex.of(data.records)
     outcomes: list[_Outcome | None] = [None] * len(instances)
-    todo: list[int] = []
-    for i, det in enumerate(instances):
-        try:
-            reason = skip_reason(det, data)
-        except Exception as e:  # noqa: BLE001 - isolate and record, the gate fails closed
-            outcomes[i] = _Outcome(failed_run(det, e))
-            continue
-        if reason:
-            outcomes[i] = _Outcome(DetectorRun(det.name, det.version, DetectorStatus.SKIPPED, det.settings_dict(),
-                                               message=reason))
-        else:
-            todo.append(i)
+    done, todo = _runnable(instances, data)
+    for i, out in done.items():
+        outcomes[i] = out
     workers = resolve_jobs(jobs, len(data), len(todo))
     if workers > 1:
         _run_parallel(instances, todo, data, index, workers, outcomes, progress)
@@ -124,21 +118,48 @@ PARALLEL_MIN_ROWS = 20_000
 
 
 def resolve_jobs(jobs: int | str, rows: int, runnable: int) -> int:
-    """Processes to run `runnable` detectors in. "auto": one per usable CPU (at most `runnable`) when the data
-    has PARALLEL_MIN_ROWS rows, the platform forks, and this process runs no other Python thread (forking one
-    that does can deadlock the child); else 1. An explicit number is used as given where forking is possible."""
-    if jobs == "auto":
-        if rows < PARALLEL_MIN_ROWS or runnable < 2 or not _can_fork() or threading.active_count() > 1:
-            return 1
-        return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
-                          runnable))
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+    """Processes to run `runnable` detectors in. "auto": one per usable CPU (at most `runnable`) on Linux, when the
+    data has PARALLEL_MIN_ROWS rows and this process is safe to fork; else 1. A number is used as given where it is
+    safe to fork. Not safe: another Python thread is running (a child could inherit a held lock), or torch is loaded
+    (its OpenMP pool, once used, deadlocks a forked child that uses torch)."""
+    if isinstance(jobs, bool) or not (jobs == "auto" or isinstance(jobs, int) and jobs >= 1):
         raise ConfigError(f"jobs must be a positive integer or 'auto', got {jobs!r}")
-    return 1 if runnable < 2 or not _can_fork() else min(jobs, runnable)
+    if runnable < 2 or not _fork_is_safe():
+        return 1
+    if jobs == "auto":
+        if rows < PARALLEL_MIN_ROWS or not sys.platform.startswith("linux"):
+            return 1
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(1, min(cpus, runnable))
+    return min(jobs, runnable)
 
 
-def _can_fork() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
+def plan_jobs(data: Dataset, instances: Sequence[Detector], jobs: int | str) -> int:
+    """The number of processes `scan(data, instances, jobs=jobs)` will use (front ends pick their display by it)."""
+    return resolve_jobs(jobs, len(data), len(_runnable(instances, data)[1]))
+
+
+def _fork_is_safe() -> bool:
+    return ("fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+            and "torch" not in sys.modules)
+
+
+def _runnable(instances: Sequence[Detector], data: Dataset) -> tuple[dict[int, "_Outcome"], list[int]]:
+    """(the outcomes of detectors that do not run: skipped, or failed deciding; the positions of those that run)."""
+    done: dict[int, _Outcome] = {}
+    todo: list[int] = []
+    for i, det in enumerate(instances):
+        try:
+            reason = skip_reason(det, data)
+        except Exception as e:  # noqa: BLE001 - isolate and record, the gate fails closed
+            done[i] = _Outcome(failed_run(det, e))
+            continue
+        if reason:
+            done[i] = _Outcome(DetectorRun(det.name, det.version, DetectorStatus.SKIPPED, det.settings_dict(),
+                                           message=reason))
+        else:
+            todo.append(i)
+    return done, todo
 
 
 class _Outcome(NamedTuple):
@@ -181,7 +202,17 @@ def _groups(instances: Sequence[Detector], todo: Sequence[int]) -> list[list[int
 
 
 def _child(instances, group, data, index, conn) -> None:
-    """In the forked process: run a group's detectors in turn, sending each outcome as it comes."""
+    """In the forked process: run a group's detectors in turn, sending each outcome as it comes. It stops when the
+    scanning process dies (Linux), leaves Ctrl-C to that process, and draws no progress bars of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ["TRAINGUARD_PROGRESS"] = "off"
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: no orphan outlives a killed scan
+        except (OSError, AttributeError):
+            pass
     try:
         for i in group:
             out = _run_one(instances[i], data, index)
@@ -195,36 +226,59 @@ def _child(instances, group, data, index, conn) -> None:
 
 def _run_parallel(instances, todo, data, index, workers, outcomes, progress) -> None:
     """Fork a process per group of detectors, at most `workers` at a time, each sending its detectors' outcomes
-    as they finish. A process that stops before all its detectors report fails the rest (the gate fails
-    closed); if this process is interrupted, the running ones are stopped."""
+    as they finish. Whatever stops a group (its process dies, an outcome that does not come back whole) fails the
+    detectors it had not reported (the gate fails closed); a process that cannot be started runs its group here.
+    If this process is interrupted, the running ones are stopped."""
     ctx = multiprocessing.get_context("fork")
     pending = _groups(instances, todo)
     active: dict[Any, tuple[list[int], Any]] = {}  # pipe -> (group, process)
     done = 0
+
+    def finish(recv, why: Callable[[int | None], str]) -> None:
+        nonlocal done
+        group, proc = active.pop(recv)
+        recv.close()
+        if proc.is_alive():
+            proc.terminate()
+        proc.join()
+        for i in group:
+            if outcomes[i] is None:
+                outcomes[i] = _Outcome(failed_run(instances[i], RuntimeError(why(proc.exitcode))))
+                done += 1
+                if progress:
+                    progress(f"{instances[i].name} failed", done, len(todo))
+
     try:
         while pending or active:
             while pending and len(active) < workers:
                 group = pending.pop(0)
                 recv, send = ctx.Pipe(duplex=False)
                 proc = ctx.Process(target=_child, args=(instances, group, data, index, send))
-                proc.start()
-                send.close()
                 active[recv] = (group, proc)
+                try:
+                    with warnings.catch_warnings():  # 3.12+: BLAS threads make fork warn; they are fork-safe
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        proc.start()
+                except OSError:  # no memory or processes left to fork: run the group here
+                    del active[recv]
+                    recv.close()
+                    for i in group:
+                        outcomes[i] = _run_one(instances[i], data, index)
+                        done += 1
+                    continue
+                finally:
+                    send.close()
                 if progress:
                     progress("running " + ", ".join(instances[i].name for i in group), done, len(todo))
             for recv in multiprocessing.connection.wait(list(active)):
-                group, proc = active[recv]
                 try:
                     i, out = recv.recv()
                 except EOFError:  # the process is done (or died): collect it
-                    del active[recv]
-                    recv.close()
-                    proc.join()
-                    for i in group:
-                        if outcomes[i] is None:
-                            outcomes[i] = _Outcome(failed_run(instances[i], RuntimeError(
-                                f"the process running it stopped (exit code {proc.exitcode}) before it reported")))
-                            done += 1
+                    finish(recv, lambda code: f"the process running it stopped (exit code {code}) before it reported")
+                    continue
+                except Exception as e:  # noqa: BLE001 - an outcome that does not unpickle: fail what is left
+                    finish(recv, lambda _, e=e: f"its outcome could not be read back from its process "
+                                                f"({type(e).__name__}: {e})")
                     continue
                 outcomes[i] = out
                 done += 1

@@ -10,6 +10,8 @@ into a frozen `LoadOptions` (`load_options`) that the library takes as is.
 
 from __future__ import annotations
 
+import re
+
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -39,7 +41,7 @@ def parse_jobs(value: str) -> int | str:
     v = value.strip().lower()
     if v == "auto":
         return v
-    if not v.isdigit() or int(v) < 1:
+    if not re.fullmatch(r"[0-9]+", v) or int(v) < 1:
         raise fail(f"--jobs must be a positive integer or auto, got {value!r}")
     return int(v)
 DATA_OPTIONS = ("--kind", "--field", "--on-error", "--max-record-bytes")

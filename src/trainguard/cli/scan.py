@@ -25,7 +25,7 @@ from trainguard.detectors.base import registry
 from trainguard.findings import Severity
 from trainguard.io import load
 from trainguard.io.readers import DEFAULT_MAX_RECORD_BYTES
-from trainguard.scan import DEFAULT_DETECTORS, exit_code, parse_settings, scan
+from trainguard.scan import DEFAULT_DETECTORS, build_detectors, exit_code, parse_settings, plan_jobs, scan
 from trainguard.verdict import add_disabled, disabled_runs
 
 
@@ -83,14 +83,16 @@ def scan_command(
         _emit(result, fmt, out)
         raise typer.Exit(_verdict(result, threshold))
     with _progress(quiet) as progress:
-        task = progress.add_task(f"loading {path.name}", total=None)
+        progress.add_task(f"loading {path.name}", total=None)
         data = load(path, opts)
-        announce(data)  # before the scan: which kind, and why, is the first thing to check
-        progress.update(task, description=f"scanning {len(data):,} records", total=1, completed=0, refresh=True)
-
+    announce(data)  # before the scan: which kind, and why, is the first thing to check
+    instances = build_detectors(names, settings)
+    workers = plan_jobs(data, instances, n_jobs)
+    # Several processes fork from this one only while it runs no other thread: no refresh thread for the bar then.
+    with _progress(quiet, auto_refresh=workers == 1) as progress:
+        task = progress.add_task(f"scanning {len(data):,} records", total=1, completed=0)
         on_progress = _detector_progress(progress, task, quiet)
-        result = scan(data, detectors=names, settings=settings, progress=on_progress, fuse_threshold=fuse,
-                      jobs=n_jobs)
+        result = scan(data, detectors=instances, progress=on_progress, fuse_threshold=fuse, jobs=workers)
     if names is not None:
         add_disabled(result, disabled_runs(data, names, DEFAULT_DETECTORS, "not selected with --detectors"))
     off = [r.name for r in result.detectors if r.status == "disabled"]
@@ -209,11 +211,10 @@ def _emit(result, fmt: str, out: Path | None, records=None) -> None:
         sys.stdout.write(report_fmt.render(result, fmt, records))
 
 
-def _progress(quiet: bool) -> Progress:
-    # Redrawn on each update, not by a refresh thread: a scan with several jobs forks only a single-threaded process.
+def _progress(quiet: bool, auto_refresh: bool = True) -> Progress:
     return Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=True, disable=quiet or not err_console.is_terminal, auto_refresh=False,
+        console=err_console, transient=True, disable=quiet or not err_console.is_terminal, auto_refresh=auto_refresh,
     )
 
 
@@ -226,7 +227,7 @@ def _detector_progress(progress: Progress, task, quiet: bool):
     def on_progress(name: str, i: int, n: int) -> None:
         progress.update(task, description=f"{name}", total=n, completed=i, refresh=True)
         if plain:
-            what = f"{name} ({i}/{n} detectors done" if i < n else f"{n} detectors done ("
-            err_console.print(f"scan: {what}{', ' if i < n else ''}{time.monotonic() - start:.1f} s elapsed)")
+            what = f"{n} detectors done (" if name == "done" else f"{name} ({i}/{n} detectors done, "
+            err_console.print(f"scan: {what}{time.monotonic() - start:.1f} s elapsed)")
 
     return on_progress
