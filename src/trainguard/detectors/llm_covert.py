@@ -445,17 +445,20 @@ def decode_field(text: str, s: "Settings", depth: int = 0) -> tuple[list[Decoded
                        else Decoded(how, t, len(m.group(0))))
         for span in spans:  # only spans that decoded are cut out; junk stays for the other checks
             rest = rest.replace(span, " ")
-    if depth == 0:  # a transposition scatters punctuation: read from the first foreign sentence to the end, raw
-        tail = _transposed_tail(rest, s)
-        if tail is not None:
-            out.append(tail[0])
-            rest = rest[: tail[1]]
     foreign: list[str] = []
     segment: list[str] = []
+    tail_tried = depth > 0
     for sent in _sentences(rest) + [""]:
         ratio, n = english_ratio(sent)
         nonlatin = 0 if sent.isascii() else len(_NONLATIN.findall(sent))
         if sent and (nonlatin >= 8 or (n >= 2 and ratio < s.foreign_ratio) or _leet_share(sent) >= 0.2):
+            if not tail_tried:  # a transposition scatters punctuation: read from here to the field's end, raw
+                tail_tried = True
+                tail = _transposed_tail(rest[rest.find(sent):], s)
+                if tail is not None:
+                    out.append(tail)
+                    segment = []
+                    break
             segment.append(sent)
             continue
         if segment:
@@ -645,7 +648,7 @@ def _decode_segment(seg: str, s: "Settings") -> Decoded | None:
     if reads(t):
         return Decoded("rot13" if best == 13 else f"rot{best}", t)
     # a transposition keeps English letters in another order: the zig-zag (rail fence) over 2-10 rails
-    fences = [(k, _from_rail_fence(seg, k)) for k in range(2, min(11, len(seg) // 4))]
+    fences = [] if substitution_candidate(seg) else [(k, _from_rail_fence(seg, k)) for k in range(2, min(11, len(seg) // 4))]
     if fences:
         k, t = max(fences, key=lambda kt: english_ratio(kt[1])[0])
         if reads(t):
@@ -668,26 +671,22 @@ def _apply_periodic(seg: str, key: tuple, offset: int = 0) -> str:
     return "".join(chars)
 
 
-def _transposed_tail(text: str, s: "Settings") -> tuple[Decoded, int] | None:
-    """(the decoded text, where it starts) when the field, from its first foreign sentence on, is a rail fence."""
-    for sent in _sentences(text):
-        ratio, n = english_ratio(sent)
-        if n >= 2 and ratio < s.foreign_ratio:
-            start = text.find(sent)
-            break
-    else:
-        return None
-    tail = text[start:].strip()
+def _transposed_tail(tail: str, s: "Settings") -> Decoded | None:
+    """`tail` (a field from its first foreign sentence on) read as a rail fence, if its letters keep English
+    frequencies (a transposition moves letters, it does not change them) and a number of rails reads it."""
+    tail = tail.strip()
     if len(tail) < 16 or len(_WORD.findall(tail.lower())) < s.min_words:
         return None
     base = english_ratio(tail)[0]
+    if base >= s.foreign_ratio or substitution_candidate(tail):  # English follows (a term list), or not a transposition
+        return None
     best = max(((k, _from_rail_fence(tail, k)) for k in range(2, min(11, len(tail) // 4))),
                key=lambda kt: english_ratio(kt[1])[0], default=None)
     if best is None:
         return None
     k, t = best
     if reads_english(t, s) and english_ratio(t)[0] - base >= 0.3:
-        return Decoded(f"rail-fence-{k}", t, len(tail)), start
+        return Decoded(f"rail-fence-{k}", t, len(tail))
     return None
 
 
@@ -703,6 +702,9 @@ def _from_rail_fence(text: str, rails: int) -> str:
     return "".join(out)
 
 
+PERIODIC_IOC = 0.055
+
+
 def _periodic(seg: str, max_period: int = 12, min_column: int = 8, tried: int = 2) -> list[tuple[str, str]]:
     """Periodic (Vigenere, Beaufort) readings of `seg` (how, text, key), the key advancing on letters only. Key lengths with at least
     `min_column` letters a column are ranked by their columns' index of coincidence (Friedman); for the `tried`
@@ -710,16 +712,19 @@ def _periodic(seg: str, max_period: int = 12, min_column: int = 8, tried: int = 
     and is then refined against English 4-grams, one column at a time. The best reading of each family, most
     English first."""
     idx = [i for i, ch in enumerate(seg) if ch.isascii() and ch.isalpha()]
-    if len(idx) < 2 * min_column:
+    if len(idx) < 6 * min_column:  # fewer letters give too noisy an index (a short request is read by its answer's key)
         return []
     codes = np.array([ord(seg[i].lower()) - 97 for i in idx])
     periods = list(range(2, min(max_period, len(idx) // min_column) + 1))
-    if not periods:
-        return []
 
     def ioc(col: np.ndarray) -> float:
         f = np.bincount(col, minlength=26)
         return float((f * (f - 1)).sum() / max(len(col) * (len(col) - 1), 1))
+
+    # A periodic key flattens letter frequencies: English (and any letter substitution of it) has an index of
+    # coincidence near 0.066, uniform letters 0.038; keys of a few letters and more fall below PERIODIC_IOC.
+    if not periods or ioc(codes) >= PERIODIC_IOC:
+        return []
 
     periods.sort(key=lambda p: -np.mean([ioc(codes[j::p]) for j in range(p)]))
     # the letters' symbol sequence with word boundaries (26) where the segment has anything else, for 4-gram scores
