@@ -149,6 +149,8 @@ def test_cli_jobs(capsys, planted):
     code1, out1, _ = cli(capsys, "scan", planted, "-f", "json", "--jobs", "1", "-q")
     assert code == code1 == 1
     assert json.loads(out)["findings"] == json.loads(out1)["findings"]
+    code, _, err = cli(capsys, "scan", planted, "--shard-rows", "500", "--jobs", "2")
+    assert code == 2 and "a --shard-rows scan uses --scheduler" in err  # never silently ignored
     for bad in ("0", "two", "\u00b2"):
         code, _, err = cli(capsys, "scan", DATA / "sst2_sample.jsonl", "--jobs", bad)
         assert code == 2 and "--jobs must be a positive integer or auto" in err

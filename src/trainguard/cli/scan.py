@@ -73,6 +73,8 @@ def scan_command(
         raise fail("--split reads a datasets folder; it is not available with --shard-rows yet")
     if scheduler and shard_rows is None:
         raise fail("--scheduler needs --shard-rows")
+    if shard_rows is not None and jobs.strip().lower() != "auto":
+        raise fail("--jobs runs in-memory scans in several processes; a --shard-rows scan uses --scheduler for that")
     if fuse is not None and shard_rows is not None:
         raise fail("--fuse needs the whole dataset's row scores; it is not available with --shard-rows yet")
     if shard_rows is not None:

@@ -213,7 +213,8 @@ class Shortcut(ShardedDetector):
         texts = [r.text for r in data]
         # The semantic view (embeddings: a tokeniser in Rust, SQLite reads, BLAS) runs in a thread while the
         # surface features (Python) are built here: the two overlap on a second core. Same results either way.
-        with ThreadPoolExecutor(1, thread_name_prefix="shortcut-semantic") as pool:
+        pool = ThreadPoolExecutor(1, thread_name_prefix="shortcut-semantic")
+        try:
             semantic = pool.submit(self._semantic, data, y, C)
             # Lower-cased tokens (words, with inner apostrophes and hyphens, and single punctuation marks), shared
             # with trigger-association.
@@ -231,6 +232,8 @@ class Shortcut(ShardedDetector):
             m = len(single) * C + A.nnz * C + C
             threshold = float(np.log(max(m, 1) * len(grid) / s.alpha))
             q = semantic.result()
+        finally:  # on an error or Ctrl-C here, do not wait for the embedding to finish
+            pool.shutdown(wait=False, cancel_futures=True)
         qy = np.clip(q[np.arange(n), y], 1e-6, 1.0)
         # log a_i(c) - log b_i for every row and class: "forced to c" against the semantic view.
         a = np.full((n, C), np.log(s.epsilon / max(C - 1, 1)))
