@@ -91,9 +91,18 @@ def test_a_failing_or_dying_detector_fails_alone(planted):
     assert len(rep.findings) == 2 * sum("film" in json.loads(line)["text"] for line in planted.read_text().splitlines())
 
 
-class _Unreadable(Exception):
-    def __init__(self, *, needed):  # pickles, but cannot be unpickled (a keyword-only argument)
-        super().__init__("x")
+def _refuse_to_load():
+    raise RuntimeError("this object cannot be read back")
+
+
+class _Unreadable:
+    """Pickles, but cannot be unpickled (whatever pickling support another library installed for exceptions)."""
+
+    def __init__(self, *, needed):
+        self.needed = needed
+
+    def __reduce__(self):
+        return _refuse_to_load, ()
 
 
 class _BadSummary(Detector):
