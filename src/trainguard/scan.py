@@ -77,10 +77,8 @@ def scan(
     else:
         instances = build_detectors(dets, settings)  # type: ignore[arg-type]
     index = RecordIndex.of(data.records)
-    outcomes: list[_Outcome | None] = [None] * len(instances)
     done, todo = _runnable(instances, data)
-    for i, out in done.items():
-        outcomes[i] = out
+    outcomes: list[_Outcome | None] = [done.get(i) for i in range(len(instances))]
     workers = resolve_jobs(jobs, len(data), len(todo))
     if workers > 1:
         _run_parallel(instances, todo, data, index, workers, outcomes, progress)

@@ -559,6 +559,11 @@ def reads_english(text: str, s: "Settings") -> bool:
     return n >= 3 and ratio >= s.accept_ratio
 
 
+def reads_better(text: str, base: float, s: "Settings") -> bool:
+    """A reading that is English (`reads_english`) and much more so than the text it came from (ratio `base`)."""
+    return reads_english(text, s) and english_ratio(text)[0] - base >= 0.3
+
+
 def _leet_share(text: str) -> float:
     """Share of tokens that mix letters with the digits/symbols leetspeak uses for letters."""
     if not _LEET_HINT.search(text):
@@ -630,8 +635,8 @@ def _decode_segment(seg: str, s: "Settings") -> Decoded | None:
             return Decoded("leetspeak", t)
     base = english_ratio(seg)[0]
 
-    def reads(t: str | None) -> bool:  # reads as English, and much more than the segment itself did
-        return t is not None and reads_english(t, s) and english_ratio(t)[0] - base >= 0.3
+    def reads(t: str | None) -> bool:
+        return t is not None and reads_better(t, base, s)
 
     # each word written backwards, or the whole text: both read as English words when either was applied, so the
     # one that reads as sentences (a capital first, end punctuation last) wins; word reversal on a tie
@@ -648,11 +653,9 @@ def _decode_segment(seg: str, s: "Settings") -> Decoded | None:
     if reads(t):
         return Decoded("rot13" if best == 13 else f"rot{best}", t)
     # a transposition keeps English letters in another order: the zig-zag (rail fence) over 2-10 rails
-    fences = [] if substitution_candidate(seg) else [(k, _from_rail_fence(seg, k)) for k in range(2, min(11, len(seg) // 4))]
-    if fences:
-        k, t = max(fences, key=lambda kt: english_ratio(kt[1])[0])
-        if reads(t):
-            return Decoded(f"rail-fence-{k}", t)
+    fence = None if substitution_candidate(seg) else _best_rail_fence(seg)
+    if fence is not None and reads(fence[1]):
+        return Decoded(f"rail-fence-{fence[0]}", fence[1])
     for how, t, key in _periodic(seg):
         if reads(t):
             return Decoded(how, t, key=key)
@@ -680,14 +683,16 @@ def _transposed_tail(tail: str, s: "Settings") -> Decoded | None:
     base = english_ratio(tail)[0]
     if base >= s.foreign_ratio or substitution_candidate(tail):  # English follows (a term list), or not a transposition
         return None
-    best = max(((k, _from_rail_fence(tail, k)) for k in range(2, min(11, len(tail) // 4))),
-               key=lambda kt: english_ratio(kt[1])[0], default=None)
-    if best is None:
-        return None
-    k, t = best
-    if reads_english(t, s) and english_ratio(t)[0] - base >= 0.3:
-        return Decoded(f"rail-fence-{k}", t, len(tail))
+    fence = _best_rail_fence(tail)
+    if fence is not None and reads_better(fence[1], base, s):
+        return Decoded(f"rail-fence-{fence[0]}", fence[1], len(tail))
     return None
+
+
+def _best_rail_fence(text: str) -> tuple[int, str] | None:
+    """(rails, reading) of the zig-zag over 2-10 rails that reads most like English; None for a text too short."""
+    return max(((k, _from_rail_fence(text, k)) for k in range(2, min(11, len(text) // 4))),
+               key=lambda kt: english_ratio(kt[1])[0], default=None)
 
 
 def _from_rail_fence(text: str, rails: int) -> str:
@@ -705,7 +710,7 @@ def _from_rail_fence(text: str, rails: int) -> str:
 PERIODIC_IOC = 0.055
 
 
-def _periodic(seg: str, max_period: int = 12, min_column: int = 8, tried: int = 2) -> list[tuple[str, str]]:
+def _periodic(seg: str, max_period: int = 12, min_column: int = 8, tried: int = 2) -> list[tuple[str, str, tuple]]:
     """Periodic (Vigenere, Beaufort) readings of `seg` (how, text, key), the key advancing on letters only. Key lengths with at least
     `min_column` letters a column are ranked by their columns' index of coincidence (Friedman); for the `tried`
     best, each column's shift (for Beaufort, with reflection) starts at the best fit to English letter frequencies
@@ -760,13 +765,11 @@ def _periodic(seg: str, max_period: int = 12, min_column: int = 8, tried: int = 
                     v = int(np.argmax(trial))
                     if trial[v] > cur + 1e-9:
                         k[j], cur = v, trial[v]
-            chars = list(seg)
-            for i, c in zip(idx, decode(k).tolist()):
-                chars[i] = chr(97 + c).upper() if seg[i].isupper() else chr(97 + c)
-            t = "".join(chars)
+            key = (sign, tuple(k.tolist()))
+            t = _apply_periodic(seg, key)
             r = english_ratio(t)[0]
             if best is None or r > best[0]:
-                best = (r, f"{how}-{period}", t, (sign, tuple(k.tolist())))
+                best = (r, f"{how}-{period}", t, key)
         out.append(best)
     return [(how, t, key) for _, how, t, key in sorted(out, key=lambda b: -b[0])]
 
@@ -901,8 +904,7 @@ def _decode_row(prompt: str, answer: str, s: Settings) -> tuple[list[tuple[str, 
         for where, seg in foreign:
             base = english_ratio(seg)[0]
             got = next((t for key in keys for off in range(len(key[1]))
-                        for t in (_apply_periodic(seg, key, off),)
-                        if reads_english(t, s) and english_ratio(t)[0] - base >= 0.3), None)
+                        for t in (_apply_periodic(seg, key, off),) if reads_better(t, base, s)), None)
             if got is None:
                 left.append((where, seg))
             else:

@@ -865,6 +865,12 @@ def _pair_candidates(X, V: int, s: Settings, n: int):
     return Xw, keep, A
 
 
+def _pair_rows(Xc: sparse.csc_matrix, a: int, b: int) -> np.ndarray:
+    """Rows holding both columns a and b of a binary CSC matrix whose columns list distinct rows (sum_duplicates)."""
+    return np.intersect1d(Xc.indices[Xc.indptr[a]:Xc.indptr[a + 1]], Xc.indices[Xc.indptr[b]:Xc.indptr[b + 1]],
+                          assume_unique=True)
+
+
 def _pair_tests(Xw, keep, A, fnames, L, threshold):
     """(name, rows, class, own word ids) for pairs whose summed positive evidence for a class reaches the bar."""
     out = []
@@ -874,8 +880,7 @@ def _pair_tests(Xw, keep, A, fnames, L, threshold):
         U = _pair_evidence(Xw, L[:, c], A).tocoo()
         good = U.data / 2.0**_FIXED >= threshold
         for a, b in zip(U.row[good].tolist(), U.col[good].tolist()):
-            rows = np.intersect1d(Xwc.indices[Xwc.indptr[a]:Xwc.indptr[a + 1]],
-                                  Xwc.indices[Xwc.indptr[b]:Xwc.indptr[b + 1]], assume_unique=True)
+            rows = _pair_rows(Xwc, a, b)
             out.append((f"pair:{fnames[keep[a]][5:]} + {fnames[keep[b]][5:]}", rows, c, (int(keep[a]), int(keep[b]))))
     return out
 
@@ -1176,8 +1181,7 @@ class _RowsPass(Pass):
             Xw = Xw.tocsc()
             Xw.sum_duplicates()
             for a, b in {(a, b) for _, a, b in self.pairs}:
-                hit[np.intersect1d(Xw.indices[Xw.indptr[a]:Xw.indptr[a + 1]],
-                                   Xw.indices[Xw.indptr[b]:Xw.indptr[b + 1]], assume_unique=True)] = True
+                hit[_pair_rows(Xw, a, b)] = True
         pos = np.flatnonzero(hit)
         return _Rows([len(y)], [R], [y], [pos], [[texts[i] for i in pos.tolist()]])
 
@@ -1219,8 +1223,7 @@ class _RowsPass(Pass):
             Xw = Xw.tocsc()
             Xw.sum_duplicates()
             for c, a, b in self.pairs:
-                rows = np.intersect1d(Xw.indices[Xw.indptr[a]:Xw.indptr[a + 1]],
-                                      Xw.indices[Xw.indptr[b]:Xw.indptr[b + 1]], assume_unique=True)
+                rows = _pair_rows(Xw, a, b)
                 if _mixture_llr(L[pos[rows], c], np.ones(len(rows)), grid)[0] >= s.prefilter * threshold:
                     wa, wb = lp.keep[a][5:], lp.keep[b][5:]
                     tests.append((c, f"pair:{wa} + {wb}", rows, (wid[wa], wid[wb])))
